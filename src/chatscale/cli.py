@@ -1,0 +1,138 @@
+"""The ``chatscale`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from chatscale import __version__
+from chatscale.config import Settings, load_settings
+from chatscale.errors import ChatscaleError, ConfigError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fail(message: str, status: int) -> None:
+    click.echo(f"chatscale: {message}", err=True)
+    sys.exit(status)
+
+
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Print configuration and start-up errors on one line (exit 2 / 1), no traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            _fail(f"configuration error: {exc}", 2)
+        except ChatscaleError as exc:
+            _fail(str(exc), 1)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def settings_or_exit() -> Settings:
+    """Load the settings; on a bad value print it on one line and exit with status 2."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}", 2)
+        raise
+
+
+@click.group()
+@click.version_option(__version__, prog_name="chatscale")
+def cli() -> None:
+    """chatscale: an AI chat backend that scales out on Redis."""
+
+
+@cli.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of aligned lines.")
+def config_command(as_json: bool) -> None:
+    """Print the effective settings (secrets masked)."""
+    shown = settings_or_exit().describe()
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, default=str))
+        return
+    width = max(len(k) for k in shown)
+    for name, value in shown.items():
+        text = "" if value is None else str(value).lower() if isinstance(value, bool) else value
+        click.echo(f"{name:<{width}}  {text}")
+
+
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor_command(as_json: bool) -> None:
+    """Validate the settings, connect to Redis and report the topology."""
+    settings = settings_or_exit()
+    if settings.redis is None:
+        report: dict[str, Any] = {
+            "status": "ok",
+            "backend": "memory",
+            "detail": "USE_REDIS is off: caches, sessions, limits and streams live in memory",
+            "key_prefix": settings.key_prefix,
+        }
+    else:
+        try:
+            report = asyncio.run(_doctor(settings))
+        except ChatscaleError as exc:
+            _fail(f"doctor: {exc}", 1)
+            return
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            if isinstance(value, list):
+                value = ", ".join(value) or "-"
+            click.echo(f"{key:<16} {value}")
+    problems = report.get("problems") or []
+    if problems:
+        _fail("doctor: " + "; ".join(problems), 1)
+
+
+async def _doctor(settings: Settings) -> dict[str, Any]:
+    from chatscale.redis import connect, describe
+
+    assert settings.redis is not None
+    connection = await connect(settings.redis)
+    try:
+        found = await describe(connection)
+    finally:
+        await connection.close()
+    problems = []
+    if found.slots_covered is not None and found.slots_covered != 16384:
+        problems.append(f"cluster covers {found.slots_covered} of 16384 slots")
+    if any("(fail)" in m for m in found.masters):
+        problems.append("a cluster master is failing")
+    report: dict[str, Any] = {
+        "status": "ok" if not problems else "degraded",
+        "backend": "redis",
+        "topology": found.topology,
+        "server_version": found.server_version,
+        "tls": found.tls,
+        "key_prefix": found.prefix or "(none)",
+        "rtt_ms": found.rtt_ms,
+        "masters": found.masters,
+        "replicas": found.replicas,
+    }
+    if found.slots_covered is not None:
+        report["slots_covered"] = found.slots_covered
+    if found.sentinel_master:
+        report["sentinel_master"] = found.sentinel_master
+    if problems:
+        report["problems"] = problems
+    return report
+
+
+def main() -> None:
+    """Entry point of the ``chatscale`` console script."""
+    cli()

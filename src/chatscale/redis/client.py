@@ -1,0 +1,198 @@
+"""One asyncio Redis client for the configured topology, with a pool that waits.
+
+Standalone and Sentinel use a blocking pool: a command waits up to ``REDIS_POOL_TIMEOUT`` for
+a free connection instead of failing at once (redis-py's default pool raises). redis-py's
+Cluster client has no waiting pool, so :class:`BoundedRedisCluster` bounds the commands in
+flight with a semaphore of the same size and wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chatscale.redis.uri import Topology
+
+if TYPE_CHECKING:
+    from chatscale.config import RedisConfig
+
+AnyRedis: TypeAlias = "Redis | RedisCluster"
+"""Either client: both offer the same command methods, pipelines and pub/sub."""
+
+CLIENT_NAME = "chatscale"
+_BACKOFF_BASE_S = 0.05
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel-managed pool whose ``get_connection`` waits for a free connection."""
+
+
+class _Bounded:
+    """A semaphore with a deadline: the waiting part of a connection pool."""
+
+    def __init__(self, size: int, timeout_s: float) -> None:
+        self._sem = asyncio.Semaphore(size)
+        self._timeout_s = timeout_s
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._sem.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        try:
+            yield
+        finally:
+            self._sem.release()
+
+
+class BoundedClusterPipeline(ClusterPipeline):
+    """A Cluster pipeline that takes one slot of its client's bound while it runs."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, BoundedRedisCluster)
+        async with client.bound.slot():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+class BoundedRedisCluster(RedisCluster):
+    """RedisCluster whose commands wait for one of ``max_connections`` slots."""
+
+    def __init__(
+        self, *args: Any, max_connections: int, pool_timeout_s: float, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, max_connections=max_connections, **kwargs)  # type: ignore[misc]
+        self.bound = _Bounded(max_connections, pool_timeout_s)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.bound.slot():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # raises, as upstream does
+        return BoundedClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+def _retry(config: RedisConfig) -> Retry:
+    attempts = config.retry_max_attempts if config.retry_max_attempts > 0 else -1  # -1: forever
+    return Retry(
+        ExponentialWithJitterBackoff(cap=config.retry_max_delay_s, base=_BACKOFF_BASE_S),
+        attempts,
+        supported_errors=(RedisConnectionError, RedisTimeoutError),
+    )
+
+
+def _tls_kwargs(config: RedisConfig) -> dict[str, Any]:
+    if config.tls is None:
+        return {}
+    kwargs: dict[str, Any] = {
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+    }
+    if config.tls.ca_file:
+        kwargs["ssl_ca_certs"] = str(config.tls.ca_file)
+    if config.tls.cert_file and config.tls.key_file:
+        kwargs["ssl_certfile"] = str(config.tls.cert_file)
+        kwargs["ssl_keyfile"] = str(config.tls.key_file)
+    return kwargs
+
+
+def _connection_kwargs(config: RedisConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "username": config.target.username,
+        "password": config.target.password,
+        "socket_connect_timeout": config.connect_timeout_s,
+        "socket_timeout": config.socket_timeout_s,
+        "socket_keepalive": True,
+        "retry": _retry(config),
+        "client_name": CLIENT_NAME,
+        "decode_responses": False,
+    }
+    if config.ping_interval_s > 0:
+        # redis-py pings a connection before use when it sat idle this long; the
+        # KeepAlive task pings the idle ones actively.
+        kwargs["health_check_interval"] = config.ping_interval_s
+    return kwargs
+
+
+def _alternative_dns_remap(config: RedisConfig) -> Any:
+    # Managed Cluster services over TLS announce node addresses that do not match their
+    # certificates; keep connecting through the hostnames the configuration gives.
+    given = {node.port: node.host for node in config.target.nodes}
+    default_host = config.target.nodes[0].host
+
+    def remap(address: tuple[str, int]) -> tuple[str, int]:
+        port = address[1]
+        return given.get(port, default_host), port
+
+    return remap
+
+
+def create_client(config: RedisConfig) -> AnyRedis:
+    """Build (without connecting) the client for ``config``'s topology."""
+    kwargs = _connection_kwargs(config)
+    tls = _tls_kwargs(config)
+    target = config.target
+    if target.topology is Topology.CLUSTER:
+        return BoundedRedisCluster(
+            startup_nodes=[ClusterNode(n.host, n.port) for n in target.nodes],
+            max_connections=config.max_connections,
+            pool_timeout_s=config.pool_timeout_s,
+            require_full_coverage=True,
+            address_remap=_alternative_dns_remap(config) if config.alternative_dns_lookup else None,
+            ssl=config.tls is not None,
+            **tls,
+            **kwargs,
+        )
+    if target.topology is Topology.SENTINEL:
+        sentinel_kwargs: dict[str, Any] = {
+            "username": config.sentinel_username,
+            "password": config.sentinel_password,
+            "socket_connect_timeout": config.connect_timeout_s,
+            "socket_timeout": config.socket_timeout_s,
+        }
+        if config.tls is not None:
+            sentinel_kwargs.update(ssl=True, **tls)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [(n.host, n.port) for n in target.nodes],
+            sentinel_kwargs=sentinel_kwargs,
+            ssl=config.tls is not None,
+            **tls,
+            **kwargs,
+        )
+        assert target.service_name is not None
+        master: Redis = sentinel.master_for(
+            target.service_name,
+            connection_pool_class=BlockingSentinelConnectionPool,
+            max_connections=config.max_connections,
+            timeout=config.pool_timeout_s,
+            db=target.db,
+        )
+        return master
+    node = target.nodes[0]
+    if config.tls is not None:
+        kwargs.update(connection_class=SSLConnection, **tls)
+    pool = BlockingConnectionPool(
+        max_connections=config.max_connections,
+        timeout=config.pool_timeout_s,
+        host=node.host,
+        port=node.port,
+        db=target.db,
+        **kwargs,
+    )
+    return Redis.from_pool(pool)

@@ -1,0 +1,183 @@
+"""The process's Redis handle: client, key space and keep-alive, from start-up to close."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from chatscale.errors import RedisUnavailableError
+from chatscale.redis.client import AnyRedis, create_client
+from chatscale.redis.keepalive import KeepAlive
+from chatscale.redis.keys import KeySpace
+from chatscale.redis.uri import Topology
+
+if TYPE_CHECKING:
+    from chatscale.config import RedisConfig
+
+
+class RedisConnection:
+    """Owns the client for one process. Use :func:`connect` to build one."""
+
+    def __init__(self, config: RedisConfig, client: AnyRedis) -> None:
+        self.config = config
+        self.client: AnyRedis = client
+        self.keys = KeySpace(config.prefix)
+        deadline = min(5.0, max(1.0, config.ping_interval_s / 2))
+        self.keepalive = KeepAlive(client, config.ping_interval_s, deadline)
+        self._closed = False
+
+    @property
+    def topology(self) -> Topology:
+        """The deployment's topology."""
+        return self.config.topology
+
+    @property
+    def is_cluster(self) -> bool:
+        """Whether commands go through a Cluster client."""
+        return isinstance(self.client, RedisCluster)
+
+    async def ping(self) -> float:
+        """Round-trip time of one PING in seconds."""
+        start = time.perf_counter()
+        await self.client.ping()
+        return time.perf_counter() - start
+
+    async def close(self) -> None:
+        """Stop the keep-alive and close every connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.keepalive.stop()
+        await self.client.aclose()
+
+    async def __aenter__(self) -> RedisConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _describe_failure(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failure: {cause}"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def connect(config: RedisConfig) -> RedisConnection:
+    """Connect to the configured Redis and check it answers; start the keep-alive.
+
+    Raises :class:`RedisUnavailableError` with the reason when Redis cannot be reached
+    within ``REDIS_CONNECT_TIMEOUT`` (plus retries).
+    """
+    client = create_client(config)
+    connection = RedisConnection(config, client)
+    nodes = ", ".join(str(n) for n in config.target.nodes)
+    budget = config.connect_timeout_s * 2 + 5
+    try:
+        async with asyncio.timeout(budget):
+            if isinstance(client, RedisCluster):
+                # Initialise before any burst of commands: concurrent first commands on an
+                # uninitialised async Cluster client have raised internal errors.
+                await client.initialize()
+            await client.ping()
+    except (RedisError, OSError, TimeoutError, ssl.SSLError) as exc:
+        await _close_quietly(client)
+        raise RedisUnavailableError(
+            f"cannot reach Redis ({config.topology.value} at {nodes}): {_describe_failure(exc)}"
+        ) from exc
+    except BaseException:
+        await _close_quietly(client)
+        raise
+    connection.keepalive.start()
+    return connection
+
+
+async def _close_quietly(client: AnyRedis) -> None:
+    # Already failing: the original error is the one worth reporting.
+    with contextlib.suppress(Exception):
+        await client.aclose()
+
+
+@dataclass
+class TopologyReport:
+    """What ``chatscale doctor`` prints about the deployment."""
+
+    topology: str
+    server_version: str
+    tls: bool
+    prefix: str
+    rtt_ms: float
+    masters: list[str] = field(default_factory=list)
+    replicas: list[str] = field(default_factory=list)
+    slots_covered: int | None = None
+    sentinel_master: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def describe(connection: RedisConnection, samples: int = 10) -> TopologyReport:
+    """Inspect the deployment: nodes, roles, slot coverage, version, round trip."""
+    client = connection.client
+    rtts = sorted([await connection.ping() for _ in range(samples)])
+    rtt_ms = rtts[len(rtts) // 2] * 1000
+    report = TopologyReport(
+        topology=connection.topology.value,
+        server_version="?",
+        tls=connection.config.tls is not None,
+        prefix=connection.keys.prefix,
+        rtt_ms=round(rtt_ms, 3),
+    )
+    if isinstance(client, RedisCluster):
+        raw = await client.execute_command("CLUSTER NODES", target_nodes=RedisCluster.RANDOM)
+        covered = 0
+        for line in _text(raw).splitlines():
+            parts = line.split()
+            if len(parts) < 8:
+                continue
+            address = parts[1].split("@")[0]
+            flags = parts[2].split(",")
+            if "master" in flags:
+                report.masters.append(address + (" (fail)" if "fail" in flags else ""))
+                for slot_range in parts[8:]:
+                    if slot_range.startswith("["):
+                        continue
+                    low, _, high = slot_range.partition("-")
+                    covered += int(high or low) - int(low) + 1
+            elif "slave" in flags:
+                report.replicas.append(address + (" (fail)" if "fail" in flags else ""))
+        report.slots_covered = covered
+        info = await client.info("server", target_nodes=RedisCluster.RANDOM)
+        report.server_version = _text(info.get("redis_version", "?"))
+        return report
+    assert isinstance(client, Redis)
+    info = await client.info("server")
+    report.server_version = _text(info.get("redis_version", "?"))
+    replication = await client.info("replication")
+    pool = client.connection_pool
+    host = getattr(pool, "connection_kwargs", {}).get("host")
+    port = getattr(pool, "connection_kwargs", {}).get("port")
+    if connection.topology is Topology.SENTINEL:
+        address = await pool.get_master_address()  # type: ignore[attr-defined]
+        report.sentinel_master = f"{address[0]}:{address[1]}"
+        report.masters.append(report.sentinel_master)
+    else:
+        report.masters.append(f"{host}:{port}")
+    for key, value in replication.items():
+        if key.startswith("slave") and isinstance(value, dict):
+            report.replicas.append(f"{value.get('ip')}:{value.get('port')}")
+    report.extra["role"] = replication.get("role")
+    return report

@@ -1,0 +1,138 @@
+"""Every Redis key and channel name chatscale uses, in one place.
+
+Layout (``P`` is the deployment prefix; with no prefix the ``P::`` part is left out)::
+
+    P::<NAMESPACE>:<key>                 cache entry (LibreChat's layout)
+    P::cache-invalidate                  channel: near-cache invalidations
+    P::sess:<sha256(session id)>         server-side session
+    P::limits/...                        rate-limit counters (the ``limits`` library)
+    P::conc:{<user>}                     running generations of one user
+    P::stream:{<job id>}:job             job metadata (HASH)
+    P::stream:{<job id>}:log             job event log (STREAM)
+    P::stream:{<job id>}:lease           producer lease and epoch
+    P::stream:{<job id>}:ctl             channel: abort / acknowledgements of one job
+    P::user:{<user>}:jobs                a user's jobs (ZSET)
+
+Channels carry the same prefix as keys: LibreChat leaves them unprefixed, so two deployments
+sharing one Redis hear each other's events. The ``{...}`` part is a Cluster hash tag: every key
+of one job (or one user) hashes to the same slot, so multi-key scripts and transactions work.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+SEPARATOR = "::"
+_GLOB_SPECIALS = "*?[]\\"
+# Characters left readable in key parts; everything else (":", "{", "}", "%", glob
+# characters, whitespace, non-ASCII) is percent-encoded so no id can break the layout.
+_SAFE = "-._~@+=!$&'()"
+
+
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` cannot be a key prefix, or ``None`` when it can."""
+    if any(c in "{}" for c in prefix):
+        return "must not contain '{' or '}' (they would break Cluster hash tags)"
+    if any(c.isspace() or not c.isprintable() for c in prefix):
+        return "must not contain whitespace or control characters"
+    if SEPARATOR in prefix or prefix.endswith(":"):
+        return "must not contain '::' or end with ':' (one prefix would then cover another's keys)"
+    if len(prefix) > 128:
+        return "must be at most 128 characters"
+    return None
+
+
+def escape(part: str) -> str:
+    """Encode an id so it is one safe key segment (no ``:``, braces, glob or spaces)."""
+    return quote(part, safe=_SAFE)
+
+
+def glob_escape(text: str) -> str:
+    """Escape ``text`` for a SCAN / PSUBSCRIBE pattern."""
+    return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in text)
+
+
+class KeySpace:
+    """Builds this deployment's key and channel names from its prefix."""
+
+    __slots__ = ("_base", "prefix")
+
+    def __init__(self, prefix: str = "") -> None:
+        problem = prefix_problem(prefix)
+        if problem:
+            raise ValueError(f"invalid key prefix {prefix!r}: {problem}")
+        self.prefix = prefix
+        self._base = f"{prefix}{SEPARATOR}" if prefix else ""
+
+    def __repr__(self) -> str:
+        return f"KeySpace({self.prefix!r})"
+
+    def key(self, *parts: str) -> str:
+        """``P::a:b``: the parts joined by ``:`` (callers escape untrusted parts)."""
+        return self._base + ":".join(parts)
+
+    def channel(self, *parts: str) -> str:
+        """A pub/sub channel name, prefixed exactly like keys."""
+        return self._base + ":".join(parts)
+
+    def tagged(self, kind: str, tag: str, suffix: str) -> str:
+        """``P::<kind>:{<tag>}:<suffix>``: a key sharing the Cluster slot of ``tag``."""
+        return f"{self._base}{kind}:{{{escape(tag)}}}:{suffix}"
+
+    def pattern(self, *parts: str) -> str:
+        """A SCAN MATCH pattern for every key starting with ``P::<parts>``."""
+        return glob_escape(self.key(*parts)) + "*"
+
+    @property
+    def all_pattern(self) -> str:
+        """A pattern for every key of this prefix (everything when there is no prefix)."""
+        return glob_escape(self._base) + "*"
+
+    # Caches -------------------------------------------------------------------------
+    def cache(self, namespace: str, key: str) -> str:
+        """Cache entry: ``P::<NAMESPACE>:<key>`` (LibreChat's layout; ``key`` as given)."""
+        return f"{self._base}{namespace}:{key}"
+
+    def cache_pattern(self, namespace: str) -> str:
+        """Every entry of one cache namespace."""
+        return glob_escape(f"{self._base}{namespace}:") + "*"
+
+    @property
+    def cache_invalidation_channel(self) -> str:
+        """Channel on which near caches hear about writes from other instances."""
+        return self.channel("cache-invalidate")
+
+    # Sessions and limits -----------------------------------------------------------
+    def session(self, id_hash: str) -> str:
+        """A session stored under the hash of its id."""
+        return self.key("sess", id_hash)
+
+    @property
+    def limits_prefix(self) -> str:
+        """Key prefix handed to the ``limits`` library."""
+        return self.key("limits")
+
+    def concurrency(self, user: str) -> str:
+        """Set of one user's running generations."""
+        return self.tagged("conc", user, "running")
+
+    # Streams -----------------------------------------------------------------------
+    def stream_job(self, job_id: str) -> str:
+        """Metadata of one generation job."""
+        return self.tagged("stream", job_id, "job")
+
+    def stream_log(self, job_id: str) -> str:
+        """Event log of one generation job."""
+        return self.tagged("stream", job_id, "log")
+
+    def stream_lease(self, job_id: str) -> str:
+        """Producer lease (owner and fencing epoch) of one job."""
+        return self.tagged("stream", job_id, "lease")
+
+    def stream_control(self, job_id: str) -> str:
+        """Channel carrying abort requests and acknowledgements for one job."""
+        return self.tagged("stream", job_id, "ctl")
+
+    def user_jobs(self, user: str) -> str:
+        """A user's jobs, scored by creation time."""
+        return self.tagged("user", user, "jobs")

@@ -1,0 +1,388 @@
+"""Every configuration rule: its happy path and its error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chatscale.cache import CacheKeys
+from chatscale.config import Settings, load_settings
+from chatscale.errors import ConfigError
+from chatscale.redis.uri import Topology
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No variable of the developer's shell or .env file leaks into these tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper() in {f.upper() for f in Settings.model_fields} or name == "K_REVISION":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def env(monkeypatch: pytest.MonkeyPatch, **values: str) -> Settings:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def error(monkeypatch: pytest.MonkeyPatch, **values: str) -> ConfigError:
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    return info.value
+
+
+def test_defaults_need_nothing() -> None:
+    settings = load_settings()
+    assert settings.use_redis is False
+    assert settings.redis is None
+    assert settings.use_redis_streams is False
+    assert settings.forced_in_memory_cache_namespaces == {
+        CacheKeys.CONFIG_STORE,
+        CacheKeys.APP_CONFIG,
+    }
+    assert settings.redis_ping_interval == 0
+    assert settings.redis_max_listeners == 40
+    assert settings.redis_retry_max_attempts == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True),
+     ("false", False), ("0", False), ("no", False), ("NO", False), ("off", False)],
+)
+def test_use_redis_accepts_booleans(
+    monkeypatch: pytest.MonkeyPatch, text: str, expected: bool
+) -> None:
+    settings = env(monkeypatch, USE_REDIS=text, REDIS_URI="redis://127.0.0.1:6390")
+    assert settings.use_redis is expected
+    assert (settings.redis is not None) is expected
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "tru", "y e s"])
+def test_use_redis_rejects_other_text(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    exc = error(monkeypatch, USE_REDIS=text)
+    assert exc.variable == "USE_REDIS"
+    assert text in str(exc) and "true/false" in str(exc)
+
+
+def test_use_redis_without_uri_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, USE_REDIS="true")
+    assert exc.variable == "REDIS_URI"
+    assert "USE_REDIS=true" in str(exc)
+
+
+def test_single_uri_is_standalone(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, USE_REDIS="true", REDIS_URI="redis://:pw@127.0.0.1:6390/3")
+    assert s.redis is not None
+    assert s.redis.topology is Topology.STANDALONE
+    assert s.redis.target.db == 3
+    assert s.redis.target.password == "pw"
+    assert s.redis.tls is None
+
+
+def test_several_uris_mean_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(
+        monkeypatch,
+        USE_REDIS="true",
+        REDIS_URI="redis://127.0.0.1:7000, redis://127.0.0.1:7001,redis://[::1]:7002",
+    )
+    assert s.redis is not None
+    assert s.redis.topology is Topology.CLUSTER
+    assert [str(n) for n in s.redis.target.nodes] == [
+        "127.0.0.1:7000", "127.0.0.1:7001", "[::1]:7002"
+    ]
+
+
+def test_use_redis_cluster_with_one_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(
+        monkeypatch, USE_REDIS="true", USE_REDIS_CLUSTER="true", REDIS_URI="redis://h:7000"
+    )
+    assert s.redis is not None and s.redis.topology is Topology.CLUSTER
+
+
+def test_cluster_rejects_a_database_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI="redis://a:1/2,redis://b:2")
+    assert exc.variable == "REDIS_URI" and "database 0" in str(exc)
+
+
+def test_rediss_means_tls(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, USE_REDIS="1", REDIS_URI="rediss://h:6380")
+    assert s.redis is not None and s.redis.tls is not None
+
+
+def test_mixed_schemes_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI="redis://a:1,rediss://b:2")
+    assert "mixes" in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("uri", "fragment"),
+    [
+        ("http://h:1", "unsupported scheme 'http'"),
+        ("h:6379", "no scheme"),
+        ("redis://:secretpw@h:notaport", "invalid port"),
+        ("redis://h:70000", "invalid port"),
+        ("redis://:secretpw@/0", "no valid host"),
+        ("redis://h:1/x", "invalid database number"),
+        ("redis://h:1,,redis://h:2", "entry 2 of the comma-separated list is empty"),
+        ("redis://h:1?ssl=true", "query strings"),
+        ("redis://h:1,redis://h:1", "same host:port twice"),
+        ("redis://a:1,redis+sentinel://b:2/m", "whole value"),
+        ("redis+sentinel://h:26379", "no master service"),
+        ("redis+sentinel://h:26379/bad name", "invalid Sentinel service name"),
+    ],
+)
+def test_malformed_uris_name_the_entry_and_mask_passwords(
+    monkeypatch: pytest.MonkeyPatch, uri: str, fragment: str
+) -> None:
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI=uri)
+    assert exc.variable == "REDIS_URI"
+    assert fragment in str(exc)
+    assert "secretpw" not in str(exc)
+
+
+def test_sentinel_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(
+        monkeypatch,
+        USE_REDIS="1",
+        REDIS_URI="redis+sentinel://u:p%40ss@127.0.0.1:26379,127.0.0.1:26380/mymaster/2",
+    )
+    assert s.redis is not None
+    target = s.redis.target
+    assert target.topology is Topology.SENTINEL
+    assert target.service_name == "mymaster"
+    assert target.db == 2
+    assert (target.username, target.password) == ("u", "p@ss")
+    assert len(target.nodes) == 2
+    assert s.redis.sentinel_password == "p@ss"
+
+
+def test_sentinel_with_cluster_flag_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(
+        monkeypatch, USE_REDIS="1", USE_REDIS_CLUSTER="1", REDIS_URI="redis+sentinel://h/m"
+    )
+    assert exc.variable == "USE_REDIS_CLUSTER"
+
+
+def test_credentials_variables_override_the_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(
+        monkeypatch,
+        USE_REDIS="1",
+        REDIS_URI="redis://old:oldpw@h:1,redis://old:oldpw@h:2",
+        REDIS_USERNAME="new",
+        REDIS_PASSWORD="newpw",
+    )
+    assert s.redis is not None
+    assert (s.redis.target.username, s.redis.target.password) == ("new", "newpw")
+    # Sentinels share the node credentials unless REDIS_SENTINEL_* say otherwise.
+    assert s.redis.sentinel_password == "newpw"
+
+
+def test_sentinel_credentials_can_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(
+        monkeypatch, USE_REDIS="1", REDIS_URI="redis+sentinel://:nodepw@h/m",
+        REDIS_SENTINEL_PASSWORD="sentinelpw",
+    )
+    assert s.redis is not None
+    assert s.redis.target.password == "nodepw"
+    assert s.redis.sentinel_password == "sentinelpw"
+
+
+def test_username_without_password_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI="redis://h:1", REDIS_USERNAME="u")
+    assert exc.variable == "REDIS_USERNAME"
+
+
+def test_uri_credentials_differing_between_nodes(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI="redis://a:x@h:1,redis://b:y@h:2")
+    assert "different credentials" in str(exc)
+    assert ":x@" not in str(exc) and ":y@" not in str(exc)
+
+
+def test_ca_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text(PEM)
+    s = env(monkeypatch, USE_REDIS="1", REDIS_URI="rediss://h:1", REDIS_CA=str(ca))
+    assert s.redis is not None and s.redis.tls is not None
+    assert s.redis.tls.ca_file == ca
+
+
+def test_missing_ca_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    exc = error(
+        monkeypatch, USE_REDIS="1", REDIS_URI="rediss://h:1", REDIS_CA=str(tmp_path / "no.pem")
+    )
+    assert exc.variable == "REDIS_CA" and "no such file" in str(exc)
+
+
+def test_unreadable_or_non_pem_ca(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI="rediss://h:1", REDIS_CA=str(bad))
+    assert exc.variable == "REDIS_CA" and "PEM" in str(exc)
+
+
+def test_ca_with_plain_redis_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text(PEM)
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI="redis://h:1", REDIS_CA=str(ca))
+    assert exc.variable == "REDIS_CA" and "rediss://" in str(exc)
+
+
+def test_mutual_tls_needs_both_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text(PEM)
+    ok = env(
+        monkeypatch, USE_REDIS="1", REDIS_URI="rediss://h:1",
+        REDIS_TLS_CERT=str(cert), REDIS_TLS_KEY=str(cert),
+    )
+    assert ok.redis is not None and ok.redis.tls is not None
+    assert ok.redis.tls.cert_file == cert
+    monkeypatch.delenv("REDIS_TLS_KEY")
+    exc = error(monkeypatch)
+    assert exc.variable == "REDIS_TLS_KEY"
+
+
+def test_key_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, USE_REDIS="1", REDIS_URI="redis://h:1", REDIS_KEY_PREFIX="prod")
+    assert s.key_prefix == "prod"
+    assert s.redis is not None and s.redis.prefix == "prod"
+
+
+def test_key_prefix_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, REDIS_KEY_PREFIX_VAR="K_REVISION", K_REVISION="rev-42")
+    assert s.key_prefix == "rev-42"
+
+
+def test_key_prefix_var_from_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("REDIS_KEY_PREFIX_VAR=K_REVISION\nK_REVISION=blue\n")
+    assert load_settings().key_prefix == "blue"
+
+
+def test_both_prefix_variables_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, REDIS_KEY_PREFIX="a", REDIS_KEY_PREFIX_VAR="K_REVISION")
+    assert exc.variable == "REDIS_KEY_PREFIX_VAR" and "together" in str(exc)
+
+
+def test_prefix_var_naming_an_unset_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, REDIS_KEY_PREFIX_VAR="K_REVISION")
+    assert exc.variable == "REDIS_KEY_PREFIX_VAR" and "K_REVISION" in str(exc)
+
+
+@pytest.mark.parametrize("prefix", ["a{b", "a}b", "a b", "a\tb", "a\x01b", "a::b", "ab:"])
+def test_bad_prefixes(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    exc = error(monkeypatch, REDIS_KEY_PREFIX=prefix)
+    assert exc.variable == "REDIS_KEY_PREFIX"
+
+
+def test_bad_prefix_through_var_names_the_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, REDIS_KEY_PREFIX_VAR="K_REVISION", K_REVISION="x{y}")
+    assert "K_REVISION" in exc.variable
+
+
+@pytest.mark.parametrize(
+    ("name", "good", "bad"),
+    [
+        ("REDIS_MAX_CONNECTIONS", "10", "0"),
+        ("REDIS_MAX_LISTENERS", "100", "-1"),
+        ("REDIS_PING_INTERVAL", "300", "abc"),
+        ("REDIS_CONNECT_TIMEOUT", "2000", "1.5"),
+        ("REDIS_RETRY_MAX_DELAY", "1000", ""),
+        ("REDIS_RETRY_MAX_ATTEMPTS", "0", "ten"),
+        ("REDIS_SCAN_COUNT", "500", "0"),
+        ("REDIS_DELETE_CHUNK_SIZE", "100", "99999999"),
+        ("REDIS_POOL_TIMEOUT", "100", "0"),
+        ("REDIS_SOCKET_TIMEOUT", "1000", "5"),
+        ("STREAM_LEASE_TTL", "5000", "10"),
+        ("DEMO_TOKENS_PER_SECOND", "12.5", "fast"),
+        ("PORT", "8080", "65536"),
+    ],
+)
+def test_numbers_are_checked(
+    monkeypatch: pytest.MonkeyPatch, name: str, good: str, bad: str
+) -> None:
+    settings = env(monkeypatch, **{name: good})
+    assert str(getattr(settings, name.lower())).rstrip("0").rstrip(".") == good.rstrip(
+        "0"
+    ).rstrip(".")
+    exc = error(monkeypatch, **{name: bad})
+    assert exc.variable == name
+    assert "expected" in str(exc)
+
+
+def test_ping_interval_zero_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, USE_REDIS="1", REDIS_URI="redis://h:1", REDIS_PING_INTERVAL="0")
+    assert s.redis is not None and s.redis.ping_interval_s == 0
+
+
+def test_forced_in_memory_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, FORCED_IN_MEMORY_CACHE_NAMESPACES="ROLES, GEN_TITLE")
+    assert s.forced_in_memory_cache_namespaces == {CacheKeys.ROLES, CacheKeys.GEN_TITLE}
+
+
+def test_forced_in_memory_empty_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, FORCED_IN_MEMORY_CACHE_NAMESPACES="")
+    assert s.forced_in_memory_cache_namespaces == frozenset()
+
+
+def test_forced_in_memory_unknown_name_lists_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, FORCED_IN_MEMORY_CACHE_NAMESPACES="ROLES,NOPE")
+    assert exc.variable == "FORCED_IN_MEMORY_CACHE_NAMESPACES"
+    assert "NOPE" in str(exc) and "CONFIG_STORE" in str(exc)
+
+
+def test_use_redis_streams_follows_use_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(monkeypatch, USE_REDIS="1", REDIS_URI="redis://h:1")
+    assert s.use_redis_streams is True
+    s = env(monkeypatch, USE_REDIS_STREAMS="false")
+    assert s.use_redis_streams is False
+
+
+def test_use_redis_streams_without_redis_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("USE_REDIS", raising=False)
+    exc = error(monkeypatch, USE_REDIS_STREAMS="true")
+    assert exc.variable == "USE_REDIS_STREAMS"
+
+
+def test_alternative_dns_lookup_only_for_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(
+        monkeypatch, USE_REDIS="1", REDIS_URI="rediss://a:1,rediss://b:2",
+        REDIS_USE_ALTERNATIVE_DNS_LOOKUP="true",
+    )
+    assert s.redis is not None and s.redis.alternative_dns_lookup
+    exc = error(monkeypatch, REDIS_URI="rediss://a:1")
+    assert exc.variable == "REDIS_USE_ALTERNATIVE_DNS_LOOKUP"
+
+
+def test_secrets_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = env(
+        monkeypatch, USE_REDIS="1", REDIS_URI="redis://u:uripw@h:1",
+        REDIS_PASSWORD="varpw", SESSION_SECRET="s3cr3tsession", OPENAI_API_KEY="sk-x",
+    )
+    shown = repr(s.describe())
+    for secret in ("uripw", "varpw", "s3cr3tsession", "sk-x"):
+        assert secret not in shown
+    assert repr(s.redis).count("varpw") == 0
+
+
+def test_secret_values_masked_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, USE_REDIS="1", REDIS_URI="redis://u:topsecret@h:1/zz")
+    assert "topsecret" not in str(exc)
+
+
+def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("REDIS_SCAN_COUNT=77\n")
+    assert load_settings().redis_scan_count == 77
+
+
+def test_session_cookie_secure(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert env(monkeypatch, SESSION_COOKIE_SECURE="true").session_cookie_secure == "true"
+    exc = error(monkeypatch, SESSION_COOKIE_SECURE="sometimes")
+    assert exc.variable == "SESSION_COOKIE_SECURE"
