@@ -1,0 +1,29 @@
+"""Language-model providers: an offline demo model and any OpenAI-compatible server."""
+
+from chatscale.llm.base import (
+    ChatMessage,
+    Chunk,
+    CompletionRequest,
+    ModelInfo,
+    Provider,
+    ProviderError,
+)
+from chatscale.llm.demo import DEMO_MODEL, DemoProvider, demo_tokens
+from chatscale.llm.openai_compat import CONTINUE_INSTRUCTION, OpenAICompatibleProvider
+from chatscale.llm.registry import ProviderRegistry, build_registry
+
+__all__ = [
+    "CONTINUE_INSTRUCTION",
+    "DEMO_MODEL",
+    "ChatMessage",
+    "Chunk",
+    "CompletionRequest",
+    "DemoProvider",
+    "ModelInfo",
+    "OpenAICompatibleProvider",
+    "Provider",
+    "ProviderError",
+    "ProviderRegistry",
+    "build_registry",
+    "demo_tokens",
+]

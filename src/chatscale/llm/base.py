@@ -1,0 +1,78 @@
+"""What every language-model provider offers: one streaming call and a list of models."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation as sent to a model."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """One answer to generate.
+
+    ``continue_from`` is the text an earlier attempt already produced (a takeover after the
+    producing instance died): the provider continues it and yields only the rest.
+    """
+
+    model: str
+    messages: Sequence[ChatMessage]
+    continue_from: str = ""
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a streamed answer.
+
+    ``text`` is appended to the answer; a chunk with ``event`` set is a status or tool event
+    (``event`` is its type, ``data`` its payload); ``finish_reason`` marks the last chunk.
+    """
+
+    text: str = ""
+    event: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model a provider serves, as listed by ``GET /api/models``."""
+
+    id: str
+    provider: str
+    label: str
+    demo: bool = False
+
+
+class ProviderError(Exception):
+    """A provider failed; the message is safe and readable enough to show the user."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A source of streamed answers."""
+
+    name: str
+
+    async def models(self) -> list[ModelInfo]:
+        """The models this provider serves."""
+        ...
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        """Stream the answer; closing the iterator must close the upstream request."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

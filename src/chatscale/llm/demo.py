@@ -1,0 +1,112 @@
+"""An offline model: deterministic text at a configurable speed, for demos and load tests.
+
+The answer is a pure function of the conversation, so an instance that takes over a job
+after its producer died continues the very same text from where the partial answer stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+
+from chatscale.llm.base import Chunk, CompletionRequest, ModelInfo, ProviderError
+
+DEMO_MODEL = "demo"
+
+_TEXT = (
+    "scaling chat backends means every instance can serve any request while the answer "
+    "keeps streaming from wherever it is generated so a reconnecting client sees each "
+    "token exactly once redis holds the log the lease and the fan out channel and memory "
+    "serves a single process without any of that machinery the demo model writes this "
+    "deterministic text at a steady pace to exercise resumable streams load balancers "
+    "rolling restarts and takeovers"
+)
+_WORDS = tuple(_TEXT.split())
+
+
+def demo_tokens(seed_text: str, count: int) -> list[str]:
+    """The ``count`` tokens the demo model answers to ``seed_text`` (each ends in a space)."""
+    digest = hashlib.sha256(seed_text.encode("utf-8", "surrogatepass")).digest()
+    state = int.from_bytes(digest[:8], "big") or 1
+    tokens: list[str] = []
+    for index in range(count):
+        # xorshift64: cheap, deterministic and the same on every instance and version.
+        state ^= (state << 13) & 0xFFFFFFFFFFFFFFFF
+        state ^= state >> 7
+        state ^= (state << 17) & 0xFFFFFFFFFFFFFFFF
+        word = _WORDS[state % len(_WORDS)]
+        tokens.append(f"{word}{'.' if index % 12 == 11 else ''} ")
+    return tokens
+
+
+class DemoProvider:
+    """The ``demo`` model: ``tokens`` tokens of deterministic text at ``tokens_per_second``."""
+
+    name = "demo"
+
+    def __init__(self, tokens_per_second: float, tokens: int) -> None:
+        if tokens_per_second <= 0 or tokens < 1:
+            raise ValueError("the demo model needs a positive speed and length")
+        self.tokens_per_second = tokens_per_second
+        self.tokens = tokens
+
+    async def models(self) -> list[ModelInfo]:
+        """One model, labelled as a demo in the UI."""
+        return [
+            ModelInfo(
+                id=DEMO_MODEL,
+                provider=self.name,
+                label=f"Demo (offline, {self.tokens_per_second:g} tokens/s)",
+                demo=True,
+            )
+        ]
+
+    def full_answer(self, request: CompletionRequest) -> list[str]:
+        """Every token of the answer to ``request`` (without continuation)."""
+        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        count = self.tokens if request.max_tokens is None else min(self.tokens, request.max_tokens)
+        return demo_tokens(f"{len(request.messages)}\x00{last_user}", count)
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        """Yield the answer token by token, on a fixed schedule (no drift over long answers)."""
+        if request.model != DEMO_MODEL:
+            raise ProviderError(f"the demo provider has no model {request.model!r}")
+        tokens = self.full_answer(request)
+        start, head = 0, ""
+        if request.continue_from:
+            start, head = _resume_point(tokens, request.continue_from)
+        if head:
+            yield Chunk(text=head)
+            start += 1
+        interval = 1.0 / self.tokens_per_second
+        began = time.monotonic()
+        for n, token in enumerate(tokens[start:], 1):
+            delay = began + n * interval - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield Chunk(text=token)
+        yield Chunk(finish_reason="stop")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _resume_point(tokens: list[str], partial: str) -> tuple[int, str]:
+    """Where ``partial`` stops in ``tokens``: (index of the next token, rest of a cut token)."""
+    position = 0
+    for index, token in enumerate(tokens):
+        if partial.startswith(token, position):
+            position += len(token)
+            continue
+        rest = partial[position:]
+        if not rest:
+            return index, ""
+        if token.startswith(rest):
+            return index, token[len(rest) :]
+        break
+    else:
+        if position == len(partial):
+            return len(tokens), ""
+    raise ProviderError("the partial answer is not one the demo model wrote")

@@ -1,0 +1,131 @@
+"""Any OpenAI-compatible chat server (OpenAI, vLLM, Ollama, llama.cpp, LM Studio...).
+
+Built on the official ``openai`` SDK. Closing the stream closes the HTTP response, so an
+abort stops the upstream generation instead of letting it run to the end unread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from chatscale.llm.base import ChatMessage, Chunk, CompletionRequest, ModelInfo, ProviderError
+
+#: The instruction sent after a partial answer when asking the model to continue it.
+CONTINUE_INSTRUCTION = (
+    "Your previous answer was cut off. Continue it exactly where it stopped, without "
+    "repeating any of it and without any preamble."
+)
+_MODELS_TTL_S = 60.0
+
+
+class OpenAICompatibleProvider:
+    """Chat completions from an OpenAI-compatible ``/v1`` API, streamed."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        models: Sequence[str] = (),
+        timeout_s: float = 60.0,
+        max_retries: int = 1,
+    ) -> None:
+        self._client = AsyncOpenAI(
+            # Local servers (Ollama, llama.cpp, vLLM) accept any key; the SDK needs one.
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
+        self._configured = tuple(models)
+        self._listed: tuple[float, list[ModelInfo]] | None = None
+
+    async def models(self) -> list[ModelInfo]:
+        """OPENAI_MODELS when set, else the upstream's ``/models`` list (cached a minute)."""
+        if self._configured:
+            return [ModelInfo(id=m, provider=self.name, label=m) for m in self._configured]
+        now = time.monotonic()
+        if self._listed is not None and now - self._listed[0] < _MODELS_TTL_S:
+            return self._listed[1]
+        try:
+            ids = sorted({m.id async for m in self._client.models.list()})
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"cannot list the upstream's models: {_describe(exc)}") from exc
+        found = [ModelInfo(id=m, provider=self.name, label=m) for m in ids]
+        self._listed = (now, found)
+        return found
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        """Stream one answer; the upstream request is closed when this iterator is closed."""
+        messages = _payload(request.messages, request.continue_from)
+        extra: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            extra["max_tokens"] = request.max_tokens
+        try:
+            upstream = await self._client.chat.completions.create(
+                model=request.model, messages=messages, stream=True, **extra
+            )
+        except openai.OpenAIError as exc:
+            raise ProviderError(_describe(exc)) from exc
+        finish: str | None = None
+        try:
+            async for chunk in upstream:
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta.content:
+                        yield Chunk(text=delta.content)
+                    if delta.tool_calls:
+                        for call in delta.tool_calls:
+                            function = call.function
+                            yield Chunk(
+                                event="tool",
+                                data={
+                                    "index": call.index,
+                                    "id": call.id,
+                                    "name": function.name if function else None,
+                                    "arguments": function.arguments if function else None,
+                                },
+                            )
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+        except openai.OpenAIError as exc:
+            raise ProviderError(_describe(exc)) from exc
+        finally:
+            # Runs on normal end, on error and when the consumer closes or is cancelled.
+            await upstream.close()
+        yield Chunk(finish_reason=finish or "stop")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.close()
+
+
+def _payload(messages: Sequence[ChatMessage], partial: str) -> list[Any]:
+    body: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+    if partial:
+        body.append({"role": "assistant", "content": partial})
+        body.append({"role": "user", "content": CONTINUE_INSTRUCTION})
+    return body
+
+
+def _describe(exc: openai.OpenAIError) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body
+        detail = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(detail, str) or not detail:
+            detail = exc.response.reason_phrase or "an error"
+        return f"the model server answered {exc.status_code}: {detail}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "the model server did not answer in time"
+    if isinstance(exc, openai.APIConnectionError):
+        return "cannot reach the model server"
+    return f"the model server failed: {exc}"

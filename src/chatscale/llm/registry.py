@@ -1,0 +1,69 @@
+"""Which provider serves which model, built from the settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from chatscale.config import Settings
+from chatscale.llm.base import ModelInfo, Provider, ProviderError
+from chatscale.llm.demo import DemoProvider
+from chatscale.llm.openai_compat import OpenAICompatibleProvider
+
+log = logging.getLogger(__name__)
+
+
+class ProviderRegistry:
+    """Resolves a model name to its provider; the demo model is always there."""
+
+    def __init__(self, providers: Sequence[Provider], default_model: str) -> None:
+        self.providers = list(providers)
+        self.default_model = default_model
+        self._owner: dict[str, Provider] = {}
+
+    async def models(self) -> list[ModelInfo]:
+        """Every model of every provider; a provider that fails is left out and logged."""
+        found: list[ModelInfo] = []
+        for provider in self.providers:
+            try:
+                listed = await provider.models()
+            except ProviderError as exc:
+                log.warning("provider %s: %s", provider.name, exc)
+                continue
+            for model in listed:
+                self._owner.setdefault(model.id, provider)
+                found.append(model)
+        return found
+
+    async def resolve(self, model: str | None) -> tuple[str, Provider]:
+        """The model to use (``model`` or the default) and its provider.
+
+        Raises :class:`ProviderError` naming the available models when it is unknown.
+        """
+        name = model or self.default_model
+        if name not in self._owner:
+            available = [m.id for m in await self.models()]
+            if name not in self._owner:
+                shown = ", ".join(available) or "none"
+                raise ProviderError(f"unknown model {name!r}; available models: {shown}")
+        return name, self._owner[name]
+
+    async def aclose(self) -> None:
+        """Close every provider."""
+        for provider in self.providers:
+            await provider.aclose()
+
+
+def build_registry(settings: Settings) -> ProviderRegistry:
+    """The demo provider, plus an OpenAI-compatible one when OPENAI_API_KEY or _BASE_URL is set."""
+    providers: list[Provider] = [
+        DemoProvider(settings.demo_tokens_per_second, settings.demo_response_tokens)
+    ]
+    if settings.openai_api_key is not None or settings.openai_base_url is not None:
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        providers.append(
+            OpenAICompatibleProvider(
+                api_key=key, base_url=settings.openai_base_url, models=settings.openai_models
+            )
+        )
+    return ProviderRegistry(providers, settings.default_model)

@@ -1,0 +1,152 @@
+"""The OpenAI-compatible provider against a local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chatscale.config import load_settings
+from chatscale.llm import (
+    CONTINUE_INSTRUCTION,
+    ChatMessage,
+    CompletionRequest,
+    OpenAICompatibleProvider,
+    ProviderError,
+    build_registry,
+)
+from tests.llm.fake_openai import FakeOpenAI
+
+
+def _provider(server: FakeOpenAI, models: tuple[str, ...] = ()) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(
+        api_key="sk-test", base_url=server.base_url, models=models, max_retries=0
+    )
+
+
+def _request(model: str = "fake-1", partial: str = "") -> CompletionRequest:
+    return CompletionRequest(model, [ChatMessage("user", "hi")], continue_from=partial)
+
+
+async def test_streams_the_answer(fake_openai: FakeOpenAI) -> None:
+    provider = _provider(fake_openai)
+    try:
+        chunks = [c async for c in provider.stream(_request())]
+    finally:
+        await provider.aclose()
+    assert "".join(c.text for c in chunks) == "tok0 tok1 tok2 tok3 tok4 "
+    assert chunks[-1].finish_reason == "stop"
+    assert fake_openai.requests[0].body["stream"] is True
+    assert fake_openai.requests[0].body["messages"] == [{"role": "user", "content": "hi"}]
+    assert fake_openai.requests[0].completed
+
+
+async def test_closing_the_stream_closes_the_upstream_request(fake_openai: FakeOpenAI) -> None:
+    provider = _provider(fake_openai)
+    try:
+        stream = provider.stream(_request("fake-hang"))
+        first = await anext(stream)
+        assert first.text == "tok0 "
+        await stream.aclose()  # type: ignore[attr-defined]
+        record = fake_openai.requests[0]
+        assert await asyncio.to_thread(record.ended.wait, 5)
+        assert record.closed_early and not record.completed
+    finally:
+        await provider.aclose()
+
+
+async def test_cancelling_the_consumer_closes_the_upstream_request(
+    fake_openai: FakeOpenAI,
+) -> None:
+    provider = _provider(fake_openai)
+    got_one = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in provider.stream(_request("fake-hang")):
+            got_one.set()
+
+    try:
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(got_one.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(fake_openai.requests[0].ended.wait, 5)
+        assert fake_openai.requests[0].closed_early
+    finally:
+        await provider.aclose()
+
+
+async def test_continuation_sends_the_partial_answer_and_asks_to_continue(
+    fake_openai: FakeOpenAI,
+) -> None:
+    provider = _provider(fake_openai)
+    try:
+        text = "".join([c.text async for c in provider.stream(_request(partial="tok0 tok1 "))])
+    finally:
+        await provider.aclose()
+    assert text  # what the upstream sent is passed on as the rest of the answer
+    assert fake_openai.requests[0].body["messages"] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "tok0 tok1 "},
+        {"role": "user", "content": CONTINUE_INSTRUCTION},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("fake-500", "the model server answered 500: upstream exploded"),
+        ("fake-midfail", "model crashed mid-answer"),
+    ],
+)
+async def test_upstream_errors_become_readable_provider_errors(
+    fake_openai: FakeOpenAI, model: str, message: str
+) -> None:
+    provider = _provider(fake_openai)
+    try:
+        with pytest.raises(ProviderError, match=message):
+            async for _ in provider.stream(_request(model)):
+                pass
+    finally:
+        await provider.aclose()
+
+
+async def test_unreachable_server_is_a_provider_error() -> None:
+    provider = OpenAICompatibleProvider(
+        api_key=None, base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2
+    )
+    try:
+        with pytest.raises(ProviderError, match="cannot reach the model server"):
+            async for _ in provider.stream(_request()):
+                pass
+        with pytest.raises(ProviderError, match="cannot list the upstream's models"):
+            await provider.models()
+    finally:
+        await provider.aclose()
+
+
+async def test_models_from_upstream_or_configuration(fake_openai: FakeOpenAI) -> None:
+    listed = _provider(fake_openai)
+    configured = _provider(fake_openai, models=("only-this",))
+    try:
+        assert [m.id for m in await listed.models()] == sorted(
+            ["fake-1", "fake-500", "fake-midfail", "fake-hang"]
+        )
+        assert [m.id for m in await configured.models()] == ["only-this"]
+    finally:
+        await listed.aclose()
+        await configured.aclose()
+
+
+async def test_registry_routes_models_to_their_provider(fake_openai: FakeOpenAI) -> None:
+    registry = build_registry(load_settings(openai_base_url=fake_openai.base_url))
+    try:
+        ids = [m.id for m in await registry.models()]
+        assert "demo" in ids and "fake-1" in ids
+        name, provider = await registry.resolve("fake-1")
+        assert (name, provider.name) == ("fake-1", "openai")
+        _, demo = await registry.resolve("demo")
+        assert demo.name == "demo"
+    finally:
+        await registry.aclose()
