@@ -55,8 +55,18 @@ def test_defaults_need_nothing() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("Yes", True),
-     ("false", False), ("0", False), ("no", False), ("NO", False), ("off", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("Yes", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("NO", False),
+        ("off", False),
+    ],
 )
 def test_use_redis_accepts_booleans(
     monkeypatch: pytest.MonkeyPatch, text: str, expected: bool
@@ -97,14 +107,14 @@ def test_several_uris_mean_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.redis is not None
     assert s.redis.topology is Topology.CLUSTER
     assert [str(n) for n in s.redis.target.nodes] == [
-        "127.0.0.1:7000", "127.0.0.1:7001", "[::1]:7002"
+        "127.0.0.1:7000",
+        "127.0.0.1:7001",
+        "[::1]:7002",
     ]
 
 
 def test_use_redis_cluster_with_one_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = env(
-        monkeypatch, USE_REDIS="true", USE_REDIS_CLUSTER="true", REDIS_URI="redis://h:7000"
-    )
+    s = env(monkeypatch, USE_REDIS="true", USE_REDIS_CLUSTER="true", REDIS_URI="redis://h:7000")
     assert s.redis is not None and s.redis.topology is Topology.CLUSTER
 
 
@@ -166,9 +176,7 @@ def test_sentinel_uri(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_sentinel_with_cluster_flag_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    exc = error(
-        monkeypatch, USE_REDIS="1", USE_REDIS_CLUSTER="1", REDIS_URI="redis+sentinel://h/m"
-    )
+    exc = error(monkeypatch, USE_REDIS="1", USE_REDIS_CLUSTER="1", REDIS_URI="redis+sentinel://h/m")
     assert exc.variable == "USE_REDIS_CLUSTER"
 
 
@@ -188,7 +196,9 @@ def test_credentials_variables_override_the_uri(monkeypatch: pytest.MonkeyPatch)
 
 def test_sentinel_credentials_can_differ(monkeypatch: pytest.MonkeyPatch) -> None:
     s = env(
-        monkeypatch, USE_REDIS="1", REDIS_URI="redis+sentinel://:nodepw@h/m",
+        monkeypatch,
+        USE_REDIS="1",
+        REDIS_URI="redis+sentinel://:nodepw@h/m",
         REDIS_SENTINEL_PASSWORD="sentinelpw",
     )
     assert s.redis is not None
@@ -240,8 +250,11 @@ def test_mutual_tls_needs_both_files(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     cert = tmp_path / "c.pem"
     cert.write_text(PEM)
     ok = env(
-        monkeypatch, USE_REDIS="1", REDIS_URI="rediss://h:1",
-        REDIS_TLS_CERT=str(cert), REDIS_TLS_KEY=str(cert),
+        monkeypatch,
+        USE_REDIS="1",
+        REDIS_URI="rediss://h:1",
+        REDIS_TLS_CERT=str(cert),
+        REDIS_TLS_KEY=str(cert),
     )
     assert ok.redis is not None and ok.redis.tls is not None
     assert ok.redis.tls.cert_file == cert
@@ -309,9 +322,9 @@ def test_numbers_are_checked(
     monkeypatch: pytest.MonkeyPatch, name: str, good: str, bad: str
 ) -> None:
     settings = env(monkeypatch, **{name: good})
-    assert str(getattr(settings, name.lower())).rstrip("0").rstrip(".") == good.rstrip(
-        "0"
-    ).rstrip(".")
+    assert str(getattr(settings, name.lower())).rstrip("0").rstrip(".") == good.rstrip("0").rstrip(
+        "."
+    )
     exc = error(monkeypatch, **{name: bad})
     assert exc.variable == name
     assert "expected" in str(exc)
@@ -353,7 +366,9 @@ def test_use_redis_streams_without_redis_is_an_error(monkeypatch: pytest.MonkeyP
 
 def test_alternative_dns_lookup_only_for_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     s = env(
-        monkeypatch, USE_REDIS="1", REDIS_URI="rediss://a:1,rediss://b:2",
+        monkeypatch,
+        USE_REDIS="1",
+        REDIS_URI="rediss://a:1,rediss://b:2",
         REDIS_USE_ALTERNATIVE_DNS_LOOKUP="true",
     )
     assert s.redis is not None and s.redis.alternative_dns_lookup
@@ -363,8 +378,12 @@ def test_alternative_dns_lookup_only_for_cluster(monkeypatch: pytest.MonkeyPatch
 
 def test_secrets_never_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     s = env(
-        monkeypatch, USE_REDIS="1", REDIS_URI="redis://u:uripw@h:1",
-        REDIS_PASSWORD="varpw", SESSION_SECRET="s3cr3tsession", OPENAI_API_KEY="sk-x",
+        monkeypatch,
+        USE_REDIS="1",
+        REDIS_URI="redis://u:uripw@h:1",
+        REDIS_PASSWORD="varpw",
+        SESSION_SECRET="s3cr3tsession",
+        OPENAI_API_KEY="sk-x",
     )
     shown = repr(s.describe())
     for secret in ("uripw", "varpw", "s3cr3tsession", "sk-x"):

@@ -133,6 +133,74 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
     return report
 
 
+@cli.group("cache")
+def cache_group() -> None:
+    """Inspect and clear caches."""
+
+
+@cache_group.command("clear")
+@click.argument("namespace", required=False)
+@click.option("--all", "clear_all", is_flag=True, help="Every namespace of this key prefix.")
+def cache_clear_command(namespace: str | None, clear_all: bool) -> None:
+    """Remove one NAMESPACE (or --all namespaces) of this deployment's prefix from Redis.
+
+    Only keys ``<prefix>::<NAMESPACE>:*`` are removed (SCAN + UNLINK, never FLUSHDB), and
+    every running instance is told to drop its near caches. Namespaces kept in process
+    memory live in each server process and are cleared by restarting it.
+    """
+    from chatscale.cache import CacheError, CacheKeys, namespace_of
+
+    if clear_all == (namespace is not None):
+        _fail("cache clear: give exactly one of NAMESPACE or --all", 2)
+    settings = settings_or_exit()
+    try:
+        targets = list(CacheKeys) if clear_all else [namespace_of(namespace)]
+    except CacheError as exc:
+        _fail(f"cache clear: {exc}", 2)
+        return
+    if settings.redis is None:
+        _fail(
+            "cache clear: USE_REDIS is off, so caches live in each server process's memory; "
+            "restart the processes to clear them",
+            1,
+        )
+        return
+    try:
+        removed = asyncio.run(_cache_clear(settings, targets))
+    except ChatscaleError as exc:
+        _fail(f"cache clear: {exc}", 1)
+        return
+    names = "all namespaces" if clear_all else targets[0].value
+    prefix = settings.key_prefix or "(none)"
+    click.echo(f"cleared {removed} keys of {names} under key prefix {prefix}")
+    in_memory = sorted(
+        ns.value for ns in targets if ns in settings.forced_in_memory_cache_namespaces
+    )
+    if in_memory:
+        click.echo(
+            f"note: {', '.join(in_memory)} are kept in process memory "
+            "(FORCED_IN_MEMORY_CACHE_NAMESPACES); restart the servers to clear them there"
+        )
+
+
+async def _cache_clear(settings: Settings, namespaces: list[Any]) -> int:
+    from chatscale.cache import clear_namespaces
+    from chatscale.cache.factory import clear_options
+    from chatscale.cache.invalidation import Invalidator
+    from chatscale.redis import connect
+
+    assert settings.redis is not None
+    connection = await connect(settings.redis)
+    try:
+        try:
+            return await clear_namespaces(connection, namespaces, clear_options(settings))
+        finally:
+            name = namespaces[0].value if len(namespaces) == 1 else None
+            await Invalidator(connection).publish(name)
+    finally:
+        await connection.close()
+
+
 def main() -> None:
     """Entry point of the ``chatscale`` console script."""
     cli()

@@ -88,8 +88,16 @@ class BoundedRedisCluster(RedisCluster):
         return BoundedClusterPipeline(self, transaction)  # type: ignore[abstract]
 
 
+# redis-py's Retry takes -1 for "forever", but its Cluster client computes its attempt
+# count as retries + 1 and so runs no attempt at all (every command returns None): on
+# Cluster, "forever" is this many attempts instead.
+_CLUSTER_FOREVER = 1_000_000
+
+
 def _retry(config: RedisConfig) -> Retry:
-    attempts = config.retry_max_attempts if config.retry_max_attempts > 0 else -1  # -1: forever
+    attempts = config.retry_max_attempts
+    if attempts == 0:
+        attempts = _CLUSTER_FOREVER if config.topology is Topology.CLUSTER else -1
     return Retry(
         ExponentialWithJitterBackoff(cap=config.retry_max_delay_s, base=_BACKOFF_BASE_S),
         attempts,

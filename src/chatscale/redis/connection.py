@@ -56,7 +56,7 @@ class RedisConnection:
             return
         self._closed = True
         await self.keepalive.stop()
-        await self.client.aclose()
+        await close_client(self.client)
 
     async def __aenter__(self) -> RedisConnection:
         return self
@@ -103,10 +103,22 @@ async def connect(config: RedisConfig) -> RedisConnection:
     return connection
 
 
+async def close_client(client: AnyRedis) -> None:
+    """Close ``client`` and, for Sentinel, the clients it opened to the sentinels."""
+    try:
+        await client.aclose()
+    finally:
+        # redis-py's Sentinel keeps one client per sentinel that closing the master
+        # client leaves open.
+        manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+        for sentinel_client in getattr(manager, "sentinels", ()):
+            await sentinel_client.aclose()
+
+
 async def _close_quietly(client: AnyRedis) -> None:
     # Already failing: the original error is the one worth reporting.
     with contextlib.suppress(Exception):
-        await client.aclose()
+        await close_client(client)
 
 
 @dataclass
@@ -142,23 +154,22 @@ async def describe(connection: RedisConnection, samples: int = 10) -> TopologyRe
         rtt_ms=round(rtt_ms, 3),
     )
     if isinstance(client, RedisCluster):
-        raw = await client.execute_command("CLUSTER NODES", target_nodes=RedisCluster.RANDOM)
+        nodes = await client.execute_command("CLUSTER NODES", target_nodes=RedisCluster.RANDOM)
         covered = 0
-        for line in _text(raw).splitlines():
-            parts = line.split()
-            if len(parts) < 8:
-                continue
-            address = parts[1].split("@")[0]
-            flags = parts[2].split(",")
+        # redis-py parses CLUSTER NODES into {address: {"flags": ..., "slots": [[lo, hi]]}}.
+        for address, node in sorted(nodes.items()):
+            flags = str(node.get("flags", "")).split(",")
+            suffix = " (fail)" if "fail" in flags else ""
             if "master" in flags:
-                report.masters.append(address + (" (fail)" if "fail" in flags else ""))
-                for slot_range in parts[8:]:
-                    if slot_range.startswith("["):
-                        continue
-                    low, _, high = slot_range.partition("-")
-                    covered += int(high or low) - int(low) + 1
+                slots = node.get("slots", [])
+                # Gossip is eventually consistent: a fresh replica can still look like an
+                # empty master from another node's view.
+                report.masters.append(address + suffix + ("" if slots else " (no slots)"))
+                for slot_range in slots:
+                    low, high = int(slot_range[0]), int(slot_range[-1])
+                    covered += high - low + 1
             elif "slave" in flags:
-                report.replicas.append(address + (" (fail)" if "fail" in flags else ""))
+                report.replicas.append(address + suffix)
         report.slots_covered = covered
         info = await client.info("server", target_nodes=RedisCluster.RANDOM)
         report.server_version = _text(info.get("redis_version", "?"))

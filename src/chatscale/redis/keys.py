@@ -136,3 +136,21 @@ class KeySpace:
     def user_jobs(self, user: str) -> str:
         """A user's jobs, scored by creation time."""
         return self.tagged("user", user, "jobs")
+
+    # Server: conversations, idempotent starts, session events ------------------------
+    def conversation_index(self, user: str) -> str:
+        """A user's conversations (ZSET: id scored by last update)."""
+        return self.tagged("CONVERSATIONS", user, "index")
+
+    def conversation(self, user: str, conversation_id: str, part: str) -> str:
+        """One part (``meta``, ``msgs``, ``answers``) of a user's conversation."""
+        return self.tagged("CONVERSATIONS", user, f"c:{escape(conversation_id)}:{part}")
+
+    def idempotency(self, user: str, request_id: str) -> str:
+        """The stream a user's ``client_request_id`` started."""
+        return self.tagged("IDEMPOTENCY", user, escape(request_id))
+
+    @property
+    def session_events_channel(self) -> str:
+        """Channel announcing streams starting and ending, for every instance."""
+        return self.channel("session-events")

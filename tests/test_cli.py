@@ -1,0 +1,129 @@
+"""The chatscale command: config, doctor, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from chatscale.cli import cli
+from chatscale.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.lower() in Settings.model_fields:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def run(*args: str, **env: str) -> Any:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def test_config_prints_settings_with_secrets_masked() -> None:
+    result = run(
+        "config",
+        USE_REDIS="true",
+        REDIS_URI="redis://u:hunter2@127.0.0.1:6390",
+        REDIS_PASSWORD="pw2",
+        REDIS_KEY_PREFIX="blue",
+    )
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output and "pw2" not in result.output
+    assert "REDIS_URI" in result.output and "***" in result.output
+    assert "blue" in result.output
+
+
+def test_config_json() -> None:
+    result = run("config", "--json")
+    assert result.exit_code == 0
+    shown = json.loads(result.output)
+    assert shown["USE_REDIS"] is False
+    assert shown["FORCED_IN_MEMORY_CACHE_NAMESPACES"] == "APP_CONFIG,CONFIG_STORE"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"USE_REDIS": "perhaps"}, "USE_REDIS"),
+        ({"USE_REDIS": "true"}, "REDIS_URI"),
+        ({"REDIS_PING_INTERVAL": "-3"}, "REDIS_PING_INTERVAL"),
+        ({"FORCED_IN_MEMORY_CACHE_NAMESPACES": "NOPE"}, "FORCED_IN_MEMORY_CACHE_NAMESPACES"),
+    ],
+)
+@pytest.mark.parametrize("command", ["config", "doctor"])
+def test_bad_configuration_is_one_line_and_exit_2(
+    command: str, env: dict[str, str], variable: str
+) -> None:
+    result = CliRunner().invoke(cli, [command], env=env)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert variable in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_doctor_in_memory_mode() -> None:
+    result = run("doctor")
+    assert result.exit_code == 0
+    assert "memory" in result.output
+
+
+def test_doctor_on_standalone(redis_standalone: Any) -> None:
+    result = run(
+        "doctor",
+        "--json",
+        USE_REDIS="true",
+        REDIS_URI=redis_standalone.url(),
+        REDIS_KEY_PREFIX="doc",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["status"] == "ok"
+    assert report["topology"] == "standalone"
+    assert report["key_prefix"] == "doc"
+    assert report["server_version"].startswith("7.")
+
+
+def test_doctor_on_cluster(redis_cluster: Any) -> None:
+    result = run(
+        "doctor",
+        "--json",
+        USE_REDIS="true",
+        REDIS_URI=redis_cluster.urls()[0],
+        USE_REDIS_CLUSTER="true",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["slots_covered"] == 16384
+    serving = [m for m in report["masters"] if "(no slots)" not in m]
+    assert len(serving) == 3
+    assert len(report["masters"]) + len(report["replicas"]) == 6
+
+
+def test_doctor_on_sentinel(redis_sentinel: Any) -> None:
+    result = run("doctor", USE_REDIS="true", REDIS_URI=redis_sentinel.sentinel_url())
+    assert result.exit_code == 0, result.output
+    assert "sentinel_master" in result.output
+
+
+def test_doctor_unreachable_is_one_line_exit_1() -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["doctor"],
+        env={
+            "USE_REDIS": "true",
+            "REDIS_URI": "redis://127.0.0.1:1",
+            "REDIS_RETRY_MAX_ATTEMPTS": "1",
+            "REDIS_CONNECT_TIMEOUT": "300",
+        },
+    )
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cannot reach Redis" in lines[0]
