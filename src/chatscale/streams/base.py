@@ -1,0 +1,191 @@
+"""The one API of resumable streams, shared by the memory and the Redis backends."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from chatscale.streams.errors import InvalidEvent, ManagerClosed
+from chatscale.streams.metrics import StreamMetrics
+from chatscale.streams.model import Event, JobInfo
+from chatscale.streams.producer import Producer
+from chatscale.streams.runner import Continuation, ProducerStep, run
+
+if TYPE_CHECKING:
+    from chatscale.config import Settings
+
+log = logging.getLogger(__name__)
+
+_MAX_JOB_ID = 200
+
+
+def check_job_id(job_id: object) -> str:
+    """Validate a caller-supplied job id."""
+    if not isinstance(job_id, str) or not job_id or len(job_id) > _MAX_JOB_ID:
+        raise InvalidEvent(f"job id must be a non-empty string of at most {_MAX_JOB_ID} chars")
+    if not job_id.isprintable():
+        raise InvalidEvent("job id must not contain control characters")
+    return job_id
+
+
+def check_owner(owner: object) -> str:
+    """Validate a job owner (the session user allowed to read the job)."""
+    if not isinstance(owner, str) or not owner or len(owner) > _MAX_JOB_ID:
+        raise InvalidEvent(f"owner must be a non-empty string of at most {_MAX_JOB_ID} chars")
+    return owner
+
+
+class StreamManager(abc.ABC):
+    """Creates jobs and serves their logs to any number of subscribers.
+
+    Producer side: :meth:`create` returns a :class:`Producer`. Subscriber side:
+    :meth:`subscribe` (replay from a position, then follow live), :meth:`status`,
+    :meth:`list_active`, :meth:`abort`. :meth:`set_continuation` registers how a job is
+    continued after a takeover; :meth:`drain` hands jobs over at shutdown.
+    """
+
+    def __init__(self, settings: Settings, *, instance_id: str | None = None) -> None:
+        self.settings = settings
+        self.instance_id = instance_id or uuid.uuid4().hex[:12]
+        self.metrics = StreamMetrics()
+        self.max_events = settings.stream_max_events
+        self.max_bytes = settings.stream_max_bytes
+        self.coalesce_s = settings.stream_delta_coalesce_ms / 1000
+        self.max_listeners = settings.redis_max_listeners
+        self.replay_page = settings.stream_replay_page
+        self.subscriber_buffer = settings.stream_subscriber_buffer
+        self.running_ttl = settings.stream_running_ttl
+        self.finished_ttl = settings.stream_finished_ttl
+        self._continuation: Continuation | None = None
+        self._producers: dict[str, Producer] = {}
+        self._dirty: list[Producer] = []
+        self._runs: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self._draining = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Start background tasks (idempotent)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop background tasks and release everything (idempotent).
+
+        Jobs still running are left as they are: call :meth:`drain` first to hand them over.
+        """
+
+    async def __aenter__(self) -> StreamManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- producer side ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create(
+        self, *, owner: str, meta: dict[str, Any] | None = None, job_id: str | None = None
+    ) -> Producer:
+        """Register a new running job and return its producer.
+
+        ``meta`` (JSON object) carries the conversation id, model and whatever a
+        continuation needs to resume the generation. Raises ``JobExists`` for a taken id.
+        """
+
+    def set_continuation(self, fn: Continuation | None) -> None:
+        """Register how to continue a job another instance stopped producing.
+
+        ``fn(info)`` gets the job (``info.meta`` as given to :meth:`create`, ``info.text``
+        the text so far) and returns an async iterator of steps (``str`` deltas or objects
+        with ``text`` / ``event`` / ``data`` / ``finish_reason``, like
+        :class:`chatscale.llm.base.Chunk`) producing the *rest* of the answer. Without a
+        continuation (or with ``STREAM_TAKEOVER=false``) an orphaned job ends with ``error``.
+        """
+        self._continuation = fn
+
+    def run(
+        self, producer: Producer, steps: AsyncIterator[ProducerStep | str]
+    ) -> asyncio.Task[Any]:
+        """Feed ``steps`` into ``producer`` in a task tracked by :meth:`drain`.
+
+        The task cancels the steps (the provider call) when the job is aborted from any
+        instance, completes the job when they end and fails it when they raise.
+        """
+        task = asyncio.get_running_loop().create_task(run(producer, steps))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+        return task
+
+    # --- subscriber side ----------------------------------------------------------------
+    @abc.abstractmethod
+    def subscribe(
+        self, job_id: str, *, after: str | None = None, owner: str | None = None
+    ) -> AsyncIterator[Event]:
+        """Yield the events after ``after`` (all when ``None``), then follow live until the
+        final event.
+
+        Raises :class:`JobNotFound` (unknown job, or ``owner`` given and not the job's),
+        :class:`InvalidEventId` (malformed id or one not in the log) and
+        :class:`TooManyListeners`, on the first iteration.
+        """
+
+    @abc.abstractmethod
+    async def status(self, job_id: str, *, owner: str | None = None) -> JobInfo | None:
+        """The job's info and text so far; ``None`` if unknown (or not ``owner``'s)."""
+
+    @abc.abstractmethod
+    async def list_active(self, owner: str) -> list[JobInfo]:
+        """The running jobs of one user, oldest first (``text`` left empty)."""
+
+    @abc.abstractmethod
+    async def abort(self, job_id: str, *, owner: str | None = None, wait: float = 3.0) -> bool:
+        """Abort a running job from any instance.
+
+        Returns ``True`` when the job's owning instance stopped it and its ``aborted`` final
+        event is stored (within ``wait`` seconds), ``False`` when it had already finished or
+        no acknowledgement came in time. Raises :class:`JobNotFound` for an unknown job.
+        """
+
+    @abc.abstractmethod
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - public API
+        """Stop taking jobs; hand the running ones over or let them finish within
+        ``timeout`` seconds (what is left then ends with ``error``)."""
+
+    # --- shared machinery ---------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed or self._draining:
+            raise ManagerClosed("the stream manager is closed or draining")
+
+    @abc.abstractmethod
+    def _mark_dirty(self, producer: Producer) -> None:
+        """A producer has unwritten events or deltas."""
+
+    @abc.abstractmethod
+    async def _relieve(self) -> None:
+        """Called by a producer with many buffered chunks: write them out now."""
+
+    @abc.abstractmethod
+    async def _finished(self, producer: Producer) -> None:
+        """The producer numbered its final event: store it and wait until it is stored."""
+
+    def local_jobs(self) -> list[Producer]:
+        """The producers of this instance's running jobs."""
+        return list(self._producers.values())
+
+    def producer(self, job_id: str) -> Producer | None:
+        """This instance's producer of ``job_id``, if it produces it."""
+        return self._producers.get(job_id)
+
+    async def _cancel_runs(self) -> None:
+        for task in list(self._runs):
+            task.cancel()
+        if self._runs:
+            await asyncio.gather(*self._runs, return_exceptions=True)
+
+
+AbortCallback = Callable[[Producer], None]

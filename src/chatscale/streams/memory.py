@@ -1,0 +1,278 @@
+"""Resumable streams in process memory: one instance, no Redis.
+
+Every job's log is a list in memory; subscribers read it directly from their position, so a
+slow subscriber costs nothing but its position (no per-subscriber buffer to overflow).
+Finished jobs stay resumable for STREAM_FINISHED_TTL seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatscale.streams.base import StreamManager, check_job_id, check_owner
+from chatscale.streams.errors import (
+    InvalidEvent,
+    InvalidEventId,
+    JobExists,
+    JobNotFound,
+    TooManyListeners,
+)
+from chatscale.streams.model import Event, JobInfo, JobStatus, parse_event_id
+from chatscale.streams.producer import Producer
+
+_SWEEP_S = 1.0
+
+
+@dataclass(slots=True)
+class _Job:
+    job_id: str
+    owner: str
+    meta: dict[str, Any]
+    created_at: float
+    updated_at: float
+    status: JobStatus = JobStatus.RUNNING
+    events: list[Event] = field(default_factory=list)
+    changed: asyncio.Future[None] | None = None
+    listeners: int = 0
+    expires_at: float = 0.0
+
+    def notify(self) -> None:
+        waiter = self.changed
+        if waiter is not None:
+            self.changed = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        if self.changed is None:
+            self.changed = asyncio.get_running_loop().create_future()
+        return self.changed
+
+
+class MemoryStreamManager(StreamManager):
+    """The single-instance backend (``USE_REDIS_STREAMS`` off)."""
+
+    def __init__(self, settings: Any, *, instance_id: str | None = None) -> None:
+        super().__init__(settings, instance_id=instance_id)
+        self._jobs: dict[str, _Job] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the expiry sweeper."""
+        if self._sweeper is None and not self._closed:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def close(self) -> None:
+        """Stop the sweeper and the generation tasks started with :meth:`run`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._flush()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self._cancel_runs()
+        for job in self._jobs.values():
+            job.notify()
+
+    # --- producer side ------------------------------------------------------------------
+    async def create(
+        self, *, owner: str, meta: dict[str, Any] | None = None, job_id: str | None = None
+    ) -> Producer:
+        """Register a new running job and return its producer."""
+        self._check_open()
+        check_owner(owner)
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidEvent("meta must be a JSON object (dict)")
+        job_id = check_job_id(job_id) if job_id is not None else _new_id()
+        self._expire(time.time())
+        if job_id in self._jobs:
+            raise JobExists(job_id)
+        now = time.time()
+        meta = dict(meta or {})
+        self._jobs[job_id] = _Job(job_id, owner, meta, now, now)
+        producer = Producer(self, job_id, owner, meta, created_at=now)
+        self._producers[job_id] = producer
+        self.metrics.jobs_created += 1
+        self.metrics.jobs_active += 1
+        return producer
+
+    def _mark_dirty(self, producer: Producer) -> None:
+        self._dirty.append(producer)
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            if self.coalesce_s > 0:
+                self._flush_handle = loop.call_later(self.coalesce_s, self._flush)
+            else:
+                self._flush_handle = loop.call_soon(self._flush)
+
+    async def _relieve(self) -> None:
+        self._flush()
+        await asyncio.sleep(0)
+
+    async def _finished(self, producer: Producer) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        now = time.time()
+        for producer in dirty:
+            events = producer._take()
+            job = self._jobs.get(producer.job_id)
+            if job is None or not events:
+                continue
+            job.events.extend(events)
+            job.updated_at = now
+            if producer.closed and job.status is JobStatus.RUNNING:
+                job.status = producer.status
+                job.expires_at = now + self.finished_ttl
+                self._producers.pop(job.job_id, None)
+                self.metrics.jobs_active -= 1
+                self.metrics.jobs_finished += 1
+            job.notify()
+
+    # --- subscriber side ----------------------------------------------------------------
+    def _job(self, job_id: str, owner: str | None) -> _Job:
+        self._expire(time.time())
+        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None or (owner is not None and owner != job.owner):
+            raise JobNotFound(str(job_id))
+        return job
+
+    def subscribe(
+        self, job_id: str, *, after: str | None = None, owner: str | None = None
+    ) -> AsyncIterator[Event]:
+        """Replay the events after ``after``, then follow live until the final event."""
+        return self._subscribe(job_id, after, owner)
+
+    async def _subscribe(
+        self, job_id: str, after: str | None, owner: str | None
+    ) -> AsyncIterator[Event]:
+        job = self._job(job_id, owner)
+        position = parse_event_id(job_id, after)
+        if position > len(job.events):
+            self.metrics.resume_misses += 1
+            raise InvalidEventId(
+                job_id, after, f"not in the log (its last event is {len(job.events)})"
+            )
+        if job.listeners >= self.max_listeners:
+            raise TooManyListeners(job_id, self.max_listeners)
+        metrics = self.metrics
+        if position:
+            metrics.resume_hits += 1
+        if position < len(job.events):
+            metrics.replays += 1
+            metrics.replayed_events += len(job.events) - position
+        job.listeners += 1
+        metrics.subscribers += 1
+        try:
+            events = job.events
+            while True:
+                if position < len(events):
+                    event = events[position]
+                    position += 1
+                    metrics.events_delivered += 1
+                    yield event
+                    if event.final:
+                        return
+                elif self._closed:
+                    return
+                else:
+                    await job.wait()
+        finally:
+            job.listeners -= 1
+            metrics.subscribers -= 1
+
+    async def status(self, job_id: str, *, owner: str | None = None) -> JobInfo | None:
+        """The job's info and text so far, or ``None``."""
+        try:
+            job = self._job(job_id, owner)
+        except JobNotFound:
+            return None
+        return self._info(job, with_text=True)
+
+    def _info(self, job: _Job, *, with_text: bool) -> JobInfo:
+        text = ""
+        if with_text:
+            producer = self._producers.get(job.job_id)
+            if producer is not None:
+                text = producer.text
+            elif job.events:
+                text = str(job.events[-1].data.get("text", ""))
+        return JobInfo(
+            job_id=job.job_id,
+            owner=job.owner,
+            status=job.status,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            meta=dict(job.meta),
+            text=text,
+            last_event_id=job.events[-1].id if job.events else None,
+        )
+
+    async def list_active(self, owner: str) -> list[JobInfo]:
+        """The running jobs of ``owner``, oldest first."""
+        jobs = [j for j in self._jobs.values() if j.owner == owner and j.status.value == "running"]
+        jobs.sort(key=lambda j: j.created_at)
+        return [self._info(j, with_text=False) for j in jobs]
+
+    async def abort(self, job_id: str, *, owner: str | None = None, wait: float = 3.0) -> bool:
+        """Abort a running job; ``True`` once its ``aborted`` event is stored."""
+        job = self._job(job_id, owner)
+        producer = self._producers.get(job.job_id)
+        if producer is None or producer.closed:
+            return False
+        self.metrics.aborts += 1
+        producer.close_with("aborted", {}, reason="aborted")
+        self._flush()
+        return True
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - public API
+        """Let running jobs finish within ``timeout``; end what is left with ``error``."""
+        self._draining = True
+        deadline = time.monotonic() + max(0.0, timeout)
+        # Polling keeps drain independent of how producers end (complete, abort, expiry).
+        while self._producers and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        for producer in list(self._producers.values()):
+            producer.close_with(
+                "error", {"message": "the server shut down before the response was complete"},
+                reason="shutdown",
+            )
+        self._flush()
+
+    # --- expiry -------------------------------------------------------------------------
+    def _expire(self, now: float) -> None:
+        for job in [j for j in self._jobs.values() if j.expires_at and j.expires_at <= now]:
+            if job.listeners == 0:
+                del self._jobs[job.job_id]
+        for producer in list(self._producers.values()):
+            job = self._jobs[producer.job_id]
+            if now - job.updated_at > self.running_ttl:
+                producer.close_with(
+                    "error",
+                    {"message": "the response stalled (no output for STREAM_RUNNING_TTL)"},
+                    reason="stalled",
+                )
+                self._flush()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            self._expire(time.time())
+
+
+def _new_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
