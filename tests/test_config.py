@@ -405,3 +405,17 @@ def test_session_cookie_secure(monkeypatch: pytest.MonkeyPatch) -> None:
     assert env(monkeypatch, SESSION_COOKIE_SECURE="true").session_cookie_secure == "true"
     exc = error(monkeypatch, SESSION_COOKIE_SECURE="sometimes")
     assert exc.variable == "SESSION_COOKIE_SECURE"
+
+
+@pytest.mark.parametrize("text", ["30/minute", "10 per 2 minutes; 500/day", " 5/second "])
+def test_chat_rate_limit_accepts_limits_notation(
+    monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    assert env(monkeypatch, CHAT_RATE_LIMIT=text).chat_rate_limit == text.strip()
+
+
+@pytest.mark.parametrize("text", ["thirty a minute", "", "30/minute;", "0/minute", "30/fortnight"])
+def test_chat_rate_limit_rejects_anything_else(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    problem = error(monkeypatch, CHAT_RATE_LIMIT=text)
+    assert problem.variable == "CHAT_RATE_LIMIT"
+    assert "30/minute" in str(problem)

@@ -92,6 +92,25 @@ def _csv(value: Any) -> Any:
     return value
 
 
+def _rate_limit(value: Any) -> Any:
+    # The ``limits`` library's notation ("30/minute", "10 per 2 minutes; 500/day").
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    expected = "limits notation such as 30/minute or '10/second; 300/hour', amounts above 0"
+    try:
+        from limits import parse_many
+    except ImportError:  # the server extra is not installed: nothing can be rate limited
+        return text
+    try:
+        items = parse_many(text)
+    except ValueError:
+        raise ValueError(f"is not a rate limit; expected {expected}") from None
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError(f"allows no request at all; expected {expected}")
+    return text
+
+
 def _optional_text(value: Any) -> Any:
     # An empty variable means "not set" for every optional text value.
     if isinstance(value, str) and not value.strip():
@@ -203,7 +222,7 @@ class Settings(BaseSettings):
     session_cookie_name: str = "chatscale_session"
     session_cookie_secure: Literal["auto", "true", "false"] = "auto"
     # --- Rate limits ------------------------------------------------------------------
-    chat_rate_limit: str = "30/minute"
+    chat_rate_limit: Annotated[str, BeforeValidator(_rate_limit)] = "30/minute"
     chat_concurrency_limit: Annotated[
         int, ints(0, 10_000, "running generations per user (0 = no limit)")
     ] = 3
