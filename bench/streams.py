@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import platform
 import subprocess
@@ -52,6 +51,9 @@ from bench._common import (  # noqa: E402
     read_stamps,
 )
 from redis.asyncio import ConnectionPool  # noqa: E402
+
+from chatscale.redis import RedisConnection  # noqa: E402
+from chatscale.streams import StreamManager  # noqa: E402
 
 BACKENDS = ("memory", "redis", "baseline")
 SETTLE_S = 0.3
@@ -114,15 +116,15 @@ class ChatscaleBackend(Backend):
         self.name = "redis" if redis_url else "memory"
         self._url = redis_url
         self._overrides = overrides
-        self._manager: Any = None
-        self._connection: Any = None
+        self._manager: StreamManager | None = None
+        self._connection: RedisConnection | None = None
         self.prefix = _prefix()
 
     async def start(self, workload: Workload) -> None:
         from chatscale.config import load_settings
         from chatscale.redis import connect
+        from chatscale.streams import create_stream_manager
 
-        streams = importlib.import_module("chatscale.streams")
         if self._url:
             settings = load_settings(
                 use_redis=True,
@@ -135,16 +137,16 @@ class ChatscaleBackend(Backend):
             self.admin = redis.asyncio.Redis.from_url(self._url)
         else:
             settings = load_settings(use_redis=False, **self._overrides)
-        self._manager = streams.create_stream_manager(
-            settings, self._connection, instance_id="bench"
-        )
+        self._manager = create_stream_manager(settings, self._connection, instance_id="bench")
         await self._manager.start()
 
     async def open(self, index: int) -> Producer:
+        assert self._manager is not None
         producer = await self._manager.create(owner="bench", meta={})
         return Producer(producer.job_id, producer.delta, producer.complete)
 
     async def read(self, stream_id: str, expected_chunks: int) -> AsyncIterator[str]:
+        assert self._manager is not None
         async for event in self._manager.subscribe(stream_id, after=None):
             if event.type == "delta":
                 yield event.data["text"]
