@@ -1,6 +1,7 @@
 """One pub/sub subscription per process carrying near-cache invalidations.
 
-Every write to a near-cached namespace publishes ``{"n": NAMESPACE, "k": [keys]}`` on the
+Every write to a near-cached namespace publishes ``{"o": ORIGIN, "n": NAMESPACE, "k": [keys]}``
+(``ORIGIN`` is a random id of the publishing process, which skips its own echoes) on the
 prefixed channel ``KeySpace.cache_invalidation_channel`` (``{"n": NAMESPACE}`` clears a
 namespace, ``{"n": null}`` every namespace). The process's single subscriber fans each
 message out to its local near caches.
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +57,9 @@ class Invalidator:
         self._ready_event = asyncio.Event()
         self._unregister_ping: Callable[[], None] | None = None
         self._closed = False
+        # This process's own messages are skipped: its caches were invalidated locally
+        # when the write returned, and the echo would only evict fresh entries.
+        self.origin = secrets.token_hex(8)
         self.ready = False
         self.generation = 0
         self.received = 0
@@ -85,7 +90,7 @@ class Invalidator:
 
         ``keys=None`` means the whole namespace; ``namespace=None`` every namespace.
         """
-        message: dict[str, Any] = {"n": namespace}
+        message: dict[str, Any] = {"o": self.origin, "n": namespace}
         if keys is not None:
             message["k"] = list(keys)
         payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
@@ -107,6 +112,8 @@ class Invalidator:
         self.received += 1
         try:
             message = json.loads(data)
+            if message.get("o") == self.origin:
+                return
             namespace = message["n"]
             keys = message.get("k")
             if keys is not None and not isinstance(keys, list):
