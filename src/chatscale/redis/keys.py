@@ -6,11 +6,17 @@ Layout (``P`` is the deployment prefix; with no prefix the ``P::`` part is left 
     P::cache-invalidate                  channel: near-cache invalidations
     P::sess:<sha256(session id)>         server-side session
     P::limits/...                        rate-limit counters (the ``limits`` library)
-    P::conc:{<user>}                     running generations of one user
-    P::stream:{<job id>}:job             job metadata (HASH)
-    P::stream:{<job id>}:log             job event log (STREAM)
-    P::stream:{<job id>}:lease           producer lease and epoch
+    P::conc:{<user>}:running             running generations of one user (ZSET)
+    P::conc:{<user>}:violations          rate-limit violations of one user
+    P::conc:{<user>}:ban                 temporary ban of one user
+    P::stream:{<job id>}:job             job metadata, owner instance, epoch (HASH)
+    P::stream:{<job id>}:log             job event archive (STREAM, ids 0-<last seq>)
+    P::stream:{<job id>}:lease           producer lease and epoch (unused by chatscale.streams)
     P::stream:{<job id>}:ctl             channel: abort / acknowledgements of one job
+    P::ilog:{<instance>}:log             live events of every job of one instance (STREAM)
+    P::ilog:{<instance>}:ctl             control requests (aborts) to one instance (STREAM)
+    P::ilog:{<instance>}:jobs            running jobs one instance produces (SET)
+    P::streams:instances                 instance heartbeats (ZSET, score = ms)
     P::user:{<user>}:jobs                a user's jobs (ZSET)
 
 Channels carry the same prefix as keys: LibreChat leaves them unprefixed, so two deployments
@@ -116,6 +122,14 @@ class KeySpace:
         """Set of one user's running generations."""
         return self.tagged("conc", user, "running")
 
+    def violations(self, user: str) -> str:
+        """Count of one user's recent rate-limit violations (same slot as the ban)."""
+        return self.tagged("conc", user, "violations")
+
+    def ban(self, user: str) -> str:
+        """One user's temporary ban (its TTL is the time left)."""
+        return self.tagged("conc", user, "ban")
+
     # Streams -----------------------------------------------------------------------
     def stream_job(self, job_id: str) -> str:
         """Metadata of one generation job."""
@@ -154,3 +168,20 @@ class KeySpace:
     def session_events_channel(self) -> str:
         """Channel announcing streams starting and ending, for every instance."""
         return self.channel("session-events")
+
+    def stream_ilog(self, instance: str) -> str:
+        """Live events of every job one instance produces (its "instance log")."""
+        return self.tagged("ilog", instance, "log")
+
+    def stream_ictl(self, instance: str) -> str:
+        """Control requests (aborts) addressed to one instance; same slot as its log."""
+        return self.tagged("ilog", instance, "ctl")
+
+    def stream_instance_jobs(self, instance: str) -> str:
+        """The running jobs one instance produces."""
+        return self.tagged("ilog", instance, "jobs")
+
+    @property
+    def stream_instances(self) -> str:
+        """Heartbeats of the instances producing streams (score = last beat in ms)."""
+        return self.key("streams", "instances")

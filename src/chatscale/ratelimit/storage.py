@@ -1,0 +1,140 @@
+"""``limits`` storages built from chatscale's Redis settings (or process memory).
+
+The storage gets the same nodes, credentials, TLS files, timeouts and pool bound as
+chatscale's own client, and keys under ``KeySpace.limits_prefix`` (``<prefix>::limits:...``),
+so deployments sharing a Redis never count each other's requests and ACL users restricted to
+``~<prefix>::*`` can use it. It uses redis-py (``implementation="redispy"``) and plain
+``limits`` (its ``redis`` extra would pin redis-py below 8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from limits.aio.storage import (
+    MemoryStorage,
+    RedisClusterStorage,
+    RedisSentinelStorage,
+    RedisStorage,
+    Storage,
+)
+from redis.asyncio import BlockingConnectionPool, SSLConnection
+
+from chatscale.config import RedisConfig
+from chatscale.redis.keys import KeySpace
+from chatscale.redis.uri import Topology
+
+
+def _tls_options(config: RedisConfig) -> dict[str, Any]:
+    if config.tls is None:
+        return {}
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+    if config.tls.ca_file:
+        options["ssl_ca_certs"] = str(config.tls.ca_file)
+    if config.tls.cert_file and config.tls.key_file:
+        options["ssl_certfile"] = str(config.tls.cert_file)
+        options["ssl_keyfile"] = str(config.tls.key_file)
+    return options
+
+
+def _common_options(config: RedisConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "socket_connect_timeout": config.connect_timeout_s,
+        "socket_timeout": config.socket_timeout_s,
+        "socket_keepalive": True,
+        "client_name": "chatscale-limits",
+    }
+    if config.target.username is not None:
+        options["username"] = config.target.username
+    if config.target.password is not None:
+        options["password"] = config.target.password
+    return options
+
+
+def create_limits_storage(config: RedisConfig | None) -> Storage:
+    """A ``limits`` async storage for ``config``'s topology; memory when ``config`` is None."""
+    if config is None:
+        return MemoryStorage()
+    prefix = KeySpace(config.prefix).limits_prefix
+    target = config.target
+    options = _common_options(config)
+    tls = _tls_options(config)
+    hosts = ",".join(str(node) for node in target.nodes)
+    if target.topology is Topology.CLUSTER:
+        return RedisClusterStorage(
+            f"async+redis+cluster://{hosts}",
+            implementation="redispy",
+            key_prefix=prefix,
+            max_connections=config.max_connections,
+            require_full_coverage=True,
+            **({"ssl": True, **tls} if tls else {}),
+            **options,
+        )
+    if target.topology is Topology.SENTINEL:
+        assert target.service_name is not None
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_connect_timeout": config.connect_timeout_s,
+            "socket_timeout": config.socket_timeout_s,
+        }
+        if config.sentinel_username is not None:
+            sentinel_kwargs["username"] = config.sentinel_username
+        if config.sentinel_password is not None:
+            sentinel_kwargs["password"] = config.sentinel_password
+        if tls:
+            sentinel_kwargs.update(ssl=True, **tls)
+        return RedisSentinelStorage(
+            f"async+redis+sentinel://{hosts}/{target.service_name}",
+            implementation="redispy",
+            key_prefix=prefix,
+            use_replicas=False,  # counters must be read where they are written
+            sentinel_kwargs=sentinel_kwargs,
+            db=target.db,
+            **({"ssl": True, **tls} if tls else {}),
+            **options,
+        )
+    node = target.nodes[0]
+    # A waiting pool: redis-py's default one raises once its connections are all in use.
+    pool = BlockingConnectionPool(
+        max_connections=config.max_connections,
+        timeout=config.pool_timeout_s,
+        host=node.host,
+        port=node.port,
+        db=target.db,
+        **({"connection_class": SSLConnection, **tls} if tls else {}),
+        **options,
+    )
+    scheme = "async+rediss" if tls else "async+redis"
+    return RedisStorage(
+        f"{scheme}://{hosts}/{target.db}",
+        implementation="redispy",
+        key_prefix=prefix,
+        connection_pool=pool,  # type: ignore[arg-type]
+    )
+
+
+async def close_limits_storage(storage: Storage) -> None:
+    """Close every connection ``storage`` opened (``limits`` has no close of its own)."""
+    if isinstance(storage, MemoryStorage):
+        timer = storage.timer
+        if timer is not None and not timer.done():
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+        return
+    bridge: Any = getattr(storage, "bridge", None)
+    if bridge is None:
+        return
+    clients = [getattr(bridge, "storage", None), getattr(bridge, "storage_replica", None)]
+    sentinel = getattr(bridge, "sentinel", None)
+    clients.extend(getattr(sentinel, "sentinels", ()) if sentinel is not None else ())
+    for client in clients:
+        if client is not None:
+            await client.aclose()
+    if isinstance(storage, RedisStorage) and not isinstance(
+        storage, RedisClusterStorage | RedisSentinelStorage
+    ):
+        pool = getattr(bridge.storage, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
