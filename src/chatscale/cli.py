@@ -201,6 +201,40 @@ async def _cache_clear(settings: Settings, namespaces: list[Any]) -> int:
         await connection.close()
 
 
+@cli.command("serve")
+@click.option("--host", default=None, help="Interface to listen on (default: HOST, 127.0.0.1).")
+@click.option("--port", default=None, help="TCP port (default: PORT, 3080).")
+@click.option(
+    "--workers",
+    default="1",
+    help="Worker processes (default 1); with more than one, USE_REDIS should be on.",
+)
+def serve_command(host: str | None, port: str | None, workers: str) -> None:
+    """Run the chat server: API, event streams and the web page at /."""
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}", 2)
+        return
+    if not workers.isdigit() or not 1 <= int(workers) <= 64:
+        _fail(f"configuration error: --workers={workers!r}: expected 1 to 64", 2)
+        return
+    try:
+        from chatscale.server.run import serve
+    except ImportError as exc:
+        _fail(f"the server needs the 'server' extra (pip install 'chatscale[server]'): {exc}", 1)
+        return
+    try:
+        serve(settings, int(workers))
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}", 2)
+
+
 def main() -> None:
     """Entry point of the ``chatscale`` console script."""
     cli()

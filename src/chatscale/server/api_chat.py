@@ -1,0 +1,305 @@
+"""Chat routes: start an answer, follow it (SSE, resumable), abort it, its status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chatscale.llm import ProviderError
+from chatscale.server.errors import ApiError
+from chatscale.server.idempotency import StillStarting
+from chatscale.server.schemas import ID_PATTERN, ChatRequest
+from chatscale.server.services import Services
+from chatscale.server.sse import EventStream, encode, resume_position
+from chatscale.sessions import get_session
+from chatscale.streams import (
+    Event,
+    InvalidEventId,
+    JobNotFound,
+    ManagerClosed,
+    StreamManager,
+    TooManyListeners,
+)
+
+_ID = re.compile(ID_PATTERN)
+#: How long a stream request waits for its first event before sending the headers (so an
+#: unknown stream or a bad position is a 404/400, not an empty event stream).
+_PEEK_S = 0.05
+_MAX_BODY = 16 * 1024 * 1024
+
+
+def services(request: Request) -> Services:
+    """The application's services."""
+    found: Services = request.app.state.services
+    return found
+
+
+def user_of(request: Request) -> str:
+    """The session's user id."""
+    return get_session(request).user_id
+
+
+def stream_id_of(request: Request) -> str:
+    """The path's stream id; a malformed one is simply not found."""
+    stream_id = request.path_params["stream_id"]
+    if not isinstance(stream_id, str) or not _ID.match(stream_id):
+        raise ApiError(404, "stream not found")
+    return stream_id
+
+
+def _manager(svc: Services) -> StreamManager:
+    if svc.streams is None:
+        raise ApiError(503, "starting up", {"Retry-After": "1"})
+    return svc.streams
+
+
+async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
+    """Parse and validate the body of ``POST /api/chat`` (4xx with a reason otherwise)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
+    length = request.headers.get("content-length")
+    if (
+        length is not None
+        and length.isdigit()
+        and int(length) > min(_MAX_BODY, max_chars * 4 + 4096)
+    ):
+        raise ApiError(413, f"message too long: at most {max_chars} characters (MAX_MESSAGE_CHARS)")
+    raw = await request.body()
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed JSON body") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    message = payload.get("message")
+    if isinstance(message, str) and len(message) > max_chars:
+        raise ApiError(
+            413,
+            f"message too long: {len(message)} characters, at most {max_chars} (MAX_MESSAGE_CHARS)",
+        )
+    try:
+        body = ChatRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(422, _describe(exc)) from None
+    if not body.message.strip():
+        raise ApiError(422, "message: must not be blank")
+    return body
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+async def start_chat(request: Request) -> Response:
+    """``POST /api/chat``: start an answer (idempotent with ``client_request_id``)."""
+    svc = services(request)
+    if svc.lifecycle.draining:
+        svc.metrics.rejected.labels("draining").inc()
+        raise ApiError(503, "this instance is shutting down; retry", {"Retry-After": "1"})
+    body = await read_chat_request(request, svc.settings.max_message_chars)
+    user = user_of(request)
+    assert svc.chat is not None and svc.idempotency is not None
+    request_id = body.client_request_id
+    if request_id is not None:
+        try:
+            earlier = await svc.idempotency.claim(user, request_id)
+        except StillStarting:
+            raise ApiError(
+                409, "a request with this client_request_id is still starting", {"Retry-After": "1"}
+            ) from None
+        if earlier is not None:
+            return JSONResponse({**earlier, "status": "started"}, status_code=202)
+    lease = None
+    try:
+        if svc.limits is not None:
+            lease = await svc.limits.admit(request, user)
+        try:
+            started = await svc.chat.start(
+                user,
+                body.message,
+                conversation_id=body.conversation_id,
+                model=body.model,
+                client_request_id=request_id,
+            )
+        except ProviderError as exc:
+            raise ApiError(400, str(exc)) from None
+        except ManagerClosed:
+            raise ApiError(
+                503, "this instance is shutting down; retry", {"Retry-After": "1"}
+            ) from None
+        if lease is not None:
+            svc.limits.release_when_done(lease, svc.streams, started.stream_id)
+            lease = None
+    except BaseException:
+        if request_id is not None:
+            with contextlib.suppress(Exception):
+                await svc.idempotency.release(user, request_id)
+        if lease is not None:
+            await svc.limits.release(lease)
+        raise
+    if request_id is not None:
+        await svc.idempotency.finish(user, request_id, started.as_json())
+    svc.metrics.chats.inc()
+    return JSONResponse({**started.as_json(), "status": "started"}, status_code=202)
+
+
+async def _frames(rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    try:
+        async for event in rest:
+            yield encode(event)
+    finally:
+        with contextlib.suppress(Exception):
+            await rest.aclose()  # type: ignore[attr-defined]
+
+
+async def follow_stream(request: Request) -> Response:
+    """``GET /api/chat/stream/{id}``: the events after the resume position, then live."""
+    svc = services(request)
+    stream_id = stream_id_of(request)
+    after = resume_position(request)
+    if after is not None:
+        svc.metrics.sse_resumes.inc()
+    manager = _manager(svc)
+    events = manager.subscribe(stream_id, after=after, owner=user_of(request))
+    # Peek at the first event so that errors of the subscription are HTTP errors.
+    peek: asyncio.Task[Event] = asyncio.ensure_future(anext(events))
+    done, _ = await asyncio.wait({peek}, timeout=_PEEK_S)
+    first: bytes = b""
+    ended = False
+    if done:
+        try:
+            event = peek.result()
+        except JobNotFound:
+            raise ApiError(404, "stream not found") from None
+        except InvalidEventId as exc:
+            raise ApiError(400, f"bad event id: {exc.problem}") from None
+        except TooManyListeners as exc:
+            raise ApiError(429, str(exc), {"Retry-After": "5"}) from None
+        except StopAsyncIteration:
+            event = None
+            ended = True
+        if event is not None:
+            first = encode(event)
+            ended = event.final
+        frames = _frames(events) if not ended else _empty(events)
+    else:
+        frames = _after_peek(peek, events)
+    return _respond(svc, frames, first)
+
+
+def _respond(svc: Services, frames: AsyncIterator[bytes], first: bytes) -> Response:
+    stream = EventStream(frames, svc.sse, first=first)
+
+    class _Asgi(Response):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            svc.metrics.open_sse += 1
+            try:
+                await stream(scope, receive, send)
+            finally:
+                svc.metrics.open_sse -= 1
+
+    return _Asgi()
+
+
+async def _empty(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:
+    with contextlib.suppress(Exception):
+        await events.aclose()  # type: ignore[attr-defined]
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+async def _after_peek(
+    peek: asyncio.Task[Event], events: AsyncIterator[Event]
+) -> AsyncIterator[bytes]:
+    try:
+        try:
+            event = await peek
+        except StopAsyncIteration:
+            return
+        except (JobNotFound, InvalidEventId):
+            # Raced with expiry: tell the client the stream is gone.
+            yield b'event: error\ndata: {"message":"stream not found"}\n\n'
+            return
+        yield encode(event)
+        if event.final:
+            return
+        async for event in events:
+            yield encode(event)
+    finally:
+        if not peek.done():
+            peek.cancel()
+        with contextlib.suppress(BaseException):
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+async def abort_stream(request: Request) -> Response:
+    """``POST /api/chat/stream/{id}/abort``: stop an answer from any instance."""
+    svc = services(request)
+    stream_id = stream_id_of(request)
+    try:
+        acknowledged = await _manager(svc).abort(stream_id, owner=user_of(request), wait=3.0)
+    except JobNotFound:
+        raise ApiError(404, "stream not found") from None
+    return JSONResponse({"aborted": True, "acknowledged": acknowledged})
+
+
+async def stream_status(request: Request) -> Response:
+    """``GET /api/chat/stream/{id}/status``: status and the text so far."""
+    svc = services(request)
+    stream_id = stream_id_of(request)
+    info = await _manager(svc).status(stream_id, owner=user_of(request))
+    if info is None:
+        raise ApiError(404, "stream not found")
+    return JSONResponse(
+        {
+            "stream_id": info.job_id,
+            "conversation_id": info.meta.get("conversation_id"),
+            "status": info.status.value,
+            "text": info.text,
+            "last_event_id": info.last_event_id,
+            "created_at": info.created_at,
+            "updated_at": info.updated_at,
+        }
+    )
+
+
+async def active_streams(request: Request) -> Response:
+    """``GET /api/chat/active``: this session's running answers."""
+    svc = services(request)
+    jobs = await _manager(svc).list_active(user_of(request))
+    return JSONResponse(
+        {
+            "streams": [
+                {
+                    "stream_id": job.job_id,
+                    "conversation_id": job.meta.get("conversation_id"),
+                    "status": job.status.value,
+                    "created_at": job.created_at,
+                }
+                for job in jobs
+            ]
+        }
+    )
+
+
+routes = [
+    Route("/api/chat", start_chat, methods=["POST"]),
+    Route("/api/chat/active", active_streams, methods=["GET"]),
+    Route("/api/chat/stream/{stream_id}", follow_stream, methods=["GET"]),
+    Route("/api/chat/stream/{stream_id}/abort", abort_stream, methods=["POST"]),
+    Route("/api/chat/stream/{stream_id}/status", stream_status, methods=["GET"]),
+]

@@ -1,0 +1,111 @@
+"""Conversations, the session's event feed, models, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from chatscale.server.api_chat import _respond, services, user_of
+from chatscale.server.errors import ApiError
+from chatscale.server.schemas import ID_PATTERN
+from chatscale.server.sse import frame
+
+_ID = re.compile(ID_PATTERN)
+_READY_PING_S = 2.0
+
+
+async def list_conversations(request: Request) -> Response:
+    """``GET /api/conversations``: this session's conversations."""
+    svc = services(request)
+    assert svc.conversations is not None
+    return JSONResponse({"conversations": await svc.conversations.list(user_of(request))})
+
+
+async def get_conversation(request: Request) -> Response:
+    """``GET /api/conversations/{id}``: one conversation with its messages."""
+    svc = services(request)
+    conversation_id = request.path_params["conversation_id"]
+    if not _ID.match(conversation_id):
+        raise ApiError(404, "conversation not found")
+    assert svc.conversations is not None
+    found = await svc.conversations.get(user_of(request), conversation_id)
+    if found is None:
+        raise ApiError(404, "conversation not found")
+    return JSONResponse(found)
+
+
+async def session_events(request: Request) -> Response:
+    """``GET /api/events``: this session's answers starting and ending, as SSE."""
+    svc = services(request)
+    assert svc.events is not None
+    announcements = svc.events.listen(user_of(request))
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for item in announcements:
+            yield frame(item["kind"], item["data"])
+
+    return _respond(svc, frames(), b"")
+
+
+async def list_models(request: Request) -> Response:
+    """``GET /api/models``: every model, the demo one labelled as such."""
+    svc = services(request)
+    assert svc.registry is not None
+    models = await svc.registry.models()
+    return JSONResponse(
+        {
+            "models": [
+                {"id": m.id, "label": m.label, "provider": m.provider, "demo": m.demo}
+                for m in models
+            ],
+            "default": svc.registry.default_model,
+        }
+    )
+
+
+async def healthz(request: Request) -> Response:
+    """``GET /healthz``: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """``GET /readyz``: not draining, started, and Redis answers (when used)."""
+    svc = services(request)
+    if svc.lifecycle.draining:
+        return JSONResponse({"status": "draining", "error": "draining"}, status_code=503)
+    if svc.chat is None:
+        return JSONResponse({"status": "starting", "error": "starting"}, status_code=503)
+    if svc.redis is not None:
+        try:
+            async with asyncio.timeout(_READY_PING_S):
+                latency = await svc.redis.ping()
+        except Exception as exc:
+            message = f"redis unreachable: {type(exc).__name__}"
+            return JSONResponse({"status": "unavailable", "error": message}, status_code=503)
+        svc.metrics.redis_latency.observe(latency)
+    return JSONResponse({"status": "ready", "instance": svc.instance_id})
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text format."""
+    svc = services(request)
+    return PlainTextResponse(
+        generate_latest(svc.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+routes = [
+    Route("/api/conversations", list_conversations, methods=["GET"]),
+    Route("/api/conversations/{conversation_id}", get_conversation, methods=["GET"]),
+    Route("/api/events", session_events, methods=["GET"]),
+    Route("/api/models", list_models, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

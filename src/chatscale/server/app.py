@@ -1,0 +1,119 @@
+"""The ASGI application: ``create_app(settings)``, or ``app_from_env()`` for uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.resources import files
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chatscale.config import Settings, load_settings
+from chatscale.server import api_chat, api_misc
+from chatscale.server.errors import ApiError, api_error, http_error, unexpected_error
+from chatscale.server.lifecycle import attach
+from chatscale.server.metrics import RequestMetricsMiddleware
+from chatscale.server.openapi import build_openapi
+from chatscale.server.services import new_services
+from chatscale.sessions import (
+    SessionManager,
+    SessionMiddleware,
+    create_session_manager,
+    session_config,
+)
+
+log = logging.getLogger("chatscale.server")
+STATIC = files("chatscale.server") / "static"
+
+
+async def index(request: Request) -> Response:
+    """The chat page."""
+    return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The whole server. Services start with the application's lifespan."""
+    settings = settings or load_settings()
+    if settings.use_redis or settings.session_secret is not None:
+        session_config(settings)  # a missing or weak SESSION_SECRET fails before serving
+    svc = new_services(settings)
+    document = build_openapi()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.services = svc
+        try:
+            await svc.start()
+            session_holder.manager = create_session_manager(settings, svc.redis)
+            attach(svc.lifecycle)
+            yield
+        finally:
+            if not svc.lifecycle.drained.is_set() and svc.streams is not None:
+                await svc.lifecycle.begin_drain()
+            await svc.close()
+
+    session_holder = _SessionHolder()
+    app = Starlette(
+        routes=[
+            Route("/", index, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+            *api_chat.routes,
+            *api_misc.routes,
+            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        ],
+        middleware=[
+            Middleware(RequestMetricsMiddleware, metrics=svc.metrics),
+            Middleware(_LateSessionMiddleware, holder=session_holder),
+        ],
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    return app
+
+
+class _SessionHolder:
+    manager: SessionManager | None = None
+
+
+class _LateSessionMiddleware:
+    """Session middleware whose manager is built at start-up (it needs the Redis handle)."""
+
+    def __init__(self, app: ASGIApp, holder: _SessionHolder) -> None:
+        self.app = app
+        self.holder = holder
+        self._inner: SessionMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        manager = self.holder.manager
+        if (
+            scope["type"] not in ("http", "websocket")
+            or manager is None
+            # Probes, metrics and static files need no session (and must not create one).
+            or not scope["path"].startswith("/api/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        if self._inner is None:
+            self._inner = SessionMiddleware(self.app, manager)
+        await self._inner(scope, receive, send)
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory chatscale.server.app:app_from_env``."""
+    return create_app(load_settings())

@@ -1,0 +1,238 @@
+"""Starting generations, continuing them after a takeover, storing finished answers.
+
+The producer side stores the answer (once per stream, whoever produced its end), so a
+finished answer is in the conversation whether or not a browser was connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from chatscale.llm import ChatMessage, Chunk, CompletionRequest, ProviderRegistry
+from chatscale.server.events import SessionEvents
+from chatscale.server.store import ConversationStore, Message, title_of
+from chatscale.streams import JobInfo, JobStatus, Producer, StreamManager
+
+log = logging.getLogger(__name__)
+
+_STATUS_NAMES = {
+    JobStatus.COMPLETE: "done",
+    JobStatus.ABORTED: "aborted",
+    JobStatus.ERROR: "error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What ``POST /api/chat`` answers."""
+
+    stream_id: str
+    conversation_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON body (without ``status``)."""
+        return {"stream_id": self.stream_id, "conversation_id": self.conversation_id}
+
+
+def history_of(messages: list[Message]) -> list[ChatMessage]:
+    """The messages a model sees: user messages and the text of earlier answers."""
+    history: list[ChatMessage] = []
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        if role in ("user", "assistant") and isinstance(content, str) and content:
+            history.append(ChatMessage(role, content))
+    return history
+
+
+class ChatService:
+    """Runs generations into the stream manager and records their outcome."""
+
+    def __init__(
+        self,
+        streams: StreamManager,
+        registry: ProviderRegistry,
+        conversations: ConversationStore,
+        events: SessionEvents,
+    ) -> None:
+        self.streams = streams
+        self.registry = registry
+        self.conversations = conversations
+        self.events = events
+        self._tasks: set[asyncio.Task[Any]] = set()
+        streams.set_continuation(self.continuation)
+
+    async def start(
+        self,
+        user: str,
+        message: str,
+        *,
+        conversation_id: str | None,
+        model: str | None,
+        client_request_id: str | None,
+    ) -> Started:
+        """Store the user's message and start generating the answer.
+
+        Raises :class:`chatscale.llm.ProviderError` for an unknown model and
+        :class:`LookupError` for a conversation id the user does not have.
+        """
+        model_name, provider = await self.registry.resolve(model)
+        earlier: list[Message] = []
+        if conversation_id is None:
+            conversation_id = uuid.uuid4().hex
+        else:
+            found = await self.conversations.get(user, conversation_id)
+            if found is not None:
+                earlier = found["messages"]
+        now = time.time()
+        await self.conversations.add_user_message(
+            user,
+            conversation_id,
+            {"role": "user", "content": message, "created_at": now},
+            title=title_of(message),
+        )
+        history = [*history_of(earlier), ChatMessage("user", message)]
+        meta = {
+            "conversation_id": conversation_id,
+            "model": model_name,
+            "history_len": len(earlier) + 1,
+        }
+        producer = await self.streams.create(owner=user, meta=meta)
+        errors: dict[str, str] = {}
+        request = CompletionRequest(model_name, history)
+        task = self.streams.run(producer, _recording(provider.stream(request), errors))
+        task.add_done_callback(lambda _: self._spawn(self._record_local(producer, errors)))
+        await self.events.publish(
+            user,
+            "started",
+            {
+                "stream_id": producer.job_id,
+                "conversation_id": conversation_id,
+                "client_request_id": client_request_id,
+                "message": message,
+                "created_at": producer.created_at,
+            },
+        )
+        return Started(producer.job_id, conversation_id)
+
+    def continuation(self, info: JobInfo) -> AsyncIterator[Chunk]:
+        """Continue a job another instance stopped producing (takeover)."""
+        return self._continue(info)
+
+    async def _continue(self, info: JobInfo) -> AsyncIterator[Chunk]:
+        meta = info.meta
+        conversation_id = meta.get("conversation_id")
+        model = meta.get("model")
+        length = meta.get("history_len")
+        if not (isinstance(conversation_id, str) and isinstance(model, str)):
+            raise ValueError("the job has no conversation to continue")
+        found = await self.conversations.get(info.owner, conversation_id)
+        if found is None:
+            raise ValueError("the conversation of this answer is gone")
+        messages = found["messages"][: length if isinstance(length, int) else None]
+        _, provider = await self.registry.resolve(model)
+        self._spawn(self._record_remote(info))
+        request = CompletionRequest(model, history_of(messages), continue_from=info.text)
+        async for chunk in provider.stream(request):
+            yield chunk
+
+    async def _record_local(self, producer: Producer, errors: dict[str, str]) -> None:
+        if producer.status is JobStatus.RUNNING:
+            return  # handed over to another instance, which records the end
+        await self._store(
+            producer.owner,
+            producer.job_id,
+            producer.meta,
+            producer.status,
+            producer.text,
+            errors.get("message"),
+        )
+
+    async def _record_remote(self, info: JobInfo) -> None:
+        # The instance continuing a job learns its end from the log like any reader.
+        async for event in self.streams.subscribe(info.job_id, after=info.last_event_id):
+            if event.final:
+                status = {"done": JobStatus.COMPLETE, "aborted": JobStatus.ABORTED}.get(
+                    event.type, JobStatus.ERROR
+                )
+                text = event.data.get("text", "")
+                error = event.data.get("message")
+                await self._store(
+                    info.owner,
+                    info.job_id,
+                    info.meta,
+                    status,
+                    text if isinstance(text, str) else "",
+                    error if isinstance(error, str) else None,
+                )
+                return
+
+    async def _store(
+        self,
+        user: str,
+        stream_id: str,
+        meta: dict[str, Any],
+        status: JobStatus,
+        text: str,
+        error: str | None,
+    ) -> None:
+        conversation_id = meta.get("conversation_id")
+        if not isinstance(conversation_id, str):
+            return
+        message: Message = {
+            "role": "assistant",
+            "content": text,
+            "stream_id": stream_id,
+            "status": _STATUS_NAMES.get(status, "error"),
+            "model": meta.get("model"),
+            "created_at": time.time(),
+        }
+        if error:
+            message["error"] = error
+        try:
+            await self.conversations.store_answer(user, conversation_id, stream_id, message)
+        except Exception:
+            log.exception("cannot store the answer of stream %s", stream_id)
+        await self.events.publish(
+            user,
+            "ended",
+            {
+                "stream_id": stream_id,
+                "conversation_id": conversation_id,
+                "status": message["status"],
+            },
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Let answers being stored finish (briefly), then cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=2)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _recording(steps: AsyncIterator[Chunk], errors: dict[str, str]) -> AsyncIterator[Chunk]:
+    try:
+        async for step in steps:
+            yield step
+    except Exception as exc:
+        errors["message"] = str(exc) or type(exc).__name__
+        raise
+    finally:
+        aclose = getattr(steps, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,183 @@
+"""The OpenAPI 3.1 document of the API, built from the pydantic models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from chatscale import __version__
+from chatscale.server import schemas
+
+_MODELS: list[type[BaseModel]] = [
+    schemas.ChatRequest,
+    schemas.ChatStarted,
+    schemas.AbortResult,
+    schemas.StreamStatus,
+    schemas.ActiveStreams,
+    schemas.ConversationList,
+    schemas.Conversation,
+    schemas.ModelList,
+    schemas.ErrorBody,
+]
+
+_SSE_DESCRIPTION = (
+    "Server-Sent Events. Every event has an `id:`; send it back as `Last-Event-ID` (or "
+    "`?after=`) to resume exactly after it. Events: `delta` {text}, status/tool events, and "
+    "one final event: `done` {text, finish_reason}, `aborted` {text} or `error` {message, "
+    "text}. `reconnect` asks the client to reconnect (the instance is draining). Comment "
+    "lines are heartbeats."
+)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Bad input",
+        404: "Unknown (or another session's) stream or conversation",
+        413: "Message too long (MAX_MESSAGE_CHARS)",
+        415: "Not JSON",
+        422: "Invalid fields",
+        429: "Rate or concurrency limit; see Retry-After",
+        503: "Draining or Redis unavailable; see Retry-After",
+    }
+    return {str(c): _json(schemas.ErrorBody, text[c]) for c in codes}
+
+
+def _stream_param() -> dict[str, Any]:
+    return {
+        "name": "stream_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
+    }
+
+
+def build_openapi() -> dict[str, Any]:
+    """The whole document."""
+    _, definitions = models_json_schema(
+        [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    stream = [_stream_param()]
+    paths: dict[str, Any] = {
+        "/api/chat": {
+            "post": {
+                "summary": "Start an answer (idempotent with client_request_id)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(schemas.ChatRequest)}},
+                },
+                "responses": {
+                    "202": _json(schemas.ChatStarted, "Started (or the earlier start)"),
+                    **_errors(400, 404, 413, 415, 422, 429, 503),
+                },
+            }
+        },
+        "/api/chat/stream/{stream_id}": {
+            "get": {
+                "summary": "Follow an answer as Server-Sent Events, resumable",
+                "parameters": [
+                    *stream,
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": _SSE_DESCRIPTION,
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/api/chat/stream/{stream_id}/abort": {
+            "post": {
+                "summary": "Stop an answer, from any instance",
+                "parameters": stream,
+                "responses": {"200": _json(schemas.AbortResult, "Stopped"), **_errors(404)},
+            }
+        },
+        "/api/chat/stream/{stream_id}/status": {
+            "get": {
+                "summary": "Status and text so far",
+                "parameters": stream,
+                "responses": {"200": _json(schemas.StreamStatus, "Status"), **_errors(404)},
+            }
+        },
+        "/api/chat/active": {
+            "get": {
+                "summary": "This session's running answers",
+                "responses": {"200": _json(schemas.ActiveStreams, "Running streams")},
+            }
+        },
+        "/api/events": {
+            "get": {
+                "summary": "SSE feed of this session's answers starting (`started`) and ending"
+                " (`ended`)",
+                "responses": {
+                    "200": {
+                        "description": "Server-Sent Events",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/api/conversations": {
+            "get": {
+                "summary": "This session's conversations",
+                "responses": {"200": _json(schemas.ConversationList, "Conversations")},
+            }
+        },
+        "/api/conversations/{conversation_id}": {
+            "get": {
+                "summary": "One conversation and its messages",
+                "parameters": [
+                    {
+                        "name": "conversation_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
+                    }
+                ],
+                "responses": {"200": _json(schemas.Conversation, "Conversation"), **_errors(404)},
+            }
+        },
+        "/api/models": {
+            "get": {
+                "summary": "Models (the demo model is labelled as such)",
+                "responses": {"200": _json(schemas.ModelList, "Models")},
+            }
+        },
+        "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Ready: Redis reachable (when used) and not draining",
+                "responses": {"200": {"description": "ready"}, **_errors(503)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "chatscale", "version": __version__},
+        "paths": paths,
+        "components": {"schemas": definitions["$defs"]},
+    }

@@ -1,0 +1,60 @@
+"""Running the server under uvicorn (``chatscale serve``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from chatscale.config import Settings
+from chatscale.server.app import create_app
+from chatscale.server.lifecycle import DrainingServer
+
+
+def _config(target: object, settings: Settings, **extra: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        target,  # type: ignore[arg-type]
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+        # The drain (STREAM_DRAIN_TIMEOUT) happens before uvicorn's own shutdown starts;
+        # this only bounds requests still open after it.
+        timeout_graceful_shutdown=5,
+        # Idle keep-alive connections from a load balancer: longer than its own timeout.
+        timeout_keep_alive=75,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def describe(settings: Settings) -> str:
+    """One line saying where and how the server runs."""
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "") else host
+    backend = f"Redis ({settings.redis.topology.value})" if settings.redis else "in-memory backends"
+    models = "demo model" + (
+        " + OpenAI-compatible" if settings.openai_api_key or settings.openai_base_url else ""
+    )
+    return f"chatscale: serving on http://{shown}:{settings.port}/ ({backend}, {models})"
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    """Serve until SIGTERM/SIGINT (drained first, see :mod:`chatscale.server.lifecycle`)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if workers == 1:
+        app = create_app(settings)
+        server = DrainingServer(_config(app, settings))
+        click.echo(describe(settings), err=True)
+        server.run()
+        if not server.started:
+            sys.exit(1)
+        return
+    create_app(settings)  # validates what the workers will build, before forking
+    config = _config("chatscale.server.app:app_from_env", settings, factory=True, workers=workers)
+    sock = config.bind_socket()
+    click.echo(describe(settings) + f", {workers} workers", err=True)
+    # Each worker is a plain uvicorn server; the app installs its draining signal handler.
+    Multiprocess(config, sockets=[sock]).run()

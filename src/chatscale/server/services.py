@@ -1,0 +1,93 @@
+"""Everything the routes use, built at start-up and closed at shutdown."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatscale.config import Settings
+from chatscale.llm import ProviderRegistry, build_registry
+from chatscale.redis import RedisConnection, connect
+from chatscale.server.chat import ChatService
+from chatscale.server.events import SessionEvents
+from chatscale.server.idempotency import IdempotencyStore, create_idempotency_store
+from chatscale.server.lifecycle import Lifecycle
+from chatscale.server.metrics import ServerMetrics
+from chatscale.server.sse import Streams
+from chatscale.server.store import ConversationStore, create_conversation_store
+from chatscale.streams import StreamManager, create_stream_manager
+
+log = logging.getLogger("chatscale.server")
+
+
+@dataclass
+class Services:
+    """The application's state (``request.app.state.services``)."""
+
+    settings: Settings
+    instance_id: str
+    lifecycle: Lifecycle
+    metrics: ServerMetrics
+    sse: Streams
+    redis: RedisConnection | None = None
+    streams: StreamManager | None = None
+    registry: ProviderRegistry | None = None
+    conversations: ConversationStore | None = None
+    idempotency: IdempotencyStore | None = None
+    events: SessionEvents | None = None
+    chat: ChatService | None = None
+    limits: Any = None
+    extra_close: list[Any] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Connect and start everything (Redis only when USE_REDIS is on)."""
+        settings = self.settings
+        if settings.redis is not None:
+            self.redis = await connect(settings.redis)
+        self.streams = create_stream_manager(settings, self.redis, instance_id=self.instance_id)
+        await self.streams.start()
+        self.registry = build_registry(settings)
+        self.conversations = create_conversation_store(self.redis, settings.conversation_retention)
+        self.idempotency = create_idempotency_store(self.redis)
+        self.events = SessionEvents(self.instance_id, self.redis)
+        await self.events.start()
+        self.chat = ChatService(self.streams, self.registry, self.conversations, self.events)
+        self.metrics.watch_streams(lambda: self.streams.metrics if self.streams else None)
+        self.lifecycle.on_drain(self.drain)
+
+    async def drain(self) -> None:
+        """Hand running generations over (or let them finish) within STREAM_DRAIN_TIMEOUT."""
+        self.sse.reconnect_all()
+        if self.streams is not None:
+            await self.streams.drain(float(self.settings.stream_drain_timeout))
+        if self.chat is not None:
+            await self.chat.close()
+
+    async def close(self) -> None:
+        """Release everything, in reverse order of start."""
+        self.sse.reconnect_all()
+        if self.chat is not None:
+            await self.chat.close()
+        if self.events is not None:
+            await self.events.close()
+        if self.streams is not None:
+            await self.streams.close()
+        if self.registry is not None:
+            await self.registry.aclose()
+        for closer in reversed(self.extra_close):
+            await closer()
+        if self.redis is not None:
+            await self.redis.close()
+
+
+def new_services(settings: Settings) -> Services:
+    """Services not started yet."""
+    return Services(
+        settings=settings,
+        instance_id=uuid.uuid4().hex[:12],
+        lifecycle=Lifecycle(),
+        metrics=ServerMetrics(),
+        sse=Streams(),
+    )

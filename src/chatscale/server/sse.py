@@ -1,0 +1,178 @@
+"""Server-Sent Events: resume positions, encoding, heartbeats, disconnects and drain.
+
+A lean ASGI response rather than sse-starlette's: two tasks per connection (the event pump
+and the disconnect listener; heartbeats are timeouts of the response's own wait) instead of
+four, no task per event, and no import-time patching of uvicorn's signal handling (the
+server drains on SIGTERM itself, see :mod:`chatscale.server.lifecycle`). On drain every open
+stream gets a ``reconnect`` event and is closed, so EventSource reconnects (through the load
+balancer, to another instance) and resumes with ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from chatscale.server.errors import ApiError
+from chatscale.streams import Event
+
+log = logging.getLogger("chatscale.server")
+
+#: Comment heartbeat interval: keeps idle connections open through proxies (nginx, HAProxy
+#: and cloud load balancers close idle ones after 60 s by default).
+HEARTBEAT_S = 15.0
+#: Reconnection delay suggested to EventSource.
+RETRY_MS = 1000
+_EVENT_ID = re.compile(r"^[1-9][0-9]{0,17}$")
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def resume_position(request: Request) -> str | None:
+    """Where a client resumes: the ``Last-Event-ID`` header, else ``?after=``, else None.
+
+    EventSource sends the header on its own reconnects, with the URL it was created with, so
+    the header wins over a (possibly older) ``after``. Raises 400 for a malformed id.
+    """
+    header = request.headers.get("last-event-id")
+    value = header if header is not None and header.strip() else request.query_params.get("after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value in ("", "0"):
+        return None
+    if not _EVENT_ID.match(value):
+        raise ApiError(400, f"bad event id {value[:40]!r}: expected a decimal event number")
+    return value
+
+
+def frame(event: str, data: Any, event_id: str | None = None, retry: int | None = None) -> bytes:
+    """One SSE frame; ``data`` is JSON-encoded (so it never contains a newline)."""
+    parts = []
+    if event_id is not None:
+        parts.append(f"id: {event_id}\n")
+    if retry is not None:
+        parts.append(f"retry: {retry}\n")
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    parts.append(f"event: {event}\ndata: {payload}\n\n")
+    return "".join(parts).encode()
+
+
+def encode(event: Event) -> bytes:
+    """One stored event as an SSE frame (``id`` always set)."""
+    return frame(event.type, event.data, event.id)
+
+
+class Streams:
+    """The open event streams of one application, so a drain can close them all."""
+
+    def __init__(self) -> None:
+        self.open: set[EventStream] = set()
+        self.closing = False
+
+    def reconnect_all(self) -> None:
+        """Tell every open stream's client to reconnect elsewhere, and close it."""
+        self.closing = True
+        for stream in list(self.open):
+            stream.reconnect()
+
+
+class EventStream:
+    """An ASGI ``text/event-stream`` response fed by an async iterator of frames."""
+
+    def __init__(
+        self,
+        frames: AsyncIterator[bytes],
+        registry: Streams,
+        *,
+        first: bytes = b"",
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:
+        self.frames = frames
+        self.registry = registry
+        self.first = first
+        self.heartbeat_s = heartbeat_s
+        self._pump: asyncio.Task[None] | None = None
+        self._reconnect = False
+
+    def reconnect(self) -> None:
+        """Stop the stream with a ``reconnect`` event."""
+        self._reconnect = True
+        if self._pump is not None:
+            self._pump.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": f"retry: {RETRY_MS}\n\n".encode() + self.first,
+                "more_body": True,
+            }
+        )
+        if self.registry.closing:
+            self._reconnect = True
+            await self._close(send)
+            return
+        self.registry.open.add(self)
+        self._pump = asyncio.create_task(self._run_pump(send))
+        disconnect = asyncio.create_task(_disconnected(receive))
+        waiting = {self._pump, disconnect}
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    waiting, timeout=self.heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    await send({"type": "http.response.body", "body": b":\n\n", "more_body": True})
+                    continue
+                break
+            if disconnect in done:
+                return
+            await self._close(send)
+        except OSError:
+            return  # the client went away while we wrote
+        finally:
+            self.registry.open.discard(self)
+            for task in waiting:
+                task.cancel()
+            for task in waiting:
+                with contextlib.suppress(BaseException):
+                    await task
+            with contextlib.suppress(Exception):
+                await self.frames.aclose()  # type: ignore[attr-defined]
+
+    async def _run_pump(self, send: Send) -> None:
+        async for chunk in self.frames:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def _close(self, send: Send) -> None:
+        body = b""
+        if self._pump is not None and self._pump.done() and not self._pump.cancelled():
+            failure = self._pump.exception()
+            if failure is not None:
+                # A backend hiccup: the client resumes from its last event id.
+                log.warning("event stream failed: %r", failure)
+                self._reconnect = True
+        if self._reconnect:
+            body = frame("reconnect", {}, retry=RETRY_MS)
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

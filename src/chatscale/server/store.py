@@ -1,0 +1,236 @@
+"""Conversations of each user, in process memory or on Redis, kept CONVERSATION_RETENTION.
+
+On Redis every key of one user shares a Cluster hash tag, so the few multi-key writes run as
+one transaction or script. A finished answer is stored once per stream id, whoever stores
+it (after a takeover the new producer does, and a retry cannot add it twice).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from chatscale.redis.connection import RedisConnection
+
+Message = dict[str, Any]
+
+#: Longest title derived from the first message.
+TITLE_CHARS = 80
+
+_ADD_USER = """
+redis.call('HSETNX', KEYS[1], 'title', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[5])
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 1
+"""
+_STORE_ANSWER = """
+if redis.call('HSETNX', KEYS[3], ARGV[1], '1') == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 1
+"""
+
+
+def title_of(message: str) -> str:
+    """A conversation's title: the start of its first message on one line."""
+    line = " ".join(message.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+class ConversationStore(Protocol):
+    """Where conversations live."""
+
+    async def add_user_message(
+        self, user: str, conversation_id: str, message: Message, *, title: str
+    ) -> None:
+        """Append the user's message (creating the conversation with ``title``)."""
+        ...
+
+    async def store_answer(
+        self, user: str, conversation_id: str, stream_id: str, message: Message
+    ) -> bool:
+        """Append a finished answer once per ``stream_id``; False when it was already there."""
+        ...
+
+    async def list(self, user: str) -> list[dict[str, Any]]:
+        """The user's conversations, most recently updated first (no messages)."""
+        ...
+
+    async def get(self, user: str, conversation_id: str) -> dict[str, Any] | None:
+        """One conversation with its messages, or None."""
+        ...
+
+
+@dataclass
+class _Conversation:
+    id: str
+    title: str
+    created_at: float
+    updated_at: float
+    expires: float
+    messages: list[Message] = field(default_factory=list)
+    answers: set[str] = field(default_factory=set)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+class MemoryConversationStore:
+    """Conversations in this process (lost on restart): the embedded default."""
+
+    def __init__(self, retention_s: float, max_per_user: int = 1_000) -> None:
+        self.retention_s = retention_s
+        self.max_per_user = max_per_user
+        self._users: dict[str, OrderedDict[str, _Conversation]] = {}
+
+    def _live(self, user: str) -> OrderedDict[str, _Conversation]:
+        now = time.time()
+        conversations = self._users.setdefault(user, OrderedDict())
+        for key in [k for k, c in conversations.items() if c.expires <= now]:
+            del conversations[key]
+        return conversations
+
+    def _touch(self, user: str, conversation: _Conversation) -> None:
+        now = time.time()
+        conversation.updated_at = now
+        conversation.expires = now + self.retention_s
+        conversations = self._users[user]
+        conversations.move_to_end(conversation.id)
+        while len(conversations) > self.max_per_user:
+            conversations.popitem(last=False)
+
+    async def add_user_message(
+        self, user: str, conversation_id: str, message: Message, *, title: str
+    ) -> None:
+        """Append the user's message (creating the conversation with ``title``)."""
+        conversations = self._live(user)
+        conversation = conversations.get(conversation_id)
+        if conversation is None:
+            now = time.time()
+            conversation = _Conversation(conversation_id, title, now, now, now)
+            conversations[conversation_id] = conversation
+        conversation.messages.append(message)
+        self._touch(user, conversation)
+
+    async def store_answer(
+        self, user: str, conversation_id: str, stream_id: str, message: Message
+    ) -> bool:
+        """Append a finished answer once per ``stream_id``."""
+        conversation = self._live(user).get(conversation_id)
+        if conversation is None or stream_id in conversation.answers:
+            return False
+        conversation.answers.add(stream_id)
+        conversation.messages.append(message)
+        self._touch(user, conversation)
+        return True
+
+    async def list(self, user: str) -> list[dict[str, Any]]:
+        """The user's conversations, most recently updated first."""
+        return [c.summary() for c in reversed(self._live(user).values())]
+
+    async def get(self, user: str, conversation_id: str) -> dict[str, Any] | None:
+        """One conversation with its messages."""
+        conversation = self._live(user).get(conversation_id)
+        if conversation is None:
+            return None
+        return {**conversation.summary(), "messages": [dict(m) for m in conversation.messages]}
+
+
+class RedisConversationStore:
+    """Conversations on Redis: a meta HASH, a message LIST and an index ZSET per user."""
+
+    def __init__(self, connection: RedisConnection, retention_s: int) -> None:
+        self._client = connection.client
+        self._keys = connection.keys
+        self.retention_s = retention_s
+        self._add_user = self._client.register_script(_ADD_USER)
+        self._store_answer = self._client.register_script(_STORE_ANSWER)
+
+    def _parts(self, user: str, conversation_id: str) -> tuple[str, str, str, str]:
+        keys = self._keys
+        return (
+            keys.conversation(user, conversation_id, "meta"),
+            keys.conversation(user, conversation_id, "msgs"),
+            keys.conversation(user, conversation_id, "answers"),
+            keys.conversation_index(user),
+        )
+
+    async def add_user_message(
+        self, user: str, conversation_id: str, message: Message, *, title: str
+    ) -> None:
+        """Append the user's message (creating the conversation with ``title``)."""
+        await self._add_user(
+            keys=list(self._parts(user, conversation_id)),
+            args=[title, repr(time.time()), _dump(message), self.retention_s, conversation_id],
+        )
+
+    async def store_answer(
+        self, user: str, conversation_id: str, stream_id: str, message: Message
+    ) -> bool:
+        """Append a finished answer once per ``stream_id`` (one atomic script)."""
+        now = time.time()
+        stored = await self._store_answer(
+            keys=list(self._parts(user, conversation_id)),
+            args=[stream_id, _dump(message), repr(now), self.retention_s, conversation_id],
+        )
+        return bool(stored)
+
+    async def list(self, user: str) -> list[dict[str, Any]]:
+        """The user's conversations, most recently updated first."""
+        index = self._keys.conversation_index(user)
+        await self._client.zremrangebyscore(index, "-inf", time.time() - self.retention_s)
+        raw: list[Any] = await self._client.zrevrange(index, 0, 999)
+        ids = [bytes(i).decode() for i in raw]
+        if not ids:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for conversation_id in ids:
+                pipe.hgetall(self._keys.conversation(user, conversation_id, "meta"))
+            metas = await pipe.execute()
+        return [_summary(i, m) for i, m in zip(ids, metas, strict=True) if m]
+
+    async def get(self, user: str, conversation_id: str) -> dict[str, Any] | None:
+        """One conversation with its messages."""
+        meta, msgs, _, _ = self._parts(user, conversation_id)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(meta)
+            pipe.lrange(msgs, 0, -1)
+            found, raw = await pipe.execute()
+        if not found:
+            return None
+        return {**_summary(conversation_id, found), "messages": [json.loads(m) for m in raw]}
+
+
+def _dump(message: Message) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def _summary(conversation_id: str, meta: dict[bytes, bytes]) -> dict[str, Any]:
+    return {
+        "id": conversation_id,
+        "title": meta.get(b"title", b"").decode(),
+        "created_at": float(meta.get(b"created_at", b"0")),
+        "updated_at": float(meta.get(b"updated_at", b"0")),
+    }
+
+
+def create_conversation_store(
+    connection: RedisConnection | None, retention_s: int
+) -> ConversationStore:
+    """Redis when connected, else memory."""
+    if connection is None:
+        return MemoryConversationStore(retention_s)
+    return RedisConversationStore(connection, retention_s)
