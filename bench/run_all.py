@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                         _flush(url)  # a private server: every run starts from an empty one
                     argv_ = _command(system, workload, url, args.scale, args.chatscale_arg)
                     started = time.monotonic()
-                    result = _run(argv_, 300 + 5 * ideal)
+                    result = _run(argv_, 400 + 5 * ideal)
                     per_system.setdefault(system, []).append(result)
                     print(
                         f"{workload} run {run + 1} {system}: "

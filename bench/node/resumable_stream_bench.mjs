@@ -225,6 +225,8 @@ async function run(name, workload, redisUrl) {
     await Promise.all(followers);
   }
   const cpu = process.cpuUsage(before.cpu);
+  // CPU % is over the whole measured window (until every follower has ended).
+  const windowS = (nowUs() - t0) / 1e6;
   const wallS = (tally.lastSeenUs - t0) / 1e6;
   const cpuS = (cpu.user + cpu.system) / 1e6;
   const stats = parseCommandstats(await admin.sendCommand(["INFO", "commandstats"]));
@@ -240,7 +242,8 @@ async function run(name, workload, redisUrl) {
     wall_s: +wallS.toFixed(4),
     chunks_per_s: wallS > 0 ? Math.round(total / wallS) : null,
     cpu_s: +cpuS.toFixed(3),
-    cpu_pct: wallS > 0 ? +((cpuS / wallS) * 100).toFixed(1) : null,
+    cpu_pct: windowS > 0 ? +((cpuS / windowS) * 100).toFixed(1) : null,
+    cpu_window_s: +windowS.toFixed(4),
     peak_rss_mb: +(process.resourceUsage().maxRSS / 1024).toFixed(1),
     lat_p50_ms: latencies.length ? +(percentile(latencies, 50) / 1000).toFixed(3) : null,
     lat_p99_ms: latencies.length ? +(percentile(latencies, 99) / 1000).toFixed(3) : null,
