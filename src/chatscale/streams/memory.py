@@ -185,10 +185,13 @@ class MemoryStreamManager(StreamManager):
                     yield event
                     if event.final:
                         return
-                elif self._closed:
+                elif self._closed or (events and events[-1].final):
+                    # Closed, or resumed after the final event: nothing more will come.
                     return
                 else:
-                    await job.wait()
+                    # Shielded: the future is shared by every subscriber of the job, and a
+                    # cancelled subscriber (a client going away) must not cancel the others.
+                    await asyncio.shield(job.wait())
         finally:
             job.listeners -= 1
             metrics.subscribers -= 1
@@ -246,7 +249,8 @@ class MemoryStreamManager(StreamManager):
             await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         for producer in list(self._producers.values()):
             producer.close_with(
-                "error", {"message": "the server shut down before the response was complete"},
+                "error",
+                {"message": "the server shut down before the response was complete"},
                 reason="shutdown",
             )
         self._flush()
