@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chatscale.llm import ProviderError
+from chatscale.ratelimit import ConcurrencyLimitExceeded, Lease, RateLimits
 from chatscale.server.errors import ApiError
 from chatscale.server.idempotency import StillStarting
 from chatscale.server.schemas import ID_PATTERN, ChatRequest
@@ -125,8 +126,10 @@ async def start_chat(request: Request) -> Response:
             return JSONResponse({**earlier, "status": "started"}, status_code=202)
     lease = None
     try:
-        if svc.limits is not None:
-            lease = await svc.limits.admit(request, user)
+        lease = await _admit(svc, request)
+        release = None
+        if lease is not None and svc.limits is not None:
+            release = _releaser(svc.limits, lease)
         try:
             started = await svc.chat.start(
                 user,
@@ -134,6 +137,7 @@ async def start_chat(request: Request) -> Response:
                 conversation_id=body.conversation_id,
                 model=body.model,
                 client_request_id=request_id,
+                on_end=release,
             )
         except ProviderError as exc:
             raise ApiError(400, str(exc)) from None
@@ -141,20 +145,48 @@ async def start_chat(request: Request) -> Response:
             raise ApiError(
                 503, "this instance is shutting down; retry", {"Retry-After": "1"}
             ) from None
-        if lease is not None:
-            svc.limits.release_when_done(lease, svc.streams, started.stream_id)
-            lease = None
+        lease = None  # released by the generation's end now
     except BaseException:
         if request_id is not None:
             with contextlib.suppress(Exception):
                 await svc.idempotency.release(user, request_id)
-        if lease is not None:
-            await svc.limits.release(lease)
+        if lease is not None and svc.limits is not None:
+            with contextlib.suppress(Exception):
+                await svc.limits.concurrency.release(lease)
         raise
     if request_id is not None:
         await svc.idempotency.finish(user, request_id, started.as_json())
     svc.metrics.chats.inc()
     return JSONResponse({**started.as_json(), "status": "started"}, status_code=202)
+
+
+async def _admit(svc: Services, request: Request) -> Lease | None:
+    """Apply CHAT_RATE_LIMIT (with bans) and take a CHAT_CONCURRENCY_LIMIT slot."""
+    limits = svc.limits
+    if limits is None:
+        return None
+    refusal = await limits.chat.check(request.scope)
+    if refusal is not None:
+        svc.metrics.rejected.labels("rate_limit").inc()
+        raise ApiError(refusal.status, refusal.error, {"Retry-After": str(refusal.retry_after)})
+    identity = limits.identity(request.scope)
+    try:
+        return await limits.concurrency.acquire(identity)
+    except ConcurrencyLimitExceeded as exc:
+        svc.metrics.rejected.labels("concurrency").inc()
+        await limits.bans.violation(identity)
+        raise ApiError(
+            429,
+            f"too many answers running at once ({exc.limit}, CHAT_CONCURRENCY_LIMIT)",
+            {"Retry-After": str(exc.retry_after)},
+        ) from None
+
+
+def _releaser(limits: RateLimits, lease: Lease) -> Callable[[], Awaitable[None]]:
+    async def release() -> None:
+        await limits.concurrency.release(lease)
+
+    return release
 
 
 async def _frames(rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:

@@ -18,7 +18,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
 from chatscale.server import api_chat, api_misc
-from chatscale.server.errors import ApiError, api_error, http_error, unexpected_error
+from chatscale.server.errors import (
+    ApiError,
+    CatchAllMiddleware,
+    api_error,
+    http_error,
+)
 from chatscale.server.lifecycle import attach
 from chatscale.server.metrics import RequestMetricsMiddleware
 from chatscale.server.openapi import build_openapi
@@ -74,12 +79,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         middleware=[
             Middleware(RequestMetricsMiddleware, metrics=svc.metrics),
+            Middleware(CatchAllMiddleware),
             Middleware(_LateSessionMiddleware, holder=session_holder),
         ],
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
-            Exception: unexpected_error,
         },
         lifespan=lifespan,
     )

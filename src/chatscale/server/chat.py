@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,11 +76,13 @@ class ChatService:
         conversation_id: str | None,
         model: str | None,
         client_request_id: str | None,
+        on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> Started:
         """Store the user's message and start generating the answer.
 
         Raises :class:`chatscale.llm.ProviderError` for an unknown model and
-        :class:`LookupError` for a conversation id the user does not have.
+        :class:`LookupError` for a conversation id the user does not have. ``on_end`` runs
+        when this instance stops producing the answer (however it ends).
         """
         model_name, provider = await self.registry.resolve(model)
         earlier: list[Message] = []
@@ -107,7 +109,7 @@ class ChatService:
         errors: dict[str, str] = {}
         request = CompletionRequest(model_name, history)
         task = self.streams.run(producer, _recording(provider.stream(request), errors))
-        task.add_done_callback(lambda _: self._spawn(self._record_local(producer, errors)))
+        task.add_done_callback(lambda _: self._spawn(self._record_local(producer, errors, on_end)))
         await self.events.publish(
             user,
             "started",
@@ -142,7 +144,17 @@ class ChatService:
         async for chunk in provider.stream(request):
             yield chunk
 
-    async def _record_local(self, producer: Producer, errors: dict[str, str]) -> None:
+    async def _record_local(
+        self,
+        producer: Producer,
+        errors: dict[str, str],
+        on_end: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        if on_end is not None:
+            try:
+                await on_end()
+            except Exception:
+                log.exception("end-of-generation hook failed for stream %s", producer.job_id)
         if producer.status is JobStatus.RUNNING:
             return  # handed over to another instance, which records the end
         await self._store(

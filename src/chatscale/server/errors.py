@@ -7,6 +7,7 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("chatscale.server")
 
@@ -39,7 +40,35 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, dict(exc.headers or {}))
 
 
-async def unexpected_error(request: Request, exc: Exception) -> Response:
-    """The catch-all: log the traceback, answer a JSON 500 without internals."""
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal error; the server log has the details")
+class CatchAllMiddleware:
+    """The last line: log any exception and answer a JSON 500 (if nothing was sent yet).
+
+    Starlette's own handler re-raises after answering, and uvicorn then closes the
+    connection, which can cut the answer off; this one keeps the connection healthy.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            log.error(
+                "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+            )
+            if started:
+                return  # the status is out already; the client sees a cut response
+            response = error_response(500, "internal error; the server log has the details")
+            await response(scope, receive, send)

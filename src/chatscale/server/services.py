@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from chatscale.config import Settings
 from chatscale.llm import ProviderRegistry, build_registry
+from chatscale.ratelimit import RateLimits
 from chatscale.redis import RedisConnection, connect
 from chatscale.server.chat import ChatService
 from chatscale.server.events import SessionEvents
@@ -38,8 +38,7 @@ class Services:
     idempotency: IdempotencyStore | None = None
     events: SessionEvents | None = None
     chat: ChatService | None = None
-    limits: Any = None
-    extra_close: list[Any] = field(default_factory=list)
+    limits: RateLimits | None = None
 
     async def start(self) -> None:
         """Connect and start everything (Redis only when USE_REDIS is on)."""
@@ -48,6 +47,7 @@ class Services:
             self.redis = await connect(settings.redis)
         self.streams = create_stream_manager(settings, self.redis, instance_id=self.instance_id)
         await self.streams.start()
+        self.limits = await RateLimits.create(settings, self.redis)
         self.registry = build_registry(settings)
         self.conversations = create_conversation_store(self.redis, settings.conversation_retention)
         self.idempotency = create_idempotency_store(self.redis)
@@ -76,8 +76,8 @@ class Services:
             await self.streams.close()
         if self.registry is not None:
             await self.registry.aclose()
-        for closer in reversed(self.extra_close):
-            await closer()
+        if self.limits is not None:
+            await self.limits.aclose()
         if self.redis is not None:
             await self.redis.close()
 
