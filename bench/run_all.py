@@ -4,10 +4,10 @@
 
 Systems: ``baseline`` (plain redis-py, bench/streams.py), ``resumable-stream`` (npm, Vercel;
 bench/node/resumable_stream_bench.mjs) and ``chatscale`` (bench/streams.py --backend redis),
-plus ``memory`` with ``--with-memory``. Each run is a fresh process; the systems take turns
-(run 1 of each, then run 2 of each...) against one private ``redis-server`` so that a noisy
-neighbour hurts them alike. Medians and ratios are printed as markdown; ``--out`` keeps
-every run as JSON.
+plus ``memory`` (``--with-memory``) and the harness floor ``queue`` (``--with-queue``).
+Each run is a fresh process; the systems take turns (run 1 of each, then run 2 of each...)
+against one private ``redis-server`` so that a noisy neighbour hurts them alike. Medians
+and ratios are printed as markdown; ``--out`` keeps every run as JSON.
 """
 
 from __future__ import annotations
@@ -43,15 +43,17 @@ def _ensure_node_modules() -> None:
     )
 
 
-def _command(system: str, workload: str, url: str, scale: float, extra: list[str]) -> list[str]:
+def _command(
+    system: str, workload: str, url: str, scale: float, loop: str, extra: list[str]
+) -> list[str]:
     if system == "resumable-stream":
         node = shutil.which("node") or "node"
         script = str(NODE_DIR / "resumable_stream_bench.mjs")
         return [node, script, workload, "--redis-url", url, "--scale", str(scale)]
-    backend = {"baseline": "baseline", "chatscale": "redis", "memory": "memory"}[system]
+    backend = {"chatscale": "redis"}.get(system, system)
     argv = [sys.executable, str(ROOT / "bench" / "streams.py"), workload, "--backend", backend]
-    argv += ["--scale", str(scale)]
-    if backend != "memory":
+    argv += ["--scale", str(scale), "--loop", loop]
+    if backend in {"redis", "baseline"}:
         argv += ["--redis-url", url]
     return argv + (extra if system in {"chatscale", "memory"} else [])
 
@@ -166,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--with-memory", action="store_true", help="also chatscale in memory")
+    parser.add_argument(
+        "--with-queue", action="store_true", help="also the harness floor (asyncio.Queue)"
+    )
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     parser.add_argument("--out", type=Path, help="write every run as JSON here")
@@ -178,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.with_memory:
         systems.append("memory")
-    bad = [s for s in systems if s not in (*SYSTEMS, "memory")]
+    if args.with_queue:
+        systems.append("queue")
+    bad = [s for s in systems if s not in (*SYSTEMS, "memory", "queue")]
     if unknown or bad or args.runs < 1:
         raise SystemExit(f"unknown workloads {unknown} or systems {bad}, or --runs < 1")
     if "resumable-stream" in systems:
@@ -198,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 for system in systems:
                     if server is not None:
                         _flush(url)  # a private server: every run starts from an empty one
-                    argv_ = _command(system, workload, url, args.scale, args.chatscale_arg)
+                    argv_ = _command(
+                        system, workload, url, args.scale, args.loop, args.chatscale_arg
+                    )
                     started = time.monotonic()
                     result = _run(argv_, 400 + 5 * ideal)
                     per_system.setdefault(system, []).append(result)

@@ -55,7 +55,7 @@ from redis.asyncio import ConnectionPool  # noqa: E402
 from chatscale.redis import RedisConnection  # noqa: E402
 from chatscale.streams import StreamManager  # noqa: E402
 
-BACKENDS = ("memory", "redis", "baseline")
+BACKENDS = ("memory", "redis", "baseline", "queue")
 SETTLE_S = 0.3
 BLOCK_MS = 1_000  # below redis-py's 5 s socket timeout
 RESUME_BATCH = 1_000
@@ -224,8 +224,67 @@ class BaselineBackend(Backend):
             await admin.aclose()
 
 
+class QueueBackend(Backend):
+    """The harness's own cost: a list and a wake-up per stream, no system under test.
+
+    Pacing timers, stamping, parsing and latency bookkeeping cost CPU in every backend;
+    this floor shows how much of a backend's CPU % is the benchmark itself.
+    """
+
+    name = "queue"
+
+    def __init__(self) -> None:
+        self._logs: dict[str, list[str | None]] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    async def start(self, workload: Workload) -> None:
+        self._logs.clear()
+        self._waiters.clear()
+
+    async def open(self, index: int) -> Producer:
+        stream_id = str(index)
+        log = self._logs[stream_id] = []
+        waiters = self._waiters[stream_id] = []
+
+        def append(item: str | None) -> None:
+            log.append(item)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            waiters.clear()
+
+        async def write(text: str) -> None:
+            append(text)
+
+        async def finish() -> None:
+            append(None)
+
+        return Producer(stream_id, write, finish)
+
+    async def read(self, stream_id: str, expected_chunks: int) -> AsyncIterator[str]:
+        log = self._logs[stream_id]
+        position = 0
+        while True:
+            if position < len(log):
+                item = log[position]
+                position += 1
+                if item is None:
+                    return
+                yield item
+            else:
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters[stream_id].append(waiter)
+                await waiter
+
+    async def close(self) -> None:
+        self._logs.clear()
+        self._waiters.clear()
+
+
 def make_backend(name: str, redis_url: str | None, overrides: dict[str, str]) -> Backend:
     """The backend called ``name``."""
+    if name == "queue":
+        return QueueBackend()
     if name == "memory":
         return ChatscaleBackend(None, overrides)
     if redis_url is None:
@@ -575,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     server: PrivateRedis | None = None
     redis_url: str | None = args.redis_url
     try:
-        if redis_url is None and args.backend != "memory":
+        if redis_url is None and args.backend in {"redis", "baseline"}:
             server = PrivateRedis()
             server.start()
             redis_url = server.url
@@ -583,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             output = run_once(args, redis_url)
         else:
             output = summarise([_child(args, redis_url) for _ in range(args.runs)])
-        output["versions"] = _versions(redis_url if args.backend != "memory" else None)
+        output["versions"] = _versions(redis_url if args.backend in {"redis", "baseline"} else None)
         print(json.dumps(output))
         return 0
     except (BenchError, ChunkError, ValueError, redis.RedisError, OSError) as exc:
