@@ -206,6 +206,8 @@ async def follow_stream(request: Request) -> Response:
     if after is not None:
         svc.metrics.sse_resumes.inc()
     manager = _manager(svc)
+    if svc.sse.closing:
+        return _respond(svc, _empty_frames(), b"")  # draining: "reconnect" at once
     events = manager.subscribe(stream_id, after=after, owner=user_of(request))
     # Peek at the first event so that errors of the subscription are HTTP errors.
     peek: asyncio.Task[Event] = asyncio.ensure_future(anext(events))
@@ -245,6 +247,11 @@ def _respond(svc: Services, frames: AsyncIterator[bytes], first: bytes) -> Respo
                 svc.metrics.open_sse -= 1
 
     return _Asgi()
+
+
+async def _empty_frames() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 async def _empty(events: AsyncIterator[Event]) -> AsyncIterator[bytes]:

@@ -114,16 +114,20 @@ class EventStream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        closing = self.registry.closing
         await send(
             {
                 "type": "http.response.body",
-                "body": f"retry: {RETRY_MS}\n\n".encode() + self.first,
+                "body": f"retry: {RETRY_MS}\n\n".encode() + (b"" if closing else self.first),
                 "more_body": True,
             }
         )
-        if self.registry.closing:
+        if closing:
+            # Draining: nothing from here; the client resumes on another instance.
             self._reconnect = True
             await self._close(send)
+            with contextlib.suppress(Exception):
+                await self.frames.aclose()  # type: ignore[attr-defined]
             return
         self.registry.open.add(self)
         self._pump = asyncio.create_task(self._run_pump(send))
