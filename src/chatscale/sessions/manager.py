@@ -128,9 +128,10 @@ class SessionManager:
             data=data,
             created_at=created,
             is_new=False,
-            saved_state=None,
+            # Written canonically, so the text itself is the baseline for change detection
+            # (a non-canonical text only costs one rewrite).
+            saved_state=stored.state,
         )
-        session.saved_state = session.state()
         return OpenSession(session, stored.ttl_left, had_cookie=True)
 
     async def commit(self, opened: OpenSession, *, secure: bool) -> list[Header]:
