@@ -390,3 +390,45 @@ def test_config_without_secret_warns_and_generates_one(caplog: pytest.LogCapture
     assert first.signing_key != second.signing_key
     same = session_config(load_settings(session_secret=SECRET))
     assert same.signing_key == KEY and same.ttl == 7 * 86_400
+
+
+async def test_memory_store_sweeps_expired_sessions() -> None:
+    store = MemorySessionStore(sweep_every=3)
+    await store.save("old1", "{}", 1)
+    await store.save("old2", "{}", 1)
+    await store.touch("old1", 0)
+    await store.touch("old2", 0)
+    await store.save("new", "{}", 60)  # the third write sweeps
+    assert len(store) == 1
+
+
+async def test_rotation_requested_after_the_response_started_is_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    manager = SessionManager(MemorySessionStore(), config())
+    opened = await manager.open([])
+    await manager.commit(opened, secure=False)
+    before = opened.session.session_id
+    opened.session.rotate()
+    opened.session["late"] = 1
+    with caplog.at_level(logging.WARNING, "chatscale.sessions"):
+        await manager.commit_late(opened)
+    assert "rotation" in caplog.text
+    assert opened.session.session_id == before
+    stored = await manager.store.load(opened.session.id_hash)
+    assert stored is not None and '"late":1' in stored.state
+
+
+def test_user_id_must_be_a_short_non_empty_string() -> None:
+    from chatscale.sessions import Session
+
+    session = Session(session_id="x", id_hash="h", user_id="anon-1", data={}, created_at=0,
+                      is_new=True, saved_state=None)
+    for bad in ["", "x" * 257, 5]:
+        with pytest.raises(ValueError, match="user_id"):
+            session.user_id = bad  # type: ignore[assignment]
+    with pytest.raises(SessionDataError):
+        session[1] = "v"  # type: ignore[index]
+    session.destroy()
+    with pytest.raises(RuntimeError, match="destroyed"):
+        session["k"] = "v"
