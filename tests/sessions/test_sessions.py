@@ -432,3 +432,27 @@ def test_user_id_must_be_a_short_non_empty_string() -> None:
     session.destroy()
     with pytest.raises(RuntimeError, match="destroyed"):
         session["k"] = "v"
+
+
+async def test_redis_commands_of_unchanged_requests(standalone_factory: Any) -> None:
+    """Counted by the server itself (a private one, so nothing else adds commands)."""
+    server = standalone_factory()
+    conn = await connect(
+        load_settings(use_redis=True, redis_uri=server.url(), redis_key_prefix="cmds").redis  # type: ignore[arg-type]
+    )
+    try:
+        app = make_app(SessionManager(RedisSessionStore(conn), config()))
+        async with client(app) as http:
+            cookie = cookie_value(await http.get("/whoami"))
+            await conn.client.config_resetstat()
+            for _ in range(10):
+                await http.get("/whoami", headers=with_cookie(cookie))
+            stats = await conn.client.info("commandstats")
+            await http.get("/put", params={"x": "1"}, headers=with_cookie(cookie))
+            after = await conn.client.info("commandstats")
+        calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()}
+        calls.pop("config|resetstat", None)
+        assert calls == {"get": 10, "pttl": 10}  # reads only: no SET, no EXPIRE
+        assert after["cmdstat_set"]["calls"] == 1  # one change, one write
+    finally:
+        await conn.close()
