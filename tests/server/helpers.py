@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 from chatscale.config import Settings
+from chatscale.llm import DEMO_MODEL, ChatMessage, CompletionRequest, DemoProvider
 from chatscale.server import create_app
 
 
@@ -118,3 +119,10 @@ async def parse(lines: AsyncIterator[str]) -> AsyncIterator[SSEvent]:
 def text_of(events: list[SSEvent]) -> str:
     """The text the deltas of ``events`` add up to."""
     return "".join(e.data["text"] for e in events if e.event == "delta")
+
+
+def expected(message: str, tokens: int = 20, history: list[ChatMessage] | None = None) -> str:
+    """The demo model's whole answer to ``message`` (first message of a conversation)."""
+    provider = DemoProvider(tokens_per_second=1, tokens=tokens)
+    messages = [*(history or []), ChatMessage("user", message)]
+    return "".join(provider.full_answer(CompletionRequest(DEMO_MODEL, messages)))

@@ -7,15 +7,8 @@ from typing import Any
 
 import httpx
 
-from chatscale.llm import DEMO_MODEL, ChatMessage, CompletionRequest, DemoProvider
-from tests.server.helpers import ServerThread, read_events, text_of
-
-
-def expected(message: str, tokens: int = 20, history: list[ChatMessage] | None = None) -> str:
-    """The demo model's whole answer to ``message`` as the first message of a conversation."""
-    provider = DemoProvider(tokens_per_second=1, tokens=tokens)
-    messages = [*(history or []), ChatMessage("user", message)]
-    return "".join(provider.full_answer(CompletionRequest(DEMO_MODEL, messages)))
+from chatscale.llm import ChatMessage
+from tests.server.helpers import ServerThread, expected, read_events, text_of
 
 
 async def start(client: httpx.AsyncClient, message: str = "hello", **extra: Any) -> dict[str, Any]:

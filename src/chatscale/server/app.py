@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
 from chatscale.server import api_chat, api_misc
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         middleware=[
+            Middleware(InstanceHeaderMiddleware, instance_id=svc.instance_id),
             Middleware(RequestMetricsMiddleware, metrics=svc.metrics),
             Middleware(CatchAllMiddleware),
             Middleware(_LateSessionMiddleware, holder=session_holder),
@@ -90,6 +91,27 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.services = svc
     return app
+
+
+class InstanceHeaderMiddleware:
+    """Adds ``X-Chatscale-Instance`` to every answer: which instance served it (debugging
+    a load balancer, and the multi-instance tests)."""
+
+    def __init__(self, app: ASGIApp, instance_id: str) -> None:
+        self.app = app
+        self.header = (b"x-chatscale-instance", instance_id.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 class _SessionHolder:
