@@ -144,3 +144,26 @@ async def test_create_with_redis_needs_the_connection() -> None:
     settings = settings.model_copy(update={"use_redis": True})
     with pytest.raises(ValueError, match="RedisConnection"):
         await RateLimits.create(settings, None)
+
+
+async def test_rules_resolved_per_request() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from chatscale.ratelimit import RateLimitMiddleware, Rule
+
+    rules: list[Rule] = []
+
+    async def ok(request: Request) -> Response:
+        return JSONResponse({})
+
+    app = Starlette(
+        routes=[Route("/", ok)], middleware=[Middleware(RateLimitMiddleware, rules=lambda: rules)]
+    )
+    async with open_limits(None, chat_rate_limit="1/minute") as limits, client(app) as http:
+        assert [(await http.get("/")).status_code for _ in range(3)] == [200, 200, 200]
+        rules.append(Rule(limits.chat))
+        assert [(await http.get("/")).status_code for _ in range(2)] == [200, 429]

@@ -456,3 +456,29 @@ async def test_redis_commands_of_unchanged_requests(standalone_factory: Any) -> 
         assert after["cmdstat_set"]["calls"] == 1  # one change, one write
     finally:
         await conn.close()
+
+
+async def test_manager_built_later_by_the_lifespan() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from chatscale.sessions import SessionMiddleware
+
+    holder: dict[str, SessionManager] = {}
+
+    async def who(request: Request) -> Response:
+        return JSONResponse({"has_session": "session" in request.scope})
+
+    app = Starlette(
+        routes=[Route("/", who)],
+        middleware=[Middleware(SessionMiddleware, manager=lambda: holder.get("m"))],
+    )
+    async with client(app) as http:
+        before = await http.get("/")
+        holder["m"] = SessionManager(MemorySessionStore(), config())
+        after = await http.get("/")
+    assert before.json() == {"has_session": False} and set_cookie(before) is None
+    assert after.json() == {"has_session": True} and set_cookie(after) is not None

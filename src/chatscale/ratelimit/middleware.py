@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,11 +37,22 @@ class RateLimitMiddleware:
     Starlette's ``middleware=[...]`` list) so requests are counted per session user; without
     a session they are counted per client address. Every matching rule is checked, in order;
     the first refusal answers.
+
+    ``rules`` may also be a zero-argument callable, called on each request: for applications
+    that build :class:`~chatscale.ratelimit.RateLimits` in their lifespan (it needs the Redis
+    connection) after the middleware stack exists. Until it returns rules, nothing is limited.
     """
 
-    def __init__(self, app: ASGIApp, rules: Sequence[Rule]) -> None:
+    def __init__(
+        self, app: ASGIApp, rules: Sequence[Rule] | Callable[[], Sequence[Rule]]
+    ) -> None:
         self.app = app
-        self.rules = tuple(rules)
+        self._rules = rules if callable(rules) else tuple(rules)
+
+    @property
+    def rules(self) -> Sequence[Rule]:
+        """The rules in force now."""
+        return self._rules() if callable(self._rules) else self._rules
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

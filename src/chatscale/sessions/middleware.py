@@ -7,6 +7,7 @@ starts, adding ``Set-Cookie`` only when the cookie must change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,25 +22,38 @@ class SessionMiddleware:
     """Give every HTTP and WebSocket request a :class:`Session` in ``scope["session"]``.
 
     ``Starlette(middleware=[Middleware(SessionMiddleware, manager=...)])``; build the
-    manager with :func:`chatscale.sessions.create_session_manager`.
+    manager with :func:`chatscale.sessions.create_session_manager`. ``manager`` may also be
+    a zero-argument callable, called on each request, for applications that build it in
+    their lifespan (it needs the Redis connection); while it returns ``None`` requests pass
+    through without a session.
     """
 
-    def __init__(self, app: ASGIApp, manager: SessionManager) -> None:
+    def __init__(
+        self, app: ASGIApp, manager: SessionManager | Callable[[], SessionManager | None]
+    ) -> None:
         self.app = app
-        self.manager = manager
+        self._manager = manager
+
+    @property
+    def manager(self) -> SessionManager | None:
+        """The manager in force now."""
+        if isinstance(self._manager, SessionManager):
+            return self._manager
+        return self._manager()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start_type = _START.get(scope["type"])
-        if start_type is None:
+        manager = self.manager if start_type is not None else None
+        if start_type is None or manager is None:
             await self.app(scope, receive, send)
             return
-        opened = await self.manager.open(scope.get("headers", []))
+        opened = await manager.open(scope.get("headers", []))
         scope["session"] = opened.session
-        secure = self.manager.is_secure(scope.get("scheme", "http"))
+        secure = manager.is_secure(scope.get("scheme", "http"))
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == start_type and not opened.committed:
-                extra = await self.manager.commit(opened, secure=secure)
+                extra = await manager.commit(opened, secure=secure)
                 if extra:
                     message = dict(message)
                     message["headers"] = [*message.get("headers", []), *extra]
@@ -47,7 +61,7 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
         if opened.committed:
-            await self.manager.commit_late(opened)
+            await manager.commit_late(opened)
 
 
 def get_session(scope_or_request: Any) -> Session:
