@@ -14,6 +14,7 @@ from chatscale.streams.metrics import StreamMetrics
 from chatscale.streams.model import Event, JobInfo
 from chatscale.streams.producer import Producer
 from chatscale.streams.runner import Continuation, ProducerStep, run
+from chatscale.streams.tasks import stop_task
 
 if TYPE_CHECKING:
     from chatscale.config import Settings
@@ -182,10 +183,7 @@ class StreamManager(abc.ABC):
         return self._producers.get(job_id)
 
     async def _cancel_runs(self) -> None:
-        for task in list(self._runs):
-            task.cancel()
-        if self._runs:
-            await asyncio.gather(*self._runs, return_exceptions=True)
+        await asyncio.gather(*(stop_task(task) for task in list(self._runs)))
 
 
 AbortCallback = Callable[[Producer], None]

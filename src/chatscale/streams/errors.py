@@ -46,8 +46,7 @@ class TooManyListeners(StreamError):
         self.job_id = job_id
         self.limit = limit
         super().__init__(
-            f"job {job_id!r} already has {limit} subscribers on this instance "
-            "(REDIS_MAX_LISTENERS)"
+            f"job {job_id!r} already has {limit} subscribers on this instance (REDIS_MAX_LISTENERS)"
         )
 
 

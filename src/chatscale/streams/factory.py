@@ -26,7 +26,7 @@ def create_stream_manager(
             raise ConfigError(
                 "USE_REDIS_STREAMS", "true", "needs a Redis connection", "connect() first"
             )
-        raise ConfigError(
-            "USE_REDIS_STREAMS", "true", "the Redis stream backend lands in the next commit"
-        )
+        from chatscale.streams.redis import RedisStreamManager
+
+        return RedisStreamManager(settings, redis, instance_id=instance_id)
     return MemoryStreamManager(settings, instance_id=instance_id)

@@ -1,0 +1,180 @@
+"""One reader per followed instance log per process, fanning entries out to subscribers.
+
+However many subscribers a process has, it runs one blocking ``XREAD`` per instance log
+they need (an instance log carries the live events of every job of one producing
+instance), never one per subscriber. Each subscriber gets a bounded queue; one that falls
+behind by more than STREAM_SUBSCRIBER_BUFFER events is told to re-read from the log instead
+of buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from chatscale.streams import codec
+from chatscale.streams.metrics import StreamMetrics
+from chatscale.streams.tasks import stop_task
+
+log = logging.getLogger(__name__)
+
+#: A record of an instance log: ``[job id, epoch, first seq, items]``; ``first seq == -1``
+#: marks a takeover ("job moved", ``items`` = the new instance).
+Record = list[Any]
+ControlHandler = Callable[[str, dict[bytes, bytes]], Awaitable[None]]
+
+_IDLE_EXIT_S = 2.0
+_RETRY_S = 0.2
+
+
+class Subscription:
+    """The queue of one subscriber of one job."""
+
+    __slots__ = ("job_id", "limit", "overflowed", "queue", "queued", "wake")
+
+    def __init__(self, job_id: str, limit: int) -> None:
+        self.job_id = job_id
+        self.limit = limit
+        self.queue: deque[Record] = deque()
+        self.queued = 0
+        self.overflowed = False
+        self.wake = asyncio.Event()
+
+    def push(self, record: Record) -> None:
+        """Queue a record (or flag an overflow and drop what is queued)."""
+        if self.overflowed:
+            return
+        size = len(record[3]) if record[2] >= 0 else 1
+        if self.queued + size > self.limit:
+            self.overflowed = True
+            self.queue.clear()
+            self.queued = 0
+        else:
+            self.queue.append(record)
+            self.queued += size
+        self.wake.set()
+
+    def pop(self) -> Record | None:
+        """The next queued record, if any."""
+        if not self.queue:
+            self.wake.clear()
+            return None
+        record = self.queue.popleft()
+        self.queued -= len(record[3]) if record[2] >= 0 else 1
+        return record
+
+
+class LogReader:
+    """Follows one instance log (and, for this instance, its control stream)."""
+
+    def __init__(
+        self,
+        client: Any,
+        key: str,
+        *,
+        cursor: str,
+        block_ms: int,
+        metrics: StreamMetrics,
+        control: tuple[str, ControlHandler] | None = None,
+        on_exit: Callable[[LogReader], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.key = key
+        #: Id of the last entry read (the next XREAD returns entries after it).
+        self.cursor = cursor
+        self.block_ms = block_ms
+        self.metrics = metrics
+        self.control = control
+        self._control_cursor = "$"
+        self.subs: dict[str, set[Subscription]] = {}
+        self._on_exit = on_exit
+        self.task: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    def add(self, sub: Subscription) -> str:
+        """Register ``sub``; returns the cursor it will receive entries after."""
+        self.subs.setdefault(sub.job_id, set()).add(sub)
+        if (self.task is None or self.task.done()) and not self.stopping:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        return self.cursor
+
+    def remove(self, sub: Subscription) -> None:
+        """Unregister ``sub``."""
+        subs = self.subs.get(sub.job_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.subs[sub.job_id]
+
+    async def stop(self) -> None:
+        """Stop the reading task."""
+        self.stopping = True
+        task, self.task = self.task, None
+        await stop_task(task)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle_since = loop.time()
+        try:
+            while not self.stopping:
+                if self.subs or self.control is not None:
+                    idle_since = loop.time()
+                elif loop.time() - idle_since > _IDLE_EXIT_S:
+                    return
+                streams = {self.key: self.cursor}
+                if self.control is not None:
+                    if self._control_cursor == "$":
+                        # Resolve "$" once: a repeated "$" could miss entries between reads.
+                        last = await self.client.xrevrange(self.control[0], count=1)
+                        self._control_cursor = last[0][0].decode() if last else "0-0"
+                    streams[self.control[0]] = self._control_cursor
+                try:
+                    reply = await self.client.xread(streams, count=512, block=self.block_ms)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("reading %s failed (%s); retrying", self.key, exc)
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                self.metrics.redis_round_trips += 1
+                for stream, entries in _stream_items(reply):
+                    if stream == self.key:
+                        self._dispatch(entries)
+                    elif self.control is not None:
+                        for entry_id, fields in entries:
+                            self._control_cursor = entry_id.decode()
+                            await self.control[1](self._control_cursor, fields)
+        finally:
+            if self._on_exit is not None:
+                self._on_exit(self)
+
+    def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        subs_by_job = self.subs
+        for entry_id, fields in entries:
+            self.cursor = entry_id.decode()
+            if not subs_by_job:
+                continue
+            payload = fields.get(b"d")
+            if payload is None:
+                continue
+            for record in codec.loads(payload):
+                subs = subs_by_job.get(record[0])
+                if subs:
+                    for sub in subs:
+                        sub.push(record)
+
+
+def _stream_items(reply: Any) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
+    """XREAD replies as ``[(stream name, entries)]`` whatever the protocol version."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [(_text(k), v) for k, v in reply.items()]
+    return [(_text(name), entries) for name, entries in reply]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,937 @@
+"""Resumable streams on Redis: many instances, any topology (standalone, Cluster, Sentinel).
+
+Write path: every coalescing window an instance appends ONE entry to its instance log
+(``P::ilog:{<instance>}:log``) carrying the new events of all its running jobs, and about
+once a second per running job (and at once when it ends) one fenced Lua call appends the
+job's recent events to its archive (``P::stream:{<id>}:log``, entry ids ``0-<last seq>``)
+and records in the job hash how far the archive goes and where in the instance log the
+rest can be found. Read path: a subscriber reads the job hash, replays the archive after
+its position (paged), then follows the owner's instance log through the process's shared
+reader, dropping what it already has; a gap makes it re-read from the archive.
+
+Liveness: each instance beats in a ZSET; every instance reaps the jobs of instances whose
+beat is older than STREAM_LEASE_TTL, claiming each with an epoch bump (only one wins; the
+old owner's archive writes are refused from then on), and continues or ends them.
+See docs/streams.md for the guarantees and their limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from chatscale.streams import codec
+from chatscale.streams.base import StreamManager, check_job_id, check_owner
+from chatscale.streams.errors import (
+    InvalidEvent,
+    InvalidEventId,
+    JobExists,
+    JobNotFound,
+    TooManyListeners,
+)
+from chatscale.streams.fanout import LogReader, Record, Subscription
+from chatscale.streams.model import FINAL_STATUS, Event, JobInfo, JobStatus, parse_event_id
+from chatscale.streams.producer import Producer
+from chatscale.streams.scripts import ARCHIVE, CLAIM, CREATE
+from chatscale.streams.tasks import stop_task
+
+if TYPE_CHECKING:
+    from chatscale.config import Settings
+    from chatscale.redis import RedisConnection
+
+log = logging.getLogger(__name__)
+
+#: A running job's events reach its archive at least this often.
+ARCHIVE_INTERVAL_S = 1.0
+#: Instance-log entries are kept this long (they are archived within about a second).
+ILOG_WINDOW_MS = 60_000
+#: Archive entries per XRANGE page.
+_ARCHIVE_PAGE = 16
+_ILOG_PAGE = 512
+#: How long a subscriber waits before re-reading after an unfillable gap.
+_GAP_BACKOFF_S = 0.05
+_ABORT_POLL_S = 0.05
+
+
+@dataclass(slots=True)
+class _Live:
+    """What this instance keeps of a job it produces, until the job ends (reconciliation)."""
+
+    producer: Producer
+    events: list[Event] = field(default_factory=list)
+    archived: int = 0
+    archive_at: float = 0.0
+    tail: str = "0-0"
+    touched: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class _Job:
+    """A job hash as read from Redis."""
+
+    job_id: str
+    owner: str
+    meta: dict[str, Any]
+    instance: str
+    status: JobStatus
+    epoch: int
+    archived: int
+    tail: str
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def parse(cls, job_id: str, raw: dict[bytes, bytes]) -> _Job | None:
+        if not raw or b"owner" not in raw:
+            return None
+        get = raw.get
+        try:
+            return cls(
+                job_id=job_id,
+                owner=raw[b"owner"].decode(),
+                meta=codec.loads(get(b"meta", b"{}")),
+                instance=get(b"inst", b"").decode(),
+                status=JobStatus(get(b"status", b"running").decode()),
+                epoch=int(get(b"epoch", b"1")),
+                archived=int(get(b"aseq", b"0")),
+                tail=get(b"tail", b"0-0").decode(),
+                created_at=float(get(b"created", b"0")),
+                updated_at=float(get(b"updated", b"0")),
+            )
+        except (ValueError, KeyError):
+            log.warning("job %s has a corrupt hash; treating it as missing", job_id)
+            return None
+
+
+class RedisStreamManager(StreamManager):
+    """The multi-instance backend (``USE_REDIS_STREAMS=true``)."""
+
+    def __init__(
+        self, settings: Settings, redis: RedisConnection, *, instance_id: str | None = None
+    ) -> None:
+        super().__init__(settings, instance_id=instance_id)
+        self.redis = redis
+        # redis-py types replies as unions over decode modes; ours are always bytes.
+        self.client: Any = redis.client
+        self.keys = redis.keys
+        self.lease_s = settings.stream_lease_ttl / 1000
+        self.takeover = settings.stream_takeover
+        self.drain_timeout = float(settings.stream_drain_timeout)
+        socket_timeout = redis.config.socket_timeout_s
+        # A blocking read must return before the socket timeout fires (see REFERENCE).
+        self.block_ms = max(50, min(1_000, int(socket_timeout * 1000) - 500))
+        self._ilog = self.keys.stream_ilog(self.instance_id)
+        self._ictl = self.keys.stream_ictl(self.instance_id)
+        self._ijobs = self.keys.stream_instance_jobs(self.instance_id)
+        self._live: dict[str, _Live] = {}
+        self._readers: dict[str, LogReader] = {}
+        self._listeners: dict[str, int] = {}
+        self._kick = asyncio.Event()
+        self._kick_handle: asyncio.TimerHandle | None = None
+        self._flushed: asyncio.Future[None] | None = None
+        self._last_ilog_id = "0-0"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unregister_ping: Any = None
+        self._started = False
+        self._beating = True
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the writer, the heartbeat / reaper and this instance's log reader."""
+        if self._started:
+            return
+        self._started = True
+        last = await self.client.xrevrange(self._ilog, count=1)
+        if last:
+            self._last_ilog_id = last[0][0].decode()
+        await self._beat()
+        loop = asyncio.get_running_loop()
+        own = LogReader(
+            self.client,
+            self._ilog,
+            cursor=self._last_ilog_id,
+            block_ms=self.block_ms,
+            metrics=self.metrics,
+            control=(self._ictl, self._on_control),
+        )
+        self._readers[self.instance_id] = own
+        own.task = loop.create_task(own._run())
+        self._tasks = [loop.create_task(self._writer()), loop.create_task(self._heartbeat())]
+        self._unregister_ping = self.redis.keepalive.register(self.client.ping)
+
+    async def close(self) -> None:
+        """Write what is buffered, then stop every task (running jobs are left as they are;
+        call :meth:`drain` first to hand them over)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self._flush_once()
+        if self._unregister_ping is not None:
+            self._unregister_ping()
+        await self._cancel_runs()
+        for task in self._tasks:
+            await stop_task(task)
+        for reader in list(self._readers.values()):
+            await reader.stop()
+        self._readers.clear()
+        for live in self._live.values():
+            live.producer.closed = True
+            live.producer.aborted.set()
+        if self._kick_handle is not None:
+            self._kick_handle.cancel()
+
+    # --- producer side ------------------------------------------------------------------
+    async def create(
+        self, *, owner: str, meta: dict[str, Any] | None = None, job_id: str | None = None
+    ) -> Producer:
+        """Register a new running job (in Redis) and return its producer."""
+        self._check_open()
+        check_owner(owner)
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidEvent("meta must be a JSON object (dict)")
+        try:
+            meta_json = codec.dumps(meta or {})
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent(f"meta is not JSON: {exc}") from exc
+        job_id = check_job_id(job_id) if job_id is not None else uuid.uuid4().hex
+        now = time.time()
+        tail = self._last_ilog_id
+        created = await CREATE(
+            self.client,
+            [self.keys.stream_job(job_id), self.keys.stream_log(job_id)],
+            [
+                owner,
+                meta_json,
+                self.instance_id,
+                now,
+                self.running_ttl,
+                1,
+                0,
+                "",
+                0,
+                tail,
+                now,
+                "running",
+            ],
+        )
+        if not created:
+            raise JobExists(job_id)
+        user_jobs = self.keys.user_jobs(owner)
+        await asyncio.gather(
+            self.client.sadd(self._ijobs, job_id),
+            self.client.zadd(user_jobs, {job_id: now}),
+            self.client.expire(user_jobs, self.running_ttl + self.finished_ttl),
+        )
+        self.metrics.redis_round_trips += 2
+        producer = Producer(self, job_id, owner, dict(meta or {}), created_at=now)
+        self._adopt(producer, [], 0, tail)
+        self.metrics.jobs_created += 1
+        return producer
+
+    def _adopt(self, producer: Producer, events: list[Event], archived: int, tail: str) -> _Live:
+        live = _Live(producer, events, archived, time.monotonic(), tail)
+        self._live[producer.job_id] = live
+        self._producers[producer.job_id] = producer
+        self.metrics.jobs_active += 1
+        return live
+
+    def _mark_dirty(self, producer: Producer) -> None:
+        self._dirty.append(producer)
+        if self._kick.is_set() or self._kick_handle is not None:
+            return
+        if self.coalesce_s > 0:
+            self._kick_handle = asyncio.get_running_loop().call_later(self.coalesce_s, self._fire)
+        else:
+            self._kick.set()
+
+    def _fire(self) -> None:
+        self._kick_handle = None
+        self._kick.set()
+
+    def _next_flush(self) -> asyncio.Future[None]:
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+        return self._flushed
+
+    async def _relieve(self) -> None:
+        waiter = self._next_flush()
+        self._kick.set()
+        await waiter
+
+    async def _finished(self, producer: Producer) -> None:
+        live = self._live.get(producer.job_id)
+        deadline = time.monotonic() + max(5.0, 3 * self.lease_s)
+        while live is not None and self._live.get(producer.job_id) is live:
+            if self._closed or time.monotonic() > deadline:
+                return
+            waiter = self._next_flush()
+            self._kick.set()
+            await asyncio.shield(waiter)
+
+    # --- the writer ---------------------------------------------------------------------
+    async def _writer(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ARCHIVE_INTERVAL_S / 2):
+                    await self._kick.wait()
+            self._kick.clear()
+            if self._kick_handle is not None:
+                self._kick_handle.cancel()
+                self._kick_handle = None
+            try:
+                await self._flush_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("stream writer: %s; retrying", exc)
+                await asyncio.sleep(0.1)
+
+    async def _flush_once(self) -> None:
+        waiter, self._flushed = self._flushed, None
+        try:
+            await self._write_batch()
+            await self._archive_due()
+        finally:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def _write_batch(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        records: list[Record] = []
+        written: list[_Live] = []
+        now = time.monotonic()
+        for producer in dirty:
+            events = producer._take()
+            live = self._live.get(producer.job_id)
+            if not events or live is None:
+                continue
+            live.events.extend(events)
+            live.touched = now
+            records.append(
+                [
+                    producer.job_id,
+                    producer.epoch,
+                    int(events[0].id),
+                    codec.pack(events, final_text=True),
+                ]
+            )
+            written.append(live)
+            if producer.closed:
+                live.archive_at = 0.0
+        if not records:
+            return
+        # A job's end reaches its archive (and status) before the live path, so whoever
+        # sees a final event also finds the job finished in Redis.
+        ending = [live for live in written if live.producer.closed]
+        if ending:
+            await asyncio.gather(*(self._archive(live) for live in ending))
+        entry_id = await self.client.xadd(
+            self._ilog,
+            {"d": codec.dumps(records)},
+            minid=f"{int(time.time() * 1000) - ILOG_WINDOW_MS}-0",
+            approximate=True,
+        )
+        self.metrics.redis_round_trips += 1
+        self._last_ilog_id = entry_id.decode()
+        for live in written:
+            live.tail = self._last_ilog_id
+
+    async def _archive_due(self) -> None:
+        now = time.monotonic()
+        due: list[_Live] = []
+        for live in list(self._live.values()):
+            producer = live.producer
+            if producer.seq > live.archived and (
+                producer.closed or now - live.archive_at >= ARCHIVE_INTERVAL_S
+            ):
+                due.append(live)
+            elif not producer.closed and now - live.touched > self.running_ttl:
+                producer.close_with(
+                    "error",
+                    {"message": "the response stalled (no output for STREAM_RUNNING_TTL)"},
+                    reason="stalled",
+                )
+        if due:
+            await asyncio.gather(*(self._archive(live) for live in due))
+
+    async def _archive(self, live: _Live) -> None:
+        producer = live.producer
+        if producer._pending or producer._unsent:
+            return  # not handed to the instance log yet: the next batch takes it
+        first = live.archived + 1
+        events = live.events[first - 1 :]
+        if not events:
+            return
+        last = events[-1]
+        status = FINAL_STATUS[last.type].value if last.final else ""
+        ttl = self.finished_ttl if status else self.running_ttl
+        job_key = self.keys.stream_job(producer.job_id)
+        log_key = self.keys.stream_log(producer.job_id)
+        payload = codec.dumps(codec.pack(events, final_text=False))
+        code, archived = await ARCHIVE(
+            self.client,
+            [job_key, log_key],
+            [producer.epoch, first, last.id, payload, live.tail, status, time.time(), ttl],
+        )
+        self.metrics.redis_round_trips += 1
+        live.archive_at = time.monotonic()
+        if code == -1:
+            await self._recreate(live, status, ttl)
+        elif code == -2:
+            log.warning("job %s was taken over by another instance", producer.job_id)
+            producer.closed = True
+            producer.end_reason = "taken_over"
+            producer.aborted.set()
+            self._forget(live)
+            return
+        elif code == -3:
+            # Redis lost the archive's tail (failover / restart): resend from there.
+            self.metrics.reconciled_events += len(live.events) - int(archived)
+            live.archived = int(archived)
+            live.archive_at = 0.0
+            self._kick.set()
+            return
+        else:
+            live.archived = int(archived)
+        if producer.closed and live.archived >= producer.seq:
+            self._forget(live)
+            self.metrics.jobs_finished += 1
+
+    async def _recreate(self, live: _Live, status: str, ttl: int) -> None:
+        """The job hash is gone although the job runs: Redis lost it; write it all again."""
+        producer = live.producer
+        log.warning(
+            "job %s vanished from Redis; rewriting its %d events", producer.job_id, len(live.events)
+        )
+        payload = codec.dumps(codec.pack(live.events, final_text=False))
+        await CREATE(
+            self.client,
+            [self.keys.stream_job(producer.job_id), self.keys.stream_log(producer.job_id)],
+            [
+                producer.owner,
+                codec.dumps(producer.meta),
+                self.instance_id,
+                producer.created_at,
+                ttl,
+                producer.epoch,
+                len(live.events),
+                payload,
+                1,
+                live.tail,
+                time.time(),
+                status or "running",
+            ],
+        )
+        self.metrics.redis_round_trips += 1
+        self.metrics.reconciled_events += len(live.events)
+        live.archived = len(live.events)
+
+    def _forget(self, live: _Live) -> None:
+        job_id = live.producer.job_id
+        if self._live.pop(job_id, None) is not None:
+            self.metrics.jobs_active -= 1
+        self._producers.pop(job_id, None)
+        task = asyncio.get_running_loop().create_task(self._srem(self._ijobs, job_id))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def _srem(self, key: str, member: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.srem(key, member)
+
+    # --- control: aborts addressed to this instance -------------------------------------
+    async def _on_control(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        job_id = fields.get(b"abort", b"").decode()
+        live = self._live.get(job_id)
+        if live is None or live.producer.closed:
+            return
+        self.metrics.aborts += 1
+        live.producer.close_with("aborted", {}, reason="aborted")
+
+    # --- liveness: heartbeat, reaper, takeover ------------------------------------------
+    async def _beat(self) -> None:
+        now_ms = int(time.time() * 1000)
+        await asyncio.gather(
+            self.client.zadd(self.keys.stream_instances, {self.instance_id: now_ms}),
+            self.client.pexpire(self._ilog, ILOG_WINDOW_MS * 2),
+            self.client.pexpire(self._ictl, ILOG_WINDOW_MS * 2),
+        )
+        self.metrics.redis_round_trips += 1
+
+    async def _heartbeat(self) -> None:
+        period = self.lease_s / 3
+        while not self._closed:
+            await asyncio.sleep(period)
+            try:
+                if self._beating:
+                    await self._beat()
+                await self._reap()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("stream heartbeat / reaper: %s", exc)
+
+    async def _reap(self) -> None:
+        if self._draining:
+            return
+        cutoff = int((time.time() - self.lease_s) * 1000)
+        dead = await self.client.zrangebyscore(self.keys.stream_instances, "-inf", cutoff)
+        for raw in dead:
+            instance = raw.decode()
+            if instance == self.instance_id:
+                continue
+            jobs_key = self.keys.stream_instance_jobs(instance)
+            jobs = await self.client.smembers(jobs_key)
+            for job in jobs:
+                await self._take_over(instance, job.decode())
+            if not await self.client.scard(jobs_key):
+                await self.client.zrem(self.keys.stream_instances, instance)
+
+    async def _take_over(self, dead: str, job_id: str, *, abort: bool = False) -> Producer | None:
+        """Claim ``job_id`` from the stopped instance ``dead`` and continue or end it."""
+        job_key = self.keys.stream_job(job_id)
+        epoch = await CLAIM(
+            self.client, [job_key], [dead, "", self.instance_id, time.time(), self.running_ttl]
+        )
+        await self.client.srem(self.keys.stream_instance_jobs(dead), job_id)
+        if not epoch:
+            return None
+        self.metrics.takeovers += 1
+        job = _Job.parse(job_id, await self.client.hgetall(job_key))
+        if job is None:
+            return None
+        # Mark the move in the old instance log first: its followers stop reading it at
+        # the marker, so exactly the events before the marker are the job's events.
+        old_log = self.keys.stream_ilog(dead)
+        marker = await self.client.xadd(
+            old_log, {"d": codec.dumps([[job_id, int(epoch), -1, self.instance_id]])}
+        )
+        await self.client.pexpire(old_log, ILOG_WINDOW_MS * 2)
+        events = await self._read_archive(job_id, 0)
+        seq = len(events)
+        async for _, entry in self._ilog_entries(old_log, job.tail, marker.decode()):
+            for record in entry:
+                if record[0] != job_id or record[2] < 0 or record[1] != int(epoch) - 1:
+                    continue
+                for event in codec.unpack(record[2], record[3]):
+                    if int(event.id) == seq + 1:
+                        events.append(event)
+                        seq += 1
+        if events and events[-1].final:
+            events.pop()  # a final that never reached the archive is written again below
+            seq -= 1
+        text = "".join(str(e.data["text"]) for e in events if e.type == "delta")
+        size = sum(len(str(e.data["text"]).encode()) for e in events if e.type == "delta")
+        producer = Producer(
+            self,
+            job_id,
+            job.owner,
+            job.meta,
+            created_at=job.created_at,
+            seq=seq,
+            text=text,
+            size=size,
+            epoch=int(epoch),
+        )
+        live = self._adopt(producer, events, job.archived, self._last_ilog_id)
+        await self.client.sadd(self._ijobs, job_id)
+        await self._archive(live)
+        if abort:
+            producer.close_with("aborted", {}, reason="aborted")
+        elif self.takeover and self._continuation is not None and not self._draining:
+            info = JobInfo(
+                job_id,
+                job.owner,
+                JobStatus.RUNNING,
+                job.created_at,
+                time.time(),
+                dict(job.meta),
+                text,
+                producer.last_event_id,
+            )
+            self.run(producer, self._continuation(info))
+        else:
+            why = "takeover is off" if not self.takeover else "no continuation is registered"
+            producer.close_with(
+                "error",
+                {
+                    "message": f"the instance producing this response stopped ({why})",
+                    "code": "producer_lost",
+                },
+                reason="producer_lost",
+            )
+        if producer.closed:
+            await self._finished(producer)
+        return producer
+
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - public API
+        """Hand running jobs over to other instances (takeover on and another instance
+        alive), or let them finish within ``timeout`` and end the rest with ``error``."""
+        self._draining = True
+        others = []
+        if self.takeover:
+            cutoff = int((time.time() - self.lease_s) * 1000)
+            others = [
+                i
+                for i in await self.client.zrangebyscore(self.keys.stream_instances, cutoff, "+inf")
+                if i.decode() != self.instance_id
+            ]
+        if others and self._live:
+            # Hand over: stop producing, store everything, then stop beating so the other
+            # instances' reapers claim the jobs at their next round.
+            for live in self._live.values():
+                live.producer.aborted.set()
+            await self._cancel_runs()
+            for live in list(self._live.values()):
+                live.events.extend(live.producer._take())
+                live.archive_at = 0.0
+            self._kick.set()
+            deadline = time.monotonic() + max(0.5, timeout)
+            while any(lv.archived < lv.producer.seq for lv in self._live.values()):
+                if time.monotonic() > deadline:
+                    break
+                await self._relieve()
+            for live in self._live.values():
+                live.producer.closed = True
+            self._beating = False
+            await self.client.zadd(self.keys.stream_instances, {self.instance_id: 0})
+            return
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self._live and time.monotonic() < deadline:  # noqa: ASYNC110 - any end counts
+            await asyncio.sleep(0.05)
+        for live in list(self._live.values()):
+            live.producer.close_with(
+                "error",
+                {"message": "the server shut down before the response was complete"},
+                reason="shutdown",
+            )
+        for live in list(self._live.values()):
+            await self._finished(live.producer)
+
+    # --- subscriber side ----------------------------------------------------------------
+    async def _job(self, job_id: str) -> _Job | None:
+        if not isinstance(job_id, str) or not job_id:
+            return None
+        raw = await self.client.hgetall(self.keys.stream_job(job_id))
+        self.metrics.redis_round_trips += 1
+        return _Job.parse(job_id, raw)
+
+    async def _read_archive(
+        self, job_id: str, after: int, *, until: int | None = None
+    ) -> list[Event]:
+        """Archived events with seq > ``after`` (all pages)."""
+        out: list[Event] = []
+        async for page in self._archive_pages(job_id, after):
+            for event in page:
+                if until is not None and int(event.id) > until:
+                    return out
+                out.append(event)
+        return out
+
+    async def _archive_pages(self, job_id: str, after: int) -> AsyncIterator[list[Event]]:
+        key = self.keys.stream_log(job_id)
+        start = f"(0-{after}"
+        while True:
+            entries = await self.client.xrange(key, start, "+", count=_ARCHIVE_PAGE)
+            self.metrics.redis_round_trips += 1
+            if not entries:
+                return
+            page: list[Event] = []
+            for entry_id, fields in entries:
+                first = int(fields[b"s"])
+                for event in codec.unpack(first, codec.loads(fields[b"e"])):
+                    if int(event.id) > after:
+                        page.append(event)
+                start = "(" + entry_id.decode()
+            if page:
+                after = int(page[-1].id)
+                yield page
+            if len(entries) < _ARCHIVE_PAGE:
+                return
+
+    async def _ilog_entries(
+        self, key: str, start: str, end: str = "+"
+    ) -> AsyncIterator[tuple[str, list[Record]]]:
+        """Entries of an instance log between two ids (``(`` = exclusive), paged."""
+        while True:
+            entries = await self.client.xrange(key, start, end, count=_ILOG_PAGE)
+            self.metrics.redis_round_trips += 1
+            for entry_id, fields in entries:
+                start = "(" + entry_id.decode()
+                payload = fields.get(b"d")
+                yield entry_id.decode(), codec.loads(payload) if payload is not None else []
+            if len(entries) < _ILOG_PAGE:
+                return
+
+    def subscribe(
+        self, job_id: str, *, after: str | None = None, owner: str | None = None
+    ) -> AsyncIterator[Event]:
+        """Replay the events after ``after`` from Redis, then follow live to the end."""
+        return self._subscribe(job_id, after, owner)
+
+    async def _subscribe(
+        self, job_id: str, after: str | None, owner: str | None
+    ) -> AsyncIterator[Event]:
+        position = parse_event_id(str(job_id), after)
+        job = await self._job(job_id)
+        if job is None or (owner is not None and owner != job.owner):
+            raise JobNotFound(str(job_id))
+        if self._listeners.get(job_id, 0) >= self.max_listeners:
+            raise TooManyListeners(job_id, self.max_listeners)
+        metrics = self.metrics
+        self._listeners[job_id] = self._listeners.get(job_id, 0) + 1
+        metrics.subscribers += 1
+        state = _Follow(job_id, position, job.epoch)
+        first_pass = True
+        try:
+            while True:
+                if job is None:
+                    raise JobNotFound(job_id)
+                state.epoch = max(state.epoch, job.epoch)
+                # 1. The archive after our position.
+                if state.last < job.archived:
+                    if first_pass:
+                        metrics.replays += 1
+                    async for page in self._archive_pages(job_id, state.last):
+                        for event in page:
+                            if int(event.id) != state.last + 1:
+                                break
+                            if event.final:
+                                event = await self._with_text(state, event)
+                            state.deliver(event)
+                            metrics.events_delivered += 1
+                            if first_pass:
+                                metrics.replayed_events += 1
+                            yield event
+                            if event.final:
+                                return
+                if job.status is not JobStatus.RUNNING and state.last >= job.archived:
+                    if first_pass and position > job.archived:
+                        metrics.resume_misses += 1
+                        raise InvalidEventId(
+                            job_id, after, f"not in the log (its last event is {job.archived})"
+                        )
+                    return
+                # 2. The live tail in the owner's instance log.
+                async for event in self._follow(state, job, first_pass, after):
+                    yield event
+                    if event.final:
+                        return
+                first_pass = False
+                if state.gaps:
+                    await asyncio.sleep(_GAP_BACKOFF_S)
+                job = await self._job(job_id)
+        finally:
+            self._listeners[job_id] -= 1
+            if not self._listeners[job_id]:
+                del self._listeners[job_id]
+            metrics.subscribers -= 1
+
+    async def _follow(
+        self, state: _Follow, job: _Job, first_pass: bool, after: str | None
+    ) -> AsyncIterator[Event]:
+        """Events of the owner's instance log until the end, a gap, a move or a timeout."""
+        key = self.keys.stream_ilog(job.instance)
+        # Catch up from the job's tail position, then join the shared reader at the end we
+        # reached; whatever the reader already read beyond that is fetched once more.
+        records: list[Record] = []
+        end = codec.id_before(job.tail)
+        async for entry_id, entry in self._ilog_entries(key, job.tail):
+            end = entry_id
+            records.extend(r for r in entry if r[0] == state.job_id)
+        reader = self._readers.get(job.instance)
+        if reader is None:
+            reader = LogReader(
+                self.client,
+                key,
+                cursor=end,
+                block_ms=self.block_ms,
+                metrics=self.metrics,
+                on_exit=self._reader_gone,
+            )
+            self._readers[job.instance] = reader
+        sub = Subscription(state.job_id, self.subscriber_buffer)
+        cursor = reader.add(sub)
+        state.gaps = False
+        try:
+            if codec.id_key(cursor) > codec.id_key(end):
+                async for _, entry in self._ilog_entries(key, "(" + end, cursor):
+                    records.extend(r for r in entry if r[0] == state.job_id)
+            for record in records:
+                for event in state.accept(record):
+                    if event is None:
+                        return
+                    yield event
+                    if event.final:
+                        return
+            if first_pass and max(state.top, job.archived) < state.position:
+                self.metrics.resume_misses += 1
+                raise InvalidEventId(
+                    state.job_id,
+                    after,
+                    f"not in the log (its last event is {max(state.top, job.archived)})",
+                )
+            if first_pass and state.position:
+                self.metrics.resume_hits += 1
+            idle = max(0.5, self.lease_s / 2)
+            while True:
+                queued = sub.pop()
+                if queued is None:
+                    if sub.overflowed:
+                        self.metrics.subscriber_overflows += 1
+                        return
+                    try:
+                        async with asyncio.timeout(idle):
+                            await sub.wake.wait()
+                    except TimeoutError:
+                        return  # nothing for a while: re-read the job (moved? ended?)
+                    continue
+                for event in state.accept(queued):
+                    if event is None:
+                        return
+                    yield event
+                    if event.final:
+                        return
+        finally:
+            reader.remove(sub)
+
+    def _reader_gone(self, reader: LogReader) -> None:
+        for instance, known in list(self._readers.items()):
+            if known is reader:
+                del self._readers[instance]
+
+    async def _with_text(self, state: _Follow, event: Event) -> Event:
+        """An archived final event with its ``text`` (stored once, as the deltas)."""
+        if "text" in event.data:
+            return event
+        if state.position == 0:
+            text = "".join(state.texts)
+        else:
+            prefix = await self._read_archive(state.job_id, 0, until=state.position)
+            text = "".join(str(e.data["text"]) for e in prefix if e.type == "delta")
+            text += "".join(state.texts)
+        return Event(event.id, event.type, {"text": text, **event.data})
+
+    async def status(self, job_id: str, *, owner: str | None = None) -> JobInfo | None:
+        """The job's info and text so far (read from Redis), or ``None``."""
+        job = await self._job(job_id)
+        if job is None or (owner is not None and owner != job.owner):
+            return None
+        events = await self._read_archive(job_id, 0)
+        if job.status is JobStatus.RUNNING:
+            state = _Follow(job_id, len(events), job.epoch)
+            ilog = self.keys.stream_ilog(job.instance)
+            async for _, entry in self._ilog_entries(ilog, job.tail):
+                for record in entry:
+                    if record[0] == job_id and record[2] >= 0:
+                        events.extend(e for e in state.accept(record) if e is not None)
+        text = "".join(str(e.data["text"]) for e in events if e.type == "delta")
+        return JobInfo(
+            job_id,
+            job.owner,
+            job.status,
+            job.created_at,
+            job.updated_at,
+            job.meta,
+            text,
+            events[-1].id if events else None,
+        )
+
+    async def list_active(self, owner: str) -> list[JobInfo]:
+        """The running jobs of ``owner``, oldest first (finished ones are pruned)."""
+        key = self.keys.user_jobs(owner)
+        ids = [i.decode() for i in await self.client.zrange(key, 0, -1)]
+        jobs = await asyncio.gather(*(self._job(i) for i in ids))
+        gone = [i for i, job in zip(ids, jobs, strict=True) if job is None]
+        if gone:
+            await self.client.zrem(key, *gone)
+        return [
+            JobInfo(j.job_id, j.owner, j.status, j.created_at, j.updated_at, j.meta, "", None)
+            for j in jobs
+            if j is not None and j.status is JobStatus.RUNNING
+        ]
+
+    async def abort(self, job_id: str, *, owner: str | None = None, wait: float = 3.0) -> bool:
+        """Ask the owning instance to stop the job; ``True`` once ``aborted`` is stored."""
+        job = await self._job(job_id)
+        if job is None or (owner is not None and owner != job.owner):
+            raise JobNotFound(str(job_id))
+        if job.status is not JobStatus.RUNNING:
+            return False
+        live = self._live.get(job_id)
+        if job.instance == self.instance_id and live is not None:
+            if live.producer.closed:
+                return False
+            self.metrics.aborts += 1
+            live.producer.close_with("aborted", {}, reason="aborted")
+            await self._finished(live.producer)
+            return True
+        await self.client.xadd(
+            self.keys.stream_ictl(job.instance), {"abort": job_id}, maxlen=1000, approximate=True
+        )
+        deadline = time.monotonic() + max(0.0, wait)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(_ABORT_POLL_S)
+            current = await self._job(job_id)
+            if current is None:
+                return False
+            if current.status is not JobStatus.RUNNING:
+                return current.status is JobStatus.ABORTED
+            if await self._is_dead(current.instance):
+                self.metrics.aborts += 1
+                taken = await self._take_over(current.instance, job_id, abort=True)
+                return taken is not None and taken.status is JobStatus.ABORTED
+        return False
+
+    async def _is_dead(self, instance: str) -> bool:
+        score = await self.client.zscore(self.keys.stream_instances, instance)
+        return score is None or score < (time.time() - self.lease_s) * 1000
+
+
+class _Follow:
+    """A subscriber's position: delivers each sequence number once, in order."""
+
+    __slots__ = ("epoch", "gaps", "job_id", "last", "position", "texts", "top")
+
+    def __init__(self, job_id: str, position: int, epoch: int) -> None:
+        self.job_id = job_id
+        self.position = position
+        self.last = position
+        self.epoch = epoch
+        self.gaps = False
+        self.top = 0
+        self.texts: list[str] = []
+
+    def deliver(self, event: Event) -> None:
+        self.last = int(event.id)
+        if event.type == "delta":
+            self.texts.append(event.data["text"])
+
+    def accept(self, record: Record) -> list[Event | None]:
+        """The new events of a record; ``None`` at the end means "re-read from the log"."""
+        _, epoch, first, items = record
+        if first < 0:
+            return [None] if epoch > self.epoch else []  # the job moved: re-read
+        if epoch < self.epoch:
+            return []  # a fenced-off former owner
+        self.epoch = epoch
+        self.top = max(self.top, first + len(items) - 1)
+        out: list[Event | None] = []
+        if first + len(items) - 1 <= self.last:
+            return out
+        if first > self.last + 1:
+            self.gaps = True
+            return [None]
+        for event in codec.unpack(self.last + 1, items[self.last + 1 - first :]):
+            self.deliver(event)
+            out.append(event)
+        return out

@@ -1,0 +1,37 @@
+"""The Lua scripts of the Redis backend, shipped as package data and run by SHA."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+from chatscale.redis.client import AnyRedis
+
+
+class LuaScript:
+    """One script: EVALSHA, falling back to EVAL when the server does not know it yet
+    (first use, restart, failover, or another Cluster node)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = (
+            resources.files("chatscale.streams").joinpath("lua", f"{name}.lua").read_text("utf-8")
+        )
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(self, client: AnyRedis, keys: list[str], args: list[Any]) -> Any:
+        """Run the script on ``keys`` (all in one Cluster slot)."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+
+CREATE = LuaScript("create")
+ARCHIVE = LuaScript("archive")
+CLAIM = LuaScript("claim")
