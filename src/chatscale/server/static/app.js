@@ -287,6 +287,9 @@ function listenForEvents() {
     if (s.conversation_id === state.conversation) {
       if (s.message) bubble("user", s.message);
       new Follower(s.stream_id, bubble("assistant", ""));
+    } else if (state.conversation === null && !$("messages").children.length) {
+      openConversation(s.conversation_id); // an empty tab shows what another tab started
+      return;
     }
     loadConversations();
   });

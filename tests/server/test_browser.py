@@ -1,0 +1,106 @@
+"""The web page in headless Chromium: an answer survives a cut connection, exactly once,
+and another tab shows the answer this one started."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from chatscale.config import load_settings
+from tests.server.helpers import ServerThread, expected
+from tests.server.tcp_proxy import CuttableProxy
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKENS = 60
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="playwright is not installed (dev extra)"
+    )
+    async with playwright_api.async_playwright() as playwright:
+        try:
+            launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        except Exception as exc:
+            pytest.skip(f"chromium cannot be started ({CHROMIUM}): {exc}")
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def _answer(page: Any) -> Any:
+    return page.locator(".msg.assistant").last
+
+
+async def test_answer_survives_a_cut_connection_exactly_once(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=20, demo_response_tokens=TOKENS)
+    with ServerThread(settings) as server:
+        proxy = await CuttableProxy(server.port).start()
+        try:
+            context = await browser.new_context()
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(f"http://127.0.0.1:{proxy.port}/")
+            await page.fill("#input", "hello browser")
+            await page.press("#input", "Enter")
+            answer = await _answer(page)
+            # Wait for part of the answer, then drop every connection twice.
+            for _ in range(2):
+                await page.wait_for_function(
+                    "n => (document.querySelector('.msg.assistant .text')?.textContent"
+                    " || '').split(' ').length > n",
+                    arg=10 + 15 * proxy.cuts,
+                    timeout=10_000,
+                )
+                proxy.cut()
+            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+            shown = await answer.locator(".text").text_content()
+            final = await answer.get_attribute("data-final-text")
+            assert shown == final == expected("hello browser", TOKENS)
+            assert await page.locator(".msg.assistant").count() == 1
+            assert errors == []
+            # The conversation is listed and reloads from the server identically.
+            await page.reload()
+            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
+            reloaded = await page.locator(".msg.assistant .text").last.text_content()
+            assert reloaded == shown
+            assert await page.locator("#conversations li").count() == 1
+            await context.close()
+        finally:
+            await proxy.close()
+
+
+async def test_another_tab_shows_the_answer_this_one_started(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=TOKENS)
+    with ServerThread(settings) as server:
+        context = await browser.new_context()  # one context: one session cookie
+        first = await context.new_page()
+        await first.goto(server.url + "/")
+        second = await context.new_page()
+        await second.goto(server.url + "/")
+        await asyncio.sleep(0.3)  # the second tab's event feed is open
+        await first.fill("#input", "two tabs")
+        await first.press("#input", "Enter")
+        for page in (first, second):
+            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+            text = await page.locator(".msg.assistant .text").last.text_content()
+            assert text == expected("two tabs", TOKENS)
+            assert await page.locator(".msg.assistant").count() == 1
+        await context.close()
