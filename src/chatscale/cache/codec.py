@@ -91,7 +91,7 @@ def encode(value: object) -> bytes:
 
 def decode(data: bytes, key: str = "?") -> CacheValue:
     """The value ``data`` encodes; raises :class:`CacheCorruptError` for foreign data."""
-    if data[:1] == BYTES_MARKER:
+    if data.startswith(BYTES_MARKER):
         return data[1:]
     try:
         value: JSONValue = _decode(data)
@@ -105,6 +105,8 @@ def decode(data: bytes, key: str = "?") -> CacheValue:
 
 def check_key(key: object) -> str:
     """``key`` if it can be a cache key; else :class:`CacheKeyError`."""
+    if type(key) is str and key.isascii():
+        return key
     if type(key) is not str:
         if not isinstance(key, str):
             raise CacheKeyError(f"cache keys must be str, not {type(key).__name__} ({key!r})")

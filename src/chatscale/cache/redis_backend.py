@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from chatscale.cache.base import Cache
 from chatscale.cache.clear import ClearOptions, clear_namespaces
+from chatscale.cache.codec import CacheValue, check_key, decode
 from chatscale.cache.errors import CacheTypeError
 from chatscale.cache.namespaces import CacheKeys
 
 if TYPE_CHECKING:
     from chatscale.redis import RedisConnection
+
+D = TypeVar("D")
 
 # Integers are stored as plain decimal JSON, which INCRBY reads directly; the TTL is set
 # only when this call created the key, in the same atomic step. The total is returned as
@@ -62,6 +65,13 @@ class RedisCache(Cache):
     def redis_key(self, key: str) -> str:
         """The Redis key holding ``key`` (``KeySpace.cache``)."""
         return self._base + key
+
+    async def get(self, key: str, default: D | None = None) -> CacheValue | D:
+        """The value stored under ``key``, or ``default`` when there is none."""
+        # Cache.get without one coroutine layer: this is the hottest call.
+        key = check_key(key)
+        data: bytes | None = await self._client.get(self._base + key)
+        return default if data is None else decode(data, key)
 
     async def _get(self, key: str) -> bytes | None:
         data: bytes | None = await self._client.get(self._base + key)
