@@ -114,3 +114,19 @@ async def test_clear_forgets_an_identity() -> None:
         assert not (await limiter.hit("user:c")).allowed
         await limiter.clear("user:c")
         assert (await limiter.hit("user:c")).allowed
+
+
+async def test_unreachable_counter_storage_is_a_clear_start_up_error(
+    standalone_conn: RedisConnection,
+) -> None:
+    from chatscale.config import load_settings
+    from chatscale.errors import RedisUnavailableError
+    from chatscale.ratelimit import RateLimits
+    from tests.harness.servers import free_port
+
+    settings = load_settings(
+        use_redis=True, redis_uri=f"redis://127.0.0.1:{free_port()}",
+        redis_connect_timeout=200, redis_retry_max_attempts=1,
+    )
+    with pytest.raises(RedisUnavailableError, match="rate-limit storage"):
+        await RateLimits.create(settings, standalone_conn)
