@@ -1,0 +1,221 @@
+"""Several instances on one Redis: cross-instance reads and aborts, takeover, fencing,
+drain, slow subscribers, memory per job."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatscale.streams import Event, JobInfo, JobStatus
+from chatscale.streams.redis import RedisStreamManager
+from tests.streams.conftest import MakeManager
+from tests.streams.helpers import check_ids, collect, text_of
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def slow_words(n: int = 100_000, delay: float = 0.005) -> AsyncIterator[str]:
+    for i in range(n):
+        yield f"w{i} "
+        await asyncio.sleep(delay)
+
+
+def continuation(suffix: str, seen: list[JobInfo]) -> Any:
+    async def proceed(info: JobInfo) -> AsyncIterator[str]:
+        seen.append(info)
+        for part in suffix.split("|"):
+            yield part
+
+    return proceed
+
+
+async def test_job_is_read_and_aborted_from_another_instance(redis_streams: MakeManager) -> None:
+    a = await redis_streams()
+    b = await redis_streams()
+    producer = await a.create(owner="u", meta={"conversation": "c"})
+    task = a.run(producer, slow_words())
+    first = await collect(b, producer.job_id, limit=3)
+    assert [e.id for e in first] == ["1", "2", "3"]
+    assert [j.job_id for j in await b.list_active("u")] == [producer.job_id]
+    assert await b.abort(producer.job_id, owner="u", wait=5)
+    await asyncio.wait_for(task, 5)
+    assert producer.status is JobStatus.ABORTED
+    on_b = await collect(b, producer.job_id)
+    on_a = await collect(a, producer.job_id)
+    assert on_a == on_b
+    check_ids(on_b)
+    assert on_b[:3] == first
+    assert on_b[-1].type == "aborted"
+    assert on_b[-1].data["text"] == text_of(on_b)
+    info = await b.status(producer.job_id)
+    assert info is not None and info.status is JobStatus.ABORTED
+    assert await b.list_active("u") == []
+
+
+async def test_subscriber_leaving_is_not_an_abort(redis_streams: MakeManager) -> None:
+    a = await redis_streams()
+    b = await redis_streams()
+    producer = await a.create(owner="u")
+    await producer.delta("hello ")
+    await collect(b, producer.job_id, limit=1)
+    await producer.delta("world")
+    await producer.complete()
+    events = await collect(b, producer.job_id)
+    assert events[-1].type == "done"
+    assert events[-1].data["text"] == "hello world"
+
+
+async def test_slow_subscriber_rereads_from_the_log(standalone_streams: MakeManager) -> None:
+    manager = await standalone_streams(stream_subscriber_buffer=2, stream_delta_coalesce_ms=0)
+    producer = await manager.create(owner="u")
+    stream = manager.subscribe(producer.job_id)
+    got: list[Event] = []
+
+    async def produce() -> None:
+        for i in range(300):
+            await producer.event("tool", {"i": i})
+            if i % 3 == 0:
+                await asyncio.sleep(0.001)
+        await producer.complete()
+
+    task = asyncio.create_task(produce())
+    async with asyncio.timeout(20):
+        async for event in stream:
+            got.append(event)
+            await asyncio.sleep(0.002)  # slower than the producer
+    await task
+    check_ids(got)
+    assert [e.data["i"] for e in got[:-1]] == list(range(300))
+    assert manager.metrics.subscriber_overflows >= 1
+
+
+async def test_zombie_owner_is_fenced_off(standalone_streams: MakeManager) -> None:
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000)
+    seen: list[JobInfo] = []
+    b.set_continuation(continuation("[rest]", seen))
+    producer = await a.create(owner="u")
+    await producer.delta("before ")
+    await asyncio.sleep(0.1)
+    # ``a`` stalls (a long GC pause, a partition): it stops beating and looks dead.
+    assert isinstance(a, RedisStreamManager)
+    a._beating = False
+    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    events = await collect(b, producer.job_id, within=10)
+    assert events[-1].type == "done"
+    assert events[-1].data["text"] == "before [rest]"
+    assert seen[0].text == "before "
+    # ``a`` wakes up and writes with its old epoch: refused, and told so.
+    await producer.delta("zombie text")
+    await producer.complete()
+    assert producer.end_reason == "taken_over"
+    assert producer.aborted.is_set()
+    again = await collect(b, producer.job_id)
+    assert again == events
+    check_ids(again)
+    assert b.metrics.takeovers == 1
+
+
+@pytest.mark.parametrize("takeover", [False, True])
+async def test_orphan_ends_with_an_error_within_the_lease(
+    standalone_streams: MakeManager, takeover: bool
+) -> None:
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000, stream_takeover=takeover)
+    producer = await a.create(owner="u")
+    await producer.delta("partial")
+    await asyncio.sleep(0.05)
+    await a.close()  # dies without handing anything over
+    start = time.monotonic()
+    events = await collect(b, producer.job_id, within=10)
+    assert time.monotonic() - start < 3.0
+    assert events[-1].type == "error"
+    assert events[-1].data["code"] == "producer_lost"
+    assert events[-1].data["text"] == "partial"
+
+
+async def test_drain_hands_jobs_over_at_once(standalone_streams: MakeManager) -> None:
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000)
+    seen: list[JobInfo] = []
+    b.set_continuation(continuation("<continued>", seen))
+    producer = await a.create(owner="u")
+    task = a.run(producer, slow_words(delay=0.01))
+    head = await collect(b, producer.job_id, limit=5)
+    await a.drain(5)
+    assert task.done()
+    events = await collect(b, producer.job_id, within=10)
+    assert events[:5] == head
+    check_ids(events)
+    assert events[-1].type == "done"
+    assert events[-1].data["text"] == seen[0].text + "<continued>"
+    assert text_of(events) == events[-1].data["text"]
+
+
+async def test_takeover_after_kill_9_of_the_producer_process(
+    redis_standalone: Any, standalone_streams: MakeManager
+) -> None:
+    b = await standalone_streams(stream_lease_ttl=1000)
+    assert isinstance(b, RedisStreamManager)
+    seen: list[JobInfo] = []
+    b.set_continuation(continuation(" [taken over]| the end", seen))
+    job_id = uuid.uuid4().hex
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.streams.producer_proc",
+        redis_standalone.url(),
+        b.keys.prefix,
+        job_id,
+        "1000",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert line.strip() == b"ready"
+        reader = asyncio.create_task(collect(b, job_id, within=15))
+        head = await collect(b, job_id, limit=10)
+        os.kill(proc.pid, signal.SIGKILL)
+        events = await reader
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 5)
+    check_ids(events)
+    assert events[:10] == head
+    final = events[-1]
+    assert final.type == "done"
+    assert final.data["text"].endswith(" [taken over] the end")
+    assert text_of(events) == final.data["text"]
+    assert seen[0].text + " [taken over] the end" == final.data["text"]
+    assert seen[0].text.startswith("w0 w1 w2 ")
+    assert await collect(b, job_id) == events
+    assert b.metrics.takeovers == 1
+
+
+async def test_finished_job_costs_at_most_twice_its_text(standalone_streams: MakeManager) -> None:
+    manager = await standalone_streams()
+    assert isinstance(manager, RedisStreamManager)
+    producer = await manager.create(owner="u")
+    for i in range(2_000):
+        await producer.delta(f"{i:013d}tok")
+        if i % 50 == 0:
+            await asyncio.sleep(0.001)
+    await producer.complete()
+    job = producer.job_id
+    used = 0
+    for key in (manager.keys.stream_job(job), manager.keys.stream_log(job)):
+        used += int(await manager.client.memory_usage(key, samples=0) or 0)
+    assert used <= 2 * 2_000 * 16, used
