@@ -1,0 +1,60 @@
+"""Pure pieces: event ids, the codec, a subscriber's position."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatscale.streams import Event, InvalidEventId, parse_event_id
+from chatscale.streams.codec import id_before, id_key, pack, unpack
+from chatscale.streams.redis import _Follow
+
+
+@pytest.mark.parametrize(("raw", "seq"), [(None, 0), ("", 0), ("0", 0), ("7", 7), (" 12 ", 12)])
+def test_event_ids_parse(raw: str | None, seq: int) -> None:
+    assert parse_event_id("j", raw) == seq
+
+
+@pytest.mark.parametrize("raw", ["x", "-3", "007", "1e3", "²", "1 2", 5, 1.0])
+def test_bad_event_ids_name_the_problem(raw: object) -> None:
+    with pytest.raises(InvalidEventId, match="event id"):
+        parse_event_id("j", raw)
+
+
+def test_stream_id_neighbours() -> None:
+    assert id_before("5-3") == "5-2"
+    assert id_before("5-0") == "4-18446744073709551615"
+    assert id_before("0-0") == "0-0"
+    assert id_key("10-2") > id_key("9-99")
+
+
+@given(st.lists(st.one_of(st.text(min_size=1), st.dictionaries(st.text(), st.integers()))))
+def test_codec_round_trips(items: list[object]) -> None:
+    events = [
+        Event(str(i + 5), "delta", {"text": x})
+        if isinstance(x, str)
+        else Event(str(i + 5), "tool", x)  # type: ignore[arg-type]
+        for i, x in enumerate(items)
+    ]
+    assert unpack(5, pack(events, final_text=True)) == events
+
+
+def test_archived_final_events_leave_the_text_out() -> None:
+    events = [
+        Event("1", "delta", {"text": "ab"}),
+        Event("2", "done", {"text": "ab", "finish_reason": "stop"}),
+    ]
+    assert pack(events, final_text=False) == ["ab", ["done", {"finish_reason": "stop"}]]
+
+
+def test_follow_keeps_ids_across_overlapping_records() -> None:
+    follow = _Follow("j", 2, epoch=1)
+    record = ["j", 1, 1, ["a", "b", "c", "d"]]
+    got = follow.accept(record)
+    assert [e.id if e else None for e in got] == ["3", "4"]
+    assert [e.data["text"] for e in got if e] == ["c", "d"]
+    assert follow.accept(record) == []  # nothing twice
+    assert follow.accept(["j", 1, 7, ["x"]]) == [None]  # a gap: re-read the log
+    assert follow.accept(["j", 0, 5, ["zombie"]]) == []  # a fenced-off epoch
+    assert follow.accept(["j", 2, -1, "other"]) == [None]  # moved: re-read
