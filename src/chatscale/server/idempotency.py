@@ -44,8 +44,8 @@ class IdempotencyStore(Protocol):
         ...
 
 
-async def _wait_for(read: Any, user: str, request_id: str) -> Started:
-    deadline = time.monotonic() + _WAIT_S
+async def _wait_for(read: Any, user: str, request_id: str, wait_s: float) -> Started:
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         await asyncio.sleep(0.05)
         value = await read(user, request_id)
@@ -60,8 +60,9 @@ async def _wait_for(read: Any, user: str, request_id: str) -> Started:
 class MemoryIdempotencyStore:
     """Request ids of this process."""
 
-    def __init__(self, ttl_s: float = _TTL_S) -> None:
+    def __init__(self, ttl_s: float = _TTL_S, wait_s: float = _WAIT_S) -> None:
         self.ttl_s = ttl_s
+        self.wait_s = wait_s
         self._entries: dict[tuple[str, str], tuple[float, bytes]] = {}
 
     async def _read(self, user: str, request_id: str) -> bytes | None:
@@ -80,7 +81,7 @@ class MemoryIdempotencyStore:
             self._entries[(user, request_id)] = (now + CLAIM_TTL_S, _PENDING)
             return None
         if value == _PENDING:
-            return await _wait_for(self._read, user, request_id)
+            return await _wait_for(self._read, user, request_id, self.wait_s)
         started: Started = json.loads(value)
         return started
 
@@ -99,10 +100,13 @@ class MemoryIdempotencyStore:
 class RedisIdempotencyStore:
     """Request ids shared by every instance (SET NX with a time to live)."""
 
-    def __init__(self, connection: RedisConnection, ttl_s: int = _TTL_S) -> None:
+    def __init__(
+        self, connection: RedisConnection, ttl_s: int = _TTL_S, wait_s: float = _WAIT_S
+    ) -> None:
         self._client = connection.client
         self._keys = connection.keys
         self.ttl_s = ttl_s
+        self.wait_s = wait_s
 
     async def _read(self, user: str, request_id: str) -> bytes | None:
         value = await self._client.get(self._keys.idempotency(user, request_id))
@@ -121,7 +125,7 @@ class RedisIdempotencyStore:
                 return None
             value = await self._read(user, request_id)
         if value is None or value == _PENDING:
-            return await _wait_for(self._read, user, request_id)
+            return await _wait_for(self._read, user, request_id, self.wait_s)
         started: Started = json.loads(value)
         return started
 

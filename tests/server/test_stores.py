@@ -1,0 +1,143 @@
+"""Conversation store, idempotent starts and the session event feed on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from chatscale.redis import RedisConnection
+from chatscale.server.events import SessionEvents
+from chatscale.server.idempotency import (
+    MemoryIdempotencyStore,
+    RedisIdempotencyStore,
+    StillStarting,
+)
+from chatscale.server.store import MemoryConversationStore, RedisConversationStore, title_of
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("memory", id="memory"),
+        pytest.param("standalone", id="standalone"),
+        pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+        pytest.param("sentinel", id="sentinel", marks=pytest.mark.sentinel),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> RedisConnection | None:
+    """No Redis (memory backends), then each topology."""
+    if request.param == "memory":
+        return None
+    connection: RedisConnection = request.getfixturevalue(f"{request.param}_conn")
+    return connection
+
+
+def _store(connection: RedisConnection | None) -> Any:
+    if connection is None:
+        return MemoryConversationStore(3600)
+    return RedisConversationStore(connection, 3600)
+
+
+async def test_conversations_per_user_and_answers_stored_once(
+    backend: RedisConnection | None,
+) -> None:
+    store = _store(backend)
+    await store.add_user_message(
+        "u1", "c1", {"role": "user", "content": "hi", "created_at": 1.0}, title="hi"
+    )
+    answer = {"role": "assistant", "content": "hello", "created_at": 2.0, "stream_id": "s1"}
+    assert await store.store_answer("u1", "c1", "s1", answer) is True
+    assert await store.store_answer("u1", "c1", "s1", answer) is False  # once per stream
+    await store.add_user_message(
+        "u1", "c2", {"role": "user", "content": "x", "created_at": 3.0}, title="x"
+    )
+    found = await store.get("u1", "c1")
+    assert [m["content"] for m in found["messages"]] == ["hi", "hello"]
+    assert found["title"] == "hi"
+    assert [c["id"] for c in await store.list("u1")] == ["c2", "c1"]
+    assert await store.list("u2") == []
+    assert await store.get("u2", "c1") is None
+    # A user id full of key-breaking characters stays in its own keys.
+    await store.add_user_message(
+        "a:{b}*", "c1", {"role": "user", "content": "z", "created_at": 1.0}, title="z"
+    )
+    assert [m["content"] for m in (await store.get("a:{b}*", "c1"))["messages"]] == ["z"]
+    assert [m["content"] for m in (await store.get("u1", "c1"))["messages"]] == ["hi", "hello"]
+
+
+async def test_answers_to_an_unknown_conversation_are_not_stored(
+    backend: RedisConnection | None,
+) -> None:
+    store = _store(backend)
+    if backend is None:
+        assert await store.store_answer("u", "nope", "s", {"role": "assistant"}) is False
+
+
+def test_titles_are_one_short_line() -> None:
+    assert title_of("  hello\n  world ") == "hello world"
+    assert len(title_of("x" * 500)) == 80
+
+
+async def test_idempotent_claims(backend: RedisConnection | None) -> None:
+    store = (
+        MemoryIdempotencyStore(wait_s=0.3)
+        if backend is None
+        else RedisIdempotencyStore(backend, wait_s=0.3)
+    )
+    assert await store.claim("u", "r1") is None
+    with pytest.raises(StillStarting):
+        await store.claim("u", "r1")  # the first is still starting (waits, then gives up)
+    await store.finish("u", "r1", {"stream_id": "s", "conversation_id": "c"})
+    assert await store.claim("u", "r1") == {"stream_id": "s", "conversation_id": "c"}
+    assert await store.claim("other", "r1") is None  # per user
+    await store.release("other", "r1")
+    assert await store.claim("other", "r1") is None
+
+
+async def test_racing_duplicates_get_the_first_start(backend: RedisConnection | None) -> None:
+    store = MemoryIdempotencyStore() if backend is None else RedisIdempotencyStore(backend)
+    assert await store.claim("u", "race") is None
+
+    async def finish_soon() -> None:
+        await asyncio.sleep(0.2)
+        await store.finish("u", "race", {"stream_id": "s1", "conversation_id": "c1"})
+
+    finisher = asyncio.create_task(finish_soon())
+    assert await store.claim("u", "race") == {"stream_id": "s1", "conversation_id": "c1"}
+    await finisher
+
+
+async def test_session_events_reach_every_instance(backend: RedisConnection | None) -> None:
+    if backend is None:
+        one = two = SessionEvents("a")
+    else:
+        # Two instances (own subscriptions, own ids) on one shared Redis.
+        one, two = SessionEvents("a", backend), SessionEvents("b", backend)
+    await one.start()
+    if two is not one:
+        await two.start()
+    try:
+        got: list[Any] = []
+        stranger: list[Any] = []
+
+        async def listen(events: SessionEvents, user: str, into: list[Any]) -> None:
+            async for item in events.listen(user):
+                into.append(item)
+                if item["kind"] == "ended":
+                    return
+
+        listener = asyncio.create_task(listen(two, "u1", got))
+        other_user = asyncio.create_task(listen(two, "u2", stranger))
+        await asyncio.sleep(0.1)
+        await one.publish("u1", "started", {"stream_id": "s"})
+        await one.publish("u1", "ended", {"stream_id": "s"})
+        await asyncio.wait_for(listener, 5)
+        assert [g["kind"] for g in got] == ["started", "ended"]
+        assert stranger == []
+        other_user.cancel()
+        await asyncio.gather(other_user, return_exceptions=True)
+    finally:
+        await one.close()
+        if two is not one:
+            await two.close()
