@@ -419,3 +419,11 @@ def test_chat_rate_limit_rejects_anything_else(monkeypatch: pytest.MonkeyPatch, 
     problem = error(monkeypatch, CHAT_RATE_LIMIT=text)
     assert problem.variable == "CHAT_RATE_LIMIT"
     assert "30/minute" in str(problem)
+
+
+def test_session_secret_previous_is_read_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = env(monkeypatch, SESSION_SECRET="n" * 40, SESSION_SECRET_PREVIOUS="o" * 40)
+    assert settings.session_secret_previous is not None
+    assert settings.session_secret_previous.get_secret_value() == "o" * 40
+    assert settings.describe()["SESSION_SECRET_PREVIOUS"] == "***"
+    assert "o" * 40 not in repr(settings)

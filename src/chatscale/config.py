@@ -25,7 +25,13 @@ from chatscale.redis.uri import RedisTarget, Topology, mask_uri, parse_redis_uri
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _BOOL_ACCEPTED = "true/false, 1/0, yes/no or on/off (any case)"
-_SECRET_FIELDS = {"redis_password", "redis_sentinel_password", "session_secret", "openai_api_key"}
+_SECRET_FIELDS = {
+    "redis_password",
+    "redis_sentinel_password",
+    "session_secret",
+    "session_secret_previous",
+    "openai_api_key",
+}
 
 
 def _env_name(field: str) -> str:
@@ -218,6 +224,7 @@ class Settings(BaseSettings):
     )
     # --- Sessions ---------------------------------------------------------------------
     session_secret: OptSecret = None
+    session_secret_previous: OptSecret = None
     session_ttl: Annotated[int, ints(60, 31_536_000, "seconds")] = 7 * 86_400
     session_cookie_name: str = "chatscale_session"
     session_cookie_secure: Literal["auto", "true", "false"] = "auto"

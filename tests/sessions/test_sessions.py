@@ -482,3 +482,45 @@ async def test_manager_built_later_by_the_lifespan() -> None:
         after = await http.get("/")
     assert before.json() == {"has_session": False} and set_cookie(before) is None
     assert after.json() == {"has_session": True} and set_cookie(after) is not None
+
+
+async def test_secret_rotation_keeps_sessions_and_re_signs_cookies(store: CountingStore) -> None:
+    old, new = "o" * 40, "n" * 40
+    before = session_config(load_settings(session_secret=old))
+    during = session_config(load_settings(session_secret=new, session_secret_previous=old))
+    after = session_config(load_settings(session_secret=new))
+    app_old = make_app(SessionManager(store, config(signing_key=before.signing_key)))
+    app_during = make_app(SessionManager(store, config(
+        signing_key=during.signing_key, previous_keys=during.previous_keys)))
+    app_after = make_app(SessionManager(store, config(signing_key=after.signing_key)))
+    async with client(app_old) as a, client(app_during) as b, client(app_after) as c:
+        first = await a.get("/put", params={"k": "v"})
+        old_cookie = cookie_value(first)
+        writes = store.writes()
+        accepted = await b.get("/whoami", headers=with_cookie(old_cookie))
+        assert accepted.json()["new"] is False and accepted.json()["data"] == {"k": "v"}
+        new_cookie = cookie_value(accepted)  # re-signed with the new secret, same id
+        assert new_cookie != old_cookie
+        assert new_cookie.split(".")[0] == old_cookie.split(".")[0]
+        assert store.writes() == writes  # re-signing writes nothing
+        quiet = await b.get("/whoami", headers=with_cookie(new_cookie))
+        assert set_cookie(quiet) is None
+        assert (await c.get("/whoami", headers=with_cookie(new_cookie))).json()["new"] is False
+        assert (await c.get("/whoami", headers=with_cookie(old_cookie))).json()["new"] is True
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"session_secret_previous": "o" * 40}, "without SESSION_SECRET"),
+        ({"session_secret": "n" * 40, "session_secret_previous": "short"}, "too short"),
+        ({"session_secret": "n" * 40, "session_secret_previous": "n" * 40}, "equals"),
+    ],
+)
+def test_previous_secret_rules(values: dict[str, str], problem: str) -> None:
+    from chatscale.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=problem) as info:
+        session_config(load_settings(**values))
+    assert info.value.variable == "SESSION_SECRET_PREVIOUS"
+    assert "o" * 40 not in str(info.value) and "short" not in repr(info.value.value)

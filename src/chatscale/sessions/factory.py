@@ -29,7 +29,8 @@ def session_config(settings: Settings) -> SessionConfig:
 
     With ``USE_REDIS`` every instance must verify the others' cookies, so ``SESSION_SECRET``
     is required. Without it, a missing secret is replaced by a random per-process one (with
-    a warning: cookies then die with the process).
+    a warning: cookies then die with the process). ``SESSION_SECRET_PREVIOUS`` keeps cookies
+    signed with the previous secret valid during a secret rotation.
     """
     secret = settings.session_secret
     if secret is None:
@@ -50,6 +51,23 @@ def session_config(settings: Settings) -> SessionConfig:
         if len(text.strip()) < MIN_SECRET_LENGTH:
             raise ConfigError("SESSION_SECRET", "***", "is too short", _SECRET_HINT)
         raw = text.encode("utf-8")
+    previous: tuple[bytes, ...] = ()
+    if settings.session_secret_previous is not None:
+        old = settings.session_secret_previous.get_secret_value()
+        if secret is None:
+            raise ConfigError(
+                "SESSION_SECRET_PREVIOUS",
+                "***",
+                "is set without SESSION_SECRET",
+                "the old secret here and the new one in SESSION_SECRET",
+            )
+        if len(old.strip()) < MIN_SECRET_LENGTH:
+            raise ConfigError("SESSION_SECRET_PREVIOUS", "***", "is too short", _SECRET_HINT)
+        if old == secret.get_secret_value():
+            raise ConfigError(
+                "SESSION_SECRET_PREVIOUS", "***", "equals SESSION_SECRET", "the previous secret"
+            )
+        previous = (derive_key(old.encode("utf-8")),)
     name = settings.session_cookie_name
     if not _COOKIE_NAME.match(name):
         raise ConfigError(
@@ -63,6 +81,7 @@ def session_config(settings: Settings) -> SessionConfig:
         ttl=settings.session_ttl,
         cookie_name=name,
         secure=settings.session_cookie_secure,
+        previous_keys=previous,
     )
 
 

@@ -42,6 +42,9 @@ class SessionConfig:
     #: An unchanged session's expiry (store TTL and cookie Max-Age) is renewed once it is
     #: this many seconds old, not on every request: that keeps reads free of writes.
     refresh_after: int | None = None
+    #: Keys of previous secrets (``SESSION_SECRET_PREVIOUS``): cookies they signed are still
+    #: accepted and re-signed with ``signing_key`` on their next response.
+    previous_keys: tuple[bytes, ...] = ()
 
     @property
     def refresh_after_s(self) -> int:
@@ -61,6 +64,8 @@ class OpenSession:
     #: Whether the request carried a cookie of our name (it may need clearing).
     had_cookie: bool
     committed: bool = False
+    #: The cookie was signed with a previous secret: send it again signed with the current.
+    resign: bool = False
 
 
 class SessionManager:
@@ -89,12 +94,13 @@ class SessionManager:
         values = read_cookie_values(headers, self.config.cookie_name)
         tried = 0
         for value in values:
-            session_id = unsign(value, self.config.signing_key)
+            session_id, resign = self._verify(value)
             if session_id is None:
                 continue
             tried += 1
             opened = await self._load(session_id)
             if opened is not None:
+                opened.resign = resign
                 return opened
             if tried >= _MAX_CANDIDATES:
                 break
@@ -110,6 +116,16 @@ class SessionManager:
             saved_state=None,
         )
         return OpenSession(session, float(self.config.ttl), had_cookie=bool(values))
+
+    def _verify(self, value: str) -> tuple[str | None, bool]:
+        session_id = unsign(value, self.config.signing_key)
+        if session_id is not None:
+            return session_id, False
+        for key in self.config.previous_keys:
+            session_id = unsign(value, key)
+            if session_id is not None:
+                return session_id, True
+        return None, False
 
     async def _load(self, session_id: str) -> OpenSession | None:
         id_hash = hash_id(session_id)
@@ -165,6 +181,11 @@ class SessionManager:
             await store.save(session.id_hash, state, config.ttl)
         elif opened.ttl_left <= config.ttl - config.refresh_after_s:
             await store.touch(session.id_hash, config.ttl)
+        elif opened.resign:
+            # Same id under the current key. Its Max-Age may outlast the stored session;
+            # a cookie outliving its session only ever leads to a fresh one.
+            opened.resign = False
+            return [self._cookie(session, secure)]
         else:
             return []
         session.saved_state = state
