@@ -288,3 +288,68 @@ async def test_unreadable_invalidation_drops_everything(standalone_conn: RedisCo
         assert other_prefix not in channel
     finally:
         await factory.close()
+
+
+async def test_keepalive_ping_answers_and_a_stalled_link_is_torn_down(
+    standalone_factory: Any, make_conn: Any
+) -> None:
+    server = standalone_factory()
+    connection = await make_conn(server.url(), unique_prefix(), redis_ping_interval=2)
+    factory = near_factory(connection)
+    try:
+        cache = factory.cache(NS)
+        assert isinstance(cache, NearCache)
+        invalidator = cache.invalidator
+        assert await invalidator.wait_ready()
+        await connection.keepalive.ping_once()
+        assert connection.keepalive.failures == 0  # the subscription answered its ping
+        await cache.set("k", 1)
+        await cache.get("k")
+        generation = invalidator.generation
+        # Freeze every client: the subscription's ping goes unanswered past the deadline.
+        await asyncio.to_thread(server.cli, "CLIENT", "PAUSE", "3000", "ALL")
+        await connection.keepalive.ping_once()
+        assert connection.keepalive.failures >= 1
+        assert len(cache) == 0 and invalidator.generation > generation
+
+        async def back() -> bool:
+            return invalidator.ready
+
+        await _until(back, within=10)
+        assert await cache.get("k") == 1
+    finally:
+        await factory.close()
+
+
+@pytest.mark.slow
+async def test_redis_restart_empties_then_restores_the_near_cache(
+    standalone_factory: Any, make_conn: Any
+) -> None:
+    server = standalone_factory()
+    connection = await make_conn(server.url(), unique_prefix())
+    factory = near_factory(connection)
+    try:
+        cache = factory.cache(NS)
+        assert isinstance(cache, NearCache)
+        invalidator = cache.invalidator
+        assert await invalidator.wait_ready()
+        await cache.set("k", 1)
+        await cache.get("k")
+        assert len(cache) == 1
+        await asyncio.to_thread(server.kill)
+
+        async def down() -> bool:
+            return not invalidator.ready
+
+        await _until(down, within=5)
+        assert len(cache) == 0
+        await asyncio.to_thread(server.restart)
+
+        async def up() -> bool:
+            return invalidator.ready
+
+        await _until(up, within=15)
+        await cache.set("k", 2)  # the restarted server has no data (no persistence)
+        assert await cache.get("k") == 2
+    finally:
+        await factory.close()

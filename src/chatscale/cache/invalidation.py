@@ -150,7 +150,6 @@ class Invalidator:
 
     async def _session(self) -> None:
         pubsub: Any = self.connection.client.pubsub()
-        self._pubsub = pubsub
         try:
             await pubsub.subscribe(self.channel)
             connection = pubsub.connection
@@ -179,6 +178,7 @@ class Invalidator:
                 self._dispatch(message["data"])
             elif kind == "subscribe":
                 # Anything cached before this point may have missed invalidations.
+                self._pubsub = pubsub
                 self.generation += 1
                 self._drop_all()
                 self.ready = True
