@@ -507,6 +507,12 @@ async def test_secret_rotation_keeps_sessions_and_re_signs_cookies(store: Counti
         assert set_cookie(quiet) is None
         assert (await c.get("/whoami", headers=with_cookie(new_cookie))).json()["new"] is False
         assert (await c.get("/whoami", headers=with_cookie(old_cookie))).json()["new"] is True
+    # First rollout step: still signing with the old secret, already accepting the new one.
+    step1 = session_config(load_settings(session_secret=old, session_secret_previous=new))
+    app_step1 = make_app(SessionManager(store, config(
+        signing_key=step1.signing_key, previous_keys=step1.previous_keys)))
+    async with client(app_step1) as d:
+        assert (await d.get("/whoami", headers=with_cookie(new_cookie))).json()["new"] is False
 
 
 @pytest.mark.parametrize(
