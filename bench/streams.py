@@ -39,7 +39,6 @@ import redis.asyncio  # noqa: E402
 from bench._common import (  # noqa: E402
     KEPT_UP_FACTOR,
     WORKLOADS,
-    ChunkError,
     PrivateRedis,
     Usage,
     Workload,
@@ -52,6 +51,7 @@ from bench._common import (  # noqa: E402
 )
 from redis.asyncio import ConnectionPool  # noqa: E402
 
+from chatscale.errors import ChatscaleError  # noqa: E402
 from chatscale.redis import RedisConnection  # noqa: E402
 from chatscale.streams import StreamManager  # noqa: E402
 
@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         output["versions"] = _versions(redis_url if args.backend in {"redis", "baseline"} else None)
         print(json.dumps(output))
         return 0
-    except (BenchError, ChunkError, ValueError, redis.RedisError, OSError) as exc:
+    except (BenchError, ChatscaleError, ValueError, redis.RedisError, OSError) as exc:
         print(json.dumps({"workload": args.workload, "backend": args.backend, "error": str(exc)}))
         return 1
     finally:

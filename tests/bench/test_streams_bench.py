@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from bench._common import ChunkError, Workload, make_chunk, percentile, read_stamps
+from bench.streams import main as streams_main
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "streams.py"
 FIELDS = {
@@ -58,6 +59,14 @@ def test_memory_backend_runs_workload_a() -> None:
     assert result["redis_calls_per_chunk"] is None
 
 
+def test_redis_backend_runs_workload_a(redis_standalone: Any) -> None:
+    url = redis_standalone.url()
+    result = bench("a", "--backend", "redis", "--scale", "0.01", "--redis-url", url)
+    check_live(result, "a", "redis")
+    assert result["redis_calls_per_chunk"] > 0
+    assert result["versions"]["redis_server"]
+
+
 def test_baseline_counts_two_commands_per_chunk(redis_standalone: Any) -> None:
     url = redis_standalone.url()
     result = bench("a", "--backend", "baseline", "--scale", "0.01", "--redis-url", url)
@@ -75,16 +84,27 @@ def test_resume_reports_redis_memory(redis_standalone: Any) -> None:
     assert result["redis_keys"] == 1 and result["redis_mem_ratio"] > 1
 
 
-def test_paced_workload_reports_kept_up() -> None:
-    result = bench("b100", "--backend", "memory", "--scale", "0.05")
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = streams_main(list(args))
+    result: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return code, result
+
+
+def test_paced_workload_reports_kept_up(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = in_process(capsys, "b100", "--backend", "memory", "--scale", "0.05")
+    assert code == 0
     check_live(result, "b100", "memory")
     assert result["ideal_s"] == pytest.approx(10 / 50)
     assert isinstance(result["kept_up"], bool)
 
 
-def test_bad_scale_is_reported() -> None:
-    result = bench("a", "--backend", "memory", "--scale", "0", expect_ok=False)
-    assert "--scale" in result["error"]
+def test_bad_input_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    code, result = in_process(capsys, "a", "--backend", "memory", "--scale", "0")
+    assert code == 1 and "--scale" in result["error"]
+    code, result = in_process(capsys, "a", "--backend", "memory", "--setting", "stream_lease_ttl=5")
+    assert code == 1 and "STREAM_LEASE_TTL" in result["error"]
+    with pytest.raises(SystemExit):
+        streams_main(["zz"])
 
 
 def test_chunks_round_trip_and_reject_garbage() -> None:
