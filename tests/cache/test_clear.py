@@ -128,3 +128,21 @@ async def test_clear_of_empty_namespace(redis_conn: RedisConnection, count: int)
         await redis_conn.client.set(key, b"1")
     assert await clear_namespaces(redis_conn, [CacheKeys.FLOWS], SMALL) == count
     assert await clear_namespaces(redis_conn, [], SMALL) == 0
+
+
+async def test_chunks_and_scan_count_follow_the_settings(
+    standalone_factory: Any, make_conn: Any
+) -> None:
+    server = standalone_factory()  # a private server: exact command counts
+    conn = await make_conn(server.url(), unique_prefix())
+    keys = [conn.keys.cache("ROLES", f"k{i}") for i in range(100)]
+    await conn.client.mset(dict.fromkeys(keys, b"1"))
+    await conn.client.mset({conn.keys.cache("TOOLS", f"k{i}"): b"1" for i in range(100)})
+    await conn.client.config_resetstat()
+    options = ClearOptions(scan_count=10, chunk_size=30)
+    assert await clear_namespaces(conn, [CacheKeys.ROLES], options) == 100
+    stats = await conn.client.info("commandstats")
+    assert stats["cmdstat_unlink"]["calls"] == 4  # 30 + 30 + 30 + 10
+    assert stats["cmdstat_scan"]["calls"] >= 200 // 10  # COUNT 10 over 200 keys
+    assert "cmdstat_flushdb" not in stats and "cmdstat_keys" not in stats
+    assert await conn.client.dbsize() == 100
