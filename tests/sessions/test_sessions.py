@@ -530,3 +530,33 @@ def test_previous_secret_rules(values: dict[str, str], problem: str) -> None:
         session_config(load_settings(**values))
     assert info.value.variable == "SESSION_SECRET_PREVIOUS"
     assert "o" * 40 not in str(info.value) and "short" not in repr(info.value.value)
+
+
+async def test_unconfirmed_sessions_expire_soon(redis_conn: RedisConnection) -> None:
+    """A client that never returns its cookie cannot fill Redis with week-long sessions."""
+    week = 7 * 86_400
+    store = CountingStore(RedisSessionStore(redis_conn))
+    app = make_app(SessionManager(store, config(ttl=week)))
+    async with client(app) as http:
+        first = await http.get("/whoami")
+        assert f"Max-Age={week}" in (set_cookie(first) or "")
+        cookie = cookie_value(first)
+        session_id = unsign(cookie, KEY)
+        assert session_id is not None
+        key = redis_conn.keys.session(hash_id(session_id))
+        assert 3_590 <= await redis_conn.client.ttl(key) <= 3_600
+        # The cookie came back: the session is confirmed and gets its full lifetime.
+        confirmed = await http.get("/whoami", headers=with_cookie(cookie))
+        assert confirmed.json()["new"] is False and set_cookie(confirmed) is not None
+        assert await redis_conn.client.ttl(key) >= week - 5
+        writes = store.writes()
+        quiet = await http.get("/whoami", headers=with_cookie(cookie))
+        assert set_cookie(quiet) is None and store.writes() == writes
+
+
+async def test_memory_store_is_bounded() -> None:
+    store = MemorySessionStore(max_entries=3)
+    for name in "abcde":
+        await store.save(name, "{}", 60)
+    assert len(store) == 3
+    assert await store.load("a") is None and await store.load("e") is not None

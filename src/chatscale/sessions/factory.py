@@ -93,7 +93,7 @@ def create_session_store(
         if connection is None:
             raise ValueError("USE_REDIS=true: pass the process's RedisConnection")
         return RedisSessionStore(connection)
-    return MemorySessionStore()
+    return MemorySessionStore(max_entries=settings.memory_cache_max_entries)
 
 
 def create_session_manager(

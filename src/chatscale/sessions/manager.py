@@ -42,9 +42,17 @@ class SessionConfig:
     #: An unchanged session's expiry (store TTL and cookie Max-Age) is renewed once it is
     #: this many seconds old, not on every request: that keeps reads free of writes.
     refresh_after: int | None = None
+    #: Lifetime of a session whose cookie has not come back yet. A client that never
+    #: returns cookies (a bot, a script) thus leaves sessions that expire within this, not
+    #: within ``ttl``; the first request that does return the cookie extends it to ``ttl``.
+    unconfirmed_ttl: int = 3_600
     #: Keys of previous secrets (``SESSION_SECRET_PREVIOUS``): cookies they signed are still
     #: accepted and re-signed with ``signing_key`` on their next response.
     previous_keys: tuple[bytes, ...] = ()
+
+    def ttl_for(self, new: bool) -> int:
+        """Store TTL for a session being written: shorter while still unconfirmed."""
+        return min(self.ttl, self.unconfirmed_ttl) if new else self.ttl
 
     @property
     def refresh_after_s(self) -> int:
@@ -170,15 +178,17 @@ class SessionManager:
             session.session_id = new_session_id()
             session.id_hash = hash_id(session.session_id)
             state = session.state()
-            await store.save(session.id_hash, state, config.ttl)
+            ttl = config.ttl_for(session.is_new)
+            await store.save(session.id_hash, state, ttl)
             if old_hash is not None:
                 await store.delete(old_hash)
             session.saved_state = state
-            opened.ttl_left = config.ttl
+            opened.ttl_left = ttl
             return [self._cookie(session, secure)]
         state = session.state()
+        ttl = config.ttl_for(session.is_new)
         if state != session.saved_state:
-            await store.save(session.id_hash, state, config.ttl)
+            await store.save(session.id_hash, state, ttl)
         elif opened.ttl_left <= config.ttl - config.refresh_after_s:
             await store.touch(session.id_hash, config.ttl)
         elif opened.resign:
@@ -189,7 +199,7 @@ class SessionManager:
         else:
             return []
         session.saved_state = state
-        opened.ttl_left = config.ttl
+        opened.ttl_left = ttl
         return [self._cookie(session, secure)]
 
     async def commit_late(self, opened: OpenSession) -> None:
@@ -208,7 +218,7 @@ class SessionManager:
             log.warning("session rotation requested after the response started; ignored")
         state = session.state()
         if state != session.saved_state:
-            await self.store.save(session.id_hash, state, self.config.ttl)
+            await self.store.save(session.id_hash, state, self.config.ttl_for(session.is_new))
             session.saved_state = state
 
     def _cookie(self, session: Session, secure: bool) -> Header:

@@ -50,13 +50,18 @@ class MemorySessionStore:
     """Sessions in this process's memory: for a single instance, tests and development.
 
     Expired entries are dropped when read and swept every ``sweep_every`` writes, so the
-    dictionary does not grow with sessions nobody comes back to.
+    dictionary does not grow with sessions nobody comes back to. Beyond ``max_entries``
+    live sessions the oldest-created are dropped (a flood of cookie-less clients cannot
+    exhaust the process's memory).
     """
 
-    def __init__(self, *, sweep_every: int = 1_000) -> None:
+    def __init__(self, *, sweep_every: int = 1_000, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self._items: dict[str, tuple[str, float]] = {}
         self._writes = 0
         self._sweep_every = sweep_every
+        self._max_entries = max_entries
 
     def __len__(self) -> int:
         return len(self._items)
@@ -77,8 +82,10 @@ class MemorySessionStore:
         """See :meth:`SessionStore.save`."""
         self._items[id_hash] = (state, time.monotonic() + ttl)
         self._writes += 1
-        if self._writes % self._sweep_every == 0:
+        if self._writes % self._sweep_every == 0 or len(self._items) > self._max_entries:
             self._sweep()
+        while len(self._items) > self._max_entries:
+            del self._items[next(iter(self._items))]
 
     async def touch(self, id_hash: str, ttl: int) -> None:
         """See :meth:`SessionStore.touch`."""
