@@ -18,8 +18,7 @@ from chatscale.ratelimit import (
     rate_limited,
     refusal_exception_handler,
 )
-from chatscale.ratelimit.guard import Refusal, refusal_response
-from chatscale.ratelimit.responses import RATE_LIMITED
+from chatscale.ratelimit.guard import concurrency_refusal, refusal_response
 from chatscale.sessions import SessionManager, SessionMiddleware, get_session
 
 
@@ -47,7 +46,7 @@ def make_app(limits: RateLimits, sessions: SessionManager | None = None) -> Star
             async with limits.generation(limits.identity(request.scope)):
                 return JSONResponse({"ok": True})
         except ConcurrencyLimitExceeded as exc:
-            return refusal_response(Refusal(RATE_LIMITED, str(exc), exc.retry_after))
+            return refusal_response(concurrency_refusal(exc))
 
     middleware = []
     if sessions is not None:

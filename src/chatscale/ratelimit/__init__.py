@@ -8,8 +8,11 @@ Typical start-up::
         Middleware(RateLimitMiddleware, rules=[Rule(limits.chat, "/api/chat", {"POST"})]),
     ])
     ...
-    async with limits.generation(limits.identity(request.scope)):
-        ...  # at most CHAT_CONCURRENCY_LIMIT of these run per user, across instances
+    try:
+        async with limits.generation(limits.identity(request.scope)):
+            ...  # at most CHAT_CONCURRENCY_LIMIT of these run per user, across instances
+    except ConcurrencyLimitExceeded as exc:
+        return refusal_response(concurrency_refusal(exc))   # 429 + Retry-After + JSON
 
 See ``docs/ratelimits.md``.
 """
@@ -27,6 +30,7 @@ from chatscale.ratelimit.guard import (
     RateGuard,
     RateLimitExceeded,
     Refusal,
+    concurrency_refusal,
     rate_limited,
     refusal_exception_handler,
     refusal_response,
@@ -58,6 +62,7 @@ __all__ = [
     "Violation",
     "client_address",
     "close_limits_storage",
+    "concurrency_refusal",
     "create_limits_storage",
     "identify",
     "parse_limits",

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chatscale.ratelimit.bans import BanPolicy
+from chatscale.ratelimit.concurrency import ConcurrencyLimitExceeded
 from chatscale.ratelimit.identity import TrustedProxies, identify
 from chatscale.ratelimit.limiter import RateLimiter
 from chatscale.ratelimit.responses import BANNED, RATE_LIMITED, refusal_body
@@ -36,6 +37,15 @@ class Refusal:
 def banned(seconds: int) -> Refusal:
     """The refusal for a banned identity."""
     return Refusal(BANNED, "temporarily banned after too many violations", seconds)
+
+
+def concurrency_refusal(exc: ConcurrencyLimitExceeded) -> Refusal:
+    """The 429 refusal for a generation refused by the concurrency limit."""
+    return Refusal(
+        RATE_LIMITED,
+        f"too many generations running: {exc.running} of {exc.limit} allowed",
+        exc.retry_after,
+    )
 
 
 class RateGuard:
