@@ -33,7 +33,7 @@ frontend chat
     bind 127.0.0.1:{port}
     default_backend chatscale
 backend chatscale
-    balance roundrobin
+    balance {balance}
     option httpchk GET /readyz
     http-check expect status 200
     default-server inter 300ms fall 1 rise 1 on-marked-down shutdown-sessions
@@ -52,9 +52,15 @@ class Rig:
     """``instances`` servers sharing one Redis (and prefix), and HAProxy in front."""
 
     def __init__(
-        self, redis_uri: str, workdir: Path, env: dict[str, str], instances: int = 3
+        self,
+        redis_uri: str,
+        workdir: Path,
+        env: dict[str, str],
+        instances: int = 3,
+        balance: str = "roundrobin",
     ) -> None:
         self.workdir = workdir
+        self.balance = balance
         self.env = {
             "USE_REDIS": "true",
             "REDIS_URI": redis_uri,
@@ -81,7 +87,7 @@ class Rig:
             f"    server s{i} 127.0.0.1:{s.port} check" for i, s in enumerate(self.servers)
         )
         config = self.workdir / "haproxy.cfg"
-        config.write_text(HAPROXY_CFG.format(port=self.port, servers=servers))
+        config.write_text(HAPROXY_CFG.format(port=self.port, servers=servers, balance=self.balance))
         binary = haproxy_path()
         assert binary is not None
         with (self.workdir / "haproxy.log").open("ab") as log:
