@@ -61,6 +61,10 @@ class StreamManager(abc.ABC):
         self.subscriber_buffer = settings.stream_subscriber_buffer
         self.running_ttl = settings.stream_running_ttl
         self.finished_ttl = settings.stream_finished_ttl
+        #: Chunks buffered by all producers since the last flush, and the count at which
+        #: a producer's ``delta`` waits for the writer (backpressure bounds latency).
+        self._buffered = 0
+        self.pressure_chunks = 1024
         self._continuation: Continuation | None = None
         self._producers: dict[str, Producer] = {}
         self._dirty: list[Producer] = []

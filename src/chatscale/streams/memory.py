@@ -125,6 +125,7 @@ class MemoryStreamManager(StreamManager):
             self._flush_handle.cancel()
             self._flush_handle = None
         dirty, self._dirty = self._dirty, []
+        self._buffered = 0
         now = time.time()
         for producer in dirty:
             events = producer._take()

@@ -19,10 +19,6 @@ from chatscale.streams.model import Event, JobStatus, check_event
 if TYPE_CHECKING:
     from chatscale.streams.base import StreamManager
 
-# A producer that never yields (a tight ``await delta()`` loop) is made to wait for a flush
-# after this many buffered chunks, so its subscribers keep seeing text with low latency.
-_PRESSURE_CHUNKS = 512
-
 
 class Producer:
     """Writes one job's events. Obtained from :meth:`StreamManager.create` (or a takeover).
@@ -106,14 +102,17 @@ class Producer:
             raise InvalidEvent(f"delta text must be a str, not {type(text).__name__}")
         if not text:
             return
-        pending = self._pending
-        pending.append(text)
-        self._manager.metrics.chunks += 1
+        self._pending.append(text)
+        manager = self._manager
+        manager.metrics.chunks += 1
+        manager._buffered += 1
         if not self._dirty:
             self._dirty = True
-            self._manager._mark_dirty(self)
-        elif len(pending) >= _PRESSURE_CHUNKS:
-            await self._manager._relieve()
+            manager._mark_dirty(self)
+        if manager._buffered >= manager.pressure_chunks:
+            # Producers faster than the writer wait for it (instead of letting chunks
+            # queue up in memory, which is latency): the flush takes every job's chunks.
+            await manager._relieve()
 
     async def event(self, type: str, data: dict[str, Any]) -> None:
         """Append a status / tool event (any JSON object) after the text so far."""

@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import NoScriptError
+
 from chatscale.streams import codec
 from chatscale.streams.base import StreamManager, check_job_id, check_owner
 from chatscale.streams.errors import (
@@ -57,6 +59,8 @@ _ILOG_PAGE = 512
 #: How long a subscriber waits before re-reading after an unfillable gap.
 _GAP_BACKOFF_S = 0.05
 _ABORT_POLL_S = 0.05
+_ARCHIVER_TICK_S = 0.05
+_ARCHIVE_BATCH = 256
 
 
 @dataclass(slots=True)
@@ -69,6 +73,8 @@ class _Live:
     archive_at: float = 0.0
     tail: str = "0-0"
     touched: float = field(default_factory=time.monotonic)
+    busy: bool = False
+    done: asyncio.Future[None] | None = None
 
 
 @dataclass(slots=True)
@@ -137,6 +143,7 @@ class RedisStreamManager(StreamManager):
         self._flushed: asyncio.Future[None] | None = None
         self._last_ilog_id = "0-0"
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
         self._unregister_ping: Any = None
         self._started = False
         self._beating = True
@@ -162,7 +169,11 @@ class RedisStreamManager(StreamManager):
         )
         self._readers[self.instance_id] = own
         own.task = loop.create_task(own._run())
-        self._tasks = [loop.create_task(self._writer()), loop.create_task(self._heartbeat())]
+        self._tasks = [
+            loop.create_task(self._writer()),
+            loop.create_task(self._archiver()),
+            loop.create_task(self._heartbeat()),
+        ]
         self._unregister_ping = self.redis.keepalive.register(self.client.ping)
 
     async def close(self) -> None:
@@ -178,6 +189,10 @@ class RedisStreamManager(StreamManager):
         if self._unregister_ping is not None:
             self._unregister_ping()
         await self._cancel_runs()
+        if self._background:
+            await asyncio.wait(self._background, timeout=2)
+        for task in list(self._background):
+            await stop_task(task)
         for task in self._tasks:
             await stop_task(task)
         for reader in list(self._readers.values()):
@@ -269,15 +284,16 @@ class RedisStreamManager(StreamManager):
 
     async def _finished(self, producer: Producer) -> None:
         live = self._live.get(producer.job_id)
-        deadline = time.monotonic() + max(5.0, 3 * self.lease_s)
-        while live is not None and self._live.get(producer.job_id) is live:
-            if self._closed or time.monotonic() > deadline:
-                return
-            waiter = self._next_flush()
-            self._kick.set()
-            await asyncio.shield(waiter)
+        if live is None:
+            return
+        if live.done is None:
+            live.done = asyncio.get_running_loop().create_future()
+        self._kick.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(5.0, 3 * self.lease_s)):
+                await asyncio.shield(live.done)
 
-    # --- the writer ---------------------------------------------------------------------
+    # --- the writer and the archiver ----------------------------------------------------
     async def _writer(self) -> None:
         while not self._closed:
             with contextlib.suppress(TimeoutError):
@@ -299,15 +315,17 @@ class RedisStreamManager(StreamManager):
         waiter, self._flushed = self._flushed, None
         try:
             await self._write_batch()
-            await self._archive_due()
         finally:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
     async def _write_batch(self) -> None:
+        """Hand every job's new events to the instance log, in one entry."""
         dirty, self._dirty = self._dirty, []
+        self._buffered = 0
         records: list[Record] = []
         written: list[_Live] = []
+        ending: list[tuple[_Live, Record]] = []
         now = time.monotonic()
         for producer in dirty:
             events = producer._take()
@@ -316,24 +334,23 @@ class RedisStreamManager(StreamManager):
                 continue
             live.events.extend(events)
             live.touched = now
-            records.append(
-                [
-                    producer.job_id,
-                    producer.epoch,
-                    int(events[0].id),
-                    codec.pack(events, final_text=True),
-                ]
-            )
-            written.append(live)
+            record = [
+                producer.job_id,
+                producer.epoch,
+                int(events[0].id),
+                codec.pack(events, final_text=True),
+            ]
             if producer.closed:
-                live.archive_at = 0.0
-        if not records:
-            return
-        # A job's end reaches its archive (and status) before the live path, so whoever
-        # sees a final event also finds the job finished in Redis.
-        ending = [live for live in written if live.producer.closed]
+                ending.append((live, record))
+            else:
+                records.append(record)
+                written.append(live)
         if ending:
-            await asyncio.gather(*(self._archive(live) for live in ending))
+            self._spawn(self._end(ending))
+        if records:
+            await self._append_ilog(records, written)
+
+    async def _append_ilog(self, records: list[Record], lives: list[_Live]) -> None:
         entry_id = await self.client.xadd(
             self._ilog,
             {"d": codec.dumps(records)},
@@ -342,50 +359,112 @@ class RedisStreamManager(StreamManager):
         )
         self.metrics.redis_round_trips += 1
         self._last_ilog_id = entry_id.decode()
-        for live in written:
+        for live in lives:
             live.tail = self._last_ilog_id
+
+    async def _end(self, ending: list[tuple[_Live, Record]]) -> None:
+        """Store the jobs' ends in their archives (and status), then on the live path: who
+        sees a final event also finds the job finished in Redis."""
+        await self._archive_many([live for live, _ in ending])
+        try:
+            await self._append_ilog([record for _, record in ending], [])
+        except Exception as exc:  # followers re-read the archive when they idle
+            log.warning("stream writer: %s", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _archiver(self) -> None:
+        """Archive every running job's recent events about once a second, retry failures."""
+        while not self._closed:
+            await asyncio.sleep(_ARCHIVER_TICK_S)
+            try:
+                await self._archive_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("stream archiver: %s; retrying", exc)
 
     async def _archive_due(self) -> None:
         now = time.monotonic()
         due: list[_Live] = []
         for live in list(self._live.values()):
             producer = live.producer
+            if live.busy:
+                continue
             if producer.seq > live.archived and (
                 producer.closed or now - live.archive_at >= ARCHIVE_INTERVAL_S
             ):
-                due.append(live)
+                if not producer.closed or not producer._dirty:
+                    due.append(live)
             elif not producer.closed and now - live.touched > self.running_ttl:
                 producer.close_with(
                     "error",
                     {"message": "the response stalled (no output for STREAM_RUNNING_TTL)"},
                     reason="stalled",
                 )
-        if due:
-            await asyncio.gather(*(self._archive(live) for live in due))
+        for i in range(0, len(due), _ARCHIVE_BATCH):
+            await self._archive_many(due[i : i + _ARCHIVE_BATCH])
 
     async def _archive(self, live: _Live) -> None:
+        """Archive one job's unarchived events now (one fenced script call)."""
+        await self._archive_many([live])
+
+    async def _archive_many(self, lives: list[_Live]) -> None:
+        """Archive the unarchived events of several jobs in one pipelined round trip."""
+        calls: list[tuple[_Live, list[str], list[Any]]] = []
+        for live in lives:
+            if live.busy:
+                continue
+            call = self._archive_call(live)
+            if call is not None:
+                live.busy = True
+                calls.append((live, *call))
+        if not calls:
+            return
+        try:
+            if len(calls) == 1:
+                live, keys, args = calls[0]
+                replies: list[Any] = [await ARCHIVE(self.client, keys, args)]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for _, keys, args in calls:
+                    pipe.evalsha(ARCHIVE.sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+            self.metrics.redis_round_trips += 1
+            for (live, keys, args), reply in zip(calls, replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    reply = await ARCHIVE(self.client, keys, args)  # loads it for next time
+                if isinstance(reply, Exception):
+                    log.warning("archiving job %s: %s", live.producer.job_id, reply)
+                    continue
+                await self._archived(live, reply, args)
+        finally:
+            for live, _, _ in calls:
+                live.busy = False
+
+    def _archive_call(self, live: _Live) -> tuple[list[str], list[Any]] | None:
         producer = live.producer
-        if producer._pending or producer._unsent:
-            return  # not handed to the instance log yet: the next batch takes it
         first = live.archived + 1
         events = live.events[first - 1 :]
         if not events:
-            return
+            return None
         last = events[-1]
         status = FINAL_STATUS[last.type].value if last.final else ""
         ttl = self.finished_ttl if status else self.running_ttl
-        job_key = self.keys.stream_job(producer.job_id)
-        log_key = self.keys.stream_log(producer.job_id)
+        job_id = producer.job_id
         payload = codec.dumps(codec.pack(events, final_text=False))
-        code, archived = await ARCHIVE(
-            self.client,
-            [job_key, log_key],
-            [producer.epoch, first, last.id, payload, live.tail, status, time.time(), ttl],
-        )
-        self.metrics.redis_round_trips += 1
+        keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
+        return keys, [producer.epoch, first, last.id, payload, live.tail, status, time.time(), ttl]
+
+    async def _archived(self, live: _Live, reply: Any, args: list[Any]) -> None:
+        producer = live.producer
+        code, archived = int(reply[0]), int(reply[1])
         live.archive_at = time.monotonic()
         if code == -1:
-            await self._recreate(live, status, ttl)
+            await self._recreate(live, args[5], args[7])
         elif code == -2:
             log.warning("job %s was taken over by another instance", producer.job_id)
             producer.closed = True
@@ -395,13 +474,12 @@ class RedisStreamManager(StreamManager):
             return
         elif code == -3:
             # Redis lost the archive's tail (failover / restart): resend from there.
-            self.metrics.reconciled_events += len(live.events) - int(archived)
-            live.archived = int(archived)
+            self.metrics.reconciled_events += len(live.events) - archived
+            live.archived = archived
             live.archive_at = 0.0
-            self._kick.set()
             return
         else:
-            live.archived = int(archived)
+            live.archived = archived
         if producer.closed and live.archived >= producer.seq:
             self._forget(live)
             self.metrics.jobs_finished += 1
@@ -436,13 +514,13 @@ class RedisStreamManager(StreamManager):
         live.archived = len(live.events)
 
     def _forget(self, live: _Live) -> None:
+        if live.done is not None and not live.done.done():
+            live.done.set_result(None)
         job_id = live.producer.job_id
         if self._live.pop(job_id, None) is not None:
             self.metrics.jobs_active -= 1
         self._producers.pop(job_id, None)
-        task = asyncio.get_running_loop().create_task(self._srem(self._ijobs, job_id))
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        self._spawn(self._srem(self._ijobs, job_id))
 
     async def _srem(self, key: str, member: str) -> None:
         with contextlib.suppress(Exception):
@@ -599,7 +677,7 @@ class RedisStreamManager(StreamManager):
             while any(lv.archived < lv.producer.seq for lv in self._live.values()):
                 if time.monotonic() > deadline:
                     break
-                await self._relieve()
+                await asyncio.sleep(_ARCHIVER_TICK_S)
             for live in self._live.values():
                 live.producer.closed = True
             self._beating = False
