@@ -45,7 +45,8 @@ async def test_produce_then_replay_everything(streams: MakeManager) -> None:
 
 
 async def test_resume_from_every_position_is_exact(streams: MakeManager) -> None:
-    manager = await streams(stream_delta_coalesce_ms=0)
+    # Small replay pages: the archive is read over many pages.
+    manager = await streams(stream_delta_coalesce_ms=0, stream_replay_page=4)
     producer = await manager.create(owner="u")
     for i in range(30):
         await producer.delta(f"{i},")

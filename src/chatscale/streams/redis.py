@@ -53,14 +53,15 @@ log = logging.getLogger(__name__)
 ARCHIVE_INTERVAL_S = 1.0
 #: Instance-log entries are kept this long (they are archived within about a second).
 ILOG_WINDOW_MS = 60_000
-#: Archive entries per XRANGE page.
-_ARCHIVE_PAGE = 16
+#: Archive entries per XRANGE page (each holds at most STREAM_REPLAY_PAGE events).
+_ARCHIVE_PAGE = 1
 _ILOG_PAGE = 512
 #: How long a subscriber waits before re-reading after an unfillable gap.
 _GAP_BACKOFF_S = 0.05
 _ABORT_POLL_S = 0.05
 _ARCHIVER_TICK_S = 0.05
 _ARCHIVE_BATCH = 256
+_END_ROUNDS = 64
 
 
 @dataclass(slots=True)
@@ -365,7 +366,12 @@ class RedisStreamManager(StreamManager):
     async def _end(self, ending: list[tuple[_Live, Record]]) -> None:
         """Store the jobs' ends in their archives (and status), then on the live path: who
         sees a final event also finds the job finished in Redis."""
-        await self._archive_many([live for live, _ in ending])
+        lives = [live for live, _ in ending]
+        for _ in range(_END_ROUNDS):
+            pending = [live for live in lives if live.archived < live.producer.seq]
+            if not pending:
+                break
+            await self._archive_many(pending)
         try:
             await self._append_ilog([record for _, record in ending], [])
         except Exception as exc:  # followers re-read the archive when they idle
@@ -448,7 +454,8 @@ class RedisStreamManager(StreamManager):
     def _archive_call(self, live: _Live) -> tuple[list[str], list[Any]] | None:
         producer = live.producer
         first = live.archived + 1
-        events = live.events[first - 1 :]
+        # One archive entry holds at most STREAM_REPLAY_PAGE events: a replay page.
+        events = live.events[first - 1 : first - 1 + self.replay_page]
         if not events:
             return None
         last = events[-1]
