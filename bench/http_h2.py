@@ -47,11 +47,14 @@ class Chat:
     tokens: int = 0
     final: str = ""
     error: str = ""
+    #: From the first request to the stream's response head.
+    setup_ms: float = 0.0
 
 
 async def one_chat(port: int, index: int, delay: float, rate: float, tokens: int) -> Chat:
     chat = Chat()
     await asyncio.sleep(delay)
+    t0 = time.monotonic()
     try:
         # A session first, as the web page has: brand-new sessions are limited by address.
         _, _, cookies = await request("127.0.0.1", port, "GET", "/api/chat/active")
@@ -74,6 +77,7 @@ async def one_chat(port: int, index: int, delay: float, rate: float, tokens: int
         created = float(info["created_at"])
         sse = await open_sse("127.0.0.1", port, f"/api/chat/stream/{stream_id}", cookie)
         connected = time.time()
+        chat.setup_ms = (time.monotonic() - t0) * 1000
         try:
             async for _, kind, data in sse.events():
                 now = time.time()
@@ -139,6 +143,8 @@ async def run(chats: int, tokens: int, rate: float, ramp: float) -> dict[str, ob
         "latency_ms_p90": round(percentile(latencies, 90), 2) if latencies else None,
         "latency_ms_p99": round(percentile(latencies, 99), 2) if latencies else None,
         "latency_ms_max": round(max(latencies), 2) if latencies else None,
+        "setup_ms_p50": round(percentile([r.setup_ms for r in results], 50), 1),
+        "setup_ms_p99": round(percentile([r.setup_ms for r in results], 99), 1),
         "wall_s": round(wall, 2),
         "ideal_wall_s": round(ramp + tokens / rate, 2),
         "server_cpu_pct": round(100 * cpu / wall, 1),
