@@ -1,0 +1,83 @@
+"""The server with an OpenAI-compatible upstream: errors become ``error`` events, an abort
+closes the upstream request, and answers stream through."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from chatscale.config import load_settings
+from tests.llm.fake_openai import FakeOpenAI
+from tests.server.helpers import ServerThread, read_events, text_of
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(tokens=5, delay=0.02) as server:
+        yield server
+
+
+@pytest.fixture
+def served(upstream: FakeOpenAI) -> Iterator[ServerThread]:
+    with ServerThread(load_settings(openai_base_url=upstream.base_url)) as server:
+        yield server
+
+
+async def _start(client: httpx.AsyncClient, model: str) -> str:
+    response = await client.post("/api/chat", json={"message": "hi", "model": model})
+    assert response.status_code == 202, response.text
+    stream_id: str = response.json()["stream_id"]
+    return stream_id
+
+
+async def test_upstream_answer_streams_through(served: ServerThread) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+        models = [m["id"] for m in (await client.get("/api/models")).json()["models"]]
+        assert "demo" in models and "fake-1" in models
+        events = await read_events(client, f"/api/chat/stream/{await _start(client, 'fake-1')}")
+    assert text_of(events) == events[-1].data["text"] == "tok0 tok1 tok2 tok3 tok4 "
+    assert events[-1].event == "done"
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("fake-500", "the model server answered 500: upstream exploded"),
+        ("fake-midfail", "model crashed mid-answer"),
+    ],
+)
+async def test_provider_errors_end_the_stream_with_a_readable_error(
+    served: ServerThread, model: str, message: str
+) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+        stream_id = await _start(client, model)
+        events = await read_events(client, f"/api/chat/stream/{stream_id}")
+        assert events[-1].event == "error"
+        assert message in events[-1].data["message"]
+        if model == "fake-midfail":
+            assert events[-1].data["text"] == "tok0 tok1 "
+        for _ in range(100):
+            stored = (await client.get("/api/conversations")).json()["conversations"]
+            found = (await client.get(f"/api/conversations/{stored[0]['id']}")).json()
+            if found["messages"][-1]["role"] == "assistant":
+                break
+            await asyncio.sleep(0.02)
+        assert found["messages"][-1]["status"] == "error"
+        assert message in found["messages"][-1]["error"]
+
+
+async def test_abort_closes_the_upstream_request(
+    served: ServerThread, upstream: FakeOpenAI
+) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+        stream_id = await _start(client, "fake-hang")
+        first = await read_events(client, f"/api/chat/stream/{stream_id}", limit=1)
+        assert first[0].data == {"text": "tok0 "}
+        answer = await client.post(f"/api/chat/stream/{stream_id}/abort")
+        assert answer.json() == {"aborted": True, "acknowledged": True}
+    record = upstream.requests[-1]
+    assert await asyncio.to_thread(record.ended.wait, 5)
+    assert record.closed_early and not record.completed
