@@ -219,3 +219,32 @@ async def test_finished_job_costs_at_most_twice_its_text(standalone_streams: Mak
     for key in (manager.keys.stream_job(job), manager.keys.stream_log(job)):
         used += int(await manager.client.memory_usage(key, samples=0) or 0)
     assert used <= 2 * 2_000 * 16, used
+
+
+async def test_works_for_an_acl_user_confined_to_its_prefix(redis_acl: Any) -> None:
+    from chatscale.config import load_settings
+    from chatscale.redis import connect
+    from chatscale.streams import create_stream_manager
+
+    settings = load_settings(
+        use_redis=True, redis_uri=redis_acl.acl_url(), redis_key_prefix=redis_acl.acl_prefix
+    )
+    assert settings.redis is not None
+    connections = [await connect(settings.redis) for _ in range(2)]
+    managers = [create_stream_manager(settings, c) for c in connections]
+    try:
+        for manager in managers:
+            await manager.start()
+        a, b = managers
+        producer = await a.create(owner="u")
+        task = a.run(producer, slow_words())
+        await collect(b, producer.job_id, limit=2)
+        assert await b.abort(producer.job_id, wait=5)
+        await asyncio.wait_for(task, 5)
+        events = await collect(b, producer.job_id)
+        assert events[-1].type == "aborted"
+    finally:
+        for manager in managers:
+            await manager.close()
+        for connection in connections:
+            await connection.close()

@@ -767,17 +767,18 @@ class RedisStreamManager(StreamManager):
         self, job_id: str, after: str | None, owner: str | None
     ) -> AsyncIterator[Event]:
         position = parse_event_id(str(job_id), after)
-        job = await self._job(job_id)
-        if job is None or (owner is not None and owner != job.owner):
-            raise JobNotFound(str(job_id))
         if self._listeners.get(job_id, 0) >= self.max_listeners:
             raise TooManyListeners(job_id, self.max_listeners)
+        # Counted before the first await, so concurrent subscribes cannot overshoot the cap.
         metrics = self.metrics
         self._listeners[job_id] = self._listeners.get(job_id, 0) + 1
         metrics.subscribers += 1
-        state = _Follow(job_id, position, job.epoch)
-        first_pass = True
         try:
+            job = await self._job(job_id)
+            if job is None or (owner is not None and owner != job.owner):
+                raise JobNotFound(str(job_id))
+            state = _Follow(job_id, position, job.epoch)
+            first_pass = True
             while True:
                 if job is None:
                     raise JobNotFound(job_id)
