@@ -143,4 +143,6 @@ class _LateSessionMiddleware:
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory chatscale.server.app:app_from_env``."""
+    if not logging.getLogger().handlers:  # a --workers child: log like the parent
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return create_app(load_settings())
