@@ -38,7 +38,14 @@ from chatscale.streams.errors import (
     TooManyListeners,
 )
 from chatscale.streams.fanout import LogReader, Record, Subscription
-from chatscale.streams.model import FINAL_STATUS, Event, JobInfo, JobStatus, parse_event_id
+from chatscale.streams.model import (
+    FINAL_STATUS,
+    FINAL_TYPES,
+    Event,
+    JobInfo,
+    JobStatus,
+    parse_event_id,
+)
 from chatscale.streams.producer import Producer
 from chatscale.streams.scripts import ARCHIVE, CLAIM, CREATE
 from chatscale.streams.tasks import stop_task
@@ -723,6 +730,7 @@ class RedisStreamManager(StreamManager):
         return out
 
     async def _archive_pages(self, job_id: str, after: int) -> AsyncIterator[list[Event]]:
+        """Archived events with seq > ``after``, one non-empty page per round trip."""
         key = self.keys.stream_log(job_id)
         start = f"(0-{after}"
         while True:
@@ -733,12 +741,16 @@ class RedisStreamManager(StreamManager):
             page: list[Event] = []
             for entry_id, fields in entries:
                 first = int(fields[b"s"])
-                for event in codec.unpack(first, codec.loads(fields[b"e"])):
-                    if int(event.id) > after:
-                        page.append(event)
+                items = codec.loads(fields[b"e"])
+                skip = after + 1 - first
+                if skip > 0:
+                    items = items[skip:]
+                    first += skip
+                if items:
+                    page.extend(codec.unpack(first, items))
+                    after = first + len(items) - 1
                 start = "(" + entry_id.decode()
             if page:
-                after = int(page[-1].id)
                 yield page
             if len(entries) < _ARCHIVE_PAGE:
                 return
@@ -787,19 +799,22 @@ class RedisStreamManager(StreamManager):
                 if state.last < job.archived:
                     if first_pass:
                         metrics.replays += 1
+                    texts = state.texts
                     async for page in self._archive_pages(job_id, state.last):
+                        if int(page[0].id) != state.last + 1:
+                            break  # cannot happen (pages are contiguous); re-read
+                        metrics.events_delivered += len(page)
+                        if first_pass:
+                            metrics.replayed_events += len(page)
                         for event in page:
-                            if int(event.id) != state.last + 1:
-                                break
-                            if event.final:
-                                event = await self._with_text(state, event)
-                            state.deliver(event)
-                            metrics.events_delivered += 1
-                            if first_pass:
-                                metrics.replayed_events += 1
-                            yield event
-                            if event.final:
+                            state.last += 1
+                            kind = event.type
+                            if kind == "delta":
+                                texts.append(event.data["text"])
+                            elif kind in FINAL_TYPES:
+                                yield await self._with_text(state, event)
                                 return
+                            yield event
                 if job.status is not JobStatus.RUNNING and state.last >= job.archived:
                     if first_pass and position > job.archived:
                         metrics.resume_misses += 1
