@@ -125,7 +125,9 @@ async def one_chat(
     return chat
 
 
-async def run(chats: int, tokens: int, rate: float, ramp: float, every: float) -> dict[str, object]:
+async def run(
+    chats: int, tokens: int, rate: float, ramp: float, every: float, logs: str | None = None
+) -> dict[str, object]:
     raise_nofile(chats * 8 + 4096)
     env = {
         "DEMO_TOKENS_PER_SECOND": str(rate),
@@ -134,7 +136,9 @@ async def run(chats: int, tokens: int, rate: float, ramp: float, every: float) -
         "REDIS_MAX_CONNECTIONS": "1000",
     }
     with tempfile.TemporaryDirectory() as tmp, PrivateRedis() as redis_server:
-        rig = Rig(redis_server.url, Path(tmp), env, balance="random")
+        workdir = Path(logs) if logs else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        rig = Rig(redis_server.url, workdir, env, balance="random")
         rig.start()
         try:
             procs = [s.proc for s in rig.servers]
@@ -192,10 +196,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--ramp", type=float, default=2.0)
     parser.add_argument("--every", type=float, default=2.0)
+    parser.add_argument("--logs", help="keep the servers' and HAProxy's logs in this directory")
     args = parser.parse_args()
     if min(args.chats, args.tokens) < 1 or args.rate <= 0 or args.every <= 0 or args.ramp < 0:
         parser.error("counts, --rate and --every must be positive, --ramp not negative")
-    result = asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp, args.every))
+    result = asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp, args.every, args.logs))
     print(json.dumps(result, indent=2))
 
 

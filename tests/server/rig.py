@@ -36,7 +36,8 @@ backend chatscale
     balance {balance}
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter 300ms fall 1 rise 1 on-marked-down shutdown-sessions
+    timeout check 2s
+    default-server inter 500ms fall 2 rise 2
 {servers}
 """
 
