@@ -148,6 +148,8 @@ async def run(chats: int, tokens: int, rate: float, ramp: float) -> dict[str, ob
         "wall_s": round(wall, 2),
         "ideal_wall_s": round(ramp + tokens / rate, 2),
         "server_cpu_pct": round(100 * cpu / wall, 1),
+        # Robust against a busy machine: CPU the server spent per token it delivered.
+        "server_cpu_us_per_token": round(1e6 * cpu / max(1, sum(r.tokens for r in results)), 1),
         "client_cpu_pct": round(100 * client_s / wall, 1),
     }
 
