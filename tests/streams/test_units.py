@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from chatscale.streams import Event, InvalidEventId, parse_event_id
 from chatscale.streams.codec import id_before, id_key, pack, unpack
-from chatscale.streams.redis import _Follow
+from chatscale.streams.state import Follow as _Follow
 
 
 @pytest.mark.parametrize(("raw", "seq"), [(None, 0), ("", 0), ("0", 0), ("7", 7), (" 12 ", 12)])

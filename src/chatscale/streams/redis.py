@@ -23,7 +23,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
@@ -48,6 +47,7 @@ from chatscale.streams.model import (
 )
 from chatscale.streams.producer import Producer
 from chatscale.streams.scripts import ARCHIVE, CLAIM, CREATE
+from chatscale.streams.state import Follow, JobRecord, Live
 from chatscale.streams.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -71,58 +71,6 @@ _ARCHIVE_BATCH = 256
 _END_ROUNDS = 64
 
 
-@dataclass(slots=True)
-class _Live:
-    """What this instance keeps of a job it produces, until the job ends (reconciliation)."""
-
-    producer: Producer
-    events: list[Event] = field(default_factory=list)
-    archived: int = 0
-    archive_at: float = 0.0
-    tail: str = "0-0"
-    touched: float = field(default_factory=time.monotonic)
-    busy: bool = False
-    done: asyncio.Future[None] | None = None
-
-
-@dataclass(slots=True)
-class _Job:
-    """A job hash as read from Redis."""
-
-    job_id: str
-    owner: str
-    meta: dict[str, Any]
-    instance: str
-    status: JobStatus
-    epoch: int
-    archived: int
-    tail: str
-    created_at: float
-    updated_at: float
-
-    @classmethod
-    def parse(cls, job_id: str, raw: dict[bytes, bytes]) -> _Job | None:
-        if not raw or b"owner" not in raw:
-            return None
-        get = raw.get
-        try:
-            return cls(
-                job_id=job_id,
-                owner=raw[b"owner"].decode(),
-                meta=codec.loads(get(b"meta", b"{}")),
-                instance=get(b"inst", b"").decode(),
-                status=JobStatus(get(b"status", b"running").decode()),
-                epoch=int(get(b"epoch", b"1")),
-                archived=int(get(b"aseq", b"0")),
-                tail=get(b"tail", b"0-0").decode(),
-                created_at=float(get(b"created", b"0")),
-                updated_at=float(get(b"updated", b"0")),
-            )
-        except (ValueError, KeyError):
-            log.warning("job %s has a corrupt hash; treating it as missing", job_id)
-            return None
-
-
 class RedisStreamManager(StreamManager):
     """The multi-instance backend (``USE_REDIS_STREAMS=true``)."""
 
@@ -143,7 +91,7 @@ class RedisStreamManager(StreamManager):
         self._ilog = self.keys.stream_ilog(self.instance_id)
         self._ictl = self.keys.stream_ictl(self.instance_id)
         self._ijobs = self.keys.stream_instance_jobs(self.instance_id)
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, Live] = {}
         self._readers: dict[str, LogReader] = {}
         self._listeners: dict[str, int] = {}
         self._kick = asyncio.Event()
@@ -260,8 +208,8 @@ class RedisStreamManager(StreamManager):
         self.metrics.jobs_created += 1
         return producer
 
-    def _adopt(self, producer: Producer, events: list[Event], archived: int, tail: str) -> _Live:
-        live = _Live(producer, events, archived, time.monotonic(), tail)
+    def _adopt(self, producer: Producer, events: list[Event], archived: int, tail: str) -> Live:
+        live = Live(producer, events, archived, time.monotonic(), tail)
         self._live[producer.job_id] = live
         self._producers[producer.job_id] = producer
         self.metrics.jobs_active += 1
@@ -332,8 +280,8 @@ class RedisStreamManager(StreamManager):
         dirty, self._dirty = self._dirty, []
         self._buffered = 0
         records: list[Record] = []
-        written: list[_Live] = []
-        ending: list[tuple[_Live, Record]] = []
+        written: list[Live] = []
+        ending: list[tuple[Live, Record]] = []
         now = time.monotonic()
         for producer in dirty:
             events = producer._take()
@@ -358,7 +306,7 @@ class RedisStreamManager(StreamManager):
         if records:
             await self._append_ilog(records, written)
 
-    async def _append_ilog(self, records: list[Record], lives: list[_Live]) -> None:
+    async def _append_ilog(self, records: list[Record], lives: list[Live]) -> None:
         entry_id = await self.client.xadd(
             self._ilog,
             {"d": codec.dumps(records)},
@@ -370,7 +318,7 @@ class RedisStreamManager(StreamManager):
         for live in lives:
             live.tail = self._last_ilog_id
 
-    async def _end(self, ending: list[tuple[_Live, Record]]) -> None:
+    async def _end(self, ending: list[tuple[Live, Record]]) -> None:
         """Store the jobs' ends in their archives (and status), then on the live path: who
         sees a final event also finds the job finished in Redis."""
         lives = [live for live, _ in ending]
@@ -402,7 +350,7 @@ class RedisStreamManager(StreamManager):
 
     async def _archive_due(self) -> None:
         now = time.monotonic()
-        due: list[_Live] = []
+        due: list[Live] = []
         for live in list(self._live.values()):
             producer = live.producer
             if live.busy:
@@ -421,13 +369,13 @@ class RedisStreamManager(StreamManager):
         for i in range(0, len(due), _ARCHIVE_BATCH):
             await self._archive_many(due[i : i + _ARCHIVE_BATCH])
 
-    async def _archive(self, live: _Live) -> None:
+    async def _archive(self, live: Live) -> None:
         """Archive one job's unarchived events now (one fenced script call)."""
         await self._archive_many([live])
 
-    async def _archive_many(self, lives: list[_Live]) -> None:
+    async def _archive_many(self, lives: list[Live]) -> None:
         """Archive the unarchived events of several jobs in one pipelined round trip."""
-        calls: list[tuple[_Live, list[str], list[Any]]] = []
+        calls: list[tuple[Live, list[str], list[Any]]] = []
         for live in lives:
             if live.busy:
                 continue
@@ -458,7 +406,7 @@ class RedisStreamManager(StreamManager):
             for live, _, _ in calls:
                 live.busy = False
 
-    def _archive_call(self, live: _Live) -> tuple[list[str], list[Any]] | None:
+    def _archive_call(self, live: Live) -> tuple[list[str], list[Any]] | None:
         producer = live.producer
         first = live.archived + 1
         # One archive entry holds at most STREAM_REPLAY_PAGE events: a replay page.
@@ -473,7 +421,7 @@ class RedisStreamManager(StreamManager):
         keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
         return keys, [producer.epoch, first, last.id, payload, live.tail, status, time.time(), ttl]
 
-    async def _archived(self, live: _Live, reply: Any, args: list[Any]) -> None:
+    async def _archived(self, live: Live, reply: Any, args: list[Any]) -> None:
         producer = live.producer
         code, archived = int(reply[0]), int(reply[1])
         live.archive_at = time.monotonic()
@@ -498,7 +446,7 @@ class RedisStreamManager(StreamManager):
             self._forget(live)
             self.metrics.jobs_finished += 1
 
-    async def _recreate(self, live: _Live, status: str, ttl: int) -> None:
+    async def _recreate(self, live: Live, status: str, ttl: int) -> None:
         """The job hash is gone although the job runs: Redis lost it; write it all again."""
         producer = live.producer
         log.warning(
@@ -527,7 +475,7 @@ class RedisStreamManager(StreamManager):
         self.metrics.reconciled_events += len(live.events)
         live.archived = len(live.events)
 
-    def _forget(self, live: _Live) -> None:
+    def _forget(self, live: Live) -> None:
         if live.done is not None and not live.done.done():
             live.done.set_result(None)
         job_id = live.producer.job_id
@@ -598,7 +546,7 @@ class RedisStreamManager(StreamManager):
         if not epoch:
             return None
         self.metrics.takeovers += 1
-        job = _Job.parse(job_id, await self.client.hgetall(job_key))
+        job = JobRecord.parse(job_id, await self.client.hgetall(job_key))
         if job is None:
             return None
         # Mark the move in the old instance log first: its followers stop reading it at
@@ -710,12 +658,12 @@ class RedisStreamManager(StreamManager):
             await self._finished(live.producer)
 
     # --- subscriber side ----------------------------------------------------------------
-    async def _job(self, job_id: str) -> _Job | None:
+    async def _job(self, job_id: str) -> JobRecord | None:
         if not isinstance(job_id, str) or not job_id:
             return None
         raw = await self.client.hgetall(self.keys.stream_job(job_id))
         self.metrics.redis_round_trips += 1
-        return _Job.parse(job_id, raw)
+        return JobRecord.parse(job_id, raw)
 
     async def _read_archive(
         self, job_id: str, after: int, *, until: int | None = None
@@ -789,7 +737,7 @@ class RedisStreamManager(StreamManager):
             job = await self._job(job_id)
             if job is None or (owner is not None and owner != job.owner):
                 raise JobNotFound(str(job_id))
-            state = _Follow(job_id, position, job.epoch)
+            state = Follow(job_id, position, job.epoch)
             first_pass = True
             while True:
                 if job is None:
@@ -838,7 +786,7 @@ class RedisStreamManager(StreamManager):
             metrics.subscribers -= 1
 
     async def _follow(
-        self, state: _Follow, job: _Job, first_pass: bool, after: str | None
+        self, state: Follow, job: JobRecord, first_pass: bool, after: str | None
     ) -> AsyncIterator[Event]:
         """Events of the owner's instance log until the end, a gap, a move or a timeout."""
         key = self.keys.stream_ilog(job.instance)
@@ -910,7 +858,7 @@ class RedisStreamManager(StreamManager):
             if known is reader:
                 del self._readers[instance]
 
-    async def _with_text(self, state: _Follow, event: Event) -> Event:
+    async def _with_text(self, state: Follow, event: Event) -> Event:
         """An archived final event with its ``text`` (stored once, as the deltas)."""
         if "text" in event.data:
             return event
@@ -929,7 +877,7 @@ class RedisStreamManager(StreamManager):
             return None
         events = await self._read_archive(job_id, 0)
         if job.status is JobStatus.RUNNING:
-            state = _Follow(job_id, len(events), job.epoch)
+            state = Follow(job_id, len(events), job.epoch)
             ilog = self.keys.stream_ilog(job.instance)
             async for _, entry in self._ilog_entries(ilog, job.tail):
                 for record in entry:
@@ -996,43 +944,3 @@ class RedisStreamManager(StreamManager):
     async def _is_dead(self, instance: str) -> bool:
         score = await self.client.zscore(self.keys.stream_instances, instance)
         return score is None or score < (time.time() - self.lease_s) * 1000
-
-
-class _Follow:
-    """A subscriber's position: delivers each sequence number once, in order."""
-
-    __slots__ = ("epoch", "gaps", "job_id", "last", "position", "texts", "top")
-
-    def __init__(self, job_id: str, position: int, epoch: int) -> None:
-        self.job_id = job_id
-        self.position = position
-        self.last = position
-        self.epoch = epoch
-        self.gaps = False
-        self.top = 0
-        self.texts: list[str] = []
-
-    def deliver(self, event: Event) -> None:
-        self.last = int(event.id)
-        if event.type == "delta":
-            self.texts.append(event.data["text"])
-
-    def accept(self, record: Record) -> list[Event | None]:
-        """The new events of a record; ``None`` at the end means "re-read from the log"."""
-        _, epoch, first, items = record
-        if first < 0:
-            return [None] if epoch > self.epoch else []  # the job moved: re-read
-        if epoch < self.epoch:
-            return []  # a fenced-off former owner
-        self.epoch = epoch
-        self.top = max(self.top, first + len(items) - 1)
-        out: list[Event | None] = []
-        if first + len(items) - 1 <= self.last:
-            return out
-        if first > self.last + 1:
-            self.gaps = True
-            return [None]
-        for event in codec.unpack(self.last + 1, items[self.last + 1 - first :]):
-            self.deliver(event)
-            out.append(event)
-        return out
