@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from chatscale.cache.namespaces import CacheKeys
 from chatscale.config import Settings
 from chatscale.llm import ProviderRegistry, build_registry
 from chatscale.ratelimit import RateLimits
@@ -49,8 +50,15 @@ class Services:
         await self.streams.start()
         self.limits = await RateLimits.create(settings, self.redis)
         self.registry = build_registry(settings)
-        self.conversations = create_conversation_store(self.redis, settings.conversation_retention)
-        self.idempotency = create_idempotency_store(self.redis)
+        forced = settings.forced_in_memory_cache_namespaces
+        # FORCED_IN_MEMORY_CACHE_NAMESPACES applies to the server's namespaces too.
+        self.conversations = create_conversation_store(
+            None if CacheKeys.CONVERSATIONS in forced else self.redis,
+            settings.conversation_retention,
+        )
+        self.idempotency = create_idempotency_store(
+            None if CacheKeys.IDEMPOTENCY in forced else self.redis
+        )
         self.events = SessionEvents(self.instance_id, self.redis)
         await self.events.start()
         self.chat = ChatService(self.streams, self.registry, self.conversations, self.events)
