@@ -297,3 +297,15 @@ async def test_drain_ends_unfinished_jobs(streams: MakeManager) -> None:
     assert events[-1].type == "error"
     assert events[-1].data["text"] == "partial"
     assert producer.aborted.is_set()
+
+
+async def test_a_stalled_producer_ends_with_an_error(streams: MakeManager) -> None:
+    manager = await streams()
+    manager.stall_s = 0.4  # STREAM_RUNNING_TTL is at least 10 s; shortened to keep this fast
+    producer = await manager.create(owner="u")
+    await producer.delta("started")
+    events = await collect(manager, producer.job_id, within=5)
+    assert events[-1].type == "error"
+    assert events[-1].data["text"] == "started"
+    assert "STREAM_RUNNING_TTL" in events[-1].data["message"]
+    assert producer.aborted.is_set()

@@ -60,6 +60,8 @@ class StreamManager(abc.ABC):
         self.replay_page = settings.stream_replay_page
         self.subscriber_buffer = settings.stream_subscriber_buffer
         self.running_ttl = settings.stream_running_ttl
+        #: A producer silent this long (seconds) is ended with ``error`` (STREAM_RUNNING_TTL).
+        self.stall_s: float = float(settings.stream_running_ttl)
         self.finished_ttl = settings.stream_finished_ttl
         #: Chunks buffered by all producers since the last flush, and the count at which
         #: a producer's ``delta`` waits for the writer (backpressure bounds latency).

@@ -25,7 +25,7 @@ from chatscale.streams.errors import (
 from chatscale.streams.model import Event, JobInfo, JobStatus, parse_event_id
 from chatscale.streams.producer import Producer
 
-_SWEEP_S = 1.0
+_SWEEP_S = 0.25
 
 
 @dataclass(slots=True)
@@ -263,7 +263,7 @@ class MemoryStreamManager(StreamManager):
                 del self._jobs[job.job_id]
         for producer in list(self._producers.values()):
             job = self._jobs[producer.job_id]
-            if now - job.updated_at > self.running_ttl:
+            if now - job.updated_at > self.stall_s:
                 producer.close_with(
                     "error",
                     {"message": "the response stalled (no output for STREAM_RUNNING_TTL)"},

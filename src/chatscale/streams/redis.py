@@ -351,7 +351,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             ):
                 if not producer.closed or not producer._dirty:
                     due.append(live)
-            elif not producer.closed and now - live.touched > self.running_ttl:
+            elif not producer.closed and now - live.touched > self.stall_s:
                 producer.close_with(
                     "error",
                     {"message": "the response stalled (no output for STREAM_RUNNING_TTL)"},
