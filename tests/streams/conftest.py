@@ -40,10 +40,10 @@ async def _factory(uri: str | None) -> AsyncIterator[MakeManager]:
     managers: list[StreamManager] = []
     connections: list[Any] = []
 
-    async def make(**overrides: Any) -> StreamManager:
+    async def make(instance_id: str | None = None, **overrides: Any) -> StreamManager:
         if uri is None:
             settings = load_settings(**overrides)
-            manager = create_stream_manager(settings, None)
+            manager = create_stream_manager(settings, None, instance_id=instance_id)
         else:
             settings = load_settings(
                 use_redis=True, redis_uri=uri, redis_key_prefix=prefix, **overrides
@@ -51,7 +51,7 @@ async def _factory(uri: str | None) -> AsyncIterator[MakeManager]:
             assert settings.redis is not None
             connection = await connect(settings.redis)
             connections.append(connection)
-            manager = create_stream_manager(settings, connection)
+            manager = create_stream_manager(settings, connection, instance_id=instance_id)
         managers.append(manager)
         await manager.start()
         return manager

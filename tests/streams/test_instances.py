@@ -248,3 +248,21 @@ async def test_works_for_an_acl_user_confined_to_its_prefix(redis_acl: Any) -> N
             await manager.close()
         for connection in connections:
             await connection.close()
+
+
+async def test_restart_under_the_same_instance_id_resumes_its_jobs(
+    standalone_streams: MakeManager,
+) -> None:
+    first = await standalone_streams(instance_id="web-1", stream_lease_ttl=1000)
+    producer = await first.create(owner="u")
+    await producer.delta("abc")
+    await asyncio.sleep(0.05)
+    await first.close()  # killed: nothing handed over
+    seen: list[JobInfo] = []
+    second = await standalone_streams(instance_id="web-1", stream_lease_ttl=1000)
+    second.set_continuation(continuation("def", seen))
+    events = await collect(second, producer.job_id, within=10)
+    assert events[-1].type == "done"
+    assert events[-1].data["text"] == "abcdef"
+    assert seen[0].text == "abc"
+    check_ids(events)

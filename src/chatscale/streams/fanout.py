@@ -146,7 +146,10 @@ class LogReader:
                     elif self.control is not None:
                         for entry_id, fields in entries:
                             self._control_cursor = entry_id.decode()
-                            await self.control[1](self._control_cursor, fields)
+                            try:
+                                await self.control[1](self._control_cursor, fields)
+                            except Exception as exc:  # one bad request must not stop the reader
+                                log.warning("control entry %s: %s", entry_id, exc)
         finally:
             if self._on_exit is not None:
                 self._on_exit(self)
@@ -160,7 +163,12 @@ class LogReader:
             payload = fields.get(b"d")
             if payload is None:
                 continue
-            for record in codec.loads(payload):
+            try:
+                records = codec.loads(payload)
+            except ValueError:
+                log.warning("unreadable entry %s in %s; skipped", entry_id, self.key)
+                continue
+            for record in records:
                 subs = subs_by_job.get(record[0])
                 if subs:
                     for sub in subs:

@@ -91,6 +91,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         self._last_ilog_id = "0-0"
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        self._claiming: set[str] = set()
         self._unregister_ping: Any = None
         self._started = False
         self._beating = True
@@ -187,6 +188,8 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         )
         if not created:
             raise JobExists(job_id)
+        producer = Producer(self, job_id, owner, dict(meta or {}), created_at=now)
+        self._adopt(producer, [], 0, tail)
         user_jobs = self.keys.user_jobs(owner)
         await asyncio.gather(
             self.client.sadd(self._ijobs, job_id),
@@ -194,8 +197,6 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             self.client.expire(user_jobs, self.running_ttl + self.finished_ttl),
         )
         self.metrics.redis_round_trips += 2
-        producer = Producer(self, job_id, owner, dict(meta or {}), created_at=now)
-        self._adopt(producer, [], 0, tail)
         self.metrics.jobs_created += 1
         return producer
 
@@ -526,15 +527,40 @@ class RedisStreamManager(RedisReadSide, StreamManager):
                 await self._take_over(instance, job.decode())
             if not await self.client.scard(jobs_key):
                 await self.client.zrem(self.keys.stream_instances, instance)
+        # Self-healing: a job listed as ours that we do not produce (a takeover interrupted
+        # by an error, or a restart under the same instance id) is claimed again.
+        for raw in await self.client.smembers(self._ijobs):
+            job_id = raw.decode()
+            if job_id not in self._live and job_id not in self._claiming:
+                await self._take_over(self.instance_id, job_id)
 
     async def _take_over(self, dead: str, job_id: str, *, abort: bool = False) -> Producer | None:
         """Claim ``job_id`` from the stopped instance ``dead`` and continue or end it."""
+        if job_id in self._claiming:
+            return None
+        self._claiming.add(job_id)
+        try:
+            return await self._claim(dead, job_id, abort=abort)
+        finally:
+            self._claiming.discard(job_id)
+
+    async def _claim(self, dead: str, job_id: str, *, abort: bool) -> Producer | None:
         job_key = self.keys.stream_job(job_id)
+        # Listed as ours first: if anything below fails, our reaper claims it again.
+        await self.client.sadd(self._ijobs, job_id)
         epoch = await CLAIM(
             self.client, [job_key], [dead, "", self.instance_id, time.time(), self.running_ttl]
         )
-        await self.client.srem(self.keys.stream_instance_jobs(dead), job_id)
+        if dead != self.instance_id:
+            await self.client.srem(self.keys.stream_instance_jobs(dead), job_id)
         if not epoch:
+            current = JobRecord.parse(job_id, await self.client.hgetall(job_key))
+            if (
+                current is None
+                or current.instance != self.instance_id
+                or current.status is not JobStatus.RUNNING
+            ):
+                await self.client.srem(self._ijobs, job_id)
             return None
         self.metrics.takeovers += 1
         job = JobRecord.parse(job_id, await self.client.hgetall(job_key))
@@ -557,9 +583,9 @@ class RedisStreamManager(RedisReadSide, StreamManager):
                     if int(event.id) == seq + 1:
                         events.append(event)
                         seq += 1
-        if events and events[-1].final:
-            events.pop()  # a final that never reached the archive is written again below
-            seq -= 1
+        # The dead owner may have published its final event without archiving it: some
+        # subscribers already ended with it, so it stands.
+        ended = events[-1] if events and events[-1].final else None
         text = "".join(str(e.data["text"]) for e in events if e.type == "delta")
         size = sum(len(str(e.data["text"]).encode()) for e in events if e.type == "delta")
         producer = Producer(
@@ -574,8 +600,14 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             epoch=int(epoch),
         )
         live = self._adopt(producer, events, job.archived, self._last_ilog_id)
-        await self.client.sadd(self._ijobs, job_id)
+        if ended is not None:
+            producer.closed = True
+            producer.status = FINAL_STATUS[ended.type]
+            producer.end_reason = ended.type
         await self._archive(live)
+        if ended is not None:
+            await self._finished(producer)
+            return producer
         if abort:
             producer.close_with("aborted", {}, reason="aborted")
         elif self.takeover and self._continuation is not None and not self._draining:
