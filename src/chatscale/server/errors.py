@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatscale.errors import RedisUnavailableError
 
 log = logging.getLogger("chatscale.server")
 
@@ -66,6 +69,16 @@ class CatchAllMiddleware:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
             return  # the client left while sending its request: nobody to answer
+        except (RedisError, RedisUnavailableError, ConnectionError, TimeoutError) as exc:
+            # Redis failing over or unreachable: a retry (here or elsewhere) will do.
+            log.warning(
+                "backend unavailable on %s %s: %r", scope.get("method"), scope.get("path"), exc
+            )
+            if not started:
+                response = error_response(
+                    503, "storage temporarily unavailable; retry", {"Retry-After": "1"}
+                )
+                await response(scope, receive, send)
         except Exception as exc:
             log.error(
                 "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
