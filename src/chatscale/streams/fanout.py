@@ -33,7 +33,17 @@ _RETRY_S = 0.2
 class Subscription:
     """The queue of one subscriber of one job."""
 
-    __slots__ = ("job_id", "limit", "overflowed", "queue", "queued", "wake")
+    __slots__ = (
+        "job_id",
+        "limit",
+        "overflowed",
+        "pushed",
+        "queue",
+        "queued",
+        "seen",
+        "stale",
+        "wake",
+    )
 
     def __init__(self, job_id: str, limit: int) -> None:
         self.job_id = job_id
@@ -41,12 +51,18 @@ class Subscription:
         self.queue: deque[Record] = deque()
         self.queued = 0
         self.overflowed = False
+        #: Records pushed so far, and the count at the reader's previous idle check.
+        self.pushed = 0
+        self.seen = 0
+        #: Set (with ``wake``) when nothing arrived for a whole idle check: re-read the job.
+        self.stale = False
         self.wake = asyncio.Event()
 
     def push(self, record: Record) -> None:
         """Queue a record (or flag an overflow and drop what is queued)."""
         if self.overflowed:
             return
+        self.pushed += 1
         size = len(record[3]) if record[2] >= 0 else 1
         if self.queued + size > self.limit:
             self.overflowed = True
@@ -80,6 +96,7 @@ class LogReader:
         metrics: StreamMetrics,
         control: tuple[str, ControlHandler] | None = None,
         on_exit: Callable[[LogReader], None] | None = None,
+        idle_s: float = 5.0,
     ) -> None:
         self.client = client
         self.key = key
@@ -93,6 +110,7 @@ class LogReader:
         self._on_exit = on_exit
         self.task: asyncio.Task[None] | None = None
         self.stopping = False
+        self.idle_s = idle_s
 
     def add(self, sub: Subscription) -> str:
         """Register ``sub``; returns the cursor it will receive entries after."""
@@ -117,9 +135,12 @@ class LogReader:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        idle_since = loop.time()
+        idle_since = checked = loop.time()
         try:
             while not self.stopping:
+                if loop.time() - checked >= self.idle_s / 2:
+                    checked = loop.time()
+                    self._poke_idle()
                 if self.subs or self.control is not None:
                     idle_since = loop.time()
                 elif loop.time() - idle_since > _IDLE_EXIT_S:
@@ -153,6 +174,16 @@ class LogReader:
         finally:
             if self._on_exit is not None:
                 self._on_exit(self)
+
+    def _poke_idle(self) -> None:
+        """Wake subscribers that received nothing since the previous check, so they
+        re-read their job (it may have moved or ended while its live entries were lost)."""
+        for subs in self.subs.values():
+            for sub in subs:
+                if sub.pushed == sub.seen and not sub.queue:
+                    sub.stale = True
+                    sub.wake.set()
+                sub.seen = sub.pushed
 
     def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         subs_by_job = self.subs

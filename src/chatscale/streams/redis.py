@@ -114,6 +114,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             block_ms=self.block_ms,
             metrics=self.metrics,
             control=(self._ictl, self._on_control),
+            idle_s=max(0.5, self.lease_s / 2),
         )
         self._readers[self.instance_id] = own
         own.task = loop.create_task(own._run())

@@ -184,6 +184,7 @@ class RedisReadSide:
                 block_ms=self.block_ms,
                 metrics=self.metrics,
                 on_exit=self._reader_gone,
+                idle_s=max(0.5, self.lease_s / 2),
             )
             self._readers[job.instance] = reader
         sub = Subscription(state.job_id, self.subscriber_buffer)
@@ -209,18 +210,15 @@ class RedisReadSide:
                 )
             if first_pass and state.position:
                 self.metrics.resume_hits += 1
-            idle = max(0.5, self.lease_s / 2)
             while True:
                 queued = sub.pop()
                 if queued is None:
                     if sub.overflowed:
                         self.metrics.subscriber_overflows += 1
                         return
-                    try:
-                        async with asyncio.timeout(idle):
-                            await sub.wake.wait()
-                    except TimeoutError:
+                    if sub.stale:
                         return  # nothing for a while: re-read the job (moved? ended?)
+                    await sub.wake.wait()
                     continue
                 for event in state.accept(queued):
                     if event is None:
