@@ -264,7 +264,7 @@ async function send(text) {
       banner("");
       break;
     } catch (error) {
-      const retriable = !(error instanceof ApiError) || error.status === 503 || error.status >= 502;
+      const retriable = !(error instanceof ApiError) || error.status === 409 || error.status >= 502;
       if (!retriable || attempt >= 8) {
         answer.classList.add("error");
         note(answer, `not sent: ${error.message}`);
