@@ -12,6 +12,8 @@ import pytest
 
 from chatscale.config import load_settings
 from tests.server.helpers import ServerThread, expected
+from tests.server.procs import ServeProcess
+from tests.server.rig import SECRET
 from tests.server.tcp_proxy import CuttableProxy
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -104,3 +106,40 @@ async def test_another_tab_shows_the_answer_this_one_started(browser: Any) -> No
             assert text == expected("two tabs", TOKENS)
             assert await page.locator(".msg.assistant").count() == 1
         await context.close()
+
+
+@pytest.mark.slow
+async def test_answer_survives_a_server_restart(
+    browser: Any, redis_standalone: Any, tmp_path: Any
+) -> None:
+    env = {
+        "USE_REDIS": "true",
+        "REDIS_URI": redis_standalone.url(),
+        "REDIS_KEY_PREFIX": f"b{id(tmp_path) % 10**8}",
+        "SESSION_SECRET": SECRET,
+        "STREAM_LEASE_TTL": "1500",
+        "DEMO_TOKENS_PER_SECOND": "20",
+        "DEMO_RESPONSE_TOKENS": str(TOKENS),
+    }
+    server = ServeProcess(env, tmp_path / "serve.log")
+    await asyncio.to_thread(server.start)
+    try:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.goto(server.url + "/")
+        await page.fill("#input", "restart me")
+        await page.press("#input", "Enter")
+        await page.wait_for_function(
+            "() => (document.querySelector('.msg.assistant .text')?.textContent"
+            " || '').split(' ').length > 10",
+            timeout=10_000,
+        )
+        server.kill()  # SIGKILL mid-answer: nothing is drained or handed over
+        await asyncio.to_thread(server.start)  # the same port; it takes the job over
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=30_000)
+        shown = await page.locator(".msg.assistant .text").last.text_content()
+        assert shown == expected("restart me", TOKENS)
+        assert await page.locator(".msg.assistant").count() == 1
+        await context.close()
+    finally:
+        server.kill()
