@@ -576,7 +576,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         await self.client.pexpire(old_log, ILOG_WINDOW_MS * 2)
         events = await self._read_archive(job_id, 0)
         seq = len(events)
-        async for _, entry in self._ilog_entries(old_log, job.tail, marker.decode()):
+        async for _, entry in self._ilog_entries(old_log, job.tail, marker.decode(), job_id=job_id):
             for record in entry:
                 if record[0] != job_id or record[2] < 0 or record[1] != int(epoch) - 1:
                     continue

@@ -82,16 +82,21 @@ class RedisReadSide:
                 return
 
     async def _ilog_entries(
-        self, key: str, start: str, end: str = "+"
+        self, key: str, start: str, end: str = "+", *, job_id: str
     ) -> AsyncIterator[tuple[str, list[Record]]]:
-        """Entries of an instance log between two ids (``(`` = exclusive), paged."""
+        """The records of ``job_id`` in an instance log between two ids (``(`` = exclusive),
+        entry by entry, paged. Entries without the job are not even decoded."""
+        needle = codec.dumps(job_id).encode()
         while True:
             entries = await self.client.xrange(key, start, end, count=_ILOG_PAGE)
             self.metrics.redis_round_trips += 1
             for entry_id, fields in entries:
                 start = "(" + entry_id.decode()
                 payload = fields.get(b"d")
-                yield entry_id.decode(), codec.loads(payload) if payload is not None else []
+                records: list[Record] = []
+                if payload is not None and needle in payload:
+                    records = [r for r in codec.loads(payload) if r[0] == job_id]
+                yield entry_id.decode(), records
             if len(entries) < _ILOG_PAGE:
                 return
 
@@ -172,7 +177,7 @@ class RedisReadSide:
         # reached; whatever the reader already read beyond that is fetched once more.
         records: list[Record] = []
         end = codec.id_before(job.tail)
-        async for entry_id, entry in self._ilog_entries(key, job.tail):
+        async for entry_id, entry in self._ilog_entries(key, job.tail, job_id=state.job_id):
             end = entry_id
             records.extend(r for r in entry if r[0] == state.job_id)
         reader = self._readers.get(job.instance)
@@ -192,7 +197,9 @@ class RedisReadSide:
         state.gaps = False
         try:
             if codec.id_key(cursor) > codec.id_key(end):
-                async for _, entry in self._ilog_entries(key, "(" + end, cursor):
+                async for _, entry in self._ilog_entries(
+                    key, "(" + end, cursor, job_id=state.job_id
+                ):
                     records.extend(r for r in entry if r[0] == state.job_id)
             for record in records:
                 for event in state.accept(record):
@@ -255,7 +262,7 @@ class RedisReadSide:
         if job.status is JobStatus.RUNNING:
             state = Follow(job_id, len(events), job.epoch)
             ilog = self.keys.stream_ilog(job.instance)
-            async for _, entry in self._ilog_entries(ilog, job.tail):
+            async for _, entry in self._ilog_entries(ilog, job.tail, job_id=job_id):
                 for record in entry:
                     if record[0] == job_id and record[2] >= 0:
                         events.extend(e for e in state.accept(record) if e is not None)
