@@ -97,19 +97,22 @@ def start_server(env: dict[str, str], log: Path, port: int | None = None) -> Pro
             stderr=subprocess.STDOUT,
         )
     proc = Proc(port, popen)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise RuntimeError(f"server exited:\n{log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    return proc
-        except OSError:
-            pass
-        time.sleep(0.1)
-    proc.stop()
-    raise RuntimeError("server did not become ready")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise RuntimeError(f"server exited:\n{log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return proc
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+    except BaseException:
+        proc.stop()  # never leave a server behind
+        raise
 
 
 async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], list[str]]:
