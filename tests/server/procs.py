@@ -37,7 +37,11 @@ class ServeProcess:
         )
         handle.close()
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()  # never leave a process behind
+                raise
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:

@@ -80,6 +80,14 @@ class Rig:
 
     def start(self) -> Rig:
         """Start every instance, then HAProxy; wait until a request passes through."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # never leave processes behind
+            raise
+        return self
+
+    def _start(self) -> None:
         for server in self.servers:
             server.start(wait=False)
         for server in self.servers:
@@ -99,7 +107,7 @@ class Rig:
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
