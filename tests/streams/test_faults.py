@@ -76,3 +76,13 @@ async def test_cluster_master_killed_mid_stream(cluster_factory: Any) -> None:
         await asyncio.to_thread(cluster.kill_master, index)
 
     await _produce_through_fault(",".join(cluster.urls()), kill_owner)
+
+
+@pytest.mark.sentinel
+async def test_sentinel_master_killed_mid_stream(sentinel_factory: Any) -> None:
+    handle = sentinel_factory(down_after_ms=1000)
+
+    async def kill_master(manager: RedisStreamManager, job_id: str) -> None:
+        await asyncio.to_thread(handle.master.kill)
+
+    await _produce_through_fault(handle.sentinel_url(), kill_master)
