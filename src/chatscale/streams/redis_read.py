@@ -173,19 +173,16 @@ class RedisReadSide:
     ) -> AsyncIterator[Event]:
         """Events of the owner's instance log until the end, a gap, a move or a timeout."""
         key = self.keys.stream_ilog(job.instance)
-        # Catch up from the job's tail position, then join the shared reader at the end we
-        # reached; whatever the reader already read beyond that is fetched once more.
-        records: list[Record] = []
-        end = codec.id_before(job.tail)
-        async for entry_id, entry in self._ilog_entries(key, job.tail, job_id=state.job_id):
-            end = entry_id
-            records.extend(r for r in entry if r[0] == state.job_id)
+        # Join the shared reader first: it delivers every entry after its cursor. The entries
+        # the job may have after its tail position but before that cursor are read once
+        # with XRANGE (none for a reader created here, which starts at the tail). The entry
+        # at the tail itself holds no unarchived event of the job.
         reader = self._readers.get(job.instance)
         if reader is None:
             reader = LogReader(
                 self.client,
                 key,
-                cursor=end,
+                cursor=job.tail,
                 block_ms=self.block_ms,
                 metrics=self.metrics,
                 on_exit=self._reader_gone,
@@ -195,12 +192,15 @@ class RedisReadSide:
         sub = Subscription(state.job_id, self.subscriber_buffer)
         cursor = reader.add(sub)
         state.gaps = False
+        # Resuming beyond the archive: read to the end now, to tell a bad id at once.
+        validate = first_pass and state.position > job.archived
         try:
-            if codec.id_key(cursor) > codec.id_key(end):
+            records: list[Record] = []
+            if validate or codec.id_key(cursor) > codec.id_key(job.tail):
                 async for _, entry in self._ilog_entries(
-                    key, "(" + end, cursor, job_id=state.job_id
+                    key, "(" + job.tail, "+" if validate else cursor, job_id=state.job_id
                 ):
-                    records.extend(r for r in entry if r[0] == state.job_id)
+                    records.extend(entry)
             for record in records:
                 for event in state.accept(record):
                     if event is None:
