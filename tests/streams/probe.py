@@ -64,7 +64,7 @@ async def workload(manager: StreamManager, client: object, name: str) -> None:
         for p in producers
         for _ in range(readers)
     ]
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # let every consumer subscribe first
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(produce(p, chunks, rate) for p in producers))
     await asyncio.gather(*consumers)

@@ -29,7 +29,14 @@ def test_stream_id_neighbours() -> None:
     assert id_key("10-2") > id_key("9-99")
 
 
-@given(st.lists(st.one_of(st.text(min_size=1), st.dictionaries(st.text(), st.integers()))))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(min_size=1),
+            st.dictionaries(st.text(), st.integers(min_value=-(2**63), max_value=2**64 - 1)),
+        )
+    )
+)
 def test_codec_round_trips(items: list[object]) -> None:
     events = [
         Event(str(i + 5), "delta", {"text": x})
@@ -58,3 +65,14 @@ def test_follow_keeps_ids_across_overlapping_records() -> None:
     assert follow.accept(["j", 1, 7, ["x"]]) == [None]  # a gap: re-read the log
     assert follow.accept(["j", 0, 5, ["zombie"]]) == []  # a fenced-off epoch
     assert follow.accept(["j", 2, -1, "other"]) == [None]  # moved: re-read
+
+
+@pytest.mark.parametrize(
+    "data", [{"n": 2**70}, {"x": float("nan")}, {"x": float("inf")}, {"k": {1, 2}}]
+)
+def test_event_data_that_cannot_be_stored_exactly_is_refused(data: dict[str, object]) -> None:
+    from chatscale.streams import InvalidEvent
+    from chatscale.streams.model import check_event
+
+    with pytest.raises(InvalidEvent, match="not JSON"):
+        check_event("tool", data)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from chatscale.streams.errors import InvalidEvent, InvalidEventId
 
 #: Types of the final events; exactly one of them ends every job's log.
@@ -107,6 +109,9 @@ def check_event(type_: object, data: object) -> str:
     if not isinstance(data, dict):
         raise InvalidEvent(f"event data must be a JSON object, not {type(data).__name__}")
     try:
-        return json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        # The standard encoder refuses NaN / infinities; orjson (the wire format) refuses
+        # integers beyond 64 bits: data must pass both to be stored exactly.
+        json.dumps(data, allow_nan=False)
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode()
     except (TypeError, ValueError) as exc:
         raise InvalidEvent(f"event {type_!r} data is not JSON: {exc}") from exc

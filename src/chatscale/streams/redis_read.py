@@ -86,7 +86,7 @@ class RedisReadSide:
     ) -> AsyncIterator[tuple[str, list[Record]]]:
         """The records of ``job_id`` in an instance log between two ids (``(`` = exclusive),
         entry by entry, paged. Entries without the job are not even decoded."""
-        needle = codec.dumps(job_id).encode()
+        needle = codec.dumps(job_id)
         while True:
             entries = await self.client.xrange(key, start, end, count=_ILOG_PAGE)
             self.metrics.redis_round_trips += 1
