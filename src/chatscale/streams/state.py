@@ -96,14 +96,22 @@ class Follow:
         if epoch < self.epoch:
             return []  # a fenced-off former owner
         self.epoch = epoch
-        self.top = max(self.top, first + len(items) - 1)
-        out: list[Event | None] = []
-        if first + len(items) - 1 <= self.last:
-            return out
-        if first > self.last + 1:
+        end = first + len(items) - 1
+        if end > self.top:
+            self.top = end
+        start = self.last + 1
+        if end < start:
+            return []
+        if first > start:
             self.gaps = True
             return [None]
-        for event in codec.unpack(self.last + 1, items[self.last + 1 - first :]):
-            self.deliver(event)
-            out.append(event)
+        if first < start:
+            items = items[start - first :]
+        self.last = end
+        texts = self.texts
+        for item in items:
+            if isinstance(item, str):
+                texts.append(item)
+        out: list[Event | None] = []
+        out.extend(codec.unpack(start, items))
         return out
