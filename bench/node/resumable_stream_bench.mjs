@@ -294,5 +294,6 @@ try {
   };
   process.stdout.write(JSON.stringify({ ...head, ...figures }) + "\n");
 } catch (err) {
-  fail(String(err?.stack ?? err), { workload: args.workload });
+  // The message only: a stack trace would carry this machine's paths into the results.
+  fail(String(err?.message ?? err), { workload: args.workload });
 }
