@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from chatscale.cache.base import Cache
+from chatscale.cache.base import NAMESPACE_TTL, TTL, Cache, ttl_ms
 from chatscale.cache.clear import ClearOptions, clear_namespaces
-from chatscale.cache.codec import CacheValue, check_key, decode
+from chatscale.cache.codec import CacheInput, CacheValue, check_key, decode, encode
 from chatscale.cache.errors import CacheTypeError
 from chatscale.cache.namespaces import CacheKeys
 
@@ -72,6 +72,12 @@ class RedisCache(Cache):
         key = check_key(key)
         data: bytes | None = await self._client.get(self._base + key)
         return default if data is None else decode(data, key)
+
+    async def set(self, key: str, value: CacheInput, ttl: TTL = NAMESPACE_TTL) -> None:
+        """Store ``value`` under ``key`` (replacing any value and its expiry)."""
+        key = check_key(key)
+        data = encode(value)
+        await self._client.set(self._base + key, data, px=ttl_ms(ttl, self.default_ttl))
 
     async def _get(self, key: str) -> bytes | None:
         data: bytes | None = await self._client.get(self._base + key)
