@@ -68,7 +68,14 @@ async def follow(
     last = 0
     while not outcome.final:
         if time.monotonic() > deadline:
-            outcome.problems.append("deadline passed before the final event")
+            try:
+                status = (await client.get(f"/api/chat/stream/{stream_id}/status")).json()
+                status.pop("text", None)
+            except (httpx.HTTPError, ValueError) as exc:
+                status = {"status request failed": repr(exc)}
+            outcome.problems.append(
+                f"deadline passed before the final event (last event {last}; status {status})"
+            )
             return
         headers = {"Last-Event-ID": str(last)} if last else {}
         cut_at = time.monotonic() + rng.uniform(*reconnect_every) if reconnect_every else None
