@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 #: A running job's events reach its archive at least this often.
 ARCHIVE_INTERVAL_S = 1.0
-#: Instance-log entries are kept this long (they are archived within about a second).
+#: An instance log expires twice this long after its instance stopped beating (its entries
+#: are trimmed as soon as they are archived, see ``_ilog_floor``).
 ILOG_WINDOW_MS = 60_000
 _ABORT_POLL_S = 0.05
 _ARCHIVER_TICK_S = 0.05
@@ -202,7 +203,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         return producer
 
     def _adopt(self, producer: Producer, events: list[Event], archived: int, tail: str) -> Live:
-        live = Live(producer, events, archived, time.monotonic(), tail)
+        live = Live(producer, events, archived, time.monotonic(), tail, tail)
         self._live[producer.job_id] = live
         self._producers[producer.job_id] = producer
         self.metrics.jobs_active += 1
@@ -287,7 +288,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
                 producer.job_id,
                 producer.epoch,
                 int(events[0].id),
-                codec.pack(events, final_text=True),
+                codec.pack(events, final_text=False),
             ]
             if producer.closed:
                 ending.append((live, record))
@@ -303,13 +304,23 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         entry_id = await self.client.xadd(
             self._ilog,
             {"d": codec.dumps(records)},
-            minid=f"{int(time.time() * 1000) - ILOG_WINDOW_MS}-0",
-            approximate=True,
+            minid=self._ilog_floor(),
+            approximate=False,
         )
         self.metrics.redis_round_trips += 1
         self._last_ilog_id = entry_id.decode()
         for live in lives:
             live.tail = self._last_ilog_id
+
+    def _ilog_floor(self) -> str:
+        """The oldest instance-log id still needed: the smallest tail recorded for a running
+        job (everything before it is archived). Older entries are trimmed at once, so the
+        instance log holds about a second of text, not a window of every job's history."""
+        floor = self._last_ilog_id
+        for live in self._live.values():
+            if codec.id_key(live.stored_tail) < codec.id_key(floor):
+                floor = live.stored_tail
+        return floor
 
     async def _end(self, ending: list[tuple[Live, Record]]) -> None:
         """Store the jobs' ends in their archives (and status), then on the live path: who
@@ -435,6 +446,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             return
         else:
             live.archived = archived
+            live.stored_tail = args[4]
         if producer.closed and live.archived >= producer.seq:
             self._forget(live)
             self.metrics.jobs_finished += 1
@@ -467,6 +479,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         self.metrics.redis_round_trips += 1
         self.metrics.reconciled_events += len(live.events)
         live.archived = len(live.events)
+        live.stored_tail = live.tail
 
     def _forget(self, live: Live) -> None:
         if live.done is not None and not live.done.done():
@@ -495,6 +508,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         now_ms = int(time.time() * 1000)
         await asyncio.gather(
             self.client.zadd(self.keys.stream_instances, {self.instance_id: now_ms}),
+            self.client.xtrim(self._ilog, minid=self._ilog_floor(), approximate=False),
             self.client.pexpire(self._ilog, ILOG_WINDOW_MS * 2),
             self.client.pexpire(self._ictl, ILOG_WINDOW_MS * 2),
         )

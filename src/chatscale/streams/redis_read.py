@@ -205,9 +205,10 @@ class RedisReadSide:
                 for event in state.accept(record):
                     if event is None:
                         return
-                    yield event
                     if event.final:
+                        yield await self._with_text(state, event)
                         return
+                    yield event
             if first_pass and max(state.top, job.archived) < state.position:
                 self.metrics.resume_misses += 1
                 raise InvalidEventId(
@@ -230,9 +231,10 @@ class RedisReadSide:
                 for event in state.accept(queued):
                     if event is None:
                         return
-                    yield event
                     if event.final:
+                        yield await self._with_text(state, event)
                         return
+                    yield event
         finally:
             reader.remove(sub)
 

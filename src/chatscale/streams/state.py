@@ -26,6 +26,8 @@ class Live:
     archived: int = 0
     archive_at: float = 0.0
     tail: str = "0-0"
+    #: The tail recorded in the job hash: the instance log must keep everything after it.
+    stored_tail: str = "0-0"
     touched: float = field(default_factory=time.monotonic)
     busy: bool = False
     done: asyncio.Future[None] | None = None
