@@ -309,3 +309,20 @@ async def test_a_stalled_producer_ends_with_an_error(streams: MakeManager) -> No
     assert events[-1].data["text"] == "started"
     assert "STREAM_RUNNING_TTL" in events[-1].data["message"]
     assert producer.aborted.is_set()
+
+
+async def test_a_subscriber_going_away_does_not_disturb_the_others(streams: MakeManager) -> None:
+    manager = await streams()
+    producer = await manager.create(owner="u")
+    await producer.delta("a")
+    staying = asyncio.create_task(collect(manager, producer.job_id))
+    leaving = asyncio.create_task(collect(manager, producer.job_id))
+    await asyncio.sleep(0.1)
+    leaving.cancel()
+    await asyncio.gather(leaving, return_exceptions=True)
+    await producer.delta("b")
+    await producer.complete()
+    events = await staying
+    assert events[-1].data["text"] == "ab"
+    # resuming after the final event ends at once
+    assert await collect(manager, producer.job_id, events[-1].id, within=2) == []

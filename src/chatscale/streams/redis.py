@@ -230,7 +230,9 @@ class RedisStreamManager(RedisReadSide, StreamManager):
     async def _relieve(self) -> None:
         waiter = self._next_flush()
         self._kick.set()
-        await waiter
+        # Shielded: every waiting producer shares this future; one cancelled producer must
+        # not cancel the others' wait.
+        await asyncio.shield(waiter)
 
     async def _finished(self, producer: Producer) -> None:
         live = self._live.get(producer.job_id)
