@@ -66,7 +66,10 @@ def test_chat_bodies_never_500(live: ServerThread, body: Any) -> None:
 )
 @given(
     stream_id=IDS,
-    last_event_id=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=25),
+    # httpx itself refuses header values with leading or trailing spaces: not sendable.
+    last_event_id=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=25).filter(
+        lambda s: s == s.strip()
+    ),
 )
 def test_stream_ids_and_positions_never_500(
     live: ServerThread, stream_id: str, last_event_id: str
