@@ -27,7 +27,21 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait: bool = True) -> ServeProcess:
-        """Start (and wait until /readyz answers 200)."""
+        """Start (and wait until /readyz answers 200).
+
+        A restart on the same port can find it briefly taken as the local port of some
+        short-lived outgoing loopback connection (the ephemeral range covers it): retry.
+        """
+        for _ in range(20):
+            try:
+                return self._start_once(wait)
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc):
+                    raise
+                time.sleep(0.25)
+        return self._start_once(wait)
+
+    def _start_once(self, wait: bool) -> ServeProcess:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
             [*CHATSCALE, "serve", "--port", str(self.port)],
