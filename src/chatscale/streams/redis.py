@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from chatscale.streams import codec
@@ -392,9 +393,20 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         if not calls:
             return
         try:
+            replies: list[Any]
             if len(calls) == 1:
                 live, keys, args = calls[0]
-                replies: list[Any] = [await ARCHIVE(self.client, keys, args)]
+                replies = [await ARCHIVE(self.client, keys, args)]
+            elif isinstance(self.client, RedisCluster):
+                # redis-py's Cluster pipeline does not run EVALSHA: a final archive call
+                # that went through it never landed and left jobs "running". Concurrent
+                # calls still share the event loop's round trips.
+                replies = list(
+                    await asyncio.gather(
+                        *(ARCHIVE(self.client, keys, args) for _, keys, args in calls),
+                        return_exceptions=True,
+                    )
+                )
             else:
                 pipe = self.client.pipeline(transaction=False)
                 for _, keys, args in calls:
