@@ -23,20 +23,9 @@ from limits.aio.storage import (
 from redis.asyncio import BlockingConnectionPool, SSLConnection
 
 from chatscale.config import RedisConfig
+from chatscale.redis.client import tls_kwargs
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.uri import Topology
-
-
-def _tls_options(config: RedisConfig) -> dict[str, Any]:
-    if config.tls is None:
-        return {}
-    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
-    if config.tls.ca_file:
-        options["ssl_ca_certs"] = str(config.tls.ca_file)
-    if config.tls.cert_file and config.tls.key_file:
-        options["ssl_certfile"] = str(config.tls.cert_file)
-        options["ssl_keyfile"] = str(config.tls.key_file)
-    return options
 
 
 def _common_options(config: RedisConfig) -> dict[str, Any]:
@@ -60,7 +49,7 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
     prefix = KeySpace(config.prefix).limits_prefix
     target = config.target
     options = _common_options(config)
-    tls = _tls_options(config)
+    tls = tls_kwargs(config)
     hosts = ",".join(str(node) for node in target.nodes)
     if target.topology is Topology.CLUSTER:
         return RedisClusterStorage(

@@ -105,7 +105,8 @@ def _retry(config: RedisConfig) -> Retry:
     )
 
 
-def _tls_kwargs(config: RedisConfig) -> dict[str, Any]:
+def tls_kwargs(config: RedisConfig) -> dict[str, Any]:
+    """redis-py TLS arguments for ``config`` (verification always on; empty without TLS)."""
     if config.tls is None:
         return {}
     kwargs: dict[str, Any] = {
@@ -154,7 +155,7 @@ def _alternative_dns_remap(config: RedisConfig) -> Any:
 def create_client(config: RedisConfig) -> AnyRedis:
     """Build (without connecting) the client for ``config``'s topology."""
     kwargs = _connection_kwargs(config)
-    tls = _tls_kwargs(config)
+    tls = tls_kwargs(config)
     target = config.target
     if target.topology is Topology.CLUSTER:
         return BoundedRedisCluster(
