@@ -8,6 +8,7 @@ hands the chunk over, then ``tok``; latency is the consumer's clock minus that s
 from __future__ import annotations
 
 import math
+import re
 import resource
 import shutil
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 CHUNK_BYTES = 16
 STAMP_DIGITS = 13
 TAIL = "tok"
+_CHUNK = re.compile(rf"([0-9]{{{STAMP_DIGITS}}}){TAIL}")
 #: A paced run "kept up" when its last chunk arrived within this factor of the ideal time.
 KEPT_UP_FACTOR = 1.10
 
@@ -82,15 +84,28 @@ class ChunkError(ValueError):
 
 def read_stamps(text: str) -> list[int]:
     """The stamps of the chunks in ``text`` (one message may carry several chunks)."""
+    return list(map(int, read_stamp_digits(text)))
+
+
+def read_stamp_digits(text: str) -> list[str]:
+    """The stamps of the chunks in ``text`` as their 13 digits (fixed width: they sort as
+    the numbers do)."""
+    # Validated and split by one regular expression (C speed): the harness's parsing is
+    # paid by every system alike and should be small next to what it measures.
+    if len(text) == CHUNK_BYTES:  # the common case of paced producers: one chunk
+        match = _CHUNK.fullmatch(text)
+        if match is None:
+            raise ChunkError(f"malformed chunk {text!r}")
+        return [match.group(1)]
     if len(text) % CHUNK_BYTES:
         raise ChunkError(f"received {len(text)} characters, not a multiple of {CHUNK_BYTES}")
-    stamps: list[int] = []
-    for start in range(0, len(text), CHUNK_BYTES):
-        piece = text[start : start + CHUNK_BYTES]
-        if not piece.endswith(TAIL) or not piece[:STAMP_DIGITS].isdigit():
-            raise ChunkError(f"malformed chunk {piece!r}")
-        stamps.append(int(piece[:STAMP_DIGITS]))
-    return stamps
+    digits = _CHUNK.findall(text)
+    if len(digits) * CHUNK_BYTES != len(text):
+        for start in range(0, len(text), CHUNK_BYTES):
+            piece = text[start : start + CHUNK_BYTES]
+            if not _CHUNK.fullmatch(piece):
+                raise ChunkError(f"malformed chunk {piece!r}")
+    return digits
 
 
 def percentile(sorted_values: list[int], q: float) -> float:

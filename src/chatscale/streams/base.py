@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_JOB_ID = 200
+#: The longest a full-speed producer buffers before it waits for a flush (seconds).
+PRESSURE_S = 0.001
 
 
 def check_job_id(job_id: object) -> str:
@@ -66,7 +68,11 @@ class StreamManager(abc.ABC):
         #: Chunks buffered by all producers since the last flush, and the count at which
         #: a producer's ``delta`` waits for the writer (backpressure bounds latency).
         self._buffered = 0
+        #: When the first chunk since the last flush was buffered (``time.monotonic``).
+        self._buffered_since = 0.0
         self.pressure_chunks = 1024
+        #: A fast producer waits for the writer once buffered chunks are this old (s).
+        self.pressure_s = min(self.coalesce_s, PRESSURE_S) if self.coalesce_s else PRESSURE_S
         self._continuation: Continuation | None = None
         self._producers: dict[str, Producer] = {}
         self._dirty: list[Producer] = []

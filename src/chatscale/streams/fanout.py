@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from chatscale.redis.lane import Lane
 from chatscale.streams import codec
 from chatscale.streams.metrics import StreamMetrics
 from chatscale.streams.tasks import stop_task
@@ -97,8 +98,11 @@ class LogReader:
         control: tuple[str, ControlHandler] | None = None,
         on_exit: Callable[[LogReader], None] | None = None,
         idle_s: float = 5.0,
+        lane_timeout_s: float | None = None,
     ) -> None:
         self.client = client
+        #: Reads go through a dedicated connection (a :class:`Lane`) unless this is None.
+        self.lane_timeout_s = lane_timeout_s
         self.key = key
         #: Id of the last entry read (the next XREAD returns entries after it).
         self.cursor = cursor
@@ -136,6 +140,7 @@ class LogReader:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         idle_since = checked = loop.time()
+        lane = None if self.lane_timeout_s is None else Lane(self.client, self.lane_timeout_s)
         try:
             while not self.stopping:
                 if loop.time() - checked >= self.idle_s / 2:
@@ -153,7 +158,14 @@ class LogReader:
                         self._control_cursor = last[0][0].decode() if last else "0-0"
                     streams[self.control[0]] = self._control_cursor
                 try:
-                    reply = await self.client.xread(streams, count=512, block=self.block_ms)
+                    if lane is None:
+                        reply = await self.client.xread(streams, count=512, block=self.block_ms)
+                    else:
+                        reply = await lane.execute(
+                            "XREAD", "COUNT", 512, "BLOCK", self.block_ms, "STREAMS",
+                            *streams, *streams.values(),
+                            extra_timeout_s=self.block_ms / 1000,
+                        )  # fmt: skip
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -172,6 +184,8 @@ class LogReader:
                             except Exception as exc:  # one bad request must not stop the reader
                                 log.warning("control entry %s: %s", entry_id, exc)
         finally:
+            if lane is not None:
+                await asyncio.shield(lane.close())
             if self._on_exit is not None:
                 self._on_exit(self)
 
@@ -207,12 +221,22 @@ class LogReader:
 
 
 def _stream_items(reply: Any) -> list[tuple[str, list[tuple[bytes, dict[bytes, bytes]]]]]:
-    """XREAD replies as ``[(stream name, entries)]`` whatever the protocol version."""
+    """XREAD replies as ``[(stream name, entries)]`` whatever the protocol version, from
+    redis-py's parsed form or the raw one (fields as a flat list) a lane returns."""
     if not reply:
         return []
-    if isinstance(reply, dict):
-        return [(_text(k), v) for k, v in reply.items()]
-    return [(_text(name), entries) for name, entries in reply]
+    pairs = reply.items() if isinstance(reply, dict) else reply
+    return [(_text(name), [_entry(entry) for entry in entries]) for name, entries in pairs]
+
+
+def _entry(entry: Any) -> tuple[bytes, dict[bytes, bytes]]:
+    entry_id, fields = entry
+    if isinstance(fields, dict):
+        return entry_id, fields
+    if not fields:
+        return entry_id, {}
+    it = iter(fields)
+    return entry_id, dict(zip(it, it, strict=True))
 
 
 def _text(value: Any) -> str:

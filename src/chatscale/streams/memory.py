@@ -105,6 +105,8 @@ class MemoryStreamManager(StreamManager):
         return producer
 
     def _mark_dirty(self, producer: Producer) -> None:
+        if not self._dirty:
+            self._buffered_since = time.monotonic()
         self._dirty.append(producer)
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 from chatscale.streams.errors import InvalidEvent
 from chatscale.streams.model import Event, JobStatus, check_event
 
+#: A producer checks the clock every this many buffered chunks (power of two, minus one).
+_FAST_MASK = 31
+
 if TYPE_CHECKING:
     from chatscale.streams.base import StreamManager
 
@@ -102,16 +105,23 @@ class Producer:
             raise InvalidEvent(f"delta text must be a str, not {type(text).__name__}")
         if not text:
             return
-        self._pending.append(text)
+        pending = self._pending
+        pending.append(text)
         manager = self._manager
         manager.metrics.chunks += 1
         manager._buffered += 1
         if not self._dirty:
             self._dirty = True
             manager._mark_dirty(self)
-        if manager._buffered >= manager.pressure_chunks:
-            # Producers faster than the writer wait for it (instead of letting chunks
-            # queue up in memory, which is latency): the flush takes every job's chunks.
+        if manager._buffered >= manager.pressure_chunks or (
+            not len(pending) & _FAST_MASK
+            and time.monotonic() - manager._buffered_since > manager.pressure_s
+        ):
+            # A producer that never waits (a fast one: many chunks in one window) holds
+            # the event loop: nothing is written or read until it yields. It waits for the
+            # writer once the process's oldest buffered chunk is older than pressure_s (or
+            # too many chunks are buffered), which bounds latency without taxing paced
+            # producers (an LLM's few chunks per window never get here).
             await manager._relieve()
 
     async def event(self, type: str, data: dict[str, Any]) -> None:

@@ -24,9 +24,11 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from chatscale.redis.lane import Lane
 from chatscale.streams import codec
 from chatscale.streams.base import StreamManager, check_job_id, check_owner
 from chatscale.streams.errors import (
@@ -81,6 +83,11 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         socket_timeout = redis.config.socket_timeout_s
         # A blocking read must return before the socket timeout fires (see REFERENCE).
         self.block_ms = max(50, min(1_000, int(socket_timeout * 1000) - 500))
+        #: Hot loops (the writer, log readers) hold a connection of their own, except on
+        #: Cluster, whose client routes every command itself.
+        plain = isinstance(redis.client, Redis)
+        self.lane_timeout_s: float | None = socket_timeout if plain else None
+        self._lane = Lane(redis.client, socket_timeout) if isinstance(redis.client, Redis) else None
         self._ilog = self.keys.stream_ilog(self.instance_id)
         self._ictl = self.keys.stream_ictl(self.instance_id)
         self._ijobs = self.keys.stream_instance_jobs(self.instance_id)
@@ -91,6 +98,8 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         self._kick_handle: asyncio.TimerHandle | None = None
         self._flushed: asyncio.Future[None] | None = None
         self._last_ilog_id = "0-0"
+        #: MINID of the next instance-log write (None: trim nothing).
+        self._floor: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._claiming: set[str] = set()
@@ -117,6 +126,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             metrics=self.metrics,
             control=(self._ictl, self._on_control),
             idle_s=max(0.5, self.lease_s / 2),
+            lane_timeout_s=self.lane_timeout_s,
         )
         self._readers[self.instance_id] = own
         own.task = loop.create_task(own._run())
@@ -146,6 +156,8 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             await stop_task(task)
         for task in self._tasks:
             await stop_task(task)
+        if self._lane is not None:
+            await self._lane.close()
         for reader in list(self._readers.values()):
             await reader.stop()
         self._readers.clear()
@@ -211,6 +223,8 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         return live
 
     def _mark_dirty(self, producer: Producer) -> None:
+        if not self._dirty:
+            self._buffered_since = time.monotonic()
         self._dirty.append(producer)
         if self._kick.is_set() or self._kick_handle is not None:
             return
@@ -249,9 +263,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
     # --- the writer and the archiver ----------------------------------------------------
     async def _writer(self) -> None:
         while not self._closed:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(ARCHIVE_INTERVAL_S / 2):
-                    await self._kick.wait()
+            await self._kick.wait()
             self._kick.clear()
             if self._kick_handle is not None:
                 self._kick_handle.cancel()
@@ -304,12 +316,16 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             await self._append_ilog(records, written)
 
     async def _append_ilog(self, records: list[Record], lives: list[Live]) -> None:
-        entry_id = await self.client.xadd(
-            self._ilog,
-            {"d": codec.dumps(records)},
-            minid=self._ilog_floor(),
-            approximate=False,
-        )
+        # MINID trims what every running job has archived; the floor is refreshed by the
+        # archiver (a stale one is smaller: it trims less, never too much).
+        payload = codec.dumps(records)
+        if self._lane is None or self._lane.busy:  # busy: an ending job's write meanwhile
+            entry_id = await self.client.xadd(
+                self._ilog, {"d": payload}, minid=self._floor, approximate=False
+            )
+        else:
+            trim = ("MINID", self._floor) if self._floor else ()
+            entry_id = await self._lane.execute("XADD", self._ilog, *trim, "*", "d", payload)
         self.metrics.redis_round_trips += 1
         self._last_ilog_id = entry_id.decode()
         for live in lives:
@@ -320,9 +336,12 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         job (everything before it is archived). Older entries are trimmed at once, so the
         instance log holds about a second of text, not a window of every job's history."""
         floor = self._last_ilog_id
+        key = codec.id_key(floor)
         for live in self._live.values():
-            if codec.id_key(live.stored_tail) < codec.id_key(floor):
-                floor = live.stored_tail
+            tail = codec.id_key(live.stored_tail)
+            if tail < key:
+                floor, key = live.stored_tail, tail
+        self._floor = floor
         return floor
 
     async def _end(self, ending: list[tuple[Live, Record]]) -> None:
@@ -334,6 +353,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
             if not pending:
                 break
             await self._archive_many(pending)
+        self._ilog_floor()  # the ended jobs no longer hold the instance log back
         try:
             await self._append_ilog([record for _, record in ending], [])
         except Exception as exc:  # followers re-read the archive when they idle
@@ -375,6 +395,8 @@ class RedisStreamManager(RedisReadSide, StreamManager):
                 )
         for i in range(0, len(due), _ARCHIVE_BATCH):
             await self._archive_many(due[i : i + _ARCHIVE_BATCH])
+        if due:
+            self._ilog_floor()
 
     async def _archive(self, live: Live) -> None:
         """Archive one job's unarchived events now (one fenced script call)."""

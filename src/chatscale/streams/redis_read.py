@@ -30,6 +30,7 @@ class RedisReadSide:
     metrics: StreamMetrics
     lease_s: float
     block_ms: int
+    lane_timeout_s: float | None
     max_listeners: int
     subscriber_buffer: int
     _readers: dict[str, LogReader]
@@ -187,6 +188,7 @@ class RedisReadSide:
                 metrics=self.metrics,
                 on_exit=self._reader_gone,
                 idle_s=max(0.5, self.lease_s / 2),
+                lane_timeout_s=self.lane_timeout_s,
             )
             self._readers[job.instance] = reader
         sub = Subscription(state.job_id, self.subscriber_buffer)
