@@ -43,7 +43,7 @@ class Subscription:
         "queued",
         "seen",
         "stale",
-        "wake",
+        "waiter",
     )
 
     def __init__(self, job_id: str, limit: int) -> None:
@@ -55,9 +55,12 @@ class Subscription:
         #: Records pushed so far, and the count at the reader's previous idle check.
         self.pushed = 0
         self.seen = 0
-        #: Set (with ``wake``) when nothing arrived for a whole idle check: re-read the job.
+        #: Set (and the waiter woken) when nothing arrived for a whole idle check: re-read
+        #: the job.
         self.stale = False
-        self.wake = asyncio.Event()
+        #: The subscriber's pending :meth:`wait` (a bare future: cheaper than an
+        #: ``asyncio.Event``, and a subscriber wakes once per record).
+        self.waiter: asyncio.Future[None] | None = None
 
     def push(self, record: Record) -> None:
         """Queue a record (or flag an overflow and drop what is queued)."""
@@ -72,12 +75,30 @@ class Subscription:
         else:
             self.queue.append(record)
             self.queued += size
-        self.wake.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the subscriber if it waits."""
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until something is pushed, an overflow, or the subscription goes stale."""
+        if self.queue or self.overflowed or self.stale:
+            return
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            if self.waiter is waiter:
+                self.waiter = None
 
     def pop(self) -> Record | None:
         """The next queued record, if any."""
         if not self.queue:
-            self.wake.clear()
             return None
         record = self.queue.popleft()
         self.queued -= len(record[3]) if record[2] >= 0 else 1
@@ -196,7 +217,7 @@ class LogReader:
             for sub in subs:
                 if sub.pushed == sub.seen and not sub.queue:
                     sub.stale = True
-                    sub.wake.set()
+                    sub.wake()
                 sub.seen = sub.pushed
 
     def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:

@@ -228,7 +228,7 @@ class RedisReadSide:
                         return
                     if sub.stale:
                         return  # nothing for a while: re-read the job (moved? ended?)
-                    await sub.wake.wait()
+                    await sub.wait()
                     continue
                 for event in state.accept(queued):
                     if event is None:
