@@ -4,6 +4,7 @@ drain, slow subscribers, memory per job."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chatscale.streams import Event, JobInfo, JobStatus
 from chatscale.streams.redis import RedisStreamManager
@@ -268,3 +270,61 @@ async def test_restart_under_the_same_instance_id_resumes_its_jobs(
     assert events[-1].data["text"] == "abcdef"
     assert seen[0].text == "abc"
     check_ids(events)
+
+
+async def test_an_exhausted_pool_delays_subscribers_never_fails_them(
+    standalone_streams: MakeManager,
+) -> None:
+    # Four connections, a 200 ms pool wait: a burst of subscribers must wait and retry.
+    writer = await standalone_streams()
+    reader = await standalone_streams(redis_max_connections=4, redis_pool_timeout=200)
+    assert isinstance(reader, RedisStreamManager)
+    producer = await writer.create(owner="u")
+    await producer.delta("hello ")
+    pool: Any = reader.client.connection_pool
+    held = []  # every connection the manager's own loops do not hold
+    with contextlib.suppress(RedisConnectionError):
+        while True:
+            held.append(await pool.get_connection())
+    assert held
+    subscribers = [
+        asyncio.create_task(collect(reader, producer.job_id, within=20)) for _ in range(20)
+    ]
+    await asyncio.sleep(0.6)  # three pool timeouts: the subscribers are retrying
+    assert reader.metrics.read_retries > 0
+    assert not any(task.done() for task in subscribers)
+    for conn in held:
+        await pool.release(conn)
+    await producer.delta("world")
+    await producer.complete()
+    for events in await asyncio.gather(*subscribers):
+        check_ids(events)
+        assert events[-1].type == "done" and events[-1].data["text"] == "hello world"
+
+
+async def test_a_silent_job_is_reread_less_and_less_often(standalone_streams: MakeManager) -> None:
+    # STREAM_LEASE_TTL 1 s and 500 ms blocking reads: the reader checks for silence about
+    # every 500 ms. Without backing off, each of the 5 subscribers would re-read the job
+    # about 12 times in 6 s; backing off, after 1, 3, 7 (and maybe 15) checks.
+    manager = await standalone_streams(stream_lease_ttl=1_000, redis_socket_timeout=1_000)
+    assert isinstance(manager, RedisStreamManager)
+    producer = await manager.create(owner="u")
+    await producer.delta("thinking... ")
+    reads = 0
+    original = manager._job
+
+    async def counting(job_id: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return await original(job_id)
+
+    manager._job = counting  # type: ignore[method-assign]
+    subscribers = [
+        asyncio.create_task(collect(manager, producer.job_id, within=20)) for _ in range(5)
+    ]
+    await asyncio.sleep(6)
+    await producer.delta("done")
+    await producer.complete()
+    for events in await asyncio.gather(*subscribers):
+        assert text_of(events) == "thinking... done"
+    assert reads <= 5 + 5 * 4, reads

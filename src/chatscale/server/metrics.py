@@ -26,6 +26,7 @@ _STREAM_COUNTERS = {
     "aborts": "jobs aborted",
     "subscriber_overflows": "subscribers dropped for falling behind",
     "redis_round_trips": "Redis round trips of the stream manager",
+    "read_retries": "stream reads retried after a transient Redis failure",
 }
 
 

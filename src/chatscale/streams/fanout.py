@@ -38,17 +38,23 @@ class Subscription:
         "job_id",
         "limit",
         "overflowed",
+        "patience",
         "pushed",
         "queue",
         "queued",
+        "quiet",
         "seen",
         "stale",
         "waiter",
     )
 
-    def __init__(self, job_id: str, limit: int) -> None:
+    def __init__(self, job_id: str, limit: int, patience: int = 1) -> None:
         self.job_id = job_id
         self.limit = limit
+        #: Idle checks without a record before the subscription goes stale, and how many
+        #: have passed.
+        self.patience = patience
+        self.quiet = 0
         self.queue: deque[Record] = deque()
         self.queued = 0
         self.overflowed = False
@@ -205,10 +211,12 @@ class LogReader:
                             except Exception as exc:  # one bad request must not stop the reader
                                 log.warning("control entry %s: %s", entry_id, exc)
         finally:
-            if lane is not None:
-                await asyncio.shield(lane.close())
+            # Unlisted before anything awaits: a subscriber must never join a reader that
+            # has stopped reading.
             if self._on_exit is not None:
                 self._on_exit(self)
+            if lane is not None:
+                await asyncio.shield(lane.close())
 
     def _poke_idle(self) -> None:
         """Wake subscribers that received nothing since the previous check, so they
@@ -216,8 +224,12 @@ class LogReader:
         for subs in self.subs.values():
             for sub in subs:
                 if sub.pushed == sub.seen and not sub.queue:
-                    sub.stale = True
-                    sub.wake()
+                    sub.quiet += 1
+                    if sub.quiet >= sub.patience:
+                        sub.stale = True
+                        sub.wake()
+                else:
+                    sub.quiet = 0
                 sub.seen = sub.pushed
 
     def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:

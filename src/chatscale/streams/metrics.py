@@ -29,6 +29,7 @@ class StreamMetrics:
     aborts: int = 0
     redis_round_trips: int = 0
     reconciled_events: int = 0
+    read_retries: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """All values as a plain dict."""

@@ -94,6 +94,7 @@ class RedisStreamManager(RedisReadSide, StreamManager):
         self._live: dict[str, Live] = {}
         self._readers: dict[str, LogReader] = {}
         self._listeners: dict[str, int] = {}
+        self._job_reads: dict[str, asyncio.Future[Any]] = {}
         self._kick = asyncio.Event()
         self._kick_handle: asyncio.TimerHandle | None = None
         self._flushed: asyncio.Future[None] | None = None

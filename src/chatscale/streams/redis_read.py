@@ -4,8 +4,13 @@ instance log through the process's shared reader, delivering each event exactly 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatscale.redis.keys import KeySpace
 from chatscale.streams import codec
@@ -20,6 +25,13 @@ _ARCHIVE_PAGE = 1
 _ILOG_PAGE = 512
 #: How long a subscriber waits before re-reading after an unfillable gap.
 _GAP_BACKOFF_S = 0.05
+#: Transient read failures are retried this long, backing off from the first delay to
+#: the longest one.
+_READ_RETRY_S = 15.0
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 1.0
+#: A silent subscription re-reads its job after 1, 2, 4... 16 idle checks of its reader.
+_MAX_PATIENCE = 16
 
 
 class RedisReadSide:
@@ -35,14 +47,51 @@ class RedisReadSide:
     subscriber_buffer: int
     _readers: dict[str, LogReader]
     _listeners: dict[str, int]
+    _job_reads: dict[str, asyncio.Future[Any]]
 
     # --- subscriber side ----------------------------------------------------------------
+    async def _read(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """One read command, retried over transient failures for up to _READ_RETRY_S: a
+        burst of subscribers exhausting the pool, or a reconnect, must not end a
+        subscription that can simply wait (reads are idempotent)."""
+        delay = _RETRY_FIRST_S
+        deadline: float | None = None
+        while True:
+            try:
+                result = await fn(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError):
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + _READ_RETRY_S
+                if now + delay > deadline:
+                    raise
+                self.metrics.read_retries += 1
+                await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: no herd
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            self.metrics.redis_round_trips += 1
+            return result
+
     async def _job(self, job_id: str) -> JobRecord | None:
+        """The job hash. Concurrent reads of one job (many subscribers re-reading it at
+        once) share one round trip."""
         if not isinstance(job_id, str) or not job_id:
             return None
-        raw = await self.client.hgetall(self.keys.stream_job(job_id))
-        self.metrics.redis_round_trips += 1
+        pending = self._job_reads.get(job_id)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self._read(self.client.hgetall, self.keys.stream_job(job_id))
+            )
+            self._job_reads[job_id] = pending
+            pending.add_done_callback(lambda done: self._job_read_done(job_id, done))
+        raw = await asyncio.shield(pending)
         return JobRecord.parse(job_id, raw)
+
+    def _job_read_done(self, job_id: str, done: asyncio.Future[Any]) -> None:
+        if self._job_reads.get(job_id) is done:
+            del self._job_reads[job_id]
+        if not done.cancelled():
+            done.exception()  # retrieved here: every waiter may have gone
 
     async def _read_archive(
         self, job_id: str, after: int, *, until: int | None = None
@@ -61,8 +110,7 @@ class RedisReadSide:
         key = self.keys.stream_log(job_id)
         start = f"(0-{after}"
         while True:
-            entries = await self.client.xrange(key, start, "+", count=_ARCHIVE_PAGE)
-            self.metrics.redis_round_trips += 1
+            entries = await self._read(self.client.xrange, key, start, "+", count=_ARCHIVE_PAGE)
             if not entries:
                 return
             page: list[Event] = []
@@ -89,8 +137,7 @@ class RedisReadSide:
         entry by entry, paged. Entries without the job are not even decoded."""
         needle = codec.dumps(job_id)
         while True:
-            entries = await self.client.xrange(key, start, end, count=_ILOG_PAGE)
-            self.metrics.redis_round_trips += 1
+            entries = await self._read(self.client.xrange, key, start, end, count=_ILOG_PAGE)
             for entry_id, fields in entries:
                 start = "(" + entry_id.decode()
                 payload = fields.get(b"d")
@@ -127,6 +174,7 @@ class RedisReadSide:
                 if job is None:
                     raise JobNotFound(job_id)
                 state.epoch = max(state.epoch, job.epoch)
+                before = state.last
                 # 1. The archive after our position.
                 if state.last < job.archived:
                     if first_pass:
@@ -160,6 +208,10 @@ class RedisReadSide:
                     if event.final:
                         return
                 first_pass = False
+                # Silence re-reads the job less and less often (a job that thinks for a
+                # minute must not cost its 10,000 subscribers a read every few seconds).
+                quiet = state.last == before and not state.gaps
+                state.patience = min(_MAX_PATIENCE, state.patience * 2) if quiet else 1
                 if state.gaps:
                     await asyncio.sleep(_GAP_BACKOFF_S)
                 job = await self._job(job_id)
@@ -191,7 +243,7 @@ class RedisReadSide:
                 lane_timeout_s=self.lane_timeout_s,
             )
             self._readers[job.instance] = reader
-        sub = Subscription(state.job_id, self.subscriber_buffer)
+        sub = Subscription(state.job_id, self.subscriber_buffer, state.patience)
         cursor = reader.add(sub)
         state.gaps = False
         # Resuming beyond the archive: read to the end now, to tell a bad id at once.

@@ -74,7 +74,7 @@ class JobRecord:
 class Follow:
     """A subscriber's position: delivers each sequence number once, in order."""
 
-    __slots__ = ("epoch", "gaps", "job_id", "last", "position", "texts", "top")
+    __slots__ = ("epoch", "gaps", "job_id", "last", "patience", "position", "texts", "top")
 
     def __init__(self, job_id: str, position: int, epoch: int) -> None:
         self.job_id = job_id
@@ -83,6 +83,8 @@ class Follow:
         self.epoch = epoch
         self.gaps = False
         self.top = 0
+        #: Idle checks of silence before the next re-read of the job (grows while silent).
+        self.patience = 1
         self.texts: list[str] = []
 
     def deliver(self, event: Event) -> None:
