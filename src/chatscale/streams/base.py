@@ -174,6 +174,14 @@ class StreamManager(abc.ABC):
         if self._closed or self._draining:
             raise ManagerClosed("the stream manager is closed or draining")
 
+    def _check_create(self, owner: object, meta: object, job_id: object) -> str:
+        """Validate the arguments of :meth:`create`; the job id to use (new when ``None``)."""
+        self._check_open()
+        check_owner(owner)
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidEvent("meta must be a JSON object (dict)")
+        return check_job_id(job_id) if job_id is not None else uuid.uuid4().hex
+
     @abc.abstractmethod
     def _mark_dirty(self, producer: Producer) -> None:
         """A producer has unwritten events or deltas."""

@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatscale.streams.base import StreamManager, check_job_id, check_owner
+from chatscale.streams.base import StreamManager
 from chatscale.streams.errors import (
-    InvalidEvent,
     InvalidEventId,
     JobExists,
     JobNotFound,
@@ -87,11 +86,7 @@ class MemoryStreamManager(StreamManager):
         self, *, owner: str, meta: dict[str, Any] | None = None, job_id: str | None = None
     ) -> Producer:
         """Register a new running job and return its producer."""
-        self._check_open()
-        check_owner(owner)
-        if meta is not None and not isinstance(meta, dict):
-            raise InvalidEvent("meta must be a JSON object (dict)")
-        job_id = check_job_id(job_id) if job_id is not None else _new_id()
+        job_id = self._check_create(owner, meta, job_id)
         self._expire(time.time())
         if job_id in self._jobs:
             raise JobExists(job_id)
@@ -277,9 +272,3 @@ class MemoryStreamManager(StreamManager):
         while True:
             await asyncio.sleep(_SWEEP_S)
             self._expire(time.time())
-
-
-def _new_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex
