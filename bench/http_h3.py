@@ -169,6 +169,7 @@ async def run(
         "completed": len(complete),
         "errors": [r.error for r in results if r.error][:5],
         "chats_with_duplicated_or_missing_text": len(wrong),
+        "wrong_examples": [_difference(r) for r in wrong[:3]],
         "out_of_order_or_repeated_event_ids": sum(r.bad_ids for r in results),
         "reconnects": sum(r.reconnects for r in results),
         "tokens_measured": len(latencies),
@@ -178,6 +179,23 @@ async def run(
         "wall_s": round(wall, 2),
         "ideal_wall_s": round(ramp + tokens / rate, 2),
         "servers_cpu_pct": round(100 * cpu / wall, 1),
+    }
+
+
+def _difference(chat: Chat) -> dict[str, object]:
+    """Where a chat's streamed text and its final text part."""
+    at = next(
+        (i for i, (x, y) in enumerate(zip(chat.text, chat.final_text, strict=False)) if x != y),
+        min(len(chat.text), len(chat.final_text)),
+    )
+    return {
+        "tokens": chat.tokens,
+        "streamed_chars": len(chat.text),
+        "final_chars": len(chat.final_text),
+        "first_difference_at": at,
+        "streamed_there": chat.text[max(0, at - 40) : at + 40],
+        "final_there": chat.final_text[max(0, at - 40) : at + 40],
+        "reconnects": chat.reconnects,
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chatscale.streams import Event, JobInfo, JobStatus
+from chatscale.streams import Event, JobInfo, JobStatus, codec
 from chatscale.streams.redis import RedisStreamManager
 from tests.streams.conftest import MakeManager
 from tests.streams.helpers import check_ids, collect, text_of
@@ -328,3 +328,55 @@ async def test_a_silent_job_is_reread_less_and_less_often(standalone_streams: Ma
     for events in await asyncio.gather(*subscribers):
         assert text_of(events) == "thinking... done"
     assert reads <= 5 + 5 * 4, reads
+
+
+async def test_a_fenced_owner_keeps_the_move_marker_for_lagging_readers(
+    standalone_streams: MakeManager,
+) -> None:
+    # ``a`` stalls, ``b`` takes the job over and marks the move in ``a``'s instance log.
+    # ``a`` wakes up, writes once more (a zombie's output, after the marker) and is fenced.
+    # Its later writes for other jobs must not trim the marker away: a reader lagging
+    # behind it would otherwise skip it and deliver the zombie's events as the job's.
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000)
+    assert isinstance(a, RedisStreamManager)
+    b.set_continuation(continuation("[rest]", []))
+    producer = await a.create(owner="u")
+    await producer.delta("before ")
+    await asyncio.sleep(0.1)
+    a._beating = False
+    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    events = await collect(b, producer.job_id, within=10)
+    assert events[-1].data["text"] == "before [rest]"
+    await producer.delta("zombie text")
+    await producer.complete()
+    assert producer.end_reason == "taken_over"
+    a._beating = True
+    other = await a.create(owner="u")
+    for i in range(5):
+        await other.delta(f"o{i} ")
+        await asyncio.sleep(0.4)  # writes, archives and heartbeats (each trims) of ``a``
+    await other.complete()
+
+    def marks(entries: list[Any]) -> list[Any]:
+        return [
+            record
+            for _, fields in entries
+            for record in codec.loads(fields[b"d"])
+            if record[0] == producer.job_id and record[2] < 0
+        ]
+
+    assert marks(await a.client.xrange(a.keys.stream_ilog(a.instance_id))) == [
+        [producer.job_id, 2, -1, b.instance_id]
+    ]
+    # A reader that still stands before the marker meets it before the zombie's output.
+    lagging = await a.client.xrange(a.keys.stream_ilog(a.instance_id))
+    after_marker = False
+    for _, fields in lagging:
+        for record in codec.loads(fields[b"d"]):
+            if record[0] != producer.job_id:
+                continue
+            if record[2] < 0:
+                after_marker = True
+            elif record[1] == 1 and "zombie" in str(record[3]):
+                assert after_marker, "the zombie's output precedes the move marker"

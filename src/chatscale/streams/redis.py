@@ -88,6 +88,7 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         self._readers: dict[str, LogReader] = {}
         self._listeners: dict[str, int] = {}
         self._job_reads: dict[str, asyncio.Future[Any]] = {}
+        self._fenced: dict[str, tuple[str, float]] = {}
         self._kick = asyncio.Event()
         self._kick_handle: asyncio.TimerHandle | None = None
         self._flushed: asyncio.Future[None] | None = None

@@ -32,6 +32,9 @@ ARCHIVE_INTERVAL_S = 1.0
 ARCHIVER_TICK_S = 0.05
 _ARCHIVE_BATCH = 256
 _END_ROUNDS = 64
+#: How long a job taken over from this instance keeps its instance-log entries (and the
+#: new owner's marker after them) from being trimmed.
+FENCED_HOLD_MS = 60_000
 
 
 class RedisWriteSide:
@@ -59,6 +62,9 @@ class RedisWriteSide:
     _flushed: asyncio.Future[None] | None
     _closed: bool
     _background: set[asyncio.Task[Any]]
+    #: Jobs taken over from this instance: their last stored tail and until when it holds
+    #: the trim floor (``time.monotonic``).
+    _fenced: dict[str, tuple[str, float]]
 
     async def _writer(self) -> None:
         while not self._closed:
@@ -140,6 +146,13 @@ class RedisWriteSide:
             tail = codec.id_key(live.stored_tail)
             if tail < key:
                 floor, key = live.stored_tail, tail
+        if self._fenced:
+            now = time.monotonic()
+            for job_id, (stored_tail, until) in list(self._fenced.items()):
+                if until < now:
+                    del self._fenced[job_id]
+                elif codec.id_key(stored_tail) < key:
+                    floor, key = stored_tail, codec.id_key(stored_tail)
         self._floor = floor
         return floor
 
@@ -148,7 +161,12 @@ class RedisWriteSide:
         sees a final event also finds the job finished in Redis."""
         lives = [live for live, _ in ending]
         for _ in range(_END_ROUNDS):
-            pending = [live for live in lives if live.archived < live.producer.seq]
+            pending = [
+                live
+                for live in lives
+                if live.archived < live.producer.seq
+                and self._live.get(live.producer.job_id) is live  # not fenced meanwhile
+            ]
             if not pending:
                 break
             await self._archive_many(pending)
@@ -268,6 +286,15 @@ class RedisWriteSide:
             await self._recreate(live, args[5], args[7])
         elif code == -2:
             log.warning("job %s was taken over by another instance", producer.job_id)
+            # The new owner marked the move in our log, after what it took over; what we
+            # wrote since (a zombie's output) follows the marker. A lagging reader must
+            # still meet the marker before that output: trimming past it would hand it
+            # the zombie's events as if they were the job's. So the job's last tail keeps
+            # holding the trim floor back for a while.
+            self._fenced[producer.job_id] = (
+                live.stored_tail,
+                time.monotonic() + FENCED_HOLD_MS / 1000,
+            )
             producer.closed = True
             producer.end_reason = "taken_over"
             producer.aborted.set()
