@@ -44,6 +44,8 @@ class Chat:
     bad_ids: int = 0
     reconnects: int = 0
     error: str = ""
+    stream_id: str = ""
+    resumed_at: list[int] = field(default_factory=list)
 
 
 async def one_chat(
@@ -69,6 +71,7 @@ async def one_chat(
             return chat
         await asyncio.sleep(0.2)
     stream_id = started["stream_id"]
+    chat.stream_id = stream_id
     created: float | None = None
     last = 0
     connected = time.time()
@@ -85,6 +88,7 @@ async def one_chat(
             headers = {**cookie, **({"Last-Event-ID": str(last)} if last else {})}
             sse = await open_sse("127.0.0.1", port, f"/api/chat/stream/{stream_id}", headers)
             chat.reconnects += 1
+            chat.resumed_at.append(last if sse.status == 200 else -last)
             cut = time.monotonic() + every * rng.uniform(0.75, 1.25)
             if sse.status != 200:
                 sse.close()
@@ -196,6 +200,8 @@ def _difference(chat: Chat) -> dict[str, object]:
         "streamed_there": chat.text[max(0, at - 40) : at + 40],
         "final_there": chat.final_text[max(0, at - 40) : at + 40],
         "reconnects": chat.reconnects,
+        "stream_id": chat.stream_id,
+        "resumed_at": chat.resumed_at,
     }
 
 

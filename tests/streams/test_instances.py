@@ -380,3 +380,47 @@ async def test_a_fenced_owner_keeps_the_move_marker_for_lagging_readers(
                 after_marker = True
             elif record[1] == 1 and "zombie" in str(record[3]):
                 assert after_marker, "the zombie's output precedes the move marker"
+
+
+async def test_a_job_taken_back_by_its_stalled_owner_keeps_one_numbering(
+    standalone_streams: MakeManager,
+) -> None:
+    # ``a`` stalls and ``b`` takes the job over; then ``b`` stalls and ``a`` takes it back
+    # before its old producer has learnt that it was fenced. The old producer must stop at
+    # once: its events numbered after ``b``'s claim must never be mixed into the new log.
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000)
+    assert isinstance(a, RedisStreamManager) and isinstance(b, RedisStreamManager)
+
+    def words_from(info: JobInfo) -> AsyncIterator[str]:
+        return numbered_words(len(info.text.split()), 120)
+
+    a.set_continuation(words_from)
+    b.set_continuation(words_from)
+    producer = await a.create(owner="u")
+    first = a.run(producer, numbered_words(0, 120))
+    await asyncio.sleep(0.2)
+    a._beating = False
+    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    async with asyncio.timeout(10):
+        while b.producer(producer.job_id) is None:  # noqa: ASYNC110 - polls another manager
+            await asyncio.sleep(0.01)
+    assert a.producer(producer.job_id) is producer  # ``a`` does not know yet
+    b._beating = False
+    await b.client.zadd(b.keys.stream_instances, {b.instance_id: 1})
+    a._beating = True
+    taken = await a._take_over(b.instance_id, producer.job_id)
+    assert taken is not None and taken is not producer
+    assert producer.closed and producer.end_reason == "taken_over"
+    await asyncio.wait_for(first, 5)
+    events = await collect(a, producer.job_id, within=20)
+    check_ids(events)
+    assert events[-1].type == "done"
+    assert text_of(events) == events[-1].data["text"]
+    assert text_of(events).split() == [f"w{i}" for i in range(120)]
+
+
+async def numbered_words(start: int, end: int) -> AsyncIterator[str]:
+    for i in range(start, end):
+        yield f"w{i} "
+        await asyncio.sleep(0.01)

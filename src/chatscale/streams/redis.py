@@ -45,7 +45,7 @@ from chatscale.streams.model import (
 from chatscale.streams.producer import Producer
 from chatscale.streams.redis_liveness import RedisLiveness
 from chatscale.streams.redis_read import RedisReadSide
-from chatscale.streams.redis_write import ARCHIVER_TICK_S, RedisWriteSide
+from chatscale.streams.redis_write import ARCHIVER_TICK_S, FENCED_HOLD_MS, RedisWriteSide
 from chatscale.streams.scripts import CREATE
 from chatscale.streams.state import Live
 from chatscale.streams.tasks import stop_task
@@ -207,6 +207,13 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         return producer
 
     def _adopt(self, producer: Producer, events: list[Event], archived: int, tail: str) -> Live:
+        stale = self._live.get(producer.job_id)
+        if stale is not None:
+            # This instance takes back a job it still produces with an older epoch (it was
+            # thought dead, taken over, and the job came back to it before its old producer
+            # learnt it was fenced). The old producer must stop at once, and nothing it
+            # numbered may reach the new producer's events: that would renumber the log.
+            self._retire(stale)
         live = Live(producer, events, archived, time.monotonic(), tail, tail)
         self._live[producer.job_id] = live
         self._producers[producer.job_id] = producer
@@ -240,9 +247,20 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         # not cancel the others' wait.
         await asyncio.shield(waiter)
 
+    def _retire(self, live: Live) -> None:
+        old = live.producer
+        old.closed = True
+        old.end_reason = "taken_over"
+        old.aborted.set()
+        if live.done is not None and not live.done.done():
+            live.done.set_result(None)
+        del self._live[old.job_id]
+        self.metrics.jobs_active -= 1
+        self._fenced[old.job_id] = (live.stored_tail, time.monotonic() + FENCED_HOLD_MS / 1000)
+
     async def _finished(self, producer: Producer) -> None:
         live = self._live.get(producer.job_id)
-        if live is None:
+        if live is None or live.producer is not producer:
             return
         if live.done is None:
             live.done = asyncio.get_running_loop().create_future()

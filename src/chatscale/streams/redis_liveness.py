@@ -177,6 +177,9 @@ class RedisLiveness:
                     if int(event.id) == seq + 1:
                         events.append(event)
                         seq += 1
+        log.info(
+            "took job %s over from instance %s at event %d (epoch %s)", job_id, dead, seq, epoch
+        )
         # The dead owner may have published its final event without archiving it: some
         # subscribers already ended with it, so it stands.
         ended = events[-1] if events and events[-1].final else None

@@ -100,8 +100,8 @@ class RedisWriteSide:
         for producer in dirty:
             events = producer._take()
             live = self._live.get(producer.job_id)
-            if not events or live is None:
-                continue
+            if not events or live is None or live.producer is not producer:
+                continue  # ended, or a stale producer (see ``_adopt``): its events go nowhere
             live.events.extend(events)
             live.touched = now
             record = [
@@ -347,8 +347,10 @@ class RedisWriteSide:
         if live.done is not None and not live.done.done():
             live.done.set_result(None)
         job_id = live.producer.job_id
-        if self._live.pop(job_id, None) is not None:
-            self.metrics.jobs_active -= 1
+        if self._live.get(job_id) is not live:
+            return  # a stale producer of a job this instance has taken over again since
+        del self._live[job_id]
+        self.metrics.jobs_active -= 1
         self._producers.pop(job_id, None)
         self._spawn(self._srem(self._ijobs, job_id))
 
