@@ -424,3 +424,41 @@ async def numbered_words(start: int, end: int) -> AsyncIterator[str]:
     for i in range(start, end):
         yield f"w{i} "
         await asyncio.sleep(0.01)
+
+
+async def test_resume_right_after_a_takeover_waits_for_the_new_owner(
+    standalone_streams: MakeManager,
+) -> None:
+    # Between the claim (the job hash names the new owner) and the new owner storing what
+    # it took over, a position the old owner delivered live is briefly beyond the log. It
+    # must not be refused as "not in the log" (a browser's EventSource gives up on a 400).
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000)
+    c = await standalone_streams(stream_lease_ttl=1000)
+    assert isinstance(b, RedisStreamManager)
+    b.set_continuation(continuation("[rest]", []))
+    producer = await a.create(owner="u")
+    for i in range(10):
+        await producer.delta(f"w{i} ")
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    seen = await collect(c, producer.job_id, limit=10)
+    last = seen[-1].id
+    slow = b._archive
+
+    async def archive_late(live: Any) -> None:
+        await asyncio.sleep(0.5)
+        await slow(live)
+
+    b._archive = archive_late  # type: ignore[method-assign]
+    assert isinstance(a, RedisStreamManager)
+    a._beating = False
+    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    job_key = a.keys.stream_job(producer.job_id)
+    async with asyncio.timeout(10):
+        while (await a.client.hget(job_key, "inst")) != b.instance_id.encode():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    rest = await collect(c, producer.job_id, after=last, within=10)
+    check_ids(seen + rest)
+    assert rest[-1].type == "done"
+    assert text_of(seen + rest) == rest[-1].data["text"]

@@ -30,6 +30,9 @@ _GAP_BACKOFF_S = 0.05
 _READ_RETRY_S = 15.0
 _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
+#: How long a resume position beyond the log of a job that has moved is looked for again
+#: before it is an error (the new owner stores what it took over within this).
+_MOVED_RESUME_WAIT_S = 2.0
 #: A silent subscription re-reads its job after 1, 2, 4... 16 idle checks of its reader.
 _MAX_PATIENCE = 16
 
@@ -207,6 +210,11 @@ class RedisReadSide:
                     yield event
                     if event.final:
                         return
+                if state.unconfirmed:  # nothing delivered yet: read the job again
+                    state.unconfirmed = False
+                    await asyncio.sleep(_GAP_BACKOFF_S)
+                    job = await self._job(job_id)
+                    continue
                 first_pass = False
                 # Silence re-reads the job less and less often (a job that thinks for a
                 # minute must not cost its 10,000 subscribers a read every few seconds).
@@ -264,6 +272,17 @@ class RedisReadSide:
                         return
                     yield event
             if first_pass and max(state.top, job.archived) < state.position:
+                # Right after a takeover the new owner may not have stored what it took
+                # over yet (the job hash already names it): a position from the old owner's
+                # live events is then briefly beyond the log. Look again for a moment
+                # before calling it an error (a browser gives up on a 400).
+                if job.epoch > 1 and job.status is JobStatus.RUNNING:
+                    now = time.monotonic()
+                    if not state.confirm_by:
+                        state.confirm_by = now + _MOVED_RESUME_WAIT_S
+                    if now < state.confirm_by:
+                        state.unconfirmed = True
+                        return
                 self.metrics.resume_misses += 1
                 raise InvalidEventId(
                     state.job_id,

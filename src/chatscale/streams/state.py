@@ -74,7 +74,18 @@ class JobRecord:
 class Follow:
     """A subscriber's position: delivers each sequence number once, in order."""
 
-    __slots__ = ("epoch", "gaps", "job_id", "last", "patience", "position", "texts", "top")
+    __slots__ = (
+        "confirm_by",
+        "epoch",
+        "gaps",
+        "job_id",
+        "last",
+        "patience",
+        "position",
+        "texts",
+        "top",
+        "unconfirmed",
+    )
 
     def __init__(self, job_id: str, position: int, epoch: int) -> None:
         self.job_id = job_id
@@ -85,6 +96,10 @@ class Follow:
         self.top = 0
         #: Idle checks of silence before the next re-read of the job (grows while silent).
         self.patience = 1
+        #: A resume position not (yet) in the log of a moved job: looked for again until
+        #: ``confirm_by`` (``time.monotonic``; 0 = not started).
+        self.unconfirmed = False
+        self.confirm_by = 0.0
         self.texts: list[str] = []
 
     def deliver(self, event: Event) -> None:
