@@ -400,6 +400,8 @@ async def test_a_job_taken_back_by_its_stalled_owner_keeps_one_numbering(
     producer = await a.create(owner="u")
     first = a.run(producer, numbered_words(0, 120))
     await asyncio.sleep(0.2)
+    # ``a``'s own reader lags (it would otherwise stop the producer at ``b``'s marker).
+    a._readers[a.instance_id].on_move = None
     a._beating = False
     await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
     async with asyncio.timeout(10):
@@ -462,3 +464,31 @@ async def test_resume_right_after_a_takeover_waits_for_the_new_owner(
     check_ids(seen + rest)
     assert rest[-1].type == "done"
     assert text_of(seen + rest) == rest[-1].data["text"]
+
+
+async def test_a_paused_owner_stops_as_soon_as_its_log_shows_the_move(
+    standalone_streams: MakeManager,
+) -> None:
+    # The new owner's marker in the old owner's log stops the old producer (and its
+    # provider call) within a read, not at its next archive write up to a second later.
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000)
+    assert isinstance(a, RedisStreamManager)
+    b.set_continuation(continuation("[rest]", []))
+    producer = await a.create(owner="u")
+    await producer.delta("before ")
+    await asyncio.sleep(0.1)
+    a._archive = _never  # type: ignore[method-assign, assignment]
+    a._archive_due = _never  # type: ignore[method-assign]
+    a._beating = False
+    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    async with asyncio.timeout(10):
+        await producer.aborted.wait()
+    assert producer.closed and producer.end_reason == "taken_over"
+    assert a.producer(producer.job_id) is None
+    events = await collect(b, producer.job_id)
+    assert events[-1].data["text"] == "before [rest]"
+
+
+async def _never(*_: Any) -> None:
+    return None

@@ -28,6 +28,7 @@ Record = list[Any]
 ControlHandler = Callable[[str, dict[bytes, bytes]], Awaitable[None]]
 
 _IDLE_EXIT_S = 2.0
+_MOVE = b",-1,"
 _RETRY_S = 0.2
 
 
@@ -126,8 +127,12 @@ class LogReader:
         on_exit: Callable[[LogReader], None] | None = None,
         idle_s: float = 5.0,
         lane_timeout_s: float | None = None,
+        on_move: Callable[[Record], None] | None = None,
     ) -> None:
         self.client = client
+        #: Called with every "job moved" marker read (the instance's own log only: it
+        #: tells a paused owner at once that its job was taken over).
+        self.on_move = on_move
         #: Reads go through a dedicated connection (a :class:`Lane`) unless this is None.
         self.lane_timeout_s = lane_timeout_s
         self.key = key
@@ -234,12 +239,16 @@ class LogReader:
 
     def _dispatch(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         subs_by_job = self.subs
+        on_move = self.on_move
         for entry_id, fields in entries:
             self.cursor = entry_id.decode()
-            if not subs_by_job:
-                continue
             payload = fields.get(b"d")
             if payload is None:
+                continue
+            # A marker is ``[job, epoch, -1, instance]``; the bytes test skips decoding
+            # entries that cannot hold one (a delta's text may match: it is only decoded).
+            moves = on_move is not None and _MOVE in payload
+            if not subs_by_job and not moves:
                 continue
             try:
                 records = codec.loads(payload)
@@ -247,6 +256,8 @@ class LogReader:
                 log.warning("unreadable entry %s in %s; skipped", entry_id, self.key)
                 continue
             for record in records:
+                if moves and record[2] < 0 and on_move is not None:
+                    on_move(record)
                 subs = subs_by_job.get(record[0])
                 if subs:
                     for sub in subs:

@@ -37,7 +37,7 @@ from chatscale.streams.errors import (
     JobExists,
     JobNotFound,
 )
-from chatscale.streams.fanout import LogReader
+from chatscale.streams.fanout import LogReader, Record
 from chatscale.streams.model import (
     Event,
     JobStatus,
@@ -122,6 +122,7 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
             control=(self._ictl, self._on_control),
             idle_s=max(0.5, self.lease_s / 2),
             lane_timeout_s=self.lane_timeout_s,
+            on_move=self._on_move,
         )
         self._readers[self.instance_id] = own
         own.task = loop.create_task(own._run())
@@ -257,6 +258,19 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         del self._live[old.job_id]
         self.metrics.jobs_active -= 1
         self._fenced[old.job_id] = (live.stored_tail, time.monotonic() + FENCED_HOLD_MS / 1000)
+
+    def _on_move(self, record: Record) -> None:
+        """Another instance took one of our jobs (its marker is in our log): stop its
+        producer now rather than at the next archive write, which comes up to a second
+        later (the provider call is cancelled; nothing more is written for the job)."""
+        job_id, epoch = record[0], record[1]
+        live = self._live.get(job_id)
+        if live is None or epoch <= live.producer.epoch:
+            return
+        log.warning("job %s was taken over by instance %s", job_id, record[3])
+        self._retire(live)
+        if self._producers.get(job_id) is live.producer:
+            del self._producers[job_id]
 
     async def _finished(self, producer: Producer) -> None:
         live = self._live.get(producer.job_id)
