@@ -18,6 +18,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from chatscale.streams import Event, JobInfo, JobStatus, codec
+from chatscale.streams.base import StreamManager
 from chatscale.streams.redis import RedisStreamManager
 from tests.streams.conftest import MakeManager
 from tests.streams.helpers import check_ids, collect, text_of
@@ -29,6 +30,14 @@ async def slow_words(n: int = 100_000, delay: float = 0.005) -> AsyncIterator[st
     for i in range(n):
         yield f"w{i} "
         await asyncio.sleep(delay)
+
+
+async def pause(manager: StreamManager) -> None:
+    """The instance stalls (a long GC pause, a partition): it stops beating and its last
+    heartbeat is made old at once, so the others' reapers see it dead."""
+    assert isinstance(manager, RedisStreamManager)
+    manager._beating = False
+    await manager.client.zadd(manager.keys.stream_instances, {manager.instance_id: 1})
 
 
 def continuation(suffix: str, seen: list[JobInfo]) -> Any:
@@ -110,8 +119,7 @@ async def test_zombie_owner_is_fenced_off(standalone_streams: MakeManager) -> No
     await asyncio.sleep(0.1)
     # ``a`` stalls (a long GC pause, a partition): it stops beating and looks dead.
     assert isinstance(a, RedisStreamManager)
-    a._beating = False
-    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    await pause(a)
     events = await collect(b, producer.job_id, within=10)
     assert events[-1].type == "done"
     assert events[-1].data["text"] == "before [rest]"
@@ -344,8 +352,7 @@ async def test_a_fenced_owner_keeps_the_move_marker_for_lagging_readers(
     producer = await a.create(owner="u")
     await producer.delta("before ")
     await asyncio.sleep(0.1)
-    a._beating = False
-    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    await pause(a)
     events = await collect(b, producer.job_id, within=10)
     assert events[-1].data["text"] == "before [rest]"
     await producer.delta("zombie text")
@@ -402,14 +409,12 @@ async def test_a_job_taken_back_by_its_stalled_owner_keeps_one_numbering(
     await asyncio.sleep(0.2)
     # ``a``'s own reader lags (it would otherwise stop the producer at ``b``'s marker).
     a._readers[a.instance_id].on_move = None
-    a._beating = False
-    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    await pause(a)
     async with asyncio.timeout(10):
         while b.producer(producer.job_id) is None:  # noqa: ASYNC110 - polls another manager
             await asyncio.sleep(0.01)
     assert a.producer(producer.job_id) is producer  # ``a`` does not know yet
-    b._beating = False
-    await b.client.zadd(b.keys.stream_instances, {b.instance_id: 1})
+    await pause(b)
     a._beating = True
     taken = await a._take_over(b.instance_id, producer.job_id)
     assert taken is not None and taken is not producer
@@ -454,8 +459,7 @@ async def test_resume_right_after_a_takeover_waits_for_the_new_owner(
 
     b._archive = archive_late  # type: ignore[method-assign]
     assert isinstance(a, RedisStreamManager)
-    a._beating = False
-    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    await pause(a)
     job_key = a.keys.stream_job(producer.job_id)
     async with asyncio.timeout(10):
         while (await a.client.hget(job_key, "inst")) != b.instance_id.encode():  # noqa: ASYNC110
@@ -480,8 +484,7 @@ async def test_a_paused_owner_stops_as_soon_as_its_log_shows_the_move(
     await asyncio.sleep(0.1)
     a._archive = _never  # type: ignore[method-assign, assignment]
     a._archive_due = _never  # type: ignore[method-assign]
-    a._beating = False
-    await a.client.zadd(a.keys.stream_instances, {a.instance_id: 1})
+    await pause(a)
     async with asyncio.timeout(10):
         await producer.aborted.wait()
     assert producer.closed and producer.end_reason == "taken_over"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -182,9 +183,16 @@ class StreamManager(abc.ABC):
             raise InvalidEvent("meta must be a JSON object (dict)")
         return check_job_id(job_id) if job_id is not None else uuid.uuid4().hex
 
-    @abc.abstractmethod
     def _mark_dirty(self, producer: Producer) -> None:
         """A producer has unwritten events or deltas."""
+        if not self._dirty:
+            self._buffered_since = time.monotonic()
+        self._dirty.append(producer)
+        self._schedule_flush()
+
+    @abc.abstractmethod
+    def _schedule_flush(self) -> None:
+        """Make sure the dirty producers are written within the coalescing window."""
 
     @abc.abstractmethod
     async def _relieve(self) -> None:

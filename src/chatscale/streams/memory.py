@@ -99,10 +99,7 @@ class MemoryStreamManager(StreamManager):
         self.metrics.jobs_active += 1
         return producer
 
-    def _mark_dirty(self, producer: Producer) -> None:
-        if not self._dirty:
-            self._buffered_since = time.monotonic()
-        self._dirty.append(producer)
+    def _schedule_flush(self) -> None:
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
             if self.coalesce_s > 0:

@@ -45,7 +45,7 @@ from chatscale.streams.model import (
 from chatscale.streams.producer import Producer
 from chatscale.streams.redis_liveness import RedisLiveness
 from chatscale.streams.redis_read import RedisReadSide
-from chatscale.streams.redis_write import ARCHIVER_TICK_S, FENCED_HOLD_MS, RedisWriteSide
+from chatscale.streams.redis_write import ARCHIVER_TICK_S, RedisWriteSide
 from chatscale.streams.scripts import CREATE
 from chatscale.streams.state import Live
 from chatscale.streams.tasks import stop_task
@@ -78,9 +78,9 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         self.block_ms = max(50, min(1_000, int(socket_timeout * 1000) - 500))
         #: Hot loops (the writer, log readers) hold a connection of their own, except on
         #: Cluster, whose client routes every command itself.
-        plain = isinstance(redis.client, Redis)
-        self.lane_timeout_s: float | None = socket_timeout if plain else None
-        self._lane = Lane(redis.client, socket_timeout) if isinstance(redis.client, Redis) else None
+        client = redis.client
+        self._lane = Lane(client, socket_timeout) if isinstance(client, Redis) else None
+        self.lane_timeout_s: float | None = None if self._lane is None else socket_timeout
         self._ilog = self.keys.stream_ilog(self.instance_id)
         self._ictl = self.keys.stream_ictl(self.instance_id)
         self._ijobs = self.keys.stream_instance_jobs(self.instance_id)
@@ -214,17 +214,14 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
             # thought dead, taken over, and the job came back to it before its old producer
             # learnt it was fenced). The old producer must stop at once, and nothing it
             # numbered may reach the new producer's events: that would renumber the log.
-            self._retire(stale)
+            self._fence(stale)
         live = Live(producer, events, archived, time.monotonic(), tail, tail)
         self._live[producer.job_id] = live
         self._producers[producer.job_id] = producer
         self.metrics.jobs_active += 1
         return live
 
-    def _mark_dirty(self, producer: Producer) -> None:
-        if not self._dirty:
-            self._buffered_since = time.monotonic()
-        self._dirty.append(producer)
+    def _schedule_flush(self) -> None:
         if self._kick.is_set() or self._kick_handle is not None:
             return
         if self.coalesce_s > 0:
@@ -248,17 +245,6 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         # not cancel the others' wait.
         await asyncio.shield(waiter)
 
-    def _retire(self, live: Live) -> None:
-        old = live.producer
-        old.closed = True
-        old.end_reason = "taken_over"
-        old.aborted.set()
-        if live.done is not None and not live.done.done():
-            live.done.set_result(None)
-        del self._live[old.job_id]
-        self.metrics.jobs_active -= 1
-        self._fenced[old.job_id] = (live.stored_tail, time.monotonic() + FENCED_HOLD_MS / 1000)
-
     def _on_move(self, record: Record) -> None:
         """Another instance took one of our jobs (its marker is in our log): stop its
         producer now rather than at the next archive write, which comes up to a second
@@ -268,9 +254,7 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         if live is None or epoch <= live.producer.epoch:
             return
         log.warning("job %s was taken over by instance %s", job_id, record[3])
-        self._retire(live)
-        if self._producers.get(job_id) is live.producer:
-            del self._producers[job_id]
+        self._fence(live)
 
     async def _finished(self, producer: Producer) -> None:
         live = self._live.get(producer.job_id)

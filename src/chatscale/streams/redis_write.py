@@ -286,19 +286,8 @@ class RedisWriteSide:
             await self._recreate(live, args[5], args[7])
         elif code == -2:
             log.warning("job %s was taken over by another instance", producer.job_id)
-            # The new owner marked the move in our log, after what it took over; what we
-            # wrote since (a zombie's output) follows the marker. A lagging reader must
-            # still meet the marker before that output: trimming past it would hand it
-            # the zombie's events as if they were the job's. So the job's last tail keeps
-            # holding the trim floor back for a while.
-            self._fenced[producer.job_id] = (
-                live.stored_tail,
-                time.monotonic() + FENCED_HOLD_MS / 1000,
-            )
-            producer.closed = True
-            producer.end_reason = "taken_over"
-            producer.aborted.set()
-            self._forget(live)
+            if self._fence(live):
+                self._spawn(self._srem(self._ijobs, producer.job_id))
             return
         elif code == -3:
             # Redis lost the archive's tail (failover / restart): resend from there.
@@ -342,6 +331,32 @@ class RedisWriteSide:
         self.metrics.reconciled_events += len(live.events)
         live.archived = len(live.events)
         live.stored_tail = live.tail
+
+    def _fence(self, live: Live) -> bool:
+        """Stop a producer whose job another instance (or a newer producer here) now owns;
+        whether it was this instance's current producer of the job.
+
+        The new owner marked the move in our log, after what it took over; what we wrote
+        since (a zombie's output) follows the marker. A lagging reader must still meet the
+        marker before that output: trimming past it would hand it the zombie's events as if
+        they were the job's. So the job's last tail keeps holding the trim floor back for a
+        while.
+        """
+        producer = live.producer
+        producer.closed = True
+        producer.end_reason = "taken_over"
+        producer.aborted.set()
+        if live.done is not None and not live.done.done():
+            live.done.set_result(None)
+        job_id = producer.job_id
+        self._fenced[job_id] = (live.stored_tail, time.monotonic() + FENCED_HOLD_MS / 1000)
+        if self._live.get(job_id) is not live:
+            return False
+        del self._live[job_id]
+        self.metrics.jobs_active -= 1
+        if self._producers.get(job_id) is producer:
+            del self._producers[job_id]
+        return True
 
     def _forget(self, live: Live) -> None:
         if live.done is not None and not live.done.done():
