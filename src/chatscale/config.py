@@ -259,6 +259,7 @@ class Settings(BaseSettings):
     openai_models: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)] = ()
     demo_tokens_per_second: Annotated[float, floats(0.1, 100_000, "tokens per second")] = 50.0
     demo_response_tokens: Annotated[int, ints(1, 1_000_000, "tokens")] = 200
+    chaos_model: Bool = False
 
     # Derived in the validator below; excluded from the environment.
     redis: RedisConfig | None = Field(default=None, exclude=True)

@@ -1,4 +1,5 @@
-"""Language-model providers: an offline demo model and any OpenAI-compatible server."""
+"""Language-model providers: an offline demo model, the chaos test model and any
+OpenAI-compatible server."""
 
 from chatscale.llm.base import (
     ChatMessage,
@@ -8,13 +9,16 @@ from chatscale.llm.base import (
     Provider,
     ProviderError,
 )
+from chatscale.llm.chaos import CHAOS_MODEL, ChaosProvider
 from chatscale.llm.demo import DEMO_MODEL, DemoProvider, demo_tokens
 from chatscale.llm.openai_compat import CONTINUE_INSTRUCTION, OpenAICompatibleProvider
 from chatscale.llm.registry import ProviderRegistry, build_registry
 
 __all__ = [
+    "CHAOS_MODEL",
     "CONTINUE_INSTRUCTION",
     "DEMO_MODEL",
+    "ChaosProvider",
     "ChatMessage",
     "Chunk",
     "CompletionRequest",

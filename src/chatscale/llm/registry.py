@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from chatscale.config import Settings
 from chatscale.llm.base import ModelInfo, Provider, ProviderError
+from chatscale.llm.chaos import ChaosProvider
 from chatscale.llm.demo import DemoProvider
 from chatscale.llm.openai_compat import OpenAICompatibleProvider
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class CountsTokens(Protocol):
+    """A provider that counts the tokens it generated (the chaos model)."""
+
+    def token_counts(self) -> dict[str, int]:
+        """Tokens generated so far by this process, by model."""
+        ...
 
 
 class ProviderRegistry:
@@ -48,6 +59,15 @@ class ProviderRegistry:
                 raise ProviderError(f"unknown model {name!r}; available models: {shown}")
         return name, self._owner[name]
 
+    def token_counts(self) -> dict[str, int]:
+        """Tokens generated so far, by model, of the providers that count them."""
+        counts: dict[str, int] = {}
+        for provider in self.providers:
+            if isinstance(provider, CountsTokens):
+                for model, count in provider.token_counts().items():
+                    counts[model] = counts.get(model, 0) + count
+        return counts
+
     async def aclose(self) -> None:
         """Close every provider."""
         for provider in self.providers:
@@ -55,10 +75,15 @@ class ProviderRegistry:
 
 
 def build_registry(settings: Settings) -> ProviderRegistry:
-    """The demo provider, plus an OpenAI-compatible one when OPENAI_API_KEY or _BASE_URL is set."""
+    """The demo provider, the chaos test model when CHAOS_MODEL is on, plus an
+    OpenAI-compatible one when OPENAI_API_KEY or _BASE_URL is set."""
     providers: list[Provider] = [
         DemoProvider(settings.demo_tokens_per_second, settings.demo_response_tokens)
     ]
+    if settings.chaos_model:
+        providers.append(
+            ChaosProvider(settings.demo_tokens_per_second, settings.demo_response_tokens)
+        )
     if settings.openai_api_key is not None or settings.openai_base_url is not None:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         providers.append(

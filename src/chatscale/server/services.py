@@ -50,6 +50,7 @@ class Services:
         await self.streams.start()
         self.limits = await RateLimits.create(settings, self.redis)
         self.registry = build_registry(settings)
+        self.metrics.watch_models(self.registry.token_counts)
         forced = settings.forced_in_memory_cache_namespaces
         # FORCED_IN_MEMORY_CACHE_NAMESPACES applies to the server's namespaces too.
         self.conversations = create_conversation_store(
