@@ -5,7 +5,9 @@ including whether the client closed the connection before the answer was complet
 
 Models: ``fake-1`` streams ``tokens`` tokens ``tok0 tok1 ...`` every ``delay`` seconds;
 ``fake-500`` answers HTTP 500; ``fake-midfail`` sends two tokens then an error payload;
-``fake-hang`` sends one token then nothing until the client leaves.
+``fake-hang`` sends one token then nothing until the client leaves; ``fake-cut`` sends two
+tokens then ends the response cleanly without a ``finish_reason`` or ``[DONE]`` (an upstream
+that stops mid-answer); ``fake-reset`` sends two tokens then breaks the connection.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODELS = ("fake-1", "fake-500", "fake-midfail", "fake-hang")
+MODELS = ("fake-1", "fake-500", "fake-midfail", "fake-hang", "fake-cut", "fake-reset")
 
 
 @dataclass
@@ -92,7 +94,9 @@ class FakeOpenAI:
 
     async def _events(self, record: Recorded, model: str) -> AsyncIterator[bytes]:
         try:
-            count = {"fake-midfail": 2, "fake-hang": 1}.get(model, self.tokens)
+            count = {"fake-midfail": 2, "fake-hang": 1, "fake-cut": 2, "fake-reset": 2}.get(
+                model, self.tokens
+            )
             for i in range(count):
                 if self.delay:
                     await asyncio.sleep(self.delay)
@@ -101,6 +105,10 @@ class FakeOpenAI:
             if model == "fake-midfail":
                 yield b'data: {"error": {"message": "model crashed mid-answer"}}\n\n'
                 return
+            if model == "fake-cut":
+                return
+            if model == "fake-reset":
+                raise ConnectionAbortedError("fake-reset: the connection breaks mid-answer")
             if model == "fake-hang":
                 await asyncio.sleep(3600)
             yield _chunk(model, {}, finish="stop")

@@ -10,12 +10,14 @@ from chatscale.config import load_settings
 from chatscale.llm import (
     CONTINUE_INSTRUCTION,
     ChatMessage,
+    Chunk,
     CompletionRequest,
     OpenAICompatibleProvider,
     ProviderError,
     build_registry,
 )
-from tests.llm.fake_openai import FakeOpenAI
+from chatscale.llm.openai_compat import AnswerCutOff
+from tests.llm.fake_openai import MODELS, FakeOpenAI
 
 
 def _provider(server: FakeOpenAI, models: tuple[str, ...] = ()) -> OpenAICompatibleProvider:
@@ -112,6 +114,32 @@ async def test_upstream_errors_become_readable_provider_errors(
         await provider.aclose()
 
 
+@pytest.mark.parametrize(
+    ("model", "reason"),
+    [
+        ("fake-cut", "the model server closed the stream before finishing"),
+        ("fake-reset", "the connection to the model server broke"),
+    ],
+)
+async def test_a_stream_ending_without_finish_reason_is_cut_off(
+    fake_openai: FakeOpenAI, model: str, reason: str
+) -> None:
+    provider = _provider(fake_openai)
+    chunks: list[Chunk] = []
+
+    async def consume() -> None:
+        async for chunk in provider.stream(_request(model)):
+            chunks.append(chunk)
+
+    try:
+        with pytest.raises(AnswerCutOff, match=f"the model's answer was cut off: {reason}"):
+            await consume()
+    finally:
+        await provider.aclose()
+    assert "".join(c.text for c in chunks) == "tok0 tok1 "
+    assert all(c.finish_reason is None for c in chunks)  # never a complete answer
+
+
 async def test_unreachable_server_is_a_provider_error() -> None:
     provider = OpenAICompatibleProvider(
         api_key=None, base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2
@@ -130,9 +158,7 @@ async def test_models_from_upstream_or_configuration(fake_openai: FakeOpenAI) ->
     listed = _provider(fake_openai)
     configured = _provider(fake_openai, models=("only-this",))
     try:
-        assert [m.id for m in await listed.models()] == sorted(
-            ["fake-1", "fake-500", "fake-midfail", "fake-hang"]
-        )
+        assert [m.id for m in await listed.models()] == sorted(MODELS)
         assert [m.id for m in await configured.models()] == ["only-this"]
     finally:
         await listed.aclose()

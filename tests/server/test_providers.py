@@ -47,6 +47,7 @@ async def test_upstream_answer_streams_through(served: ServerThread) -> None:
     [
         ("fake-500", "the model server answered 500: upstream exploded"),
         ("fake-midfail", "model crashed mid-answer"),
+        ("fake-cut", "the model's answer was cut off"),
     ],
 )
 async def test_provider_errors_end_the_stream_with_a_readable_error(
@@ -57,8 +58,8 @@ async def test_provider_errors_end_the_stream_with_a_readable_error(
         events = await read_events(client, f"/api/chat/stream/{stream_id}")
         assert events[-1].event == "error"
         assert message in events[-1].data["message"]
-        if model == "fake-midfail":
-            assert events[-1].data["text"] == "tok0 tok1 "
+        if model in ("fake-midfail", "fake-cut"):
+            assert events[-1].data["text"] == text_of(events) == "tok0 tok1 "
         for _ in range(100):
             stored = (await client.get("/api/conversations")).json()["conversations"]
             found = (await client.get(f"/api/conversations/{stored[0]['id']}")).json()
@@ -67,6 +68,8 @@ async def test_provider_errors_end_the_stream_with_a_readable_error(
             await asyncio.sleep(0.02)
         assert found["messages"][-1]["status"] == "error"
         assert message in found["messages"][-1]["error"]
+        if model == "fake-cut":  # stored as what it is: a partial answer, not a complete one
+            assert found["messages"][-1]["content"] == "tok0 tok1 "
 
 
 async def test_abort_closes_the_upstream_request(

@@ -21,6 +21,12 @@ CONTINUE_INSTRUCTION = (
     "repeating any of it and without any preamble."
 )
 _MODELS_TTL_S = 60.0
+#: The error of an answer whose stream ended before the model said it had finished.
+CUT_OFF = "the model's answer was cut off"
+
+
+class AnswerCutOff(ProviderError):
+    """The upstream stream ended (or broke) before a ``finish_reason``: the text is partial."""
 
 
 class OpenAICompatibleProvider:
@@ -97,12 +103,20 @@ class OpenAICompatibleProvider:
                             )
                     if choice.finish_reason:
                         finish = choice.finish_reason
+        except openai.APIConnectionError as exc:
+            if isinstance(exc, openai.APITimeoutError):
+                raise AnswerCutOff(f"{CUT_OFF}: the model server stopped sending") from exc
+            raise AnswerCutOff(f"{CUT_OFF}: the connection to the model server broke") from exc
         except openai.OpenAIError as exc:
             raise ProviderError(_describe(exc)) from exc
         finally:
             # Runs on normal end, on error and when the consumer closes or is cancelled.
             await upstream.close()
-        yield Chunk(finish_reason=finish or "stop")
+        if finish is None:
+            # Every chat completion stream names why it ended in its last choice; an end
+            # without one is a connection closed mid-answer, not a complete answer.
+            raise AnswerCutOff(f"{CUT_OFF}: the model server closed the stream before finishing")
+        yield Chunk(finish_reason=finish)
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
