@@ -14,7 +14,12 @@ from chatscale.server.idempotency import (
     RedisIdempotencyStore,
     StillStarting,
 )
-from chatscale.server.store import MemoryConversationStore, RedisConversationStore, title_of
+from chatscale.server.store import (
+    MemoryConversationStore,
+    RedisConversationStore,
+    current_request_id,
+    title_of,
+)
 
 
 @pytest.fixture(
@@ -72,6 +77,25 @@ async def test_answers_to_an_unknown_conversation_are_not_stored(
     store = _store(backend)
     if backend is None:
         assert await store.store_answer("u", "nope", "s", {"role": "assistant"}) is False
+
+
+async def test_a_user_message_is_stored_once_per_request_id(
+    backend: RedisConnection | None,
+) -> None:
+    store = _store(backend)
+    message = {"role": "user", "content": "hi", "created_at": 1.0}
+    assert await store.add_user_message("u1", "c1", message, title="hi", request_id="r1")
+    assert not await store.add_user_message("u1", "c1", message, title="hi", request_id="r1")
+    token = current_request_id.set("r2")  # the route's way of naming the request
+    try:
+        assert await store.add_user_message("u1", "c1", message, title="hi")
+        assert not await store.add_user_message("u1", "c1", message, title="hi")
+    finally:
+        current_request_id.reset(token)
+    assert await store.add_user_message("u1", "c1", message, title="hi")  # no id: always
+    assert await store.add_user_message("u2", "c1", message, title="hi", request_id="r1")
+    found = await store.get("u1", "c1")
+    assert [m["content"] for m in found["messages"]] == ["hi", "hi", "hi"]
 
 
 def test_titles_are_one_short_line() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from chatscale.server.idempotency import StillStarting
 from chatscale.server.schemas import ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
 from chatscale.server.sse import EventStream, encode, resume_position
+from chatscale.server.store import current_request_id
 from chatscale.sessions import get_session
 from chatscale.streams import (
     Event,
@@ -130,11 +132,18 @@ async def start_chat(request: Request) -> Response:
         release = None
         if lease is not None and svc.limits is not None:
             release = _releaser(svc.limits, lease)
+        conversation_id = body.conversation_id
+        named = None
+        if request_id is not None:
+            key = _request_key(user, request_id, body.message)
+            # A retry must land in the conversation its failed attempt may have created.
+            conversation_id = conversation_id or key[:32]
+            named = current_request_id.set(key)
         try:
             started = await svc.chat.start(
                 user,
                 body.message,
-                conversation_id=body.conversation_id,
+                conversation_id=conversation_id,
                 model=body.model,
                 client_request_id=request_id,
                 on_end=release,
@@ -145,6 +154,9 @@ async def start_chat(request: Request) -> Response:
             raise ApiError(
                 503, "this instance is shutting down; retry", {"Retry-After": "1"}
             ) from None
+        finally:
+            if named is not None:
+                current_request_id.reset(named)
         lease = None  # released by the generation's end now
     except BaseException:
         if request_id is not None:
@@ -158,6 +170,12 @@ async def start_chat(request: Request) -> Response:
         await svc.idempotency.finish(user, request_id, started.as_json())
     svc.metrics.chats.inc()
     return JSONResponse({**started.as_json(), "status": "started"}, status_code=202)
+
+
+def _request_key(user: str, request_id: str, message: str) -> str:
+    """What names one sent message: its ``client_request_id`` (and what it says, so that an
+    id a client reuses for another message, after the idempotency hour, is another one)."""
+    return hashlib.sha256(f"{user}\n{request_id}\n{message}".encode()).hexdigest()
 
 
 async def _admit(svc: Services, request: Request) -> Lease | None:

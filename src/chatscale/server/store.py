@@ -2,7 +2,9 @@
 
 On Redis every key of one user shares a Cluster hash tag, so the few multi-key writes run as
 one transaction or script. A finished answer is stored once per stream id, whoever stores
-it (after a takeover the new producer does, and a retry cannot add it twice).
+it (after a takeover the new producer does, and a retry cannot add it twice). A user message
+sent with a ``client_request_id`` is stored once per id in its conversation, so a retried
+``POST /api/chat`` whose first attempt failed after storing it does not add it again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +24,9 @@ Message = dict[str, Any]
 TITLE_CHARS = 80
 
 _ADD_USER = """
+if ARGV[6] ~= '' and redis.call('HSETNX', KEYS[3], 'req:' .. ARGV[6], '1') == 0 then
+  return 0
+end
 redis.call('HSETNX', KEYS[1], 'title', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
@@ -39,6 +45,12 @@ return 1
 """
 
 
+#: The ``client_request_id`` of the ``POST /api/chat`` being served, for
+#: :meth:`ConversationStore.add_user_message` callers that do not pass ``request_id``
+#: themselves (the route sets it around :meth:`ChatService.start`).
+current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
+
+
 def title_of(message: str) -> str:
     """A conversation's title: the start of its first message on one line."""
     line = " ".join(message.split())
@@ -49,9 +61,19 @@ class ConversationStore(Protocol):
     """Where conversations live."""
 
     async def add_user_message(
-        self, user: str, conversation_id: str, message: Message, *, title: str
-    ) -> None:
-        """Append the user's message (creating the conversation with ``title``)."""
+        self,
+        user: str,
+        conversation_id: str,
+        message: Message,
+        *,
+        title: str,
+        request_id: str | None = None,
+    ) -> bool:
+        """Append the user's message (creating the conversation with ``title``).
+
+        With a ``request_id`` (default: :data:`current_request_id`) the message is stored
+        once per id and conversation; False when it was already there.
+        """
         ...
 
     async def store_answer(
@@ -78,6 +100,7 @@ class _Conversation:
     expires: float
     messages: list[Message] = field(default_factory=list)
     answers: set[str] = field(default_factory=set)
+    requests: set[str] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -113,17 +136,29 @@ class MemoryConversationStore:
             conversations.popitem(last=False)
 
     async def add_user_message(
-        self, user: str, conversation_id: str, message: Message, *, title: str
-    ) -> None:
-        """Append the user's message (creating the conversation with ``title``)."""
+        self,
+        user: str,
+        conversation_id: str,
+        message: Message,
+        *,
+        title: str,
+        request_id: str | None = None,
+    ) -> bool:
+        """Append the user's message, once per ``request_id`` (see the protocol)."""
+        request_id = request_id or current_request_id.get()
         conversations = self._live(user)
         conversation = conversations.get(conversation_id)
         if conversation is None:
             now = time.time()
             conversation = _Conversation(conversation_id, title, now, now, now)
             conversations[conversation_id] = conversation
+        elif request_id is not None and request_id in conversation.requests:
+            return False
+        if request_id is not None:
+            conversation.requests.add(request_id)
         conversation.messages.append(message)
         self._touch(user, conversation)
+        return True
 
     async def store_answer(
         self, user: str, conversation_id: str, stream_id: str, message: Message
@@ -169,13 +204,28 @@ class RedisConversationStore:
         )
 
     async def add_user_message(
-        self, user: str, conversation_id: str, message: Message, *, title: str
-    ) -> None:
-        """Append the user's message (creating the conversation with ``title``)."""
-        await self._add_user(
+        self,
+        user: str,
+        conversation_id: str,
+        message: Message,
+        *,
+        title: str,
+        request_id: str | None = None,
+    ) -> bool:
+        """Append the user's message, once per ``request_id`` (one atomic script)."""
+        request_id = request_id or current_request_id.get()
+        stored = await self._add_user(
             keys=list(self._parts(user, conversation_id)),
-            args=[title, repr(time.time()), _dump(message), self.retention_s, conversation_id],
+            args=[
+                title,
+                repr(time.time()),
+                _dump(message),
+                self.retention_s,
+                conversation_id,
+                request_id or "",
+            ],
         )
+        return bool(stored)
 
     async def store_answer(
         self, user: str, conversation_id: str, stream_id: str, message: Message
