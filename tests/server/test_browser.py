@@ -143,3 +143,41 @@ async def test_answer_survives_a_server_restart(
         await context.close()
     finally:
         server.kill()
+
+
+@pytest.mark.slow
+async def test_running_answer_survives_an_emptied_redis(
+    browser: Any, standalone_factory: Any
+) -> None:
+    redis = standalone_factory()  # this test's own Redis: FLUSHALL touches nothing else
+    settings = load_settings(
+        use_redis=True,
+        redis_uri=redis.url(),
+        session_secret=SECRET,
+        demo_tokens_per_second=20,
+        demo_response_tokens=TOKENS,
+    )
+    with ServerThread(settings) as server:
+        context = await browser.new_context()
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(server.url + "/")
+        await page.fill("#input", "forget me not")
+        await page.press("#input", "Enter")
+        await page.wait_for_function(
+            "() => (document.querySelector('.msg.assistant .text')?.textContent"
+            " || '').split(' ').length > 10",
+            timeout=10_000,
+        )
+        assert (await asyncio.to_thread(redis.cli, "FLUSHALL")).strip() == "OK"
+        # The reload's session and conversation are gone; the tab's resume token is not.
+        await page.reload()
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=30_000)
+        shown = await page.locator(".msg.assistant .text").last.text_content()
+        assert shown == expected("forget me not", TOKENS)
+        assert await page.locator(".msg.assistant").count() == 1
+        assert await page.locator(".msg.user .text").all_text_contents() == ["forget me not"]
+        assert "lost this conversation's history" in (await page.text_content("#banner") or "")
+        assert errors == []
+        await context.close()

@@ -19,6 +19,7 @@ from chatscale.llm import ProviderError
 from chatscale.ratelimit import ConcurrencyLimitExceeded, Lease, RateLimits
 from chatscale.server.errors import ApiError
 from chatscale.server.idempotency import StillStarting
+from chatscale.server.resume import BadToken
 from chatscale.server.schemas import ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
 from chatscale.server.sse import EventStream, encode, resume_position
@@ -49,6 +50,32 @@ def services(request: Request) -> Services:
 def user_of(request: Request) -> str:
     """The session's user id."""
     return get_session(request).user_id
+
+
+def owner_of(request: Request, stream_id: str) -> str:
+    """Who the request acts for on ``stream_id``: the resume token's owner when one is sent
+    (``X-Resume-Token``, else ``?token=``), else the session's user.
+
+    The token is what reaches a stream after the session was lost (Redis emptied); a
+    token that proves nothing is a 403, not a fall-back to the session, so a client learns
+    that its token is wrong instead of seeing a 404 it cannot explain.
+    """
+    token = request.headers.get("x-resume-token") or request.query_params.get("token")
+    if not token:
+        return user_of(request)
+    tokens = services(request).tokens
+    if tokens is None:
+        raise ApiError(503, "starting up", {"Retry-After": "1"})
+    try:
+        return tokens.verify(token, stream_id)
+    except BadToken as exc:
+        raise ApiError(403, str(exc)) from None
+
+
+def _with_token(svc: Services, started: dict[str, Any], owner: str) -> dict[str, Any]:
+    if svc.tokens is None:
+        return started
+    return {**started, "resume_token": svc.tokens.issue(started["stream_id"], owner)}
 
 
 def stream_id_of(request: Request) -> str:
@@ -125,7 +152,9 @@ async def start_chat(request: Request) -> Response:
                 409, "a request with this client_request_id is still starting", {"Retry-After": "1"}
             ) from None
         if earlier is not None:
-            return JSONResponse({**earlier, "status": "started"}, status_code=202)
+            return JSONResponse(
+                {**_with_token(svc, earlier, user), "status": "started"}, status_code=202
+            )
     lease = None
     try:
         lease = await _admit(svc, request)
@@ -169,7 +198,9 @@ async def start_chat(request: Request) -> Response:
     if request_id is not None:
         await svc.idempotency.finish(user, request_id, started.as_json())
     svc.metrics.chats.inc()
-    return JSONResponse({**started.as_json(), "status": "started"}, status_code=202)
+    return JSONResponse(
+        {**_with_token(svc, started.as_json(), user), "status": "started"}, status_code=202
+    )
 
 
 def _request_key(user: str, request_id: str, message: str) -> str:
@@ -223,10 +254,11 @@ async def follow_stream(request: Request) -> Response:
     after = resume_position(request)
     if after is not None:
         svc.metrics.sse_resumes.inc()
+    owner = owner_of(request, stream_id)
     manager = _manager(svc)
     if svc.sse.closing:
         return _respond(svc, _empty_frames(), b"")  # draining: "reconnect" at once
-    events = manager.subscribe(stream_id, after=after, owner=user_of(request))
+    events = manager.subscribe(stream_id, after=after, owner=owner)
     # Peek at the first event so that errors of the subscription are HTTP errors.
     peek: asyncio.Task[Event] = asyncio.ensure_future(anext(events))
     done, _ = await asyncio.wait({peek}, timeout=_PEEK_S)
@@ -308,7 +340,9 @@ async def abort_stream(request: Request) -> Response:
     svc = services(request)
     stream_id = stream_id_of(request)
     try:
-        acknowledged = await _manager(svc).abort(stream_id, owner=user_of(request), wait=3.0)
+        acknowledged = await _manager(svc).abort(
+            stream_id, owner=owner_of(request, stream_id), wait=3.0
+        )
     except JobNotFound:
         raise ApiError(404, "stream not found") from None
     return JSONResponse({"aborted": True, "acknowledged": acknowledged})
@@ -318,7 +352,7 @@ async def stream_status(request: Request) -> Response:
     """``GET /api/chat/stream/{id}/status``: status and the text so far."""
     svc = services(request)
     stream_id = stream_id_of(request)
-    info = await _manager(svc).status(stream_id, owner=user_of(request))
+    info = await _manager(svc).status(stream_id, owner=owner_of(request, stream_id))
     if info is None:
         raise ApiError(404, "stream not found")
     return JSONResponse(
@@ -337,16 +371,21 @@ async def stream_status(request: Request) -> Response:
 async def active_streams(request: Request) -> Response:
     """``GET /api/chat/active``: this session's running answers."""
     svc = services(request)
-    jobs = await _manager(svc).list_active(user_of(request))
+    user = user_of(request)
+    jobs = await _manager(svc).list_active(user)
     return JSONResponse(
         {
             "streams": [
-                {
-                    "stream_id": job.job_id,
-                    "conversation_id": job.meta.get("conversation_id"),
-                    "status": job.status.value,
-                    "created_at": job.created_at,
-                }
+                _with_token(
+                    svc,
+                    {
+                        "stream_id": job.job_id,
+                        "conversation_id": job.meta.get("conversation_id"),
+                        "status": job.status.value,
+                        "created_at": job.created_at,
+                    },
+                    user,
+                )
                 for job in jobs
             ]
         }

@@ -27,6 +27,7 @@ from chatscale.server.errors import (
 from chatscale.server.lifecycle import attach
 from chatscale.server.metrics import RequestMetricsMiddleware
 from chatscale.server.openapi import build_openapi
+from chatscale.server.resume import ResumeTokens
 from chatscale.server.services import new_services
 from chatscale.sessions import (
     SessionManager,
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             await svc.start()
             session_holder.manager = create_session_manager(settings, svc.redis)
+            svc.tokens = ResumeTokens.for_sessions(session_holder.manager.config)
             attach(svc.lifecycle)
             yield
         finally:

@@ -42,6 +42,7 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Bad input",
+        403: "A resume token that is malformed, forged, expired or for another stream",
         404: "Unknown (or another session's) stream or conversation",
         413: "Message too long (MAX_MESSAGE_CHARS)",
         415: "Not JSON",
@@ -61,12 +62,28 @@ def _stream_param() -> dict[str, Any]:
     }
 
 
+def _token_params() -> list[dict[str, Any]]:
+    description = (
+        "The resume_token of POST /api/chat: proves ownership when the session does not "
+        "(e.g. it was lost with Redis's data); the header wins over the query"
+    )
+    return [
+        {"name": "token", "in": "query", "schema": {"type": "string"}, "description": description},
+        {
+            "name": "X-Resume-Token",
+            "in": "header",
+            "schema": {"type": "string"},
+            "description": description,
+        },
+    ]
+
+
 def build_openapi() -> dict[str, Any]:
     """The whole document."""
     _, definitions = models_json_schema(
         [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
     )
-    stream = [_stream_param()]
+    stream = [_stream_param(), *_token_params()]
     paths: dict[str, Any] = {
         "/api/chat": {
             "post": {
@@ -94,7 +111,7 @@ def build_openapi() -> dict[str, Any]:
                         "description": _SSE_DESCRIPTION,
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 404),
+                    **_errors(400, 403, 404),
                 },
             }
         },
@@ -102,14 +119,20 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "summary": "Stop an answer, from any instance",
                 "parameters": stream,
-                "responses": {"200": _json(schemas.AbortResult, "Stopped"), **_errors(404)},
+                "responses": {
+                    "200": _json(schemas.AbortResult, "Stopped"),
+                    **_errors(403, 404),
+                },
             }
         },
         "/api/chat/stream/{stream_id}/status": {
             "get": {
                 "summary": "Status and text so far",
                 "parameters": stream,
-                "responses": {"200": _json(schemas.StreamStatus, "Status"), **_errors(404)},
+                "responses": {
+                    "200": _json(schemas.StreamStatus, "Status"),
+                    **_errors(403, 404),
+                },
             }
         },
         "/api/chat/active": {

@@ -36,6 +36,14 @@ class ChatStarted(BaseModel):
     conversation_id: str
     status: Literal["started"]
 
+    resume_token: str = Field(
+        description=(
+            "Proof of ownership of this stream, signed by the server, valid 24 h: send it "
+            "as `?token=` or `X-Resume-Token` to the stream, status and abort routes when "
+            "the session is gone (e.g. Redis lost its data)"
+        )
+    )
+
 
 class AbortResult(BaseModel):
     """Answer of ``POST /api/chat/stream/{id}/abort``."""
@@ -63,6 +71,7 @@ class ActiveStream(BaseModel):
     conversation_id: str | None
     status: str
     created_at: float
+    resume_token: str = Field(description="As in the answer of `POST /api/chat`")
 
 
 class ActiveStreams(BaseModel):

@@ -16,6 +16,7 @@ from chatscale.server.events import SessionEvents
 from chatscale.server.idempotency import IdempotencyStore, create_idempotency_store
 from chatscale.server.lifecycle import Lifecycle
 from chatscale.server.metrics import ServerMetrics
+from chatscale.server.resume import ResumeTokens
 from chatscale.server.sse import Streams
 from chatscale.server.store import ConversationStore, create_conversation_store
 from chatscale.streams import StreamManager, create_stream_manager
@@ -40,6 +41,8 @@ class Services:
     events: SessionEvents | None = None
     chat: ChatService | None = None
     limits: RateLimits | None = None
+    #: Resume tokens, keyed like the session cookies (set once the session manager is built).
+    tokens: ResumeTokens | None = None
 
     async def start(self) -> None:
         """Connect and start everything (Redis only when USE_REDIS is on)."""

@@ -2,6 +2,8 @@
 // Resuming: every SSE event carries an id; the page remembers the last one of each stream.
 // EventSource sends it back as Last-Event-ID on its own reconnects; when the page has to open
 // a new EventSource (server restart, `reconnect` event) it passes ?after=<last id>.
+// Each answer this tab follows keeps its resume token (sessionStorage): if the server loses
+// the session (its Redis store was reset), the token still proves the answer is ours.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -28,6 +30,35 @@ async function api(path, options = {}) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Running answers of this tab: stream id -> {token, conversation, message}. Kept until the
+// answer ends, so a reload (or a lost session) can still resume them.
+const saved = {
+  key: "chatscale.streams",
+  all() {
+    try { return JSON.parse(sessionStorage.getItem(this.key) || "{}"); } catch (_) { return {}; }
+  },
+  write(entries) {
+    try { sessionStorage.setItem(this.key, JSON.stringify(entries)); } catch (_) { /* full or off */ }
+  },
+  remember(streamId, token, conversation, message) {
+    if (!token) return;
+    const entries = this.all();
+    const known = entries[streamId] || {};
+    entries[streamId] = { token, conversation: conversation || known.conversation, message: message || known.message };
+    this.write(entries);
+  },
+  forget(streamId) {
+    const entries = this.all();
+    if (!(streamId in entries)) return;
+    delete entries[streamId];
+    this.write(entries);
+  },
+  token(streamId) { return (this.all()[streamId] || {}).token || null; },
+};
+
+const LOST_CONVERSATION = "The server lost this conversation's history (its Redis store was reset); the answer below is what was received.";
+const LOST_ANSWER = "The server no longer has this answer (it expired, or its Redis store was reset); the text above is what was received.";
 
 function setConnection(ok, text) {
   const el = $("connection");
@@ -62,8 +93,10 @@ function note(el, text) {
 
 // Follows one stream to its final event, across dropped connections and restarts.
 class Follower {
-  constructor(streamId, element) {
+  constructor(streamId, element, token) {
     this.id = streamId;
+    this.token = token || saved.token(streamId);
+    this.missing = 0;
     this.el = element;
     this.el.dataset.streamId = streamId;
     this.el.classList.add("streaming");
@@ -76,9 +109,13 @@ class Follower {
     this.open();
   }
 
-  url() {
-    const base = `/api/chat/stream/${encodeURIComponent(this.id)}`;
-    return this.lastId === null ? base : `${base}?after=${encodeURIComponent(this.lastId)}`;
+  url(path = "") {
+    const query = new URLSearchParams();
+    if (this.lastId !== null && !path) query.set("after", this.lastId);
+    if (this.token) query.set("token", this.token);
+    const base = `/api/chat/stream/${encodeURIComponent(this.id)}${path}`;
+    const search = query.toString();
+    return search ? `${base}?${search}` : base;
   }
 
   open() {
@@ -135,11 +172,19 @@ class Follower {
     await sleep(wait);
     if (this.finished) return;
     try {
-      // A 404 means the stream is gone (expired or not ours): stop instead of retrying forever.
-      await api(`/api/chat/stream/${encodeURIComponent(this.id)}/status`);
+      await api(this.url("/status"));
+      this.missing = 0;
     } catch (error) {
-      if (error instanceof ApiError && error.status === 404) {
-        this.finish("error", "this answer is no longer available");
+      // After a Redis reset the producing instance rebuilds its streams within about a
+      // second: with a token, a 404 is looked at again a few times before giving up.
+      if (error instanceof ApiError && error.status === 404 && this.token && this.missing < 6) {
+        this.missing += 1;
+        this.retry(500);
+        return;
+      }
+      // A 404 (or a refused token) means the stream is gone: say what was lost and stop.
+      if (error instanceof ApiError && (error.status === 404 || error.status === 403)) {
+        this.finish("error", await explainLoss());
         return;
       }
     }
@@ -153,6 +198,7 @@ class Follower {
     this.el.classList.remove("streaming");
     this.el.dataset.status = status;
     if (text) note(this.el, text);
+    saved.forget(this.id);
     state.followers.delete(this.id);
     updateStop();
     loadConversations();
@@ -163,6 +209,18 @@ class Follower {
     if (this.es) this.es.close();
     state.followers.delete(this.id);
     updateStop();
+  }
+}
+
+// What a stream's 404 means for the reader: its whole conversation is gone (a Redis reset)
+// or only this answer (it expired).
+async function explainLoss() {
+  if (!state.conversation) return LOST_ANSWER;
+  try {
+    await api(`/api/conversations/${encodeURIComponent(state.conversation)}`);
+    return LOST_ANSWER;
+  } catch (error) {
+    return error instanceof ApiError && error.status === 404 ? LOST_CONVERSATION : LOST_ANSWER;
   }
 }
 
@@ -198,7 +256,14 @@ async function loadConversations() {
   const live = new Set();
   try {
     const { streams } = await api("/api/chat/active");
-    for (const s of streams) live.add(s.conversation_id);
+    for (const s of streams) {
+      live.add(s.conversation_id);
+      const follower = state.followers.get(s.stream_id);
+      if (follower) {
+        follower.token = follower.token || s.resume_token; // one another tab started
+        saved.remember(s.stream_id, s.resume_token, s.conversation_id);
+      }
+    }
   } catch (_) { /* the list is still useful without live markers */ }
   $("conversations").replaceChildren(...conversations.map((c) => {
     const li = document.createElement("li");
@@ -230,15 +295,40 @@ async function openConversation(id) {
       }
       for (const s of streams) {
         if (s.conversation_id === id && !stored.has(s.stream_id) && !state.followers.has(s.stream_id)) {
-          new Follower(s.stream_id, bubble("assistant", ""));
+          saved.remember(s.stream_id, s.resume_token, s.conversation_id);
+          new Follower(s.stream_id, bubble("assistant", ""), s.resume_token);
         }
       }
+      // Answers this tab started that the server does not list (its session was lost).
+      followSaved(id, stored);
     } catch (error) {
-      if (error instanceof ApiError && error.status === 404) state.conversation = null;
-      else banner(`Cannot load the conversation: ${error.message}`);
+      if (error instanceof ApiError && error.status === 404) {
+        // The conversation is gone; answers this tab started in it may still be running.
+        if (followSaved(id, new Set())) banner(LOST_CONVERSATION);
+        else {
+          state.conversation = null;
+          history.replaceState(null, "", "#");
+          banner("The server has no record of this conversation (its Redis store was reset, or it expired).");
+        }
+      } else banner(`Cannot load the conversation: ${error.message}`);
     }
   }
   loadConversations();
+}
+
+// Follows the saved (token-holding) answers of conversation `id` not stored or followed yet;
+// true when there was one.
+function followSaved(id, stored) {
+  let found = false;
+  for (const [streamId, entry] of Object.entries(saved.all())) {
+    if (entry.conversation !== id) continue;
+    if (stored.has(streamId)) { saved.forget(streamId); continue; } // ended while away
+    found = true;
+    if (state.followers.has(streamId)) continue;
+    if (entry.message && !stored.size) bubble("user", entry.message);
+    new Follower(streamId, bubble("assistant", ""), entry.token);
+  }
+  return found;
 }
 
 async function send(text) {
@@ -260,7 +350,8 @@ async function send(text) {
         state.conversation = started.conversation_id;
         history.replaceState(null, "", `#c=${encodeURIComponent(started.conversation_id)}`);
       }
-      if (!state.followers.has(started.stream_id)) new Follower(started.stream_id, answer);
+      saved.remember(started.stream_id, started.resume_token, started.conversation_id, text);
+      if (!state.followers.has(started.stream_id)) new Follower(started.stream_id, answer, started.resume_token);
       banner("");
       break;
     } catch (error) {
@@ -315,8 +406,8 @@ function init() {
     }
   });
   $("stop").addEventListener("click", async () => {
-    for (const id of state.followers.keys()) {
-      try { await api(`/api/chat/stream/${encodeURIComponent(id)}/abort`, { method: "POST" }); }
+    for (const follower of [...state.followers.values()]) {
+      try { await api(follower.url("/abort"), { method: "POST" }); }
       catch (error) { banner(`Cannot stop: ${error.message}`); }
     }
   });
