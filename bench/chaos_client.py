@@ -44,6 +44,7 @@ _GIVE_UP_404_S = 5.0
 _GIVE_UP_400_S = 10.0
 _CHECK_WAIT_S = 10.0
 _PAUSE_S = 0.1
+_DETAILS_PER_KIND = 3
 
 
 @dataclass
@@ -72,11 +73,17 @@ class ChatResult:
     started_at: float = 0.0
     ended_at: float = 0.0
     max_gap_s: float = 0.0
+    #: Anomalies beyond the first few of a kind, counted.
+    suppressed: dict[str, int] = field(default_factory=dict)
     _last_arrival: float = 0.0
 
     def flag(self, kind: str, detail: str) -> None:
-        """Record an anomaly (the first of each kind with its detail, later ones counted)."""
-        self.anomalies.append((kind, detail))
+        """Record an anomaly; past the first few of one kind only a count is kept."""
+        shown = sum(1 for k, _ in self.anomalies if k == kind)
+        if shown < _DETAILS_PER_KIND:
+            self.anomalies.append((kind, detail))
+        else:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
 
     def kinds(self) -> set[str]:
         """Kinds of anomaly seen."""
@@ -108,6 +115,7 @@ class ChatResult:
             "duration_s": round(self.ended_at - self.started_at, 2),
             "max_gap_s": round(self.max_gap_s, 2),
             "anomalies": [{"kind": k, "detail": d} for k, d in self.anomalies],
+            "more_anomalies": self.suppressed,
         }
 
 
