@@ -8,6 +8,7 @@ another random instance, and records every deviation from the guarantees as an *
 ==================  =========================================================================
 ``ids_gap``         an event id skipped (``N`` after ``M`` with ``N > M + 1``)
 ``ids_repeat``      an event id delivered again (``N <= M``)
+``id_missing``      an event (other than ``reconnect``) without a numeric id
 ``no_final``        no final event before the chat's deadline (a job that never ends)
 ``final_not_done``  the answer ended with ``error`` or ``aborted`` although nobody aborted it
 ``text_diverged``   the deltas received do not add up to the final event's text
@@ -246,7 +247,13 @@ class ChatClient:
 
     def _take(self, event: SseEvent) -> None:
         result = self.result
-        number = int(event.id) if event.id and event.id.isdigit() else -1
+        if not (event.id and event.id.isdigit()):
+            shown = json.dumps(event.data)[:200]
+            result.flag("id_missing", f"{event.event} event without id after {self.last}: {shown}")
+            if event.event in _FINALS:
+                self._final(event)
+            return
+        number = int(event.id)
         if number <= self.last:
             result.flag("ids_repeat", f"event {number} after {self.last} ({event.event})")
             return

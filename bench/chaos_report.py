@@ -33,6 +33,7 @@ E2E_KINDS = frozenset(
     {
         "ids_gap",
         "ids_repeat",
+        "id_missing",
         "no_final",
         "final_not_done",
         "text_diverged",
