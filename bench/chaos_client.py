@@ -336,8 +336,12 @@ class ChatClient:
             result.flag("stored_missing", "the answer is not in the conversation")
             return
         await asyncio.sleep(0.3)  # a second copy would show up now
-        _, again = await self._get_json(client, path, _CHECK_WAIT_S)
-        answers = [m for m in again.get("messages", []) if m.get("stream_id") == result.stream_id]
+        code, again = await self._get_json(client, path, _CHECK_WAIT_S)
+        if code == 200:  # else judge the first read (the second one is only for duplicates)
+            messages = again.get("messages", [])
+            answers = [m for m in messages if m.get("stream_id") == result.stream_id]
+        else:
+            result.flag("stored_missing", f"the conversation answered {code} on a second read")
         if len(answers) > 1:
             result.flag("stored_twice", f"{len(answers)} stored answers for one stream")
         stored = answers[0] if answers else {}
