@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from chatscale.streams import Event, JobInfo, JobStatus, codec
+from chatscale.streams import Event, JobInfo, JobStatus
 from chatscale.streams.base import StreamManager
 from chatscale.streams.redis import RedisStreamManager
 from tests.streams.conftest import MakeManager
@@ -36,8 +36,19 @@ async def pause(manager: StreamManager) -> None:
     """The instance stalls (a long GC pause, a partition): it stops beating and its last
     heartbeat is made old at once, so the others' reapers see it dead."""
     assert isinstance(manager, RedisStreamManager)
-    manager._beating = False
+    manager.liveness.beating = False
     await manager.client.zadd(manager.keys.stream_instances, {manager.instance_id: 1})
+
+
+def deaf(manager: StreamManager) -> None:
+    """The instance no longer hears the notices sent to its control channel (a lost
+    message): it learns that its job moved only from its next refused write."""
+    assert isinstance(manager, RedisStreamManager)
+
+    async def ignore(_: bytes) -> None:
+        return None
+
+    manager.hub.handlers[manager.keys.stream_instance_control(manager.instance_id)] = ignore
 
 
 def continuation(suffix: str, seen: list[JobInfo]) -> Any:
@@ -226,9 +237,8 @@ async def test_finished_job_costs_at_most_twice_its_text(standalone_streams: Mak
     await producer.complete()
     job = producer.job_id
     used = 0
-    # The instance log counts too: it is trimmed as soon as its entries are archived.
     keys = manager.keys
-    for key in (keys.stream_job(job), keys.stream_log(job), keys.stream_ilog(manager.instance_id)):
+    for key in (keys.stream_job(job), keys.stream_log(job)):
         used += int(await manager.client.memory_usage(key, samples=0) or 0)
     assert used <= 2 * 2_000 * 16, used
 
@@ -319,14 +329,14 @@ async def test_a_silent_job_is_reread_less_and_less_often(standalone_streams: Ma
     producer = await manager.create(owner="u")
     await producer.delta("thinking... ")
     reads = 0
-    original = manager._job
+    original = manager.store.job
 
     async def counting(job_id: str) -> Any:
         nonlocal reads
         reads += 1
         return await original(job_id)
 
-    manager._job = counting  # type: ignore[method-assign]
+    manager.store.job = counting  # type: ignore[method-assign]
     subscribers = [
         asyncio.create_task(collect(manager, producer.job_id, within=20)) for _ in range(5)
     ]
@@ -338,55 +348,35 @@ async def test_a_silent_job_is_reread_less_and_less_often(standalone_streams: Ma
     assert reads <= 5 + 5 * 4, reads
 
 
-async def test_a_fenced_owner_keeps_the_move_marker_for_lagging_readers(
-    standalone_streams: MakeManager,
-) -> None:
-    # ``a`` stalls, ``b`` takes the job over and marks the move in ``a``'s instance log.
-    # ``a`` wakes up, writes once more (a zombie's output, after the marker) and is fenced.
-    # Its later writes for other jobs must not trim the marker away: a reader lagging
-    # behind it would otherwise skip it and deliver the zombie's events as the job's.
+async def test_a_zombie_stores_and_publishes_nothing(standalone_streams: MakeManager) -> None:
+    # ``a`` stalls and ``b`` takes the job over; ``a`` never hears of it (its control
+    # notice is lost) and keeps producing text of its own. Nothing of it may reach a
+    # subscriber or the log: every event after the claim is ``b``'s.
     a = await standalone_streams(stream_lease_ttl=1000)
     b = await standalone_streams(stream_lease_ttl=1000)
+    c = await standalone_streams(stream_lease_ttl=1000)
     assert isinstance(a, RedisStreamManager)
-    b.set_continuation(continuation("[rest]", []))
+    b.set_continuation(continuation("[b1] |[b2] |[b3]", []))
     producer = await a.create(owner="u")
     await producer.delta("before ")
+    watcher = asyncio.create_task(collect(c, producer.job_id, within=15))
     await asyncio.sleep(0.1)
+    deaf(a)
     await pause(a)
-    events = await collect(b, producer.job_id, within=10)
-    assert events[-1].data["text"] == "before [rest]"
-    await producer.delta("zombie text")
+    async with asyncio.timeout(10):
+        while (await a.client.hget(a.keys.stream_job(producer.job_id), "epoch")) != b"2":  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    for i in range(5):
+        await producer.delta(f"[zombie{i}] ")
+        await asyncio.sleep(0.01)
     await producer.complete()
     assert producer.end_reason == "taken_over"
-    a._beating = True
-    other = await a.create(owner="u")
-    for i in range(5):
-        await other.delta(f"o{i} ")
-        await asyncio.sleep(0.4)  # writes, archives and heartbeats (each trims) of ``a``
-    await other.complete()
-
-    def marks(entries: list[Any]) -> list[Any]:
-        return [
-            record
-            for _, fields in entries
-            for record in codec.loads(fields[b"d"])
-            if record[0] == producer.job_id and record[2] < 0
-        ]
-
-    assert marks(await a.client.xrange(a.keys.stream_ilog(a.instance_id))) == [
-        [producer.job_id, 2, -1, b.instance_id]
-    ]
-    # A reader that still stands before the marker meets it before the zombie's output.
-    lagging = await a.client.xrange(a.keys.stream_ilog(a.instance_id))
-    after_marker = False
-    for _, fields in lagging:
-        for record in codec.loads(fields[b"d"]):
-            if record[0] != producer.job_id:
-                continue
-            if record[2] < 0:
-                after_marker = True
-            elif record[1] == 1 and "zombie" in str(record[3]):
-                assert after_marker, "the zombie's output precedes the move marker"
+    assert not producer.final_stored
+    events = await watcher
+    check_ids(events)
+    assert "zombie" not in text_of(events)
+    assert events[-1].data["text"] == "before [b1] [b2] [b3]"
+    assert await collect(b, producer.job_id) == events
 
 
 async def test_a_job_taken_back_by_its_stalled_owner_keeps_one_numbering(
@@ -407,16 +397,18 @@ async def test_a_job_taken_back_by_its_stalled_owner_keeps_one_numbering(
     producer = await a.create(owner="u")
     first = a.run(producer, numbered_words(0, 120))
     await asyncio.sleep(0.2)
-    # ``a``'s own reader lags (it would otherwise stop the producer at ``b``'s marker).
-    a._readers[a.instance_id].on_move = None
+    deaf(a)  # ``a`` does not hear that its job moved, and writes nothing meanwhile
+    flush = a.writer.flush
+    a.writer.flush = _never  # type: ignore[method-assign]
     await pause(a)
     async with asyncio.timeout(10):
         while b.producer(producer.job_id) is None:  # noqa: ASYNC110 - polls another manager
             await asyncio.sleep(0.01)
     assert a.producer(producer.job_id) is producer  # ``a`` does not know yet
     await pause(b)
-    a._beating = True
-    taken = await a._take_over(b.instance_id, producer.job_id)
+    a.liveness.beating = True
+    taken = await a.take_over(b.instance_id, producer.job_id)
+    a.writer.flush = flush  # type: ignore[method-assign]
     assert taken is not None and taken is not producer
     assert producer.closed and producer.end_reason == "taken_over"
     await asyncio.wait_for(first, 5)
@@ -451,13 +443,6 @@ async def test_resume_right_after_a_takeover_waits_for_the_new_owner(
     await asyncio.sleep(0.05)
     seen = await collect(c, producer.job_id, limit=10)
     last = seen[-1].id
-    slow = b._archive
-
-    async def archive_late(live: Any) -> None:
-        await asyncio.sleep(0.5)
-        await slow(live)
-
-    b._archive = archive_late  # type: ignore[method-assign]
     assert isinstance(a, RedisStreamManager)
     await pause(a)
     job_key = a.keys.stream_job(producer.job_id)
@@ -470,11 +455,11 @@ async def test_resume_right_after_a_takeover_waits_for_the_new_owner(
     assert text_of(seen + rest) == rest[-1].data["text"]
 
 
-async def test_a_paused_owner_stops_as_soon_as_its_log_shows_the_move(
+async def test_a_paused_owner_stops_as_soon_as_it_hears_of_the_move(
     standalone_streams: MakeManager,
 ) -> None:
-    # The new owner's marker in the old owner's log stops the old producer (and its
-    # provider call) within a read, not at its next archive write up to a second later.
+    # The new owner's notice on the old owner's control channel stops the old producer
+    # (and its provider call) at once, even when the old owner writes nothing more.
     a = await standalone_streams(stream_lease_ttl=1000)
     b = await standalone_streams(stream_lease_ttl=1000)
     assert isinstance(a, RedisStreamManager)
@@ -482,8 +467,7 @@ async def test_a_paused_owner_stops_as_soon_as_its_log_shows_the_move(
     producer = await a.create(owner="u")
     await producer.delta("before ")
     await asyncio.sleep(0.1)
-    a._archive = _never  # type: ignore[method-assign, assignment]
-    a._archive_due = _never  # type: ignore[method-assign]
+    a.writer.flush = _never  # type: ignore[method-assign]
     await pause(a)
     async with asyncio.timeout(10):
         await producer.aborted.wait()

@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatscale.streams import Event, InvalidEventId, parse_event_id
-from chatscale.streams.codec import id_before, id_key, pack, unpack
-from chatscale.streams.state import Follow as _Follow
+from chatscale.streams.codec import pack, unpack
+from chatscale.streams.redis_reader import Follow as _Follow
 
 
 @pytest.mark.parametrize(("raw", "seq"), [(None, 0), ("", 0), ("0", 0), ("7", 7), (" 12 ", 12)])
@@ -20,13 +20,6 @@ def test_event_ids_parse(raw: str | None, seq: int) -> None:
 def test_bad_event_ids_name_the_problem(raw: object) -> None:
     with pytest.raises(InvalidEventId, match="event id"):
         parse_event_id("j", raw)
-
-
-def test_stream_id_neighbours() -> None:
-    assert id_before("5-3") == "5-2"
-    assert id_before("5-0") == "4-18446744073709551615"
-    assert id_before("0-0") == "0-0"
-    assert id_key("10-2") > id_key("9-99")
 
 
 @given(
@@ -56,15 +49,16 @@ def test_archived_final_events_leave_the_text_out() -> None:
 
 
 def test_follow_keeps_ids_across_overlapping_records() -> None:
-    follow = _Follow("j", 2, epoch=1)
-    record = ["j", 1, 1, ["a", "b", "c", "d"]]
+    follow = _Follow("j", 2)
+    record = [1, 1, ["a", "b", "c", "d"]]
     got = follow.accept(record)
-    assert [e.id if e else None for e in got] == ["3", "4"]
-    assert [e.data["text"] for e in got if e] == ["c", "d"]
+    assert got is not None
+    assert [e.id for e in got] == ["3", "4"]
+    assert [e.data["text"] for e in got] == ["c", "d"]
     assert follow.accept(record) == []  # nothing twice
-    assert follow.accept(["j", 1, 7, ["x"]]) == [None]  # a gap: re-read the log
-    assert follow.accept(["j", 0, 5, ["zombie"]]) == []  # a fenced-off epoch
-    assert follow.accept(["j", 2, -1, "other"]) == [None]  # moved: re-read
+    assert follow.accept([1, 7, ["x"]]) is None  # a gap: re-read the log
+    assert follow.accept([2, 5, ["e"]]) == [Event("5", "delta", {"text": "e"})]
+    assert "".join(follow.texts) == "cde"
 
 
 @pytest.mark.parametrize(

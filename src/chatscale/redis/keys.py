@@ -10,13 +10,11 @@ Layout (``P`` is the deployment prefix; with no prefix the ``P::`` part is left 
     P::conc:{<user>}:violations          rate-limit violations of one user
     P::conc:{<user>}:ban                 temporary ban of one user
     P::stream:{<job id>}:job             job metadata, owner instance, epoch (HASH)
-    P::stream:{<job id>}:log             job event archive (STREAM, ids 0-<last seq>)
-    P::stream:{<job id>}:lease           producer lease and epoch (unused by chatscale.streams)
-    P::stream:{<job id>}:ctl             channel: abort / acknowledgements of one job
-    P::ilog:{<instance>}:log             live events of every job of one instance (STREAM)
-    P::ilog:{<instance>}:ctl             control requests (aborts) to one instance (STREAM)
-    P::ilog:{<instance>}:jobs            running jobs one instance produces (SET)
-    P::streams:instances                 instance heartbeats (ZSET, score = ms)
+    P::stream:{<job id>}:log             job event log (STREAM, ids 0-<last seq>)
+    P::stream:{<job id>}:ev              channel: the job's events as they are stored
+    P::inst:{<instance>}:jobs            running jobs one instance produces (SET)
+    P::inst:{<instance>}:ctl             channel: aborts and moves addressed to one instance
+    P::streams:instances                 instance heartbeats (ZSET, score = Redis time in ms)
     P::user:{<user>}:jobs                a user's jobs (ZSET)
 
 Channels carry the same prefix as keys: LibreChat leaves them unprefixed, so two deployments
@@ -139,13 +137,10 @@ class KeySpace:
         """Event log of one generation job."""
         return self.tagged("stream", job_id, "log")
 
-    def stream_lease(self, job_id: str) -> str:
-        """Producer lease (owner and fencing epoch) of one job."""
-        return self.tagged("stream", job_id, "lease")
-
-    def stream_control(self, job_id: str) -> str:
-        """Channel carrying abort requests and acknowledgements for one job."""
-        return self.tagged("stream", job_id, "ctl")
+    def stream_events(self, job_id: str) -> str:
+        """Channel carrying one job's events as they are stored (same slot as its log, so
+        the append script publishes them as a sharded message on Cluster)."""
+        return self.tagged("stream", job_id, "ev")
 
     def user_jobs(self, user: str) -> str:
         """A user's jobs, scored by creation time."""
@@ -169,17 +164,13 @@ class KeySpace:
         """Channel announcing streams starting and ending, for every instance."""
         return self.channel("session-events")
 
-    def stream_ilog(self, instance: str) -> str:
-        """Live events of every job one instance produces (its "instance log")."""
-        return self.tagged("ilog", instance, "log")
-
-    def stream_ictl(self, instance: str) -> str:
-        """Control requests (aborts) addressed to one instance; same slot as its log."""
-        return self.tagged("ilog", instance, "ctl")
+    def stream_instance_control(self, instance: str) -> str:
+        """Channel of aborts and moves addressed to one producing instance."""
+        return self.tagged("inst", instance, "ctl")
 
     def stream_instance_jobs(self, instance: str) -> str:
         """The running jobs one instance produces."""
-        return self.tagged("ilog", instance, "jobs")
+        return self.tagged("inst", instance, "jobs")
 
     @property
     def stream_instances(self) -> str:

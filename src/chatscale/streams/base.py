@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from chatscale.streams.errors import InvalidEvent, ManagerClosed
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from chatscale.config import Settings
 
 log = logging.getLogger(__name__)
+
+#: Called with a producer whose final event is stored (see :meth:`StreamManager.set_recorder`).
+Recorder = Callable[[Producer], Awaitable[None]]
 
 _MAX_JOB_ID = 200
 #: The longest a full-speed producer buffers before it waits for a flush (seconds).
@@ -75,6 +78,7 @@ class StreamManager(abc.ABC):
         #: A fast producer waits for the writer once buffered chunks are this old (s).
         self.pressure_s = min(self.coalesce_s, PRESSURE_S) if self.coalesce_s else PRESSURE_S
         self._continuation: Continuation | None = None
+        self._recorder: Recorder | None = None
         self._producers: dict[str, Producer] = {}
         self._dirty: list[Producer] = []
         self._runs: set[asyncio.Task[Any]] = set()
@@ -183,6 +187,28 @@ class StreamManager(abc.ABC):
             raise InvalidEvent("meta must be a JSON object (dict)")
         return check_job_id(job_id) if job_id is not None else uuid.uuid4().hex
 
+    def set_recorder(self, fn: Recorder | None) -> None:
+        """Register what to do with a finished answer: ``fn(producer)`` runs on the one
+        instance whose producer's final event was stored (under its epoch, on Redis), so
+        what it records is exactly what every subscriber received."""
+        self._recorder = fn
+
+    async def _record(self, producer: Producer) -> None:
+        recorder = self._recorder
+        if recorder is None:
+            return
+        try:
+            await recorder(producer)
+        except Exception:
+            log.exception("recording the end of job %s failed", producer.job_id)
+
+    def _take_dirty(self) -> list[Producer]:
+        """The producers with unwritten events since the last call (and reset the count
+        of buffered chunks)."""
+        dirty, self._dirty = self._dirty, []
+        self._buffered = 0
+        return dirty
+
     def _mark_dirty(self, producer: Producer) -> None:
         """A producer has unwritten events or deltas."""
         if not self._dirty:
@@ -212,6 +238,3 @@ class StreamManager(abc.ABC):
 
     async def _cancel_runs(self) -> None:
         await asyncio.gather(*(stop_task(task) for task in list(self._runs)))
-
-
-AbortCallback = Callable[[Producer], None]

@@ -1,9 +1,9 @@
-"""How events travel through Redis: compact JSON, many events (of many jobs) per entry.
+"""How events travel through Redis: compact JSON, many events of one job per log entry.
 
 An item is the delta's text itself (a JSON string) or ``[type, data]`` for any other event;
 a run of items starts at a known sequence number, so ids are never stored one by one.
-Final events keep their ``text`` on the live path but not in the archive, where the text is
-already present as deltas (a finished job then costs about its text once, not twice).
+Final events are stored (and published) without their ``text``, which is already present as
+deltas: a finished job costs about its text once, not twice. Subscribers put it back.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import orjson
 
 from chatscale.streams.model import FINAL_TYPES, Event
 
-# orjson: decoding instance-log entries (hundreds of jobs' records each) is the largest
-# single cost of a busy subscriber process; orjson does it several times faster.
+# orjson: decoding published batches is the largest single cost of a busy subscriber
+# process; orjson does it several times faster than json.
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 loads = orjson.loads
 
@@ -50,19 +50,3 @@ def unpack(first: int, items: Sequence[Any]) -> list[Event]:
             out.append(Event(str(seq), item[0], item[1]))
         seq += 1
     return out
-
-
-def id_before(stream_id: str) -> str:
-    """The largest stream id smaller than ``stream_id`` (for exclusive XREAD cursors)."""
-    ms, _, seq = stream_id.partition("-")
-    if int(seq or 0) > 0:
-        return f"{ms}-{int(seq) - 1}"
-    if int(ms) > 0:
-        return f"{int(ms) - 1}-18446744073709551615"
-    return "0-0"
-
-
-def id_key(stream_id: str) -> tuple[int, int]:
-    """A stream id as a sortable pair."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)

@@ -50,10 +50,6 @@ class TooManyListeners(StreamError):
         )
 
 
-class JobLogFull(StreamError):
-    """A job's log reached STREAM_MAX_EVENTS or STREAM_MAX_BYTES; the job ended with an error."""
-
-
 class InvalidEvent(StreamError, ValueError):
     """A producer was given an event that cannot be stored (bad type, not JSON...)."""
 

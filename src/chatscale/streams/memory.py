@@ -61,6 +61,7 @@ class MemoryStreamManager(StreamManager):
         self._jobs: dict[str, _Job] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._recording: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the expiry sweeper."""
@@ -78,6 +79,8 @@ class MemoryStreamManager(StreamManager):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self._cancel_runs()
+        if self._recording:
+            await asyncio.wait(set(self._recording), timeout=2)
         for job in self._jobs.values():
             job.notify()
 
@@ -118,10 +121,8 @@ class MemoryStreamManager(StreamManager):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        dirty, self._dirty = self._dirty, []
-        self._buffered = 0
         now = time.time()
-        for producer in dirty:
+        for producer in self._take_dirty():
             events = producer._take()
             job = self._jobs.get(producer.job_id)
             if job is None or not events:
@@ -134,7 +135,14 @@ class MemoryStreamManager(StreamManager):
                 self._producers.pop(job.job_id, None)
                 self.metrics.jobs_active -= 1
                 self.metrics.jobs_finished += 1
+                producer.final_stored = True
+                self._spawn(self._record(producer))
             job.notify()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
 
     # --- subscriber side ----------------------------------------------------------------
     def _job(self, job_id: str, owner: str | None) -> _Job:

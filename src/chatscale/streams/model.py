@@ -79,6 +79,16 @@ class JobInfo:
         return self.status is JobStatus.RUNNING
 
 
+def text_of(events: list[Event]) -> str:
+    """An answer's text: its delta events' text, joined (the one place it is rebuilt)."""
+    return "".join(str(e.data["text"]) for e in events if e.type == "delta")
+
+
+def status_of(final_type: str) -> JobStatus:
+    """The status a final event of ``final_type`` gives its job."""
+    return FINAL_STATUS.get(final_type, JobStatus.ERROR)
+
+
 def parse_event_id(job_id: str, event_id: object) -> int:
     """The sequence number an event id stands for; ``None``, ``""`` and ``"0"`` mean 0.
 

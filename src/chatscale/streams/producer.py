@@ -9,12 +9,11 @@ when the events are written again after a Redis failover.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from chatscale.streams.errors import InvalidEvent
-from chatscale.streams.model import Event, JobStatus, check_event
+from chatscale.streams.model import Event, JobStatus, check_event, status_of
 
 #: A producer checks the clock every this many buffered chunks (power of two, minus one).
 _FAST_MASK = 31
@@ -43,6 +42,7 @@ class Producer:
         "created_at",
         "end_reason",
         "epoch",
+        "final_stored",
         "job_id",
         "meta",
         "owner",
@@ -74,6 +74,9 @@ class Producer:
         self.status = JobStatus.RUNNING
         self.closed = False
         self.end_reason: str | None = None
+        #: Whether this producer's final event is stored (on Redis: under its epoch). Only
+        #: then is its answer the job's answer.
+        self.final_stored = False
         self.aborted = asyncio.Event()
         self._text: list[str] = [text] if text else []
         self._bytes = size
@@ -161,9 +164,7 @@ class Producer:
         self._append(type_, data, 0, final=True)
         self.closed = True
         self.end_reason = reason or type_
-        self.status = {"done": JobStatus.COMPLETE, "aborted": JobStatus.ABORTED}.get(
-            type_, JobStatus.ERROR
-        )
+        self.status = status_of(type_)
         if type_ != "done":
             self.aborted.set()
         if not self._dirty:
@@ -223,8 +224,3 @@ class Producer:
             self._unsent = []
             self._manager.metrics.events_appended += len(events)
         return events
-
-
-def encode_data(data: dict[str, Any]) -> str:
-    """Compact JSON of an event's data."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))

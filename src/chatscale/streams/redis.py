@@ -1,22 +1,20 @@
 """Resumable streams on Redis: many instances, any topology (standalone, Cluster, Sentinel).
 
-Write path: every coalescing window an instance appends ONE entry to its instance log
-(``P::ilog:{<instance>}:log``) carrying the new events of all its running jobs, and about
-once a second per running job (and at once when it ends) one fenced Lua call appends the
-job's recent events to its archive (``P::stream:{<id>}:log``, entry ids ``0-<last seq>``)
-and records in the job hash how far the archive goes and where in the instance log the
-rest can be found. Read path: a subscriber reads the job hash, replays the archive after
-its position (paged), then follows the owner's instance log through the process's shared
-reader, dropping what it already has; a gap makes it re-read from the archive.
+The parts, each an object with its own state, wired here:
 
-Liveness: each instance beats in a ZSET; every instance reaps the jobs of instances whose
-beat is older than STREAM_LEASE_TTL, claiming each with an epoch bump (only one wins; the
-old owner's archive writes are refused from then on), and continues or ends them.
+* :class:`~chatscale.streams.redis_writer.Writer` appends each running job's new events to
+  the job's own log every coalescing window, with one script per job that checks the
+  producer's epoch, stores and publishes (``append.lua``).
+* :class:`~chatscale.streams.redis_hub.Hub` holds this process's pub/sub connections and
+  fans each job's channel out to the local subscribers.
+* :class:`~chatscale.streams.redis_reader.Reader` serves subscriptions, ``status`` and
+  ``list_active`` from the log and the hub.
+* :class:`~chatscale.streams.redis_liveness.Liveness` beats (on Redis's clock) and finds the
+  jobs of instances that stopped; :meth:`RedisStreamManager.take_over` claims one (epoch +1,
+  so the old producer can no longer write) and continues or ends it.
+* :class:`~chatscale.streams.redis_store.JobStore` reads job hashes and logs.
+
 See docs/streams.md for the guarantees and their limits.
-
-Layout: this module holds the manager's lifecycle, ``create``, ``abort`` and ``drain``; its
-mixins hold the writer and archiver (``redis_write``), the heartbeat, reaper and takeover
-(``redis_liveness``) and the subscriptions (``redis_read``).
 """
 
 from __future__ import annotations
@@ -25,29 +23,22 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
-from chatscale.redis.lane import Lane
 from chatscale.streams import codec
 from chatscale.streams.base import StreamManager
-from chatscale.streams.errors import (
-    InvalidEvent,
-    JobExists,
-    JobNotFound,
-)
-from chatscale.streams.fanout import LogReader, Record
-from chatscale.streams.model import (
-    Event,
-    JobStatus,
-)
+from chatscale.streams.errors import InvalidEvent, JobExists, JobNotFound
+from chatscale.streams.model import Event, JobInfo, JobStatus, text_of
 from chatscale.streams.producer import Producer
-from chatscale.streams.redis_liveness import RedisLiveness
-from chatscale.streams.redis_read import RedisReadSide
-from chatscale.streams.redis_write import ARCHIVER_TICK_S, RedisWriteSide
-from chatscale.streams.scripts import CREATE
-from chatscale.streams.state import Live
+from chatscale.streams.redis_hub import Hub
+from chatscale.streams.redis_liveness import Liveness
+from chatscale.streams.redis_reader import Reader
+from chatscale.streams.redis_store import JobStore, events_of
+from chatscale.streams.redis_writer import JobWrite, Writer
+from chatscale.streams.scripts import ABORT, CLAIM, CREATE, DISCARD, USER_JOB
 from chatscale.streams.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -57,9 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ABORT_POLL_S = 0.05
+_DRAIN_POLL_S = 0.05
 
 
-class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamManager):
+class RedisStreamManager(StreamManager):
     """The multi-instance backend (``USE_REDIS_STREAMS=true``)."""
 
     def __init__(
@@ -73,272 +65,371 @@ class RedisStreamManager(RedisWriteSide, RedisLiveness, RedisReadSide, StreamMan
         self.lease_s = settings.stream_lease_ttl / 1000
         self.takeover = settings.stream_takeover
         self.drain_timeout = float(settings.stream_drain_timeout)
-        socket_timeout = redis.config.socket_timeout_s
-        # A blocking read must return before the socket timeout fires (see REFERENCE).
-        self.block_ms = max(50, min(1_000, int(socket_timeout * 1000) - 500))
-        #: Hot loops (the writer, log readers) hold a connection of their own, except on
-        #: Cluster, whose client routes every command itself.
-        client = redis.client
-        self._lane = Lane(client, socket_timeout) if isinstance(client, Redis) else None
-        self.lane_timeout_s: float | None = None if self._lane is None else socket_timeout
-        self._ilog = self.keys.stream_ilog(self.instance_id)
-        self._ictl = self.keys.stream_ictl(self.instance_id)
-        self._ijobs = self.keys.stream_instance_jobs(self.instance_id)
-        self._live: dict[str, Live] = {}
-        self._readers: dict[str, LogReader] = {}
-        self._listeners: dict[str, int] = {}
-        self._job_reads: dict[str, asyncio.Future[Any]] = {}
-        self._fenced: dict[str, tuple[str, float]] = {}
-        self._kick = asyncio.Event()
-        self._kick_handle: asyncio.TimerHandle | None = None
-        self._flushed: asyncio.Future[None] | None = None
-        self._last_ilog_id = "0-0"
-        #: MINID of the next instance-log write (None: trim nothing).
-        self._floor: str | None = None
+        self.store = JobStore(self.client, self.keys, self.metrics)
+        self.hub = Hub(
+            self.client,
+            probe_s=max(1.0, redis.config.socket_timeout_s),
+            idle_s=max(0.5, self.lease_s / 2),
+        )
+        self.reader = Reader(
+            self.store,
+            self.hub,
+            self.keys,
+            self.metrics,
+            max_listeners=self.max_listeners,
+            subscriber_buffer=self.subscriber_buffer,
+        )
+        self.writer = Writer(
+            self.client,
+            self.keys,
+            self.metrics,
+            instance_id=self.instance_id,
+            publish_cmd=self.hub.publish_cmd,
+            coalesce_s=self.coalesce_s,
+            running_ttl=self.running_ttl,
+            finished_ttl=self.finished_ttl,
+            stall_s=self.stall_s,
+            take_dirty=self._take_dirty,
+            on_fenced=self._fence,
+            on_stored_end=self._stored_end,
+        )
+        self.liveness = Liveness(
+            self.client,
+            self.keys,
+            instance_id=self.instance_id,
+            lease_s=self.lease_s,
+            jobs_ttl_s=self.running_ttl + self.finished_ttl,
+            claim=self.take_over,
+            local_jobs=lambda: set(self.writer.jobs),
+        )
+        self._control = self.keys.stream_instance_control(self.instance_id)
+        self._jobs_key = self.keys.stream_instance_jobs(self.instance_id)
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[Any]] = set()
-        self._claiming: set[str] = set()
         self._unregister_ping: Any = None
         self._started = False
-        self._beating = True
+
+    @property
+    def stall_s(self) -> float:
+        """A producer silent this long (seconds) is ended with ``error``."""
+        return self._stall_s
+
+    @stall_s.setter
+    def stall_s(self, value: float) -> None:
+        self._stall_s = value
+        writer: Writer | None = getattr(self, "writer", None)
+        if writer is not None:
+            writer.stall_s = value
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the writer, the heartbeat / reaper and this instance's log reader."""
+        """Beat, listen to this instance's control channel, start the writer and reaper."""
         if self._started:
             return
         self._started = True
-        last = await self.client.xrevrange(self._ilog, count=1)
-        if last:
-            self._last_ilog_id = last[0][0].decode()
-        await self._beat()
-        loop = asyncio.get_running_loop()
-        own = LogReader(
-            self.client,
-            self._ilog,
-            cursor=self._last_ilog_id,
-            block_ms=self.block_ms,
-            metrics=self.metrics,
-            control=(self._ictl, self._on_control),
-            idle_s=max(0.5, self.lease_s / 2),
-            lane_timeout_s=self.lane_timeout_s,
-            on_move=self._on_move,
-        )
-        self._readers[self.instance_id] = own
-        own.task = loop.create_task(own._run())
-        self._tasks = [
-            loop.create_task(self._writer()),
-            loop.create_task(self._archiver()),
-            loop.create_task(self._heartbeat()),
-        ]
+        await self.liveness.beat()
+        await self.hub.handle(self._control, self._on_control)
+        self._tasks = [asyncio.get_running_loop().create_task(self.writer.run())]
+        self.liveness.start()
         self._unregister_ping = self.redis.keepalive.register(self.client.ping)
 
     async def close(self) -> None:
-        """Write what is buffered, then stop every task (running jobs are left as they are;
-        call :meth:`drain` first to hand them over)."""
+        """Write what is buffered, then stop every task and end every subscription (running
+        jobs are left as they are: call :meth:`drain` first to hand them over)."""
         if self._closed:
             return
         self._closed = True
         if self._started:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
-                    await self._flush_once()
+                    await self.writer.flush()
         if self._unregister_ping is not None:
             self._unregister_ping()
         await self._cancel_runs()
-        if self._background:
-            await asyncio.wait(self._background, timeout=2)
-        for task in list(self._background):
-            await stop_task(task)
+        await self.liveness.close()
+        await self.writer.close()
         for task in self._tasks:
             await stop_task(task)
-        if self._lane is not None:
-            await self._lane.close()
-        for reader in list(self._readers.values()):
-            await reader.stop()
-        self._readers.clear()
-        for live in self._live.values():
-            live.producer.closed = True
-            live.producer.aborted.set()
-        if self._kick_handle is not None:
-            self._kick_handle.cancel()
+        await self.hub.close()
+        for job in list(self.writer.jobs.values()):
+            job.producer.closed = True
+            job.producer.aborted.set()
 
     # --- producer side ------------------------------------------------------------------
     async def create(
         self, *, owner: str, meta: dict[str, Any] | None = None, job_id: str | None = None
     ) -> Producer:
-        """Register a new running job (in Redis) and return its producer."""
+        """Register a new running job (in Redis) and return its producer.
+
+        Listed under this instance first, so that if anything below fails half way the job
+        is either removed again or found by this instance's reaper; never left unowned.
+        """
         job_id = self._check_create(owner, meta, job_id)
         try:
             meta_json = codec.dumps(meta or {})
         except (TypeError, ValueError) as exc:
             raise InvalidEvent(f"meta is not JSON: {exc}") from exc
         now = time.time()
-        tail = self._last_ilog_id
-        created = await CREATE(
-            self.client,
-            [self.keys.stream_job(job_id), self.keys.stream_log(job_id)],
-            [
-                owner,
-                meta_json,
-                self.instance_id,
-                now,
-                self.running_ttl,
-                1,
-                0,
-                "",
-                0,
-                tail,
-                now,
-                "running",
-            ],
-        )
-        if not created:
-            raise JobExists(job_id)
+        keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
+        await self.client.sadd(self._jobs_key, job_id)
+        try:
+            created = await CREATE(
+                self.client,
+                keys,
+                [owner, meta_json, self.instance_id, now, self.running_ttl, 1, now],
+            )
+            if not created:
+                raise JobExists(job_id)
+            await USER_JOB(
+                self.client,
+                [self.keys.user_jobs(owner)],
+                [job_id, now, self.running_ttl + self.finished_ttl],
+            )
+        except BaseException as exc:
+            await self._undo_create(job_id, keys, existed=isinstance(exc, JobExists))
+            raise
+        self.metrics.redis_round_trips += 3
         producer = Producer(self, job_id, owner, dict(meta or {}), created_at=now)
-        self._adopt(producer, [], 0, tail)
-        user_jobs = self.keys.user_jobs(owner)
-        await asyncio.gather(
-            self.client.sadd(self._ijobs, job_id),
-            self.client.zadd(user_jobs, {job_id: now}),
-            self.client.expire(user_jobs, self.running_ttl + self.finished_ttl),
-        )
-        self.metrics.redis_round_trips += 2
+        self.writer.adopt(producer, [], 0)
+        self._producers[job_id] = producer
+        self.metrics.jobs_active += 1
         self.metrics.jobs_created += 1
         return producer
 
-    def _adopt(self, producer: Producer, events: list[Event], archived: int, tail: str) -> Live:
-        stale = self._live.get(producer.job_id)
-        if stale is not None:
-            # This instance takes back a job it still produces with an older epoch (it was
-            # thought dead, taken over, and the job came back to it before its old producer
-            # learnt it was fenced). The old producer must stop at once, and nothing it
-            # numbered may reach the new producer's events: that would renumber the log.
-            self._fence(stale)
-        live = Live(producer, events, archived, time.monotonic(), tail, tail)
-        self._live[producer.job_id] = live
-        self._producers[producer.job_id] = producer
-        self.metrics.jobs_active += 1
-        return live
+    async def _undo_create(self, job_id: str, keys: list[str], *, existed: bool) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                if not existed:
+                    await DISCARD(self.client, keys, [self.instance_id, 1])
+                await self.client.srem(self._jobs_key, job_id)
 
     def _schedule_flush(self) -> None:
-        if self._kick.is_set() or self._kick_handle is not None:
-            return
-        if self.coalesce_s > 0:
-            self._kick_handle = asyncio.get_running_loop().call_later(self.coalesce_s, self._fire)
-        else:
-            self._kick.set()
-
-    def _fire(self) -> None:
-        self._kick_handle = None
-        self._kick.set()
-
-    def _next_flush(self) -> asyncio.Future[None]:
-        if self._flushed is None:
-            self._flushed = asyncio.get_running_loop().create_future()
-        return self._flushed
+        self.writer.schedule()
 
     async def _relieve(self) -> None:
-        waiter = self._next_flush()
-        self._kick.set()
-        # Shielded: every waiting producer shares this future; one cancelled producer must
-        # not cancel the others' wait.
-        await asyncio.shield(waiter)
-
-    def _on_move(self, record: Record) -> None:
-        """Another instance took one of our jobs (its marker is in our log): stop its
-        producer now rather than at the next archive write, which comes up to a second
-        later (the provider call is cancelled; nothing more is written for the job)."""
-        job_id, epoch = record[0], record[1]
-        live = self._live.get(job_id)
-        if live is None or epoch <= live.producer.epoch:
-            return
-        log.warning("job %s was taken over by instance %s", job_id, record[3])
-        self._fence(live)
+        await self.writer.flushed()
 
     async def _finished(self, producer: Producer) -> None:
-        live = self._live.get(producer.job_id)
-        if live is None or live.producer is not producer:
-            return
-        if live.done is None:
-            live.done = asyncio.get_running_loop().create_future()
-        self._kick.set()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(5.0, 3 * self.lease_s)):
-                await asyncio.shield(live.done)
+        await self.writer.stored_end(producer, max(5.0, 3 * self.lease_s))
 
-    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - public API
-        """Hand running jobs over to other instances (takeover on and another instance
-        alive), or let them finish within ``timeout`` and end the rest with ``error``."""
-        self._draining = True
-        others = []
-        if self.takeover:
-            cutoff = int((time.time() - self.lease_s) * 1000)
-            others = [
-                i
-                for i in await self.client.zrangebyscore(self.keys.stream_instances, cutoff, "+inf")
-                if i.decode() != self.instance_id
-            ]
-        if others and self._live:
-            # Hand over: stop producing, store everything, then stop beating so the other
-            # instances' reapers claim the jobs at their next round.
-            for live in self._live.values():
-                live.producer.aborted.set()
-            await self._cancel_runs()
-            for live in list(self._live.values()):
-                live.events.extend(live.producer._take())
-                live.archive_at = 0.0
-            self._kick.set()
-            deadline = time.monotonic() + max(0.5, timeout)
-            while any(lv.archived < lv.producer.seq for lv in self._live.values()):
-                if time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(ARCHIVER_TICK_S)
-            for live in self._live.values():
-                live.producer.closed = True
-            self._beating = False
-            await self.client.zadd(self.keys.stream_instances, {self.instance_id: 0})
-            return
-        deadline = time.monotonic() + max(0.0, timeout)
-        while self._live and time.monotonic() < deadline:  # noqa: ASYNC110 - any end counts
-            await asyncio.sleep(0.05)
-        for live in list(self._live.values()):
-            live.producer.close_with(
-                "error",
-                {"message": "the server shut down before the response was complete"},
-                reason="shutdown",
+    async def _stored_end(self, producer: Producer) -> None:
+        if self._producers.get(producer.job_id) is producer:
+            del self._producers[producer.job_id]
+            self.metrics.jobs_active -= 1
+        await self._record(producer)
+
+    def _fence(self, job: JobWrite) -> None:
+        """Stop a producer whose job another producer owns now (another instance, or a
+        newer producer here). Nothing it numbers is stored: the job's epoch moved on."""
+        producer = job.producer
+        producer.closed = True
+        producer.end_reason = "taken_over"
+        producer.aborted.set()
+        if self.writer.forget(job) and self._producers.get(producer.job_id) is producer:
+            del self._producers[producer.job_id]
+            self.metrics.jobs_active -= 1
+
+    async def _on_control(self, data: bytes) -> None:
+        """An abort or a move addressed to this instance: ``abort:<job>`` or
+        ``moved:<epoch>:<job>``."""
+        kind, _, rest = data.decode().partition(":")
+        if kind == "abort":
+            job = self.writer.jobs.get(rest)
+            if job is not None and not job.producer.closed:
+                self.metrics.aborts += 1
+                job.producer.close_with("aborted", {}, reason="aborted")
+        elif kind == "moved":
+            epoch, _, job_id = rest.partition(":")
+            job = self.writer.jobs.get(job_id)
+            if job is not None and job.producer.epoch < int(epoch):
+                log.warning("job %s was taken over by another instance", job_id)
+                self._fence(job)
+
+    # --- takeover -----------------------------------------------------------------------
+    async def take_over(self, dead: str, job_id: str, *, abort: bool = False) -> Producer | None:
+        """Claim ``job_id`` from the stopped instance ``dead`` and continue or end it."""
+        claiming = self.liveness.claiming
+        if job_id in claiming:
+            return None
+        claiming.add(job_id)
+        try:
+            return await self._claim(dead, job_id, abort=abort)
+        finally:
+            claiming.discard(job_id)
+
+    async def _claim(self, dead: str, job_id: str, *, abort: bool) -> Producer | None:
+        job_key = self.keys.stream_job(job_id)
+        # Listed as ours first: if anything below fails, our reaper claims it again.
+        await self.client.sadd(self._jobs_key, job_id)
+        epoch, seq = (
+            int(x)
+            for x in await CLAIM(
+                self.client,
+                [job_key],
+                [dead, self.instance_id, time.time(), self.running_ttl, "1" if abort else ""],
             )
-        for live in list(self._live.values()):
-            await self._finished(live.producer)
+        )
+        if dead != self.instance_id:
+            await self.client.srem(self.keys.stream_instance_jobs(dead), job_id)
+        if not epoch:
+            current = await self.store.job(job_id)
+            if (
+                current is None
+                or current.instance != self.instance_id
+                or current.status is not JobStatus.RUNNING
+            ):
+                await self.client.srem(self._jobs_key, job_id)
+            return None
+        self.metrics.takeovers += 1
+        # A paused old owner learns it at once (else at its next write, which is refused).
+        await self._publish(
+            self.keys.stream_instance_control(dead), f"moved:{epoch}:{job_id}".encode()
+        )
+        job = await self.store.job(job_id)
+        if job is None:
+            return None
+        batches = [b async for page in self.store.batches(job_id) for b in page]
+        events: list[Event] = []
+        for batch in batches:
+            events.extend(events_of(batch, len(events)))
+        if len(events) != seq:
+            log.warning("job %s: log holds %d events, its hash says %d", job_id, len(events), seq)
+        text = text_of(events)
+        log.info(
+            "took job %s over from instance %s at event %d (epoch %d)", job_id, dead, seq, epoch
+        )
+        producer = Producer(
+            self,
+            job_id,
+            job.owner,
+            job.meta,
+            created_at=job.created_at,
+            seq=len(events),
+            text=text,
+            size=sum(len(str(e.data["text"]).encode()) for e in events if e.type == "delta"),
+            epoch=epoch,
+        )
+        self.writer.adopt(producer, batches, len(events))
+        self._producers[job_id] = producer
+        self.metrics.jobs_active += 1
+        if abort or job.abort:
+            self.metrics.aborts += 1
+            producer.close_with("aborted", {}, reason="aborted")
+        elif self.takeover and self._continuation is not None and not self._draining:
+            info = JobInfo(
+                job_id,
+                job.owner,
+                JobStatus.RUNNING,
+                job.created_at,
+                time.time(),
+                dict(job.meta),
+                text,
+                producer.last_event_id,
+            )
+            self.run(producer, self._continuation(info))
+        else:
+            why = "takeover is off" if not self.takeover else "no continuation is registered"
+            producer.close_with(
+                "error",
+                {
+                    "message": f"the instance producing this response stopped ({why})",
+                    "code": "producer_lost",
+                },
+                reason="producer_lost",
+            )
+        if producer.closed:
+            await self._finished(producer)
+        return producer
+
+    async def _publish(self, channel: str, data: bytes) -> None:
+        with contextlib.suppress(Exception):
+            if isinstance(self.client, RedisCluster):
+                await self.client.execute_command(
+                    "SPUBLISH", channel, data, target_nodes=self.client.get_node_from_key(channel)
+                )
+            else:
+                await self.client.publish(channel, data)
+
+    # --- subscriber side ----------------------------------------------------------------
+    def subscribe(
+        self, job_id: str, *, after: str | None = None, owner: str | None = None
+    ) -> AsyncIterator[Event]:
+        """Replay the events after ``after`` from Redis, then follow live to the end."""
+        return self.reader.subscribe(job_id, after, owner)
+
+    async def status(self, job_id: str, *, owner: str | None = None) -> JobInfo | None:
+        """The job's info and text so far (read from Redis), or ``None``."""
+        return await self.reader.status(job_id, owner)
+
+    async def list_active(self, owner: str) -> list[JobInfo]:
+        """The running jobs of ``owner``, oldest first."""
+        return await self.reader.list_active(owner)
 
     async def abort(self, job_id: str, *, owner: str | None = None, wait: float = 3.0) -> bool:
         """Ask the owning instance to stop the job; ``True`` once ``aborted`` is stored."""
-        job = await self._job(job_id)
+        job = await self.store.job(job_id)
         if job is None or (owner is not None and owner != job.owner):
             raise JobNotFound(str(job_id))
         if job.status is not JobStatus.RUNNING:
             return False
-        live = self._live.get(job_id)
-        if job.instance == self.instance_id and live is not None:
-            if live.producer.closed:
+        local = self.writer.jobs.get(job_id)
+        if local is not None and job.instance == self.instance_id:
+            producer = local.producer
+            if producer.closed:
                 return False
             self.metrics.aborts += 1
-            live.producer.close_with("aborted", {}, reason="aborted")
-            await self._finished(live.producer)
-            return True
-        await self.client.xadd(
-            self.keys.stream_ictl(job.instance), {"abort": job_id}, maxlen=1000, approximate=True
-        )
+            producer.close_with("aborted", {}, reason="aborted")
+            await self._finished(producer)
+            return producer.final_stored and producer.status is JobStatus.ABORTED
+        owner_instance = await ABORT(self.client, [self.keys.stream_job(job_id)], [])
+        if not owner_instance:
+            return False
+        instance = owner_instance.decode()
+        await self._publish(self.keys.stream_instance_control(instance), f"abort:{job_id}".encode())
         deadline = time.monotonic() + max(0.0, wait)
         while time.monotonic() < deadline:
             await asyncio.sleep(_ABORT_POLL_S)
-            current = await self._job(job_id)
+            current = await self.store.job(job_id)
             if current is None:
                 return False
             if current.status is not JobStatus.RUNNING:
                 return current.status is JobStatus.ABORTED
-            if await self._is_dead(current.instance):
-                self.metrics.aborts += 1
-                taken = await self._take_over(current.instance, job_id, abort=True)
+            if await self.liveness.dead(current.instance):
+                taken = await self.take_over(current.instance, job_id, abort=True)
                 return taken is not None and taken.status is JobStatus.ABORTED
         return False
+
+    # --- shutdown -----------------------------------------------------------------------
+    async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - public API
+        """Hand running jobs over to other instances (takeover on and another instance
+        alive), or let them finish within ``timeout`` and end the rest with ``error``."""
+        self._draining = True
+        self.liveness.reaping = False
+        others = await self.liveness.alive_others() if self.takeover else []
+        if others and self.writer.jobs:
+            # Hand over: stop producing, store everything, then mark this instance stopped
+            # so the other instances' reapers claim the jobs at their next round.
+            jobs = list(self.writer.jobs.values())
+            for job in jobs:
+                job.producer.aborted.set()
+            await self._cancel_runs()
+            for job in jobs:
+                job.producer.closed = True
+                job.producer.end_reason = "handed_over"
+            self.writer.kick()
+            deadline = time.monotonic() + max(0.5, timeout)
+            while self.writer.pending() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(_DRAIN_POLL_S)
+            await self.liveness.hand_over()
+            return
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self.writer.jobs and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_DRAIN_POLL_S)
+        ending = [job.producer for job in self.writer.jobs.values()]
+        for producer in ending:
+            producer.close_with(
+                "error",
+                {"message": "the server shut down before the response was complete"},
+                reason="shutdown",
+            )
+        for producer in ending:
+            await self._finished(producer)

@@ -33,5 +33,9 @@ class LuaScript:
 
 
 CREATE = LuaScript("create")
-ARCHIVE = LuaScript("archive")
+APPEND = LuaScript("append")
 CLAIM = LuaScript("claim")
+ABORT = LuaScript("abort")
+BEAT = LuaScript("beat")
+USER_JOB = LuaScript("user_job")
+DISCARD = LuaScript("discard")

@@ -1,0 +1,260 @@
+"""The read side of the Redis backend: a subscriber joins its job's channel, reads the log
+after its position, then takes live batches from the channel, delivering each sequence
+number once, in order.
+
+Joining before reading is what makes it exact: ``append.lua`` stores and publishes in one
+step, so every batch is either in the log when the subscriber reads it or arrives on the
+channel afterwards (duplicates are dropped by sequence number). Anything that may have lost
+a message (a gap in the numbers, an overflow, a dropped connection, a long silence) sends the
+subscriber back to the log, never past a missing event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from chatscale.redis.keys import KeySpace
+from chatscale.streams import codec
+from chatscale.streams.errors import InvalidEventId, JobNotFound, TooManyListeners
+from chatscale.streams.metrics import StreamMetrics
+from chatscale.streams.model import (
+    Event,
+    JobInfo,
+    JobStatus,
+    parse_event_id,
+    text_of,
+)
+from chatscale.streams.redis_hub import Hub, Listener, Record
+from chatscale.streams.redis_store import JobRecord, JobStore
+
+#: How long a resume position beyond the log of a running job is looked for again before
+#: it is refused (after a Redis failover the producer writes the lost tail again).
+_RESUME_WAIT_S = 2.0
+_RESUME_POLL_S = 0.05
+#: A silent subscription re-reads its job after 1, 2, 4... 16 idle checks.
+_MAX_PATIENCE = 16
+#: Re-reads that find the job gone before a subscription gives up on it.
+_GONE_CHECKS = 3
+
+
+class Follow:
+    """A subscriber's position: delivers each sequence number once, in order."""
+
+    __slots__ = ("job_id", "last", "position", "texts")
+
+    def __init__(self, job_id: str, position: int) -> None:
+        self.job_id = job_id
+        self.position = position
+        #: The last sequence number delivered.
+        self.last = position
+        #: Delta texts delivered (to rebuild a final event's text).
+        self.texts: list[str] = []
+
+    def take(self, first: int, items: list[Any]) -> list[Event] | None:
+        """The new events of a batch starting at ``first``; ``None`` for a gap."""
+        end = first + len(items) - 1
+        start = self.last + 1
+        if end < start:
+            return []
+        if first > start:
+            return None
+        if first < start:
+            items = items[start - first :]
+        self.last = end
+        texts = self.texts
+        for item in items:
+            if isinstance(item, str):
+                texts.append(item)
+        return codec.unpack(start, items)
+
+    def take_events(self, events: list[Event]) -> list[Event] | None:
+        """The new ones of consecutive stored events; ``None`` for a gap."""
+        start = self.last + 1
+        if events and int(events[0].id) > start:
+            return None
+        out = [e for e in events if int(e.id) >= start]
+        if out:
+            self.last = int(out[-1].id)
+            self.texts.extend(str(e.data["text"]) for e in out if e.type == "delta")
+        return out
+
+    def accept(self, record: Record) -> list[Event] | None:
+        """The new events of a published batch; ``None`` for a gap."""
+        return self.take(record[1], record[2])
+
+
+class Reader:
+    """Subscriptions, status and listings of the Redis backend."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        hub: Hub,
+        keys: KeySpace,
+        metrics: StreamMetrics,
+        *,
+        max_listeners: int,
+        subscriber_buffer: int,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.keys = keys
+        self.metrics = metrics
+        self.max_listeners = max_listeners
+        self.subscriber_buffer = subscriber_buffer
+        self._listeners: dict[str, int] = {}
+
+    async def subscribe(
+        self, job_id: str, after: str | None, owner: str | None
+    ) -> AsyncIterator[Event]:
+        """Replay the events after ``after`` from the log, then follow live to the end."""
+        position = parse_event_id(str(job_id), after)
+        if self._listeners.get(job_id, 0) >= self.max_listeners:
+            raise TooManyListeners(job_id, self.max_listeners)
+        # Counted before the first await, so concurrent subscribes cannot overshoot the cap.
+        self._listeners[job_id] = self._listeners.get(job_id, 0) + 1
+        self.metrics.subscribers += 1
+        try:
+            job = await self.store.job(job_id)
+            if job is None or (owner is not None and owner != job.owner):
+                raise JobNotFound(str(job_id))
+            channel = self.keys.stream_events(job_id)
+            listener = Listener(job_id, self.subscriber_buffer)
+            await self.hub.join(channel, listener)
+            try:
+                await self._check_position(job, position, after)
+                async for event in self._follow(Follow(job_id, position), listener):
+                    yield event
+            finally:
+                self.hub.leave(channel, listener)
+        finally:
+            self._listeners[job_id] -= 1
+            if not self._listeners[job_id]:
+                del self._listeners[job_id]
+            self.metrics.subscribers -= 1
+
+    async def _check_position(self, job: JobRecord, position: int, after: str | None) -> None:
+        """Refuse a resume position beyond the log, unless the job runs and Redis may have
+        lost the tail the client saw (its producer writes it again within a window)."""
+        confirm_by = time.monotonic() + _RESUME_WAIT_S
+        current: JobRecord | None = job
+        while current is not None and position > current.seq:
+            if current.status is not JobStatus.RUNNING or time.monotonic() > confirm_by:
+                break
+            await asyncio.sleep(_RESUME_POLL_S)
+            current = await self.store.job(job.job_id)
+        if current is None or position > current.seq:
+            self.metrics.resume_misses += 1
+            last = current.seq if current is not None else 0
+            raise InvalidEventId(job.job_id, after, f"not in the log (its last event is {last})")
+        if position:
+            self.metrics.resume_hits += 1
+
+    async def _follow(self, state: Follow, listener: Listener) -> AsyncIterator[Event]:
+        metrics = self.metrics
+        job_id = state.job_id
+        channel = self.keys.stream_events(job_id)
+        first_pass = True
+        gone = 0
+        while not self.hub.closed:
+            # 1. The log after our position (the listener already queues what comes next).
+            listener.reset()
+            before = state.last
+            async for page in self.store.pages(job_id, state.last):
+                events = state.take_events(page)
+                if events is None:
+                    break  # cannot happen (pages are contiguous); read again
+                if first_pass and events:
+                    metrics.replays += state.last - len(events) == before
+                    metrics.replayed_events += len(events)
+                metrics.events_delivered += len(events)
+                for event in events:
+                    if event.final:
+                        yield await self._with_text(state, event)
+                        return
+                    yield event
+            if first_pass or listener.stale:
+                # Is the job still there, and running? (A finished job's final event is
+                # in the log; resuming after it ends here.)
+                job = await self.store.job(job_id)
+                if job is None:
+                    gone += 1
+                    if first_pass or gone >= _GONE_CHECKS:
+                        return
+                elif job.status is not JobStatus.RUNNING and state.last >= job.seq:
+                    return
+                else:
+                    gone = 0
+            quiet = state.last == before and listener.stale
+            listener.patience = min(_MAX_PATIENCE, listener.patience * 2) if quiet else 1
+            first_pass = False
+            # 2. Live batches, until the end or anything that calls for the log again.
+            while True:
+                record = listener.pop()
+                if record is None:
+                    if self.hub.closed:
+                        return
+                    if listener.overflowed:
+                        metrics.subscriber_overflows += 1
+                        break
+                    if listener.lost:
+                        await self.hub.rejoin(channel, listener)
+                        break
+                    if listener.stale:
+                        break
+                    await listener.wait()
+                    continue
+                events = state.accept(record)
+                if events is None:
+                    break  # a gap: a message was lost; the log has it
+                metrics.events_delivered += len(events)
+                for event in events:
+                    if event.final:
+                        yield await self._with_text(state, event)
+                        return
+                    yield event
+
+    async def _with_text(self, state: Follow, event: Event) -> Event:
+        """A final event with its ``text`` (stored once, as the deltas)."""
+        if "text" in event.data:
+            return event
+        text = "".join(state.texts)
+        if state.position:
+            prefix = await self.store.events(state.job_id, 0, until=state.position)
+            text = text_of(prefix) + text
+        return Event(event.id, event.type, {"text": text, **event.data})
+
+    async def status(self, job_id: str, owner: str | None) -> JobInfo | None:
+        """The job's info and text so far (read from Redis), or ``None``."""
+        job = await self.store.job(job_id)
+        if job is None or (owner is not None and owner != job.owner):
+            return None
+        events = await self.store.events(job_id, 0)
+        return JobInfo(
+            job_id,
+            job.owner,
+            job.status,
+            job.created_at,
+            job.updated_at,
+            job.meta,
+            text_of(events),
+            events[-1].id if events else None,
+        )
+
+    async def list_active(self, owner: str) -> list[JobInfo]:
+        """The running jobs of ``owner``, oldest first (finished ones are pruned)."""
+        client = self.store.client
+        key = self.keys.user_jobs(owner)
+        ids = [i.decode() for i in await client.zrange(key, 0, -1)]
+        jobs = await asyncio.gather(*(self.store.job(i) for i in ids))
+        gone = [i for i, job in zip(ids, jobs, strict=True) if job is None]
+        if gone:
+            await client.zrem(key, *gone)
+        return [
+            JobInfo(j.job_id, j.owner, j.status, j.created_at, j.updated_at, j.meta, "", None)
+            for j in jobs
+            if j is not None and j.status is JobStatus.RUNNING
+        ]

@@ -1,0 +1,184 @@
+"""The Redis side of one job, as data: its hash, its log, and idempotent reads of both.
+
+Every read that several parts of the backend make (a subscriber, ``status``, a takeover)
+goes through :class:`JobStore`, so there is one place that knows the key layout, how an
+entry of a log is encoded, and how transient read failures are retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chatscale.redis.keys import KeySpace
+from chatscale.streams import codec
+from chatscale.streams.metrics import StreamMetrics
+from chatscale.streams.model import Event, JobStatus
+
+log = logging.getLogger(__name__)
+
+#: Log entries per XRANGE page (each entry holds at most STREAM_REPLAY_PAGE events).
+_LOG_PAGE = 8
+#: Transient read failures are retried this long, backing off from the first delay to the
+#: longest one.
+_READ_RETRY_S = 15.0
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 1.0
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """A job hash as read from Redis."""
+
+    job_id: str
+    owner: str
+    meta: dict[str, Any]
+    instance: str
+    status: JobStatus
+    epoch: int
+    #: Sequence number of the last stored event.
+    seq: int
+    created_at: float
+    updated_at: float
+    abort: bool
+
+    @classmethod
+    def parse(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
+        """The record, or ``None`` for a missing (or unreadable) hash."""
+        if not raw or b"owner" not in raw:
+            return None
+        get = raw.get
+        try:
+            return cls(
+                job_id=job_id,
+                owner=raw[b"owner"].decode(),
+                meta=codec.loads(get(b"meta", b"{}")),
+                instance=get(b"inst", b"").decode(),
+                status=JobStatus(get(b"status", b"running").decode()),
+                epoch=int(get(b"epoch", b"1")),
+                seq=int(get(b"seq", b"0")),
+                created_at=float(get(b"created", b"0")),
+                updated_at=float(get(b"updated", b"0")),
+                abort=b"abort" in raw,
+            )
+        except (ValueError, KeyError):
+            log.warning("job %s has a corrupt hash; treating it as missing", job_id)
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One log entry: events ``first..last`` as encoded items (what append.lua stores)."""
+
+    first: int
+    last: int
+    items: bytes
+
+
+class JobStore:
+    """Reads of job hashes and logs, retried over transient failures."""
+
+    def __init__(self, client: Any, keys: KeySpace, metrics: StreamMetrics) -> None:
+        self.client = client
+        self.keys = keys
+        self.metrics = metrics
+        self._job_reads: dict[str, asyncio.Future[Any]] = {}
+
+    async def read(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """One read command, retried over transient failures for up to 15 s: a burst of
+        subscribers exhausting the pool, or a reconnect, must not end a subscription that
+        can simply wait (reads are idempotent)."""
+        delay = _RETRY_FIRST_S
+        deadline: float | None = None
+        while True:
+            try:
+                result = await fn(*args, **kwargs)
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError):
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + _READ_RETRY_S
+                if now + delay > deadline:
+                    raise
+                self.metrics.read_retries += 1
+                await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: no herd
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            self.metrics.redis_round_trips += 1
+            return result
+
+    async def job(self, job_id: str) -> JobRecord | None:
+        """The job hash. Concurrent reads of one job (many subscribers re-reading it at
+        once) share one round trip."""
+        if not isinstance(job_id, str) or not job_id:
+            return None
+        pending = self._job_reads.get(job_id)
+        if pending is None:
+            pending = asyncio.ensure_future(
+                self.read(self.client.hgetall, self.keys.stream_job(job_id))
+            )
+            self._job_reads[job_id] = pending
+            pending.add_done_callback(lambda done: self._job_read_done(job_id, done))
+        raw = await asyncio.shield(pending)
+        return JobRecord.parse(job_id, raw)
+
+    def _job_read_done(self, job_id: str, done: asyncio.Future[Any]) -> None:
+        if self._job_reads.get(job_id) is done:
+            del self._job_reads[job_id]
+        if not done.cancelled():
+            done.exception()  # retrieved here: every waiter may have gone
+
+    async def batches(self, job_id: str, after: int = 0) -> AsyncIterator[list[Batch]]:
+        """The log's entries holding events after ``after``, a page per round trip."""
+        key = self.keys.stream_log(job_id)
+        start = f"(0-{after}"
+        while True:
+            entries = await self.read(self.client.xrange, key, start, "+", count=_LOG_PAGE)
+            if not entries:
+                return
+            page = []
+            for entry_id, fields in entries:
+                last = int(entry_id.decode().partition("-")[2])
+                page.append(Batch(int(fields[b"s"]), last, fields[b"e"]))
+                start = "(" + entry_id.decode()
+            yield page
+            if len(entries) < _LOG_PAGE:
+                return
+
+    async def pages(self, job_id: str, after: int) -> AsyncIterator[list[Event]]:
+        """Stored events with seq > ``after``, one non-empty page per round trip."""
+        async for batches in self.batches(job_id, after):
+            page: list[Event] = []
+            for batch in batches:
+                page.extend(events_of(batch, after))
+                after = max(after, batch.last)
+            if page:
+                yield page
+
+    async def events(self, job_id: str, after: int = 0, *, until: int | None = None) -> list[Event]:
+        """Stored events with ``after`` < seq (<= ``until``)."""
+        out: list[Event] = []
+        async for page in self.pages(job_id, after):
+            for event in page:
+                if until is not None and int(event.id) > until:
+                    return out
+                out.append(event)
+        return out
+
+
+def events_of(batch: Batch, after: int = 0) -> list[Event]:
+    """The events of a batch with seq > ``after``."""
+    items = codec.loads(batch.items)
+    first = batch.first
+    skip = after + 1 - first
+    if skip > 0:
+        items = items[skip:]
+        first += skip
+    return codec.unpack(first, items)

@@ -1,0 +1,420 @@
+"""The write side of the Redis backend: every coalescing window, each running job's new
+events go to its own log with one fenced script call (``append.lua``), all jobs' calls in
+one pipelined round trip.
+
+The script stores and publishes in one step, under the producer's epoch: whatever a
+subscriber receives live is already stored, a producer that lost its job (a zombie) can
+neither store nor publish anything, and a job's log has exactly one writer at a time. The
+writer keeps each running job's encoded batches (about the job's text once) until its final
+event is stored, so that it can write them all again when Redis loses them (a failover, a
+restart without persistence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+from chatscale.streams import codec
+from chatscale.streams.model import FINAL_STATUS, Event
+from chatscale.streams.redis_store import Batch
+from chatscale.streams.scripts import APPEND, CREATE, USER_JOB
+
+if TYPE_CHECKING:
+    from chatscale.redis.keys import KeySpace
+    from chatscale.streams.metrics import StreamMetrics
+    from chatscale.streams.producer import Producer
+
+log = logging.getLogger(__name__)
+
+_RETRY_FIRST_S = 0.05
+_RETRY_MAX_S = 1.0
+#: How often running jobs are checked for a producer silent longer than STREAM_RUNNING_TTL.
+_STALL_CHECK_S = 1.0
+
+
+@dataclass(slots=True)
+class JobWrite:
+    """What the writer keeps of one job this instance produces, until its end is stored."""
+
+    producer: Producer
+    #: Every event handed over so far, as encoded batches (what append.lua stores).
+    batches: list[Batch] = field(default_factory=list)
+    #: Final status carried by the last batch ("" while running).
+    final_status: str = ""
+    #: Last sequence number Redis confirmed it stores for this epoch.
+    stored: int = 0
+    touched: float = field(default_factory=time.monotonic)
+    #: Done once the final event is stored, or the job was taken away.
+    done: asyncio.Future[None] | None = None
+
+    @property
+    def handed(self) -> int:
+        """Last sequence number handed over by the producer."""
+        return self.batches[-1].last if self.batches else self.stored
+
+    def unsent(self) -> list[Batch]:
+        """The batches after ``stored`` (one cut at ``stored`` if it falls inside one)."""
+        out: list[Batch] = []
+        for batch in reversed(self.batches):
+            if batch.last <= self.stored:
+                break
+            out.append(batch)
+        out.reverse()
+        if out and out[0].first <= self.stored:
+            skip = self.stored + 1 - out[0].first
+            items = codec.loads(out[0].items)[skip:]
+            out[0] = Batch(self.stored + 1, out[0].last, codec.dumps(items))
+        return out
+
+
+#: Called with a job whose final event is now stored under its producer's epoch.
+EndHandler = Callable[["Producer"], Awaitable[None]]
+
+
+class Writer:
+    """Writes this instance's running jobs to Redis; reports what Redis answered."""
+
+    def __init__(
+        self,
+        client: Any,
+        keys: KeySpace,
+        metrics: StreamMetrics,
+        *,
+        instance_id: str,
+        publish_cmd: str,
+        coalesce_s: float,
+        running_ttl: int,
+        finished_ttl: int,
+        stall_s: float,
+        take_dirty: Callable[[], list[Producer]],
+        on_fenced: Callable[[JobWrite], None],
+        on_stored_end: EndHandler,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.metrics = metrics
+        self.instance_id = instance_id
+        self.publish_cmd = publish_cmd
+        self.coalesce_s = coalesce_s
+        self.running_ttl = running_ttl
+        self.finished_ttl = finished_ttl
+        self.stall_s = stall_s
+        self._take_dirty_producers = take_dirty
+        self._on_fenced = on_fenced
+        self._on_stored_end = on_stored_end
+        self.jobs: dict[str, JobWrite] = {}
+        self._kick = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushed: asyncio.Future[None] | None = None
+        self._retry_s = _RETRY_FIRST_S
+        self._stall_checked = time.monotonic()
+        self._background: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    # --- producers ----------------------------------------------------------------------
+    def adopt(self, producer: Producer, batches: list[Batch], stored: int) -> JobWrite:
+        """Write ``producer``'s job from now on (``batches`` already stored up to
+        ``stored``). A stale producer of the same job here (this instance took back a job
+        it was thought to have lost) is fenced first: nothing it numbers may mix in."""
+        stale = self.jobs.get(producer.job_id)
+        if stale is not None:
+            self._on_fenced(stale)
+        job = JobWrite(producer, list(batches), stored=stored)
+        self.jobs[producer.job_id] = job
+        return job
+
+    def schedule(self) -> None:
+        """Producers have new events: write them within the coalescing window."""
+        if self._kick.is_set() or self._timer is not None:
+            return
+        if self.coalesce_s > 0:
+            self._timer = asyncio.get_running_loop().call_later(self.coalesce_s, self._fire)
+        else:
+            self._kick.set()
+
+    def kick(self) -> None:
+        """Write now."""
+        self._kick.set()
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._kick.set()
+
+    async def flushed(self) -> None:
+        """Until the next flush has run (backpressure for fast producers)."""
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+        waiter = self._flushed
+        self._kick.set()
+        # Shielded: every waiting producer shares this future; one cancelled producer must
+        # not cancel the others' wait.
+        await asyncio.shield(waiter)
+
+    async def stored_end(self, producer: Producer, timeout: float) -> None:  # noqa: ASYNC109
+        """Until ``producer``'s final event is stored (or the job was taken away), at most
+        ``timeout`` seconds: the writer keeps retrying after that."""
+        job = self.jobs.get(producer.job_id)
+        if job is None or job.producer is not producer:
+            return
+        if job.done is None:
+            job.done = asyncio.get_running_loop().create_future()
+        self._kick.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(job.done)
+
+    def pending(self) -> int:
+        """Events handed over but not confirmed stored, over every job."""
+        return sum(job.handed - job.stored for job in self.jobs.values())
+
+    def forget(self, job: JobWrite) -> bool:
+        """Stop writing ``job``; whether it was this instance's current writer of it."""
+        if job.done is not None and not job.done.done():
+            job.done.set_result(None)
+        if self.jobs.get(job.producer.job_id) is not job:
+            return False
+        del self.jobs[job.producer.job_id]
+        return True
+
+    # --- the writing task ---------------------------------------------------------------
+    async def run(self) -> None:
+        """Flush whenever kicked, retrying failed writes with a growing delay."""
+        while not self.closed:
+            # Wakes at least once per stall check, even with nothing to write.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STALL_CHECK_S):
+                    await self._kick.wait()
+            self._kick.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("stream writer: %s; retrying in %.2f s", exc, self._retry_s)
+                self._retry_later()
+
+    def _retry_later(self) -> None:
+        if self._timer is None and not self.closed:
+            self._timer = asyncio.get_running_loop().call_later(self._retry_s, self._fire)
+        self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
+
+    async def flush(self) -> None:
+        """Number every dirty producer's events and write every job's unsent batches."""
+        waiter, self._flushed = self._flushed, None
+        try:
+            self._take_dirty()
+            self._check_stalls()
+            calls = [
+                (job, batch)
+                for job in list(self.jobs.values())
+                if job.handed > job.stored
+                for batch in job.unsent()
+            ]
+            if calls:
+                await self._write(calls)
+            if any(job.handed > job.stored for job in self.jobs.values()):
+                self._retry_later()  # failed or refused batches go again
+            else:
+                self._retry_s = _RETRY_FIRST_S
+        finally:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _take_dirty(self) -> None:
+        now = time.monotonic()
+        for producer in self._take_dirty_producers():
+            events = producer._take()
+            job = self.jobs.get(producer.job_id)
+            if not events or job is None or job.producer is not producer:
+                continue  # ended, or a stale producer (see ``adopt``): its events go nowhere
+            job.touched = now
+            job.batches.append(_batch(events))
+            if events[-1].final:
+                job.final_status = FINAL_STATUS[events[-1].type].value
+
+    def _check_stalls(self) -> None:
+        now = time.monotonic()
+        if now - self._stall_checked < _STALL_CHECK_S:
+            return
+        self._stall_checked = now
+        for job in list(self.jobs.values()):
+            producer = job.producer
+            if not producer.closed and now - job.touched > self.stall_s:
+                producer.close_with(
+                    "error",
+                    {"message": "the response stalled (no output for STREAM_RUNNING_TTL)"},
+                    reason="stalled",
+                )
+
+    async def _write(self, calls: list[tuple[JobWrite, Batch]]) -> None:
+        args = [self._append_args(job, batch) for job, batch in calls]
+        replies: list[Any]
+        if len(calls) == 1:
+            replies = [await _call(APPEND, self.client, *args[0])]
+        elif isinstance(self.client, RedisCluster):
+            # redis-py's Cluster pipeline does not run EVALSHA; concurrent calls still share
+            # round trips per node. A job's batches go in order: one call chain per job.
+            replies = await self._write_cluster(calls, args)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for keys, argv in args:
+                pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
+            replies = await pipe.execute(raise_on_error=False)
+        self.metrics.redis_round_trips += 1
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # A restarted or failed-over Redis forgot the script: load it; the refused
+            # batches are still unsent and go again at once.
+            await self.client.script_load(APPEND.source)
+            self._kick.set()
+        for (job, batch), reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if not isinstance(reply, NoScriptError):
+                    log.warning("writing job %s: %s", job.producer.job_id, reply)
+                continue
+            await self._outcome(job, batch, reply)
+
+    async def _write_cluster(
+        self, calls: list[tuple[JobWrite, Batch]], args: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        chains: dict[str, list[int]] = {}
+        for index, (job, _) in enumerate(calls):
+            chains.setdefault(job.producer.job_id, []).append(index)
+        replies: list[Any] = [None] * len(calls)
+
+        async def chain(indexes: list[int]) -> None:
+            for index in indexes:
+                try:
+                    replies[index] = await _call(APPEND, self.client, *args[index])
+                except Exception as exc:
+                    replies[index] = exc
+
+        await asyncio.gather(*(chain(indexes) for indexes in chains.values()))
+        return replies
+
+    def _append_args(self, job: JobWrite, batch: Batch) -> tuple[list[str], list[Any]]:
+        producer = job.producer
+        job_id = producer.job_id
+        final = batch.last == job.handed and job.final_status
+        status = job.final_status if final else ""
+        keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
+        argv = [
+            producer.epoch,
+            batch.first,
+            batch.last,
+            batch.items,
+            status,
+            time.time(),
+            self.finished_ttl if status else self.running_ttl,
+            self.keys.stream_events(job_id),
+            self.publish_cmd,
+        ]
+        return keys, argv
+
+    async def _outcome(self, job: JobWrite, batch: Batch, reply: Any) -> None:
+        code, seq, abort = int(reply[0]), int(reply[1]), int(reply[2])
+        producer = job.producer
+        if self.jobs.get(producer.job_id) is not job:
+            return  # fenced while the batch was in flight
+        if code in (0, 1):
+            job.stored = max(job.stored, min(seq, job.handed))
+        elif code == -1:
+            await self._recreate(job)
+            return
+        elif code in (-2, -4):
+            log.warning("job %s was taken over by another instance", producer.job_id)
+            self._on_fenced(job)
+            return
+        elif code == -3:
+            # Redis lost the log's tail (failover, restart): resend from where it ends.
+            if seq < job.stored:
+                self.metrics.reconciled_events += job.stored - seq
+            job.stored = seq
+            return
+        if abort and not producer.closed:
+            self.metrics.aborts += 1
+            producer.close_with("aborted", {}, reason="aborted")
+        if producer.closed and job.final_status and job.stored >= job.handed:
+            self.forget(job)
+            producer.final_stored = True
+            self.metrics.jobs_finished += 1
+            self._spawn(self._ended(producer))
+
+    async def _ended(self, producer: Producer) -> None:
+        with contextlib.suppress(Exception):
+            await self.client.srem(
+                self.keys.stream_instance_jobs(self.instance_id), producer.job_id
+            )
+        await self._on_stored_end(producer)
+
+    async def _recreate(self, job: JobWrite) -> None:
+        """The job hash is gone although the job runs here: Redis lost it. Create it again
+        (empty, same epoch) and resend every event through append.lua."""
+        producer = job.producer
+        log.warning(
+            "job %s vanished from Redis; writing its %d events again", producer.job_id, job.handed
+        )
+        keys = self.keys
+        await CREATE(
+            self.client,
+            [keys.stream_job(producer.job_id), keys.stream_log(producer.job_id)],
+            [
+                producer.owner,
+                codec.dumps(producer.meta),
+                self.instance_id,
+                producer.created_at,
+                self.running_ttl,
+                producer.epoch,
+                time.time(),
+            ],
+        )
+        await asyncio.gather(
+            self.client.sadd(keys.stream_instance_jobs(self.instance_id), producer.job_id),
+            USER_JOB(
+                self.client,
+                [keys.user_jobs(producer.owner)],
+                [producer.job_id, producer.created_at, self.running_ttl + self.finished_ttl],
+            ),
+        )
+        self.metrics.redis_round_trips += 2
+        self.metrics.reconciled_events += job.stored
+        job.stored = 0
+        self._kick.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        """Stop the timers and wait briefly for end handlers still running."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._kick.set()
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=2)
+
+
+def _batch(events: list[Event]) -> Batch:
+    return Batch(
+        int(events[0].id),
+        int(events[-1].id),
+        codec.dumps(codec.pack(events, final_text=False)),
+    )
+
+
+async def _call(script: Any, client: Any, keys: list[str], argv: list[Any]) -> Any:
+    return await script(client, keys, argv)
