@@ -160,3 +160,39 @@ async def test_rolling_restart_while_answers_stream(redis_uri: str, tmp_path: Pa
             check(outcome, message, tokens)
         for outcome, message in zip(outcomes, messages, strict=True):
             await stored_once(rig.url, outcome, box[message + ":cookies"])
+
+
+async def test_a_handed_over_answer_keeps_its_concurrency_slot(
+    redis_standalone: Any, tmp_path: Path
+) -> None:
+    # Defect 10: an answer handed over (drain) or taken over escaped
+    # CHAT_CONCURRENCY_LIMIT: the new owner took no slot, so the user could start another.
+    env = {"CHAT_CONCURRENCY_LIMIT": "1", "DEMO_TOKENS_PER_SECOND": "10"}
+    env["DEMO_RESPONSE_TOKENS"] = "200"
+    rig = Rig(str(redis_standalone.url()), tmp_path, env, instances=2)
+    try:
+        rig.start()
+        first, second = rig.servers
+        async with httpx.AsyncClient(base_url=first.url, timeout=10) as client:
+            await client.get("/api/conversations")  # a session: limits count per user
+            started = await start_chat(client, "hold the slot", time.monotonic() + 20)
+            again = await client.post("/api/chat", json={"message": "too many"})
+            assert again.status_code == 429
+            first.signal()  # drain: the answer is handed over to ``second``
+            assert await asyncio.to_thread(first.wait, 20) == 0
+            stream = started["stream_id"]
+            async with httpx.AsyncClient(
+                base_url=second.url, cookies=client.cookies, timeout=10
+            ) as other:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    text = (await other.get("/metrics")).text
+                    if re.search(r"^chatscale_streams_takeovers_total [1-9]", text, re.M):
+                        break
+                    await asyncio.sleep(0.1)
+                status = (await other.get(f"/api/chat/stream/{stream}/status")).json()
+                assert status["status"] == "running", status
+                refused = await other.post("/api/chat", json={"message": "still too many"})
+                assert refused.status_code == 429, refused.text
+    finally:
+        rig.stop()

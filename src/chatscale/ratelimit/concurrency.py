@@ -29,6 +29,10 @@ log = logging.getLogger("chatscale.ratelimit")
 DEFAULT_LEASE_TTL_S = 60.0
 
 
+#: A limit no count reaches (slots taken over from a stopped instance).
+_UNLIMITED = 2**31 - 1
+
+
 class ConcurrencyLimitExceeded(Exception):
     """The user already runs the allowed number of generations."""
 
@@ -200,6 +204,18 @@ class ConcurrencyLimiter:
         outcome = await self.backend.acquire(user, lease_id, self.limit, self.lease_ttl_ms)
         if not outcome.ok:
             raise ConcurrencyLimitExceeded(user, self.limit, outcome.running, self.retry_after_s)
+        lease = Lease(user, lease_id, outcome.running)
+        lease._renewer = asyncio.create_task(self._renew_forever(lease))
+        return lease
+
+    async def adopt(self, user: str) -> Lease:
+        """Take a slot for a generation admitted elsewhere (continued after its instance
+        stopped), even above the limit: the dead instance's slot counts until it expires.
+        A caller must call :meth:`release`."""
+        lease_id = secrets.token_hex(12)
+        if self.limit == 0:
+            return Lease(user, lease_id, 0)
+        outcome = await self.backend.acquire(user, lease_id, _UNLIMITED, self.lease_ttl_ms)
         lease = Lease(user, lease_id, outcome.running)
         lease._renewer = asyncio.create_task(self._renew_forever(lease))
         return lease

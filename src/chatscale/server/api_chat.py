@@ -23,7 +23,6 @@ from chatscale.server.resume import BadToken
 from chatscale.server.schemas import ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
 from chatscale.server.sse import EventStream, encode, resume_position
-from chatscale.server.store import current_request_id
 from chatscale.sessions import get_session
 from chatscale.streams import (
     Event,
@@ -162,12 +161,11 @@ async def start_chat(request: Request) -> Response:
         if lease is not None and svc.limits is not None:
             release = _releaser(svc.limits, lease)
         conversation_id = body.conversation_id
-        named = None
+        key = None
         if request_id is not None:
             key = _request_key(user, request_id, body.message)
             # A retry must land in the conversation its failed attempt may have created.
             conversation_id = conversation_id or key[:32]
-            named = current_request_id.set(key)
         try:
             started = await svc.chat.start(
                 user,
@@ -175,6 +173,8 @@ async def start_chat(request: Request) -> Response:
                 conversation_id=conversation_id,
                 model=body.model,
                 client_request_id=request_id,
+                request_key=key,
+                limit_identity=lease.user if lease is not None else None,
                 on_end=release,
             )
         except ProviderError as exc:
@@ -183,9 +183,6 @@ async def start_chat(request: Request) -> Response:
             raise ApiError(
                 503, "this instance is shutting down; retry", {"Retry-After": "1"}
             ) from None
-        finally:
-            if named is not None:
-                current_request_id.reset(named)
         lease = None  # released by the generation's end now
     except BaseException:
         if request_id is not None:

@@ -1,7 +1,10 @@
 """Starting generations, continuing them after a takeover, storing finished answers.
 
-The producer side stores the answer (once per stream, whoever produced its end), so a
-finished answer is in the conversation whether or not a browser was connected.
+The answer is recorded by the one instance whose producer's final event was stored (the
+stream manager's recorder hook), from that producer's own text: what the conversation
+holds is exactly what every subscriber received, and a producer that lost its job (a
+takeover, a Redis stall) records nothing. A finished answer is in the conversation whether
+or not a browser was connected.
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatscale.llm import ChatMessage, Chunk, CompletionRequest, ProviderRegistry
 from chatscale.server.events import SessionEvents
 from chatscale.server.store import ConversationStore, Message, title_of
 from chatscale.streams import JobInfo, JobStatus, Producer, StreamManager
+
+if TYPE_CHECKING:
+    from chatscale.ratelimit.concurrency import ConcurrencyLimiter
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +66,17 @@ class ChatService:
         registry: ProviderRegistry,
         conversations: ConversationStore,
         events: SessionEvents,
+        slots: ConcurrencyLimiter | None = None,
     ) -> None:
         self.streams = streams
         self.registry = registry
         self.conversations = conversations
         self.events = events
+        #: CHAT_CONCURRENCY_LIMIT's slots: a continued answer holds one too.
+        self.slots = slots
         self._tasks: set[asyncio.Task[Any]] = set()
         streams.set_continuation(self.continuation)
+        streams.set_recorder(self.record)
 
     async def start(
         self,
@@ -76,13 +86,17 @@ class ChatService:
         conversation_id: str | None,
         model: str | None,
         client_request_id: str | None,
+        request_key: str | None = None,
+        limit_identity: str | None = None,
         on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> Started:
         """Store the user's message and start generating the answer.
 
-        Raises :class:`chatscale.llm.ProviderError` for an unknown model and
-        :class:`LookupError` for a conversation id the user does not have. ``on_end`` runs
-        when this instance stops producing the answer (however it ends).
+        ``request_key`` names the request (a retry of it stores the message once);
+        ``limit_identity`` is whom the answer's CHAT_CONCURRENCY_LIMIT slot counts against
+        (an instance continuing the answer takes a slot for it). Raises
+        :class:`chatscale.llm.ProviderError` for an unknown model. ``on_end`` runs when this
+        instance stops producing the answer (however it ends).
         """
         model_name, provider = await self.registry.resolve(model)
         earlier: list[Message] = []
@@ -93,23 +107,28 @@ class ChatService:
             if found is not None:
                 earlier = found["messages"]
         now = time.time()
-        await self.conversations.add_user_message(
+        added = await self.conversations.add_user_message(
             user,
             conversation_id,
             {"role": "user", "content": message, "created_at": now},
             title=title_of(message),
+            request_id=request_key,
         )
-        history = [*history_of(earlier), ChatMessage("user", message)]
-        meta = {
+        if added:
+            earlier = [*earlier, {"role": "user", "content": message}]
+        # else: a retry; its failed attempt stored the message already (it is in earlier)
+        meta: dict[str, Any] = {
             "conversation_id": conversation_id,
             "model": model_name,
-            "history_len": len(earlier) + 1,
+            "history_len": len(earlier),
         }
+        if limit_identity is not None:
+            meta["limit_identity"] = limit_identity
         producer = await self.streams.create(owner=user, meta=meta)
-        errors: dict[str, str] = {}
-        request = CompletionRequest(model_name, history)
-        task = self.streams.run(producer, _recording(provider.stream(request), errors))
-        task.add_done_callback(lambda _: self._spawn(self._record_local(producer, errors, on_end)))
+        request = CompletionRequest(model_name, history_of(earlier))
+        task = self.streams.run(producer, provider.stream(request))
+        if on_end is not None:
+            task.add_done_callback(lambda _: self._spawn(self._ended(producer, on_end)))
         await self.events.publish(
             user,
             "started",
@@ -139,51 +158,39 @@ class ChatService:
             raise ValueError("the conversation of this answer is gone")
         messages = found["messages"][: length if isinstance(length, int) else None]
         _, provider = await self.registry.resolve(model)
-        self._spawn(self._record_remote(info))
-        request = CompletionRequest(model, history_of(messages), continue_from=info.text)
-        async for chunk in provider.stream(request):
-            yield chunk
+        identity = meta.get("limit_identity")
+        lease = None
+        if self.slots is not None and isinstance(identity, str):
+            # The answer was admitted under CHAT_CONCURRENCY_LIMIT; its new producer holds
+            # a slot as its first one did (even above the limit, while the dead owner's
+            # slot has not expired yet).
+            lease = await self.slots.adopt(identity)
+        try:
+            request = CompletionRequest(model, history_of(messages), continue_from=info.text)
+            async for chunk in provider.stream(request):
+                yield chunk
+        finally:
+            if lease is not None and self.slots is not None:
+                await asyncio.shield(self.slots.release(lease))
 
-    async def _record_local(
-        self,
-        producer: Producer,
-        errors: dict[str, str],
-        on_end: Callable[[], Awaitable[None]] | None,
-    ) -> None:
-        if on_end is not None:
-            try:
-                await on_end()
-            except Exception:
-                log.exception("end-of-generation hook failed for stream %s", producer.job_id)
-        if producer.status is JobStatus.RUNNING:
-            return  # handed over to another instance, which records the end
+    async def _ended(self, producer: Producer, on_end: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await on_end()
+        except Exception:
+            log.exception("end-of-generation hook failed for stream %s", producer.job_id)
+
+    async def record(self, producer: Producer) -> None:
+        """Store a finished answer (the stream manager calls this on the one instance whose
+        producer's final event was stored)."""
+        message = producer.end_data.get("message")
         await self._store(
             producer.owner,
             producer.job_id,
             producer.meta,
             producer.status,
             producer.text,
-            errors.get("message"),
+            message if isinstance(message, str) else None,
         )
-
-    async def _record_remote(self, info: JobInfo) -> None:
-        # The instance continuing a job learns its end from the log like any reader.
-        async for event in self.streams.subscribe(info.job_id, after=info.last_event_id):
-            if event.final:
-                status = {"done": JobStatus.COMPLETE, "aborted": JobStatus.ABORTED}.get(
-                    event.type, JobStatus.ERROR
-                )
-                text = event.data.get("text", "")
-                error = event.data.get("message")
-                await self._store(
-                    info.owner,
-                    info.job_id,
-                    info.meta,
-                    status,
-                    text if isinstance(text, str) else "",
-                    error if isinstance(error, str) else None,
-                )
-                return
 
     async def _store(
         self,
@@ -235,16 +242,3 @@ class ChatService:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-
-
-async def _recording(steps: AsyncIterator[Chunk], errors: dict[str, str]) -> AsyncIterator[Chunk]:
-    try:
-        async for step in steps:
-            yield step
-    except Exception as exc:
-        errors["message"] = str(exc) or type(exc).__name__
-        raise
-    finally:
-        aclose = getattr(steps, "aclose", None)
-        if aclose is not None:
-            await aclose()

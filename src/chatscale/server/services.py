@@ -65,7 +65,13 @@ class Services:
         )
         self.events = SessionEvents(self.instance_id, self.redis)
         await self.events.start()
-        self.chat = ChatService(self.streams, self.registry, self.conversations, self.events)
+        self.chat = ChatService(
+            self.streams,
+            self.registry,
+            self.conversations,
+            self.events,
+            slots=self.limits.concurrency if self.limits is not None else None,
+        )
         self.metrics.watch_streams(lambda: self.streams.metrics if self.streams else None)
         self.lifecycle.on_drain(self.drain)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,9 +47,6 @@ return 1
 #: The ``client_request_id`` of the ``POST /api/chat`` being served, for
 #: :meth:`ConversationStore.add_user_message` callers that do not pass ``request_id``
 #: themselves (the route sets it around :meth:`ChatService.start`).
-current_request_id: ContextVar[str | None] = ContextVar("current_request_id", default=None)
-
-
 def title_of(message: str) -> str:
     """A conversation's title: the start of its first message on one line."""
     line = " ".join(message.split())
@@ -71,8 +67,8 @@ class ConversationStore(Protocol):
     ) -> bool:
         """Append the user's message (creating the conversation with ``title``).
 
-        With a ``request_id`` (default: :data:`current_request_id`) the message is stored
-        once per id and conversation; False when it was already there.
+        With a ``request_id`` the message is stored once per id and conversation; False
+        when it was already there (a retried request).
         """
         ...
 
@@ -145,7 +141,6 @@ class MemoryConversationStore:
         request_id: str | None = None,
     ) -> bool:
         """Append the user's message, once per ``request_id`` (see the protocol)."""
-        request_id = request_id or current_request_id.get()
         conversations = self._live(user)
         conversation = conversations.get(conversation_id)
         if conversation is None:
@@ -213,7 +208,6 @@ class RedisConversationStore:
         request_id: str | None = None,
     ) -> bool:
         """Append the user's message, once per ``request_id`` (one atomic script)."""
-        request_id = request_id or current_request_id.get()
         stored = await self._add_user(
             keys=list(self._parts(user, conversation_id)),
             args=[

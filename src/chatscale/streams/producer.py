@@ -40,6 +40,7 @@ class Producer:
         "aborted",
         "closed",
         "created_at",
+        "end_data",
         "end_reason",
         "epoch",
         "final_stored",
@@ -74,6 +75,8 @@ class Producer:
         self.status = JobStatus.RUNNING
         self.closed = False
         self.end_reason: str | None = None
+        #: The final event's data (without the text), once the producer numbered it.
+        self.end_data: dict[str, Any] = {}
         #: Whether this producer's final event is stored (on Redis: under its epoch). Only
         #: then is its answer the job's answer.
         self.final_stored = False
@@ -160,6 +163,7 @@ class Producer:
         if self.closed:
             return
         self._cut(force=True)
+        self.end_data = dict(extra)
         data = {"text": self.text, **extra}
         self._append(type_, data, 0, final=True)
         self.closed = True

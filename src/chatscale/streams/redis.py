@@ -38,7 +38,7 @@ from chatscale.streams.redis_liveness import Liveness
 from chatscale.streams.redis_reader import Reader
 from chatscale.streams.redis_store import JobStore, events_of
 from chatscale.streams.redis_writer import JobWrite, Writer
-from chatscale.streams.scripts import ABORT, CLAIM, CREATE, DISCARD, USER_JOB
+from chatscale.streams.scripts import ABORT, CLAIM, CREATE, DISCARD, LISTED
 from chatscale.streams.tasks import stop_task
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class RedisStreamManager(StreamManager):
             raise InvalidEvent(f"meta is not JSON: {exc}") from exc
         now = time.time()
         keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
-        await self.client.sadd(self._jobs_key, job_id)
+        await self._list_here(job_id)
         try:
             created = await CREATE(
                 self.client,
@@ -179,7 +179,7 @@ class RedisStreamManager(StreamManager):
             )
             if not created:
                 raise JobExists(job_id)
-            await USER_JOB(
+            await LISTED(
                 self.client,
                 [self.keys.user_jobs(owner)],
                 [job_id, now, self.running_ttl + self.finished_ttl],
@@ -201,6 +201,10 @@ class RedisStreamManager(StreamManager):
                 if not existed:
                     await DISCARD(self.client, keys, [self.instance_id, 1])
                 await self.client.srem(self._jobs_key, job_id)
+
+    async def _list_here(self, job_id: str) -> None:
+        """List ``job_id`` under this instance (the reaper's index), with its expiry."""
+        await LISTED(self.client, [self._jobs_key], [job_id, "", self.liveness.jobs_ttl_s])
 
     def _schedule_flush(self) -> None:
         self.writer.schedule()
@@ -259,7 +263,7 @@ class RedisStreamManager(StreamManager):
     async def _claim(self, dead: str, job_id: str, *, abort: bool) -> Producer | None:
         job_key = self.keys.stream_job(job_id)
         # Listed as ours first: if anything below fails, our reaper claims it again.
-        await self.client.sadd(self._jobs_key, job_id)
+        await self._list_here(job_id)
         epoch, seq = (
             int(x)
             for x in await CLAIM(

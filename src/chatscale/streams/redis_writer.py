@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError
 from chatscale.streams import codec
 from chatscale.streams.model import FINAL_STATUS, Event
 from chatscale.streams.redis_store import Batch
-from chatscale.streams.scripts import APPEND, CREATE, USER_JOB
+from chatscale.streams.scripts import APPEND, CREATE, LISTED
 
 if TYPE_CHECKING:
     from chatscale.redis.keys import KeySpace
@@ -379,12 +379,17 @@ class Writer:
                 time.time(),
             ],
         )
+        ttl = self.running_ttl + self.finished_ttl
         await asyncio.gather(
-            self.client.sadd(keys.stream_instance_jobs(self.instance_id), producer.job_id),
-            USER_JOB(
+            LISTED(
+                self.client,
+                [keys.stream_instance_jobs(self.instance_id)],
+                [producer.job_id, "", ttl],
+            ),
+            LISTED(
                 self.client,
                 [keys.user_jobs(producer.owner)],
-                [producer.job_id, producer.created_at, self.running_ttl + self.finished_ttl],
+                [producer.job_id, producer.created_at, ttl],
             ),
         )
         self.metrics.redis_round_trips += 2
