@@ -22,7 +22,7 @@ from chatscale.server.idempotency import StillStarting
 from chatscale.server.resume import BadToken
 from chatscale.server.schemas import ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
-from chatscale.server.sse import EventStream, encode, resume_position
+from chatscale.server.sse import RETRY_MS, EventStream, encode, frame, resume_position
 from chatscale.sessions import get_session
 from chatscale.streams import (
     Event,
@@ -317,8 +317,11 @@ async def _after_peek(
         except StopAsyncIteration:
             return
         except (JobNotFound, InvalidEventId):
-            # Raced with expiry: tell the client the stream is gone.
-            yield b'event: error\ndata: {"message":"stream not found"}\n\n'
+            # The status line is already sent (the first event was slow to come) and the
+            # job vanished meanwhile (expiry, Redis lost it): not an event of the log, so no
+            # id-less "error" event; the client reconnects and gets the definitive answer
+            # (404 or 400 with a JSON body) before any stream starts.
+            yield frame("reconnect", {}, retry=RETRY_MS)
             return
         yield encode(event)
         if event.final:

@@ -30,8 +30,6 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.draining = False
-        #: Set when event streams must tell their clients to reconnect elsewhere.
-        self.reconnect = asyncio.Event()
         self.drained = asyncio.Event()
         self._drain: Callable[[], Awaitable[None]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -44,7 +42,6 @@ class Lifecycle:
         """Start draining (idempotent); the server exits when it is done."""
         if self._task is None:
             self.draining = True
-            self.reconnect.set()
             self._task = asyncio.get_running_loop().create_task(self._run())
         return self._task
 

@@ -100,10 +100,15 @@ class RedisStreamManager(StreamManager):
             lease_s=self.lease_s,
             jobs_ttl_s=self.running_ttl + self.finished_ttl,
             claim=self.take_over,
-            local_jobs=lambda: set(self.writer.jobs),
+            local_jobs=lambda: set(self.writer.jobs) | self._creating,
         )
+        self.liveness.on_master_moved = self.hub.reconnect
+        self.liveness.on_replicas = self._set_replicas
         self._control = self.keys.stream_instance_control(self.instance_id)
         self._jobs_key = self.keys.stream_instance_jobs(self.instance_id)
+        #: Jobs being created here: listed under this instance before they have a
+        #: producer, which the reaper must not take for orphans.
+        self._creating: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._unregister_ping: Any = None
         self._started = False
@@ -170,6 +175,21 @@ class RedisStreamManager(StreamManager):
             raise InvalidEvent(f"meta is not JSON: {exc}") from exc
         now = time.time()
         keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
+        self._creating.add(job_id)
+        try:
+            return await self._create(job_id, owner, meta, meta_json, keys, now)
+        finally:
+            self._creating.discard(job_id)
+
+    async def _create(
+        self,
+        job_id: str,
+        owner: str,
+        meta: dict[str, Any] | None,
+        meta_json: bytes,
+        keys: list[str],
+        now: float,
+    ) -> Producer:
         await self._list_here(job_id)
         try:
             created = await CREATE(
@@ -201,6 +221,9 @@ class RedisStreamManager(StreamManager):
                 if not existed:
                     await DISCARD(self.client, keys, [self.instance_id, 1])
                 await self.client.srem(self._jobs_key, job_id)
+
+    def _set_replicas(self, count: int) -> None:
+        self.writer.replicas = count
 
     async def _list_here(self, job_id: str) -> None:
         """List ``job_id`` under this instance (the reaper's index), with its expiry."""
@@ -299,7 +322,12 @@ class RedisStreamManager(StreamManager):
             log.warning("job %s: log holds %d events, its hash says %d", job_id, len(events), seq)
         text = text_of(events)
         log.info(
-            "took job %s over from instance %s at event %d (epoch %d)", job_id, dead, seq, epoch
+            "instance %s took job %s over from instance %s at event %d (epoch %d)",
+            self.instance_id,
+            job_id,
+            dead,
+            seq,
+            epoch,
         )
         producer = Producer(
             self,

@@ -459,6 +459,14 @@ class Hub:
         if channel in self.listeners or channel in self.handlers:
             self._link_of(channel).add(channel)
 
+    def reconnect(self) -> None:
+        """Drop every pub/sub connection (they reconnect to the current master, and their
+        listeners re-read the log)."""
+        for link in self._links.values():
+            conn = link.conn
+            if conn is not None:
+                self.spawn(conn.disconnect(nowait=True))
+
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

@@ -23,6 +23,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
 from chatscale.redis.keys import KeySpace
 from chatscale.streams.scripts import BEAT
 
@@ -58,6 +61,17 @@ class Liveness:
         self._claim = claim
         self._local_jobs = local_jobs
         self._jobs_key = keys.stream_instance_jobs(instance_id)
+        #: On Sentinel: the pool, and the master address the sentinels named last.
+        pool = getattr(client, "connection_pool", None)
+        self._sentinel_pool = pool if hasattr(pool, "sentinel_manager") else None
+        self._master: Any = None
+        #: Called when the master moved (the hub reconnects its pub/sub connections).
+        self.on_master_moved: Callable[[], None] | None = None
+        #: Called with the master's count of connected replicas at every beat (outside
+        #: Cluster, whose nodes the writer does not wait for).
+        self.on_replicas: Callable[[int], None] | None = None
+        self._is_cluster = isinstance(client, RedisCluster)
+        self._info_allowed = True
         #: Redis time (ms) of the first beat of the current unbroken run of beats, and of
         #: the last successful beat (``None``: the last beat failed).
         self.contact_since: int | None = None
@@ -77,9 +91,12 @@ class Liveness:
         """Write this instance's heartbeat (``score`` 0 hands its jobs over); Redis time."""
         args = [self.instance_id, "" if score is None else str(score)]
         try:
-            now, _ = await asyncio.gather(
+            if self._sentinel_pool is not None:
+                await self._follow_master(self._sentinel_pool)
+            now, _, _ = await asyncio.gather(
                 BEAT(self.client, [self.keys.stream_instances], args),
                 self.client.expire(self._jobs_key, self.jobs_ttl_s),
+                self._replication(),
             )
         except Exception:
             self.contact_since = self.last_beat = None
@@ -94,6 +111,37 @@ class Liveness:
         self.last_beat = now
         self._last_beat_mono = mono
         return now
+
+    async def _replication(self) -> None:
+        if self._is_cluster or self.on_replicas is None or not self._info_allowed:
+            return
+        try:
+            info: dict[str, Any] = await self.client.info("replication")
+        except ResponseError as exc:  # an ACL user without INFO: no replica waits
+            log.warning("cannot read INFO replication (%s); not waiting for replicas", exc)
+            self._info_allowed = False
+            return
+        self.on_replicas(int(info.get("connected_slaves", 0)))
+
+    async def _follow_master(self, pool: Any) -> None:
+        """Ask the sentinels for the master at every beat; when it moved, drop every
+        connection (in use or idle, and the pub/sub ones) so that all reconnect to it.
+
+        After a failover, a former master that comes back takes writes until the
+        sentinels demote it, and redis-py only re-homes idle connections: an instance
+        whose connections stayed with it would beat (and publish) where no other instance
+        looks, look dead to them, and have its jobs taken while it runs (split brain).
+        """
+        master = await pool.sentinel_manager.discover_master(pool.service_name)
+        if self._master is not None and master != self._master:
+            log.warning("Redis master moved to %s:%s; reconnecting everything", *master)
+            # The new master's heartbeats mean something only once every instance had the
+            # time to follow it: this instance's run of contact starts again.
+            self.contact_since = self.last_beat = None
+            await pool.disconnect(inuse_connections=True)
+            if self.on_master_moved is not None:
+                self.on_master_moved()
+        self._master = master
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -157,15 +205,24 @@ class Liveness:
         if not self.may_claim(now):
             return
         dead = await self.client.zrangebyscore(
-            self.keys.stream_instances, "-inf", now - self.lease_ms
+            self.keys.stream_instances, "-inf", now - self.lease_ms, withscores=True
         )
         limit = asyncio.Semaphore(_CLAIM_CONCURRENCY)
-        for raw in dead:
+        for raw, score in dead:
             instance = raw.decode()
             if instance == self.instance_id:
                 continue
             jobs_key = self.keys.stream_instance_jobs(instance)
             jobs = [j.decode() for j in await self.client.smembers(jobs_key)]
+            if jobs:
+                log.warning(
+                    "instance %s silent for %d ms (this one in contact for %d ms): "
+                    "claiming its %d jobs",
+                    instance,
+                    now - score,
+                    now - (self.contact_since or now),
+                    len(jobs),
+                )
             await asyncio.gather(*(self._bounded(limit, instance, job) for job in jobs))
             if not await self.client.scard(jobs_key):
                 await self.client.zrem(self.keys.stream_instances, instance)

@@ -39,6 +39,11 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 #: How often running jobs are checked for a producer silent longer than STREAM_RUNNING_TTL.
 _STALL_CHECK_S = 1.0
+#: How long a WAIT for a replica's copy of a job's end lasts (ms), and in how many rounds
+#: (spaced by the retry delay, up to a second) it may go unconfirmed before the end is
+#: taken as stored anyway (a replica down for long must not keep answers unrecorded).
+_WAIT_MS = 100
+_CONFIRM_ROUNDS = 30
 
 
 @dataclass(slots=True)
@@ -53,6 +58,8 @@ class JobWrite:
     #: Last sequence number Redis confirmed it stores for this epoch.
     stored: int = 0
     touched: float = field(default_factory=time.monotonic)
+    #: Rounds in which no replica confirmed the stored end (see ``Writer._outcome``).
+    unconfirmed: int = 0
     #: Done once the final event is stored, or the job was taken away.
     done: asyncio.Future[None] | None = None
 
@@ -112,6 +119,9 @@ class Writer:
         self._on_fenced = on_fenced
         self._on_stored_end = on_stored_end
         self.jobs: dict[str, JobWrite] = {}
+        #: Replicas of the master (outside Cluster; kept up to date by the manager): when
+        #: there are, a job's end is only taken as stored once one of them has it.
+        self.replicas = 0
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._flushed: asyncio.Future[None] | None = None
@@ -261,17 +271,30 @@ class Writer:
     async def _write(self, calls: list[tuple[JobWrite, Batch]]) -> None:
         args = [self._append_args(job, batch) for job, batch in calls]
         replies: list[Any]
-        if len(calls) == 1:
-            replies = [await _call(APPEND, self.client, *args[0])]
-        elif isinstance(self.client, RedisCluster):
+        acked: int | None = None
+        ending = self.replicas > 0 and any(
+            batch.last == job.handed and job.final_status for job, batch in calls
+        )
+        if isinstance(self.client, RedisCluster):
             # redis-py's Cluster pipeline does not run EVALSHA; concurrent calls still share
             # round trips per node. A job's batches go in order: one call chain per job.
             replies = await self._write_cluster(calls, args)
+        elif len(calls) == 1 and not ending:
+            replies = [await _call(APPEND, self.client, *args[0])]
         else:
             pipe = self.client.pipeline(transaction=False)
             for keys, argv in args:
                 pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
+            if ending:
+                # A job's end must survive a failover: WAIT (on the same connection, after
+                # the appends) until a replica has it. Replication is asynchronous; without
+                # this, an end acknowledged by a master that then lost its role is gone,
+                # and the job would run again on the new master (see JobWrite.unconfirmed).
+                pipe.execute_command("WAIT", 1, _WAIT_MS)
             replies = await pipe.execute(raise_on_error=False)
+            if ending:
+                reply = replies.pop()
+                acked = reply if isinstance(reply, int) else 0
         self.metrics.redis_round_trips += 1
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # A restarted or failed-over Redis forgot the script: load it; the refused
@@ -283,7 +306,7 @@ class Writer:
                 if not isinstance(reply, NoScriptError):
                     log.warning("writing job %s: %s", job.producer.job_id, reply)
                 continue
-            await self._outcome(job, batch, reply)
+            await self._outcome(job, batch, reply, acked)
 
     async def _write_cluster(
         self, calls: list[tuple[JobWrite, Batch]], args: list[tuple[list[str], list[Any]]]
@@ -322,7 +345,9 @@ class Writer:
         ]
         return keys, argv
 
-    async def _outcome(self, job: JobWrite, batch: Batch, reply: Any) -> None:
+    async def _outcome(
+        self, job: JobWrite, batch: Batch, reply: Any, acked: int | None = None
+    ) -> None:
         code, seq, abort = int(reply[0]), int(reply[1]), int(reply[2])
         producer = job.producer
         if self.jobs.get(producer.job_id) is not job:
@@ -346,6 +371,12 @@ class Writer:
             self.metrics.aborts += 1
             producer.close_with("aborted", {}, reason="aborted")
         if producer.closed and job.final_status and job.stored >= job.handed:
+            if acked == 0 and job.unconfirmed < _CONFIRM_ROUNDS:
+                # No replica has the end yet (a failover under way, or a replica behind):
+                # keep the job and send its last batch again (idempotent) with another WAIT.
+                job.unconfirmed += 1
+                job.stored = batch.first - 1
+                return
             self.forget(job)
             producer.final_stored = True
             self.metrics.jobs_finished += 1
