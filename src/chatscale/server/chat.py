@@ -18,6 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from chatscale.llm import ChatMessage, Chunk, CompletionRequest, ProviderRegistry
 from chatscale.server.events import SessionEvents
 from chatscale.server.store import ConversationStore, Message, title_of
@@ -27,6 +30,10 @@ if TYPE_CHECKING:
     from chatscale.ratelimit.concurrency import ConcurrencyLimiter
 
 log = logging.getLogger(__name__)
+
+#: A finished answer's storing is retried this long (seconds), from the first delay on.
+_STORE_RETRY_S = 30.0
+_STORE_RETRY_FIRST_S = 0.1
 
 _STATUS_NAMES = {
     JobStatus.COMPLETE: "done",
@@ -214,10 +221,7 @@ class ChatService:
         }
         if error:
             message["error"] = error
-        try:
-            await self.conversations.store_answer(user, conversation_id, stream_id, message)
-        except Exception:
-            log.exception("cannot store the answer of stream %s", stream_id)
+        await self._store_answer(user, conversation_id, stream_id, message)
         await self.events.publish(
             user,
             "ended",
@@ -227,6 +231,28 @@ class ChatService:
                 "status": message["status"],
             },
         )
+
+    async def _store_answer(
+        self, user: str, conversation_id: str, stream_id: str, message: Message
+    ) -> None:
+        """Store the answer, retrying transient failures (a Cluster master failing over
+        holds the conversation's slot for a few seconds): storing is idempotent per
+        stream, and this instance is the only one that records it."""
+        delay = _STORE_RETRY_FIRST_S
+        deadline = time.monotonic() + _STORE_RETRY_S
+        while True:
+            try:
+                await self.conversations.store_answer(user, conversation_id, stream_id, message)
+                return
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("cannot store the answer of stream %s: %s", stream_id, exc)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except Exception:
+                log.exception("cannot store the answer of stream %s", stream_id)
+                return
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

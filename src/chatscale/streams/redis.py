@@ -89,6 +89,7 @@ class RedisStreamManager(StreamManager):
             running_ttl=self.running_ttl,
             finished_ttl=self.finished_ttl,
             stall_s=self.stall_s,
+            deadline_s=redis.config.socket_timeout_s,
             take_dirty=self._take_dirty,
             on_fenced=self._fence,
             on_stored_end=self._stored_end,
@@ -102,7 +103,7 @@ class RedisStreamManager(StreamManager):
             claim=self.take_over,
             local_jobs=lambda: set(self.writer.jobs) | self._creating,
         )
-        self.liveness.on_master_moved = self.hub.reconnect
+        self.liveness.on_master_moved = self._master_moved
         self.liveness.on_replicas = self._set_replicas
         self._control = self.keys.stream_instance_control(self.instance_id)
         self._jobs_key = self.keys.stream_instance_jobs(self.instance_id)
@@ -221,6 +222,10 @@ class RedisStreamManager(StreamManager):
                 if not existed:
                     await DISCARD(self.client, keys, [self.instance_id, 1])
                 await self.client.srem(self._jobs_key, job_id)
+
+    def _master_moved(self) -> None:
+        self.hub.reconnect()
+        self.writer.interrupt()
 
     def _set_replicas(self, count: int) -> None:
         self.writer.replicas = count

@@ -47,6 +47,7 @@ class Listener:
     """The queue of one subscriber of one job's channel."""
 
     __slots__ = (
+        "behind",
         "job_id",
         "limit",
         "lost",
@@ -73,6 +74,9 @@ class Listener:
         self.overflowed = False
         #: Set when the channel's connection dropped: messages may have been missed.
         self.lost = False
+        #: Set while the listener goes on without a confirmed subscription (it relies on
+        #: the log); the confirmation, when it comes, sets ``lost`` so that it reads again.
+        self.behind = False
         #: Records pushed so far, and the count at the hub's previous idle check.
         self.pushed = 0
         self.seen = 0
@@ -191,10 +195,14 @@ class _Link:
             while self._outbox and self._outbox[0][0] == command and len(batch) < _CHUNK:
                 batch.append(self._outbox.popleft()[1])
             try:
-                await conn.send_command(command, *batch, check_health=False)
+                async with asyncio.timeout(self.hub.probe_s):
+                    await conn.send_command(command, *batch, check_health=False)
             except Exception as exc:
-                # The reading task sees the broken connection too, and reconnects.
+                # A send that fails or hangs (a black-holed connection never drains) drops
+                # the connection; the reading task then reconnects.
                 log.debug("pub/sub send on %s failed: %s", self.name, exc)
+                with contextlib.suppress(Exception):
+                    await conn.disconnect(nowait=True)
                 return
 
     # --- the reading task ---------------------------------------------------------------
@@ -237,7 +245,8 @@ class _Link:
             if self._ping_sent:
                 raise ConnectionError("no answer to a ping on the pub/sub connection") from None
             self._ping_sent = True
-            await conn.send_command("PING", check_health=False)
+            async with asyncio.timeout(self.hub.probe_s):  # a send can hang as well
+                await conn.send_command("PING", check_health=False)
             return
         self._ping_sent = False
         self._handle(reply)
@@ -261,6 +270,7 @@ class _Link:
                 future = self._ready.get(channel)
                 if future is not None and not future.done():
                     future.set_result(None)
+                self.hub.confirmed(channel)
         elif (
             kind in (b"unsubscribe", b"sunsubscribe")
             and channel in self.wanted
@@ -324,12 +334,17 @@ class Hub:
         ready = link.ready(channel)
         if channel not in link.wanted:
             link.add(channel)
-        if not ready.done():
-            try:
+        if ready.done():
+            return
+        if link.conn is not None:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_CONFIRM_WAIT_S):
                     await asyncio.shield(ready)
-            except TimeoutError:
-                listener.lost = True
+            if ready.done():
+                return
+        # No confirmation (the connection is down or slow): the subscriber goes on with
+        # the log alone and is woken to read it again once the channel is confirmed.
+        listener.behind = True
 
     async def rejoin(self, channel: str, listener: Listener) -> None:
         """After a loss: wait (briefly) until ``channel`` is subscribed again."""
@@ -376,6 +391,15 @@ class Hub:
             return
         for listener in subs:
             listener.push(record)
+
+    def confirmed(self, channel: str) -> None:
+        """``channel`` is subscribed (again): listeners that went on without it read the
+        log once more, to cover what was published before."""
+        for listener in self.listeners.get(channel, ()):
+            if listener.behind:
+                listener.behind = False
+                listener.lost = True
+                listener.wake()
 
     def lost(self, channel: str) -> None:
         """Messages of ``channel`` may have been missed: its listeners re-read the log."""

@@ -201,6 +201,10 @@ class Liveness:
         """One round: claim the jobs of every stopped instance, and this instance's own
         listed jobs that it does not produce (a claim interrupted by an error, or a restart
         under the same instance id)."""
+        if self._sentinel_pool is not None:
+            # The master may have moved since the last beat: the heartbeats this round
+            # would read are then the new master's, which nobody had time to refresh.
+            await self._follow_master(self._sentinel_pool)
         now = await self.now_ms()
         if not self.may_claim(now):
             return

@@ -102,6 +102,7 @@ class Writer:
         running_ttl: int,
         finished_ttl: int,
         stall_s: float,
+        deadline_s: float,
         take_dirty: Callable[[], list[Producer]],
         on_fenced: Callable[[JobWrite], None],
         on_stored_end: EndHandler,
@@ -115,6 +116,8 @@ class Writer:
         self.running_ttl = running_ttl
         self.finished_ttl = finished_ttl
         self.stall_s = stall_s
+        #: The longest one write round trip may take (REDIS_SOCKET_TIMEOUT).
+        self.deadline_s = deadline_s
         self._take_dirty_producers = take_dirty
         self._on_fenced = on_fenced
         self._on_stored_end = on_stored_end
@@ -128,6 +131,7 @@ class Writer:
         self._retry_s = _RETRY_FIRST_S
         self._stall_checked = time.monotonic()
         self._background: set[asyncio.Task[Any]] = set()
+        self._inflight: asyncio.Future[None] | None = None
         self.closed = False
 
     # --- producers ----------------------------------------------------------------------
@@ -212,7 +216,11 @@ class Writer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("stream writer: %s; retrying in %.2f s", exc, self._retry_s)
+                log.warning(
+                    "stream writer: %s; retrying in %.2f s",
+                    exc or type(exc).__name__,
+                    self._retry_s,
+                )
                 self._retry_later()
 
     def _retry_later(self) -> None:
@@ -269,6 +277,25 @@ class Writer:
                 )
 
     async def _write(self, calls: list[tuple[JobWrite, Batch]]) -> None:
+        # One deadline for the round trip, connecting included: a connection stuck on a
+        # master that is being demoted (a Sentinel failover) held the writer for 15 s;
+        # cancelled, it is dropped and the batches go again, to the new master.
+        task = self._inflight = asyncio.ensure_future(self._write_once(calls))
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                await task
+        finally:
+            self._inflight = None
+
+    def interrupt(self) -> None:
+        """Abandon the write in flight (the Redis master moved): its connection is dropped
+        and its batches go again with the next flush, at once."""
+        task = self._inflight
+        if task is not None and not task.done():
+            task.cancel()
+            self._kick.set()
+
+    async def _write_once(self, calls: list[tuple[JobWrite, Batch]]) -> None:
         args = [self._append_args(job, batch) for job, batch in calls]
         replies: list[Any]
         acked: int | None = None
