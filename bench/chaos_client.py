@@ -136,6 +136,7 @@ class ChatClient:
         self.rng = rng
         self.deadline = time.monotonic() + deadline_s
         self.reconnect_s = reconnect_s
+        self.token = ""
         self.last = 0
         self._refused_since: dict[int, float] = {}
 
@@ -174,6 +175,8 @@ class ChatClient:
                 started = response.json()
                 self.result.stream_id = started["stream_id"]
                 self.result.conversation_id = started["conversation_id"]
+                # The stream's resume token: it stays valid when Redis loses the sessions.
+                self.token = str(started.get("resume_token", ""))
                 return True
             self._unexpected(response.status_code, "POST /api/chat", response.text)
             await asyncio.sleep(_PAUSE_S)
@@ -203,6 +206,8 @@ class ChatClient:
         """One connection; False when following must stop (a persistent 404 or 400)."""
         path = f"/api/chat/stream/{self.result.stream_id}"
         headers = {"Last-Event-ID": str(self.last)} if self.last else {}
+        if self.token:
+            headers["X-Resume-Token"] = self.token
         cut_at = time.monotonic() + self.rng.uniform(*self.reconnect_s)
         try:
             async with client.stream("GET", self._url(path), headers=headers) as response:
@@ -280,14 +285,18 @@ class ChatClient:
     # -- checks after the end -----------------------------------------------------------
 
     async def _get_json(
-        self, client: httpx.AsyncClient, path: str, wait_s: float
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        wait_s: float,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """GET ``path`` on random instances until it answers a non-retryable status."""
         deadline = time.monotonic() + wait_s
         status, body = 0, {}
         while time.monotonic() < deadline:
             try:
-                response = await client.get(self._url(path))
+                response = await client.get(self._url(path), headers=headers)
             except httpx.HTTPError:
                 await asyncio.sleep(_PAUSE_S)
                 continue
@@ -304,7 +313,8 @@ class ChatClient:
     async def _check_status(self, client: httpx.AsyncClient) -> None:
         result = self.result
         path = f"/api/chat/stream/{result.stream_id}/status"
-        code, body = await self._get_json(client, path, _CHECK_WAIT_S)
+        token = {"X-Resume-Token": self.token} if self.token else None
+        code, body = await self._get_json(client, path, _CHECK_WAIT_S, token)
         if code != 200:
             result.flag("status_missing", f"status answered {code}")
             return

@@ -10,10 +10,11 @@ Anomaly kinds come in three groups:
   singletons), ``no_recovery`` (instances not all ready within a minute after a heal),
   ``fault_failed`` (the checker could not inject or heal a fault).
 
-When a schedule restarts Redis *without its data* (``redis_restart_lose``), sessions,
-conversations and jobs are gone on purpose: ``not_found``, ``status_missing``,
-``stored_missing``, ``start_failed`` and ``final_not_done`` are then counted as *tolerated*,
-not as anomalies. Every other kind still counts.
+When a schedule restarts Redis *without its data* (``redis_restart_lose``), sessions and
+conversations are gone on purpose: ``stored_missing`` (the conversation the answer belongs to
+is gone) and ``start_failed`` are then counted as *tolerated*, not as anomalies. Running
+answers are not: their producers write them again, and the client follows them with the
+stream's resume token, so every other kind still counts.
 """
 
 from __future__ import annotations
@@ -49,9 +50,7 @@ E2E_KINDS = frozenset(
         "start_failed",
     }
 )
-TOLERATED_AFTER_DATA_LOSS = frozenset(
-    {"not_found", "status_missing", "stored_missing", "start_failed", "final_not_done"}
-)
+TOLERATED_AFTER_DATA_LOSS = frozenset({"stored_missing", "start_failed"})
 #: Keys documented to live without a TTL (``P`` = the prefix).
 SINGLETONS = ("P::streams:instances",)
 _AUDIT_MAX_KEYS = 200_000

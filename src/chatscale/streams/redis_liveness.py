@@ -133,7 +133,8 @@ class Liveness:
         looks, look dead to them, and have its jobs taken while it runs (split brain).
         """
         master = await pool.sentinel_manager.discover_master(pool.service_name)
-        if self._master is not None and master != self._master:
+        previous, self._master = self._master, master
+        if previous is not None and master != previous:
             log.warning("Redis master moved to %s:%s; reconnecting everything", *master)
             # The new master's heartbeats mean something only once every instance had the
             # time to follow it: this instance's run of contact starts again.
@@ -141,7 +142,6 @@ class Liveness:
             await pool.disconnect(inuse_connections=True)
             if self.on_master_moved is not None:
                 self.on_master_moved()
-        self._master = master
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from chatscale.streams import codec
@@ -282,10 +283,21 @@ class Writer:
         # cancelled, it is dropped and the batches go again, to the new master.
         task = self._inflight = asyncio.ensure_future(self._write_once(calls))
         try:
-            async with asyncio.timeout(self.deadline_s):
-                await task
+            done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
+        except asyncio.CancelledError:
+            task.cancel()  # the writer itself is stopping
+            raise
         finally:
             self._inflight = None
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+            raise TimeoutError("a write took longer than REDIS_SOCKET_TIMEOUT")
+        if task.cancelled():
+            # Interrupted (not the writer's own cancellation, which must not be mistaken
+            # for it: that would end the writer): the batches go again.
+            raise RedisConnectionError("a write was abandoned: the Redis master moved")
+        task.result()
 
     def interrupt(self) -> None:
         """Abandon the write in flight (the Redis master moved): its connection is dropped
