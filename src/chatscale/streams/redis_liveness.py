@@ -17,7 +17,6 @@ claims a dead instance's jobs concurrently, a bounded number at a time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +27,7 @@ from redis.exceptions import ResponseError
 
 from chatscale.redis.keys import KeySpace
 from chatscale.streams.scripts import BEAT
+from chatscale.streams.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,6 @@ class Liveness:
                 log.warning("claiming job %s of instance %s: %s", job_id, instance, exc)
 
     async def close(self) -> None:
+        """Stop the heartbeat and the reaper."""
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+            await stop_task(task)
