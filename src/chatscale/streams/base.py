@@ -5,11 +5,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from chatscale.streams.backlog import Backlog
 from chatscale.streams.errors import InvalidEvent, ManagerClosed
 from chatscale.streams.metrics import StreamMetrics
 from chatscale.streams.model import Event, JobInfo
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 Recorder = Callable[[Producer], Awaitable[None]]
 
 _MAX_JOB_ID = 200
-#: The longest a full-speed producer buffers before it waits for a flush (seconds).
-PRESSURE_S = 0.001
 
 
 def check_job_id(job_id: object) -> str:
@@ -69,18 +67,11 @@ class StreamManager(abc.ABC):
         #: A producer silent this long (seconds) is ended with ``error`` (STREAM_RUNNING_TTL).
         self.stall_s: float = float(settings.stream_running_ttl)
         self.finished_ttl = settings.stream_finished_ttl
-        #: Chunks buffered by all producers since the last flush, and the count at which
-        #: a producer's ``delta`` waits for the writer (backpressure bounds latency).
-        self._buffered = 0
-        #: When the first chunk since the last flush was buffered (``time.monotonic``).
-        self._buffered_since = 0.0
-        self.pressure_chunks = 1024
-        #: A fast producer waits for the writer once buffered chunks are this old (s).
-        self.pressure_s = min(self.coalesce_s, PRESSURE_S) if self.coalesce_s else PRESSURE_S
+        #: What producers buffered for the writer (and the backpressure on fast ones).
+        self.backlog = Backlog(self._schedule_flush, self._relieve, coalesce_s=self.coalesce_s)
         self._continuation: Continuation | None = None
         self._recorder: Recorder | None = None
         self._producers: dict[str, Producer] = {}
-        self._dirty: list[Producer] = []
         self._runs: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._draining = False
@@ -202,20 +193,6 @@ class StreamManager(abc.ABC):
         except Exception:
             log.exception("recording the end of job %s failed", producer.job_id)
 
-    def _take_dirty(self) -> list[Producer]:
-        """The producers with unwritten events since the last call (and reset the count
-        of buffered chunks)."""
-        dirty, self._dirty = self._dirty, []
-        self._buffered = 0
-        return dirty
-
-    def _mark_dirty(self, producer: Producer) -> None:
-        """A producer has unwritten events or deltas."""
-        if not self._dirty:
-            self._buffered_since = time.monotonic()
-        self._dirty.append(producer)
-        self._schedule_flush()
-
     @abc.abstractmethod
     def _schedule_flush(self) -> None:
         """Make sure the dirty producers are written within the coalescing window."""
@@ -225,8 +202,9 @@ class StreamManager(abc.ABC):
         """Called by a producer with many buffered chunks: write them out now."""
 
     @abc.abstractmethod
-    async def _finished(self, producer: Producer) -> None:
-        """The producer numbered its final event: store it and wait until it is stored."""
+    async def store_end(self, producer: Producer) -> None:
+        """Write ``producer``'s final event (it has numbered it) and wait until it is
+        stored (called by :meth:`Producer.complete` and :meth:`Producer.fail`)."""
 
     def local_jobs(self) -> list[Producer]:
         """The producers of this instance's running jobs."""

@@ -114,7 +114,7 @@ class MemoryStreamManager(StreamManager):
         self._flush()
         await asyncio.sleep(0)
 
-    async def _finished(self, producer: Producer) -> None:
+    async def store_end(self, producer: Producer) -> None:
         self._flush()
 
     def _flush(self) -> None:
@@ -122,7 +122,7 @@ class MemoryStreamManager(StreamManager):
             self._flush_handle.cancel()
             self._flush_handle = None
         now = time.time()
-        for producer in self._take_dirty():
+        for producer in self.backlog.take():
             events = producer._take()
             job = self._jobs.get(producer.job_id)
             if job is None or not events:

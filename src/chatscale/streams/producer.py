@@ -115,20 +115,18 @@ class Producer:
         pending.append(text)
         manager = self._manager
         manager.metrics.chunks += 1
-        manager._buffered += 1
+        backlog = manager.backlog
+        backlog.chunk()
         if not self._dirty:
             self._dirty = True
-            manager._mark_dirty(self)
-        if manager._buffered >= manager.pressure_chunks or (
-            not len(pending) & _FAST_MASK
-            and time.monotonic() - manager._buffered_since > manager.pressure_s
-        ):
+            backlog.dirty(self)
+        if backlog.pressing(check_age=not len(pending) & _FAST_MASK):
             # A producer that never waits (a fast one: many chunks in one window) holds
             # the event loop: nothing is written or read until it yields. It waits for the
             # writer once the process's oldest buffered chunk is older than pressure_s (or
             # too many chunks are buffered), which bounds latency without taxing paced
             # producers (an LLM's few chunks per window never get here).
-            await manager._relieve()
+            await backlog.relieve()
 
     async def event(self, type: str, data: dict[str, Any]) -> None:
         """Append a status / tool event (any JSON object) after the text so far."""
@@ -139,7 +137,7 @@ class Producer:
         self._append(type, data, size)
         if not self._dirty:
             self._dirty = True
-            self._manager._mark_dirty(self)
+            self._manager.backlog.dirty(self)
 
     async def complete(self, finish_reason: str = "stop") -> None:
         """End the job successfully; waits until the final event is stored."""
@@ -156,7 +154,7 @@ class Producer:
         if self.closed:
             return
         self.close_with(type_, extra, reason)
-        await self._manager._finished(self)
+        await self._manager.store_end(self)
 
     def close_with(self, type_: str, extra: dict[str, Any], reason: str | None = None) -> None:
         """Number the buffered text and the final event; mark the producer closed."""
@@ -173,7 +171,7 @@ class Producer:
             self.aborted.set()
         if not self._dirty:
             self._dirty = True
-            self._manager._mark_dirty(self)
+            self._manager.backlog.dirty(self)
 
     def _append(self, type_: str, data: dict[str, Any], size: int, *, final: bool = False) -> None:
         manager = self._manager

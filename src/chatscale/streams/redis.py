@@ -90,7 +90,7 @@ class RedisStreamManager(StreamManager):
             finished_ttl=self.finished_ttl,
             stall_s=self.stall_s,
             deadline_s=redis.config.socket_timeout_s,
-            take_dirty=self._take_dirty,
+            backlog=self.backlog,
             on_fenced=self._fence,
             on_stored_end=self._stored_end,
         )
@@ -240,7 +240,7 @@ class RedisStreamManager(StreamManager):
     async def _relieve(self) -> None:
         await self.writer.flushed()
 
-    async def _finished(self, producer: Producer) -> None:
+    async def store_end(self, producer: Producer) -> None:
         await self.writer.stored_end(producer, max(5.0, 3 * self.lease_s))
 
     async def _stored_end(self, producer: Producer) -> None:
@@ -374,7 +374,7 @@ class RedisStreamManager(StreamManager):
                 reason="producer_lost",
             )
         if producer.closed:
-            await self._finished(producer)
+            await self.store_end(producer)
         return producer
 
     async def _publish(self, channel: str, data: bytes) -> None:
@@ -415,7 +415,7 @@ class RedisStreamManager(StreamManager):
                 return False
             self.metrics.aborts += 1
             producer.close_with("aborted", {}, reason="aborted")
-            await self._finished(producer)
+            await self.store_end(producer)
             return producer.final_stored and producer.status is JobStatus.ABORTED
         owner_instance = await ABORT(self.client, [self.keys.stream_job(job_id)], [])
         if not owner_instance:
@@ -469,4 +469,4 @@ class RedisStreamManager(StreamManager):
                 reason="shutdown",
             )
         for producer in ending:
-            await self._finished(producer)
+            await self.store_end(producer)

@@ -31,6 +31,7 @@ from chatscale.streams.scripts import APPEND, CREATE, LISTED
 
 if TYPE_CHECKING:
     from chatscale.redis.keys import KeySpace
+    from chatscale.streams.backlog import Backlog
     from chatscale.streams.metrics import StreamMetrics
     from chatscale.streams.producer import Producer
 
@@ -104,7 +105,7 @@ class Writer:
         finished_ttl: int,
         stall_s: float,
         deadline_s: float,
-        take_dirty: Callable[[], list[Producer]],
+        backlog: Backlog,
         on_fenced: Callable[[JobWrite], None],
         on_stored_end: EndHandler,
     ) -> None:
@@ -119,7 +120,7 @@ class Writer:
         self.stall_s = stall_s
         #: The longest one write round trip may take (REDIS_SOCKET_TIMEOUT).
         self.deadline_s = deadline_s
-        self._take_dirty_producers = take_dirty
+        self.backlog = backlog
         self._on_fenced = on_fenced
         self._on_stored_end = on_stored_end
         self.jobs: dict[str, JobWrite] = {}
@@ -253,7 +254,7 @@ class Writer:
 
     def _take_dirty(self) -> None:
         now = time.monotonic()
-        for producer in self._take_dirty_producers():
+        for producer in self.backlog.take():
             events = producer._take()
             job = self.jobs.get(producer.job_id)
             if not events or job is None or job.producer is not producer:
