@@ -153,11 +153,16 @@ class Liveness:
             if not self.beating:
                 continue
             try:
-                await self.beat()
+                # A beat later than its period is no beat: the client's own retries (with
+                # backoff up to REDIS_RETRY_MAX_DELAY) could otherwise land it after the
+                # lease, once Redis is back, while another instance has been beating.
+                async with asyncio.timeout(self.period_s):
+                    await self.beat()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("stream heartbeat failed: %s", exc)
+                self.contact_since = self.last_beat = None
+                log.warning("stream heartbeat failed: %s", exc or type(exc).__name__)
 
     async def hand_over(self) -> None:
         """Stop beating and mark this instance stopped (score 0): other instances' reapers
