@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from chatscale.streams import codec
-from chatscale.streams.model import FINAL_STATUS, Event
+from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
 from chatscale.streams.scripts import APPEND, CREATE, LISTED
 
@@ -262,7 +262,7 @@ class Writer:
             job.touched = now
             job.batches.append(_batch(events))
             if events[-1].final:
-                job.final_status = FINAL_STATUS[events[-1].type].value
+                job.final_status = status_of(events[-1].type).value
 
     def _check_stalls(self) -> None:
         now = time.monotonic()
