@@ -228,7 +228,10 @@ class RedisStreamManager(StreamManager):
         self.writer.interrupt()
 
     def _set_replicas(self, count: int) -> None:
-        self.writer.replicas = count
+        # The most ever seen, not the current count: a master being failed over has just
+        # lost its replica (it reports 0), and that is exactly when an end must be waited
+        # for. A replica down for long costs each end a bounded number of rounds.
+        self.writer.replicas = max(self.writer.replicas, count)
 
     async def _list_here(self, job_id: str) -> None:
         """List ``job_id`` under this instance (the reaper's index), with its expiry."""

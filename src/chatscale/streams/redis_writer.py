@@ -41,11 +41,12 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 #: How often running jobs are checked for a producer silent longer than STREAM_RUNNING_TTL.
 _STALL_CHECK_S = 1.0
-#: How long a WAIT for a replica's copy of a job's end lasts (ms), and in how many rounds
-#: (spaced by the retry delay, up to a second) it may go unconfirmed before the end is
-#: taken as stored anyway (a replica down for long must not keep answers unrecorded).
+#: How long a WAIT for a replica's copy of a job's end lasts (ms), and how long (s) an end
+#: may go unconfirmed, round after round, before it is taken as stored anyway: a failover
+#: leaves the new master without a replica until the old one rejoins (about ten seconds
+#: with Sentinel), and a replica down for long must not keep answers unrecorded.
 _WAIT_MS = 100
-_CONFIRM_ROUNDS = 30
+_CONFIRM_S = 5.0
 
 
 @dataclass(slots=True)
@@ -60,8 +61,9 @@ class JobWrite:
     #: Last sequence number Redis confirmed it stores for this epoch.
     stored: int = 0
     touched: float = field(default_factory=time.monotonic)
-    #: Rounds in which no replica confirmed the stored end (see ``Writer._outcome``).
-    unconfirmed: int = 0
+    #: Since when no replica confirmed the stored end (``time.monotonic``; 0 = not yet
+    #: unconfirmed; see ``Writer._outcome``).
+    unconfirmed: float = 0.0
     #: Done once the final event is stored, or the job was taken away.
     done: asyncio.Future[None] | None = None
 
@@ -124,8 +126,8 @@ class Writer:
         self._on_fenced = on_fenced
         self._on_stored_end = on_stored_end
         self.jobs: dict[str, JobWrite] = {}
-        #: Replicas of the master (outside Cluster; kept up to date by the manager): when
-        #: there are, a job's end is only taken as stored once one of them has it.
+        #: Replicas the master has been seen with (outside Cluster; kept by the manager):
+        #: when there are, a job's end is only taken as stored once one of them has it.
         self.replicas = 0
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -411,10 +413,11 @@ class Writer:
             self.metrics.aborts += 1
             producer.close_with("aborted", {}, reason="aborted")
         if producer.closed and job.final_status and job.stored >= job.handed:
-            if acked == 0 and job.unconfirmed < _CONFIRM_ROUNDS:
+            now = time.monotonic()
+            if acked == 0 and (not job.unconfirmed or now - job.unconfirmed < _CONFIRM_S):
                 # No replica has the end yet (a failover under way, or a replica behind):
                 # keep the job and send its last batch again (idempotent) with another WAIT.
-                job.unconfirmed += 1
+                job.unconfirmed = job.unconfirmed or now
                 job.stored = batch.first - 1
                 return
             self.forget(job)
