@@ -132,7 +132,7 @@ class Liveness:
         whose connections stayed with it would beat (and publish) where no other instance
         looks, look dead to them, and have its jobs taken while it runs (split brain).
         """
-        master = await pool.sentinel_manager.discover_master(pool.service_name)
+        master = await _agreed_master(pool.sentinel_manager, pool.service_name)
         previous, self._master = self._master, master
         if previous is not None and master != previous:
             log.warning("Redis master moved to %s:%s; reconnecting everything", *master)
@@ -255,3 +255,34 @@ class Liveness:
         """Stop the heartbeat and the reaper."""
         for task in self._tasks:
             await stop_task(task)
+
+
+class SentinelsDisagree(Exception):
+    """The sentinels do not name the same master (a failover is settling)."""
+
+
+async def _agreed_master(manager: Any, service: str) -> tuple[str, int]:
+    """The master every answering sentinel names (a majority must answer).
+
+    Right after a failover, sentinels can name different masters for seconds, and a former
+    master takes writes until it is demoted: instances asking different sentinels would
+    beat on different masters and take each other's jobs. Until the sentinels agree, a beat
+    fails (so this instance claims nothing), whatever any one sentinel says.
+    """
+    sentinels = manager.sentinels
+    replies = await asyncio.gather(
+        *(s.sentinel_get_master_addr_by_name(service) for s in sentinels),
+        return_exceptions=True,
+    )
+    named = {
+        (r[0].decode() if isinstance(r[0], bytes) else str(r[0]), int(r[1]))
+        for r in replies
+        if isinstance(r, tuple | list) and len(r) == 2
+    }
+    answered = sum(1 for r in replies if isinstance(r, tuple | list))
+    if len(named) != 1 or answered * 2 <= len(sentinels):
+        raise SentinelsDisagree(
+            f"sentinels name {sorted(named) or 'no master'} ({answered} of {len(sentinels)} "
+            "answered); waiting until they agree"
+        )
+    return next(iter(named))
