@@ -10,7 +10,6 @@ or not a browser was connected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -25,6 +24,7 @@ from chatscale.llm import ChatMessage, Chunk, CompletionRequest, ProviderRegistr
 from chatscale.server.events import SessionEvents
 from chatscale.server.store import ConversationStore, Message, title_of
 from chatscale.streams import JobInfo, JobStatus, Producer, StreamManager
+from chatscale.streams.tasks import Background
 
 if TYPE_CHECKING:
     from chatscale.ratelimit.concurrency import ConcurrencyLimiter
@@ -81,7 +81,7 @@ class ChatService:
         self.events = events
         #: CHAT_CONCURRENCY_LIMIT's slots: a continued answer holds one too.
         self.slots = slots
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background("chat service")
         streams.set_continuation(self.continuation)
         streams.set_recorder(self.record)
 
@@ -135,7 +135,7 @@ class ChatService:
         request = CompletionRequest(model_name, history_of(earlier))
         task = self.streams.run(producer, provider.stream(request))
         if on_end is not None:
-            task.add_done_callback(lambda _: self._spawn(self._ended(producer, on_end)))
+            task.add_done_callback(lambda _: self._background.spawn(self._ended(producer, on_end)))
         await self.events.publish(
             user,
             "started",
@@ -254,17 +254,6 @@ class ChatService:
                 log.exception("cannot store the answer of stream %s", stream_id)
                 return
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
         """Let answers being stored finish (briefly), then cancel the rest."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=2)
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await self._background.close(grace=2.0)

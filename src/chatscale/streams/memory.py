@@ -23,6 +23,7 @@ from chatscale.streams.errors import (
 )
 from chatscale.streams.model import Event, JobInfo, JobStatus, parse_event_id
 from chatscale.streams.producer import Producer
+from chatscale.streams.tasks import Background
 
 _SWEEP_S = 0.25
 
@@ -61,7 +62,7 @@ class MemoryStreamManager(StreamManager):
         self._jobs: dict[str, _Job] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._recording: set[asyncio.Task[None]] = set()
+        self._recording = Background("recording an answer")
 
     async def start(self) -> None:
         """Start the expiry sweeper."""
@@ -79,8 +80,7 @@ class MemoryStreamManager(StreamManager):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self._cancel_runs()
-        if self._recording:
-            await asyncio.wait(set(self._recording), timeout=2)
+        await self._recording.close(grace=2.0)
         for job in self._jobs.values():
             job.notify()
 
@@ -136,13 +136,8 @@ class MemoryStreamManager(StreamManager):
                 self.metrics.jobs_active -= 1
                 self.metrics.jobs_finished += 1
                 producer.final_stored = True
-                self._spawn(self._record(producer))
+                self._recording.spawn(self._record(producer))
             job.notify()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
 
     # --- subscriber side ----------------------------------------------------------------
     def _job(self, job_id: str, owner: str | None) -> _Job:

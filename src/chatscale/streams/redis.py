@@ -99,7 +99,7 @@ class RedisStreamManager(StreamManager):
             self.keys,
             instance_id=self.instance_id,
             lease_s=self.lease_s,
-            jobs_ttl_s=self.running_ttl + self.finished_ttl,
+            jobs_ttl_s=self.writer.index_ttl,
             claim=self.take_over,
             local_jobs=lambda: set(self.writer.jobs) | self._creating,
         )
@@ -203,7 +203,7 @@ class RedisStreamManager(StreamManager):
             await LISTED(
                 self.client,
                 [self.keys.user_jobs(owner)],
-                [job_id, now, self.running_ttl + self.finished_ttl],
+                [job_id, now, self.writer.index_ttl],
             )
         except BaseException as exc:
             await self._undo_create(job_id, keys, existed=isinstance(exc, JobExists))

@@ -26,7 +26,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 
 from chatscale.streams import codec
-from chatscale.streams.tasks import stop_task
+from chatscale.streams.tasks import Background, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class Hub:
         self.handlers: dict[str, ControlHandler] = {}
         self._links: dict[str, _Link] = {}
         self._route: dict[str, _Link] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background("pub/sub hub")
         self._ticker: asyncio.Task[None] | None = None
 
     # --- listeners ----------------------------------------------------------------------
@@ -492,14 +492,8 @@ class Hub:
                 self.spawn(conn.disconnect(nowait=True))
 
     def spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("pub/sub hub: %s", task.exception())
+        """Run ``coro`` in the background (its failure is logged)."""
+        self._background.spawn(coro)
 
     async def close(self) -> None:
         """Close every connection and end every listener's wait."""
@@ -509,8 +503,7 @@ class Hub:
             await stop_task(link.task)
             await stop_task(link._sender)
             await link._drop()
-        for task in list(self._tasks):
-            await stop_task(task)
+        await self._background.close()
         for subs in self.listeners.values():
             for listener in subs:
                 listener.wake()

@@ -28,6 +28,7 @@ from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
 from chatscale.streams.scripts import APPEND, CREATE, LISTED
+from chatscale.streams.tasks import Background
 
 if TYPE_CHECKING:
     from chatscale.redis.keys import KeySpace
@@ -120,6 +121,9 @@ class Writer:
         self.running_ttl = running_ttl
         self.finished_ttl = finished_ttl
         self.stall_s = stall_s
+        #: Expiry of the indexes a job is listed in (a running job's life, then its
+        #: finished life).
+        self.index_ttl = running_ttl + finished_ttl
         #: The longest one write round trip may take (REDIS_SOCKET_TIMEOUT).
         self.deadline_s = deadline_s
         self.backlog = backlog
@@ -134,7 +138,7 @@ class Writer:
         self._flushed: asyncio.Future[None] | None = None
         self._retry_s = _RETRY_FIRST_S
         self._stall_checked = time.monotonic()
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = Background("stream writer")
         self._inflight: asyncio.Future[None] | None = None
         self.closed = False
 
@@ -322,7 +326,7 @@ class Writer:
             # round trips per node. A job's batches go in order: one call chain per job.
             replies = await self._write_cluster(calls, args)
         elif len(calls) == 1 and not ending:
-            replies = [await _call(APPEND, self.client, *args[0])]
+            replies = [await APPEND(self.client, *args[0])]
         else:
             pipe = self.client.pipeline(transaction=False)
             for keys, argv in args:
@@ -361,7 +365,7 @@ class Writer:
         async def chain(indexes: list[int]) -> None:
             for index in indexes:
                 try:
-                    replies[index] = await _call(APPEND, self.client, *args[index])
+                    replies[index] = await APPEND(self.client, *args[index])
                 except Exception as exc:
                     replies[index] = exc
 
@@ -423,7 +427,7 @@ class Writer:
             self.forget(job)
             producer.final_stored = True
             self.metrics.jobs_finished += 1
-            self._spawn(self._ended(producer))
+            self._background.spawn(self._ended(producer))
 
     async def _ended(self, producer: Producer) -> None:
         with contextlib.suppress(Exception):
@@ -453,7 +457,7 @@ class Writer:
                 time.time(),
             ],
         )
-        ttl = self.running_ttl + self.finished_ttl
+        ttl = self.index_ttl
         await asyncio.gather(
             LISTED(
                 self.client,
@@ -471,11 +475,6 @@ class Writer:
         job.stored = 0
         self._kick.set()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def close(self) -> None:
         """Stop the timers and wait briefly for end handlers still running."""
         self.closed = True
@@ -483,8 +482,7 @@ class Writer:
             self._timer.cancel()
             self._timer = None
         self._kick.set()
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=2)
+        await self._background.close(grace=2.0)
 
 
 def _batch(events: list[Event]) -> Batch:
@@ -494,6 +492,3 @@ def _batch(events: list[Event]) -> Batch:
         codec.dumps(codec.pack(events, final_text=False)),
     )
 
-
-async def _call(script: Any, client: Any, keys: list[str], argv: list[Any]) -> Any:
-    return await script(client, keys, argv)

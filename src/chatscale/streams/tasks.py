@@ -1,10 +1,11 @@
-"""Stopping background tasks that run Redis commands."""
+"""Background tasks: starting them without losing them, and stopping them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -32,3 +33,33 @@ async def stop_task(task: asyncio.Task[Any] | None, *, within: float = 3.0) -> N
             return
     with contextlib.suppress(BaseException):
         task.result()
+
+
+class Background:
+    """Tasks an object starts and does not await: kept referenced until they end, their
+    failures logged (never "exception was never retrieved"), and waited for, then stopped,
+    at :meth:`close`."""
+
+    __slots__ = ("_tasks", "_what")
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in a task of this set."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s: %s", self._what, task.exception())
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Let the tasks finish for up to ``grace`` seconds, then stop the rest."""
+        if self._tasks and grace > 0:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in list(self._tasks):
+            await stop_task(task)
