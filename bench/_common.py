@@ -142,6 +142,17 @@ def commands_total(commandstats: dict[str, Any]) -> int:
     return total
 
 
+def setting_overrides(pairs: list[str]) -> dict[str, str]:
+    """``--setting NAME=VALUE`` pairs as settings overrides (names lower-cased)."""
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--setting expects NAME=VALUE, got {pair!r}")
+        overrides[name.strip().lower()] = value
+    return overrides
+
+
 def median(values: list[float]) -> float:
     """The median (mean of the middle two for an even count)."""
     ordered = sorted(values)

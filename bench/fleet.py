@@ -79,6 +79,7 @@ from bench._common import (  # noqa: E402
     now_us,
     percentile,
     read_stamp_digits,
+    setting_overrides,
 )
 
 LAYOUTS = ("mixed", "split", "per-instance", "isolated")
@@ -740,16 +741,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    overrides: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise SystemExit(f"--setting expects NAME=VALUE, got {pair!r}")
-        overrides[name.strip().lower()] = value
-    return overrides
-
-
 def _commit() -> tuple[str, bool]:
     def git(*argv: str) -> str:
         done = subprocess.run(
@@ -814,9 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point (parent: run everything and write the JSON; ``--child``: one instance)."""
     args = _parser().parse_args(argv)
     if args.child:
-        asyncio.run(_child(args.redis_url, args.prefix, args.name, _overrides(args.setting)))
+        asyncio.run(_child(args.redis_url, args.prefix, args.name, setting_overrides(args.setting)))
         return 0
-    _overrides(args.setting)  # fail early on a malformed pair
+    setting_overrides(args.setting)  # fail early on a malformed pair
     if args.runs < 1 or args.jobs < 1 or args.tokens < 1 or args.rate <= 0:
         raise SystemExit("--runs, --jobs, --tokens and --rate must be positive")
     commit, dirty = _commit()
@@ -833,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "load": {"jobs": args.jobs, "jobs_per_instance": args.jobs_per_instance,
                  "tokens_per_job": args.tokens, "rate": args.rate, "token_bytes": CHUNK_BYTES,
-                 "runs": args.runs, "settings": _overrides(args.setting)},
+                 "runs": args.runs, "settings": setting_overrides(args.setting)},
         "load_average_before": load_before,
         "duration_s": round(time.perf_counter() - started, 1),
         "versions": versions,

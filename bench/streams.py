@@ -48,6 +48,7 @@ from bench._common import (  # noqa: E402
     now_us,
     percentile,
     read_stamp_digits,
+    setting_overrides,
 )
 from redis.asyncio import ConnectionPool  # noqa: E402
 
@@ -521,16 +522,6 @@ def _versions(redis_url: str | None) -> dict[str, Any]:
     return info
 
 
-def _overrides(pairs: list[str]) -> dict[str, str]:
-    overrides: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise SystemExit(f"--setting expects NAME=VALUE, got {pair!r}")
-        overrides[name.strip().lower()] = value
-    return overrides
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("workload", choices=sorted(WORKLOADS))
@@ -559,7 +550,7 @@ def _budget(workload: Workload, timeout: float | None) -> float:
 def run_once(args: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
     """One run in this process."""
     workload = WORKLOADS[args.workload].scaled(args.scale)
-    backend = make_backend(args.backend, redis_url, _overrides(args.setting))
+    backend = make_backend(args.backend, redis_url, setting_overrides(args.setting))
     head: dict[str, Any] = {
         "workload": workload.name,
         "backend": backend.name,
@@ -569,7 +560,7 @@ def run_once(args: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
         "rate_per_stream": workload.rate,
         "scale": args.scale,
         "loop": args.loop,
-        "settings": _overrides(args.setting),
+        "settings": setting_overrides(args.setting),
     }
     coroutine = run_workload(workload, backend, _budget(workload, args.timeout))
     if args.loop == "uvloop":
