@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from typing import Any
 
 import pytest
 
-from chatscale.redis import RedisConnection
+from chatscale.redis import RedisConnection, connect
 from chatscale.server.events import SessionEvents
 from chatscale.server.idempotency import (
     MemoryIdempotencyStore,
@@ -19,6 +21,7 @@ from chatscale.server.store import (
     RedisConversationStore,
     title_of,
 )
+from tests.conftest import redis_config, unique_prefix
 
 
 @pytest.fixture(
@@ -160,3 +163,34 @@ async def test_session_events_reach_every_instance(backend: RedisConnection | No
         await one.close()
         if two is not one:
             await two.close()
+
+
+@pytest.mark.sentinel
+@pytest.mark.timeout(60)
+async def test_a_recorded_answer_waits_for_a_replica(sentinel_factory: Any) -> None:
+    # An answer acknowledged by a master that then loses its role (a failover) is gone
+    # unless a replica has it: with replicas, the write is sent again until one does.
+    deployment = sentinel_factory()
+    conn = await connect(redis_config(deployment.sentinel_url(), prefix=unique_prefix()))
+    conn.replication.saw(1)  # what the stream heartbeat reports for this master
+    store = RedisConversationStore(conn, 3600)
+    replica_pid = deployment.replica.pid
+    assert replica_pid is not None
+    try:
+        await store.add_user_message(
+            "u", "c", {"role": "user", "content": "q", "created_at": 1.0}, title="q"
+        )
+        answer = {"role": "assistant", "content": "a", "created_at": 2.0, "stream_id": "s"}
+        os.kill(replica_pid, signal.SIGSTOP)
+        try:
+            task = asyncio.ensure_future(store.store_answer("u", "c", "s", answer))
+            await asyncio.sleep(1.0)
+            assert not task.done(), "the answer was taken as stored without a replica's copy"
+        finally:
+            os.kill(replica_pid, signal.SIGCONT)
+        async with asyncio.timeout(4):
+            assert await task is True
+        with deployment.replica.client() as replica:
+            assert replica.hlen(conn.keys.conversation("u", "c", "answers")) == 1
+    finally:
+        await conn.close()

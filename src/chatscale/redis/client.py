@@ -1,9 +1,11 @@
 """One asyncio Redis client for the configured topology, with a pool that waits.
 
-Standalone and Sentinel use a blocking pool: a command waits up to ``REDIS_POOL_TIMEOUT`` for
-a free connection instead of failing at once (redis-py's default pool raises). redis-py's
-Cluster client has no waiting pool, so :class:`BoundedRedisCluster` bounds the commands in
-flight with a semaphore of the same size and wait.
+Standalone and Sentinel use a blocking pool (on Sentinel, one that connects only to the
+master every answering sentinel names: :mod:`chatscale.redis.sentinel`): a command waits up
+to ``REDIS_POOL_TIMEOUT`` for a free connection instead of failing at once (redis-py's
+default pool raises). redis-py's Cluster client has no waiting pool, so
+:class:`BoundedRedisCluster` bounds the commands in flight with a semaphore of the same size
+and wait.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatscale.redis.sentinel import AgreedSentinelPool
 from chatscale.redis.uri import Topology
 
 if TYPE_CHECKING:
@@ -31,10 +34,6 @@ AnyRedis: TypeAlias = "Redis | RedisCluster"
 
 CLIENT_NAME = "chatscale"
 _BACKOFF_BASE_S = 0.05
-
-
-class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
-    """A Sentinel-managed pool whose ``get_connection`` waits for a free connection."""
 
 
 class _Bounded:
@@ -187,7 +186,7 @@ def create_client(config: RedisConfig) -> AnyRedis:
         assert target.service_name is not None
         master: Redis = sentinel.master_for(
             target.service_name,
-            connection_pool_class=BlockingSentinelConnectionPool,
+            connection_pool_class=AgreedSentinelPool,
             max_connections=config.max_connections,
             timeout=config.pool_timeout_s,
             db=target.db,

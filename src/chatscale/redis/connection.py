@@ -17,6 +17,7 @@ from chatscale.errors import RedisUnavailableError
 from chatscale.redis.client import AnyRedis, create_client
 from chatscale.redis.keepalive import KeepAlive
 from chatscale.redis.keys import KeySpace
+from chatscale.redis.replication import Replication
 from chatscale.redis.uri import Topology
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class RedisConnection:
         self.config = config
         self.client: AnyRedis = client
         self.keys = KeySpace(config.prefix)
+        #: The master's replicas as last seen (writes that must survive a failover wait).
+        self.replication = Replication()
         deadline = min(5.0, max(1.0, config.ping_interval_s / 2))
         self.keepalive = KeepAlive(client, config.ping_interval_s, deadline)
         self._closed = False

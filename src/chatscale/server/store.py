@@ -10,12 +10,16 @@ sent with a ``client_request_id`` is stored once per id in its conversation, so 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatscale.redis.connection import RedisConnection
+from chatscale.redis.replication import CONFIRM_S, WAIT_MS
+
+log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 
@@ -185,6 +189,7 @@ class RedisConversationStore:
     def __init__(self, connection: RedisConnection, retention_s: int) -> None:
         self._client = connection.client
         self._keys = connection.keys
+        self._replication = connection.replication
         self.retention_s = retention_s
         self._add_user = self._client.register_script(_ADD_USER)
         self._store_answer = self._client.register_script(_STORE_ANSWER)
@@ -208,9 +213,10 @@ class RedisConversationStore:
         request_id: str | None = None,
     ) -> bool:
         """Append the user's message, once per ``request_id`` (one atomic script)."""
-        stored = await self._add_user(
-            keys=list(self._parts(user, conversation_id)),
-            args=[
+        return await self._durable(
+            self._add_user,
+            list(self._parts(user, conversation_id)),
+            [
                 title,
                 repr(time.time()),
                 _dump(message),
@@ -219,18 +225,37 @@ class RedisConversationStore:
                 request_id or "",
             ],
         )
-        return bool(stored)
 
     async def store_answer(
         self, user: str, conversation_id: str, stream_id: str, message: Message
     ) -> bool:
         """Append a finished answer once per ``stream_id`` (one atomic script)."""
         now = time.time()
-        stored = await self._store_answer(
-            keys=list(self._parts(user, conversation_id)),
-            args=[stream_id, _dump(message), repr(now), self.retention_s, conversation_id],
+        return await self._durable(
+            self._store_answer,
+            list(self._parts(user, conversation_id)),
+            [stream_id, _dump(message), repr(now), self.retention_s, conversation_id],
         )
-        return bool(stored)
+
+    async def _durable(self, script: Any, keys: list[str], args: list[Any]) -> bool:
+        """Run an idempotent write ``script``; when the master has replicas, until one of
+        them has the write too (see :mod:`chatscale.redis.replication`): a message or an
+        answer acknowledged by a master that then lost its role would be gone. Whether
+        any attempt stored it."""
+        if not self._replication.waits:
+            return bool(await script(keys=keys, args=args))
+        stored = False
+        deadline = time.monotonic() + CONFIRM_S
+        while True:
+            async with self._client.pipeline(transaction=False) as pipe:
+                await script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", 1, WAIT_MS)
+                done, acked = await pipe.execute()
+            stored = stored or bool(done)
+            if acked or time.monotonic() >= deadline:
+                if not acked:
+                    log.warning("no replica confirmed a conversation write to %s", keys[0])
+                return stored
 
     async def list(self, user: str) -> list[dict[str, Any]]:
         """The user's conversations, most recently updated first."""

@@ -91,6 +91,7 @@ class RedisStreamManager(StreamManager):
             stall_s=self.stall_s,
             deadline_s=redis.config.socket_timeout_s,
             backlog=self.backlog,
+            replication=redis.replication,
             on_fenced=self._fence,
             on_stored_end=self._stored_end,
         )
@@ -104,7 +105,7 @@ class RedisStreamManager(StreamManager):
             local_jobs=lambda: set(self.writer.jobs) | self._creating,
         )
         self.liveness.on_master_moved = self._master_moved
-        self.liveness.on_replicas = self._set_replicas
+        self.liveness.on_replicas = redis.replication.saw
         self._control = self.keys.stream_instance_control(self.instance_id)
         self._jobs_key = self.keys.stream_instance_jobs(self.instance_id)
         #: Jobs being created here: listed under this instance before they have a
@@ -226,12 +227,6 @@ class RedisStreamManager(StreamManager):
     def _master_moved(self) -> None:
         self.hub.reconnect()
         self.writer.interrupt()
-
-    def _set_replicas(self, count: int) -> None:
-        # The most ever seen, not the current count: a master being failed over has just
-        # lost its replica (it reports 0), and that is exactly when an end must be waited
-        # for. A replica down for long costs each end a bounded number of rounds.
-        self.writer.replicas = max(self.writer.replicas, count)
 
     async def _list_here(self, job_id: str) -> None:
         """List ``job_id`` under this instance (the reaper's index), with its expiry."""

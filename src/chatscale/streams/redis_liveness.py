@@ -26,6 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from chatscale.redis.keys import KeySpace
+from chatscale.redis.sentinel import AgreedSentinelPool, SentinelsDisagree
 from chatscale.streams.scripts import BEAT
 from chatscale.streams.tasks import stop_task
 
@@ -63,7 +64,7 @@ class Liveness:
         self._jobs_key = keys.stream_instance_jobs(instance_id)
         #: On Sentinel: the pool, and the master address the sentinels named last.
         pool = getattr(client, "connection_pool", None)
-        self._sentinel_pool = pool if hasattr(pool, "sentinel_manager") else None
+        self._sentinel_pool = pool if isinstance(pool, AgreedSentinelPool) else None
         self._master: Any = None
         #: Called when the master moved (the hub reconnects its pub/sub connections).
         self.on_master_moved: Callable[[], None] | None = None
@@ -123,25 +124,39 @@ class Liveness:
             return
         self.on_replicas(int(info.get("connected_slaves", 0)))
 
-    async def _follow_master(self, pool: Any) -> None:
-        """Ask the sentinels for the master at every beat; when it moved, drop every
-        connection (in use or idle, and the pub/sub ones) so that all reconnect to it.
+    async def _follow_master(self, pool: AgreedSentinelPool) -> None:
+        """Ask the sentinels for the master at every beat; when it moved, or while they
+        disagree, drop every connection (in use or idle, and the pub/sub ones).
 
         After a failover, a former master that comes back takes writes until the
-        sentinels demote it, and redis-py only re-homes idle connections: an instance
-        whose connections stayed with it would beat (and publish) where no other instance
-        looks, look dead to them, and have its jobs taken while it runs (split brain).
+        sentinels demote it: an instance whose connections stayed with it would beat (and
+        publish) where no other instance looks, look dead to them, and have its jobs taken
+        while it runs (split brain). The pool connects only to the master every answering
+        sentinel names (:mod:`chatscale.redis.sentinel`); this drops the connections made
+        before.
         """
-        master = await _agreed_master(pool.sentinel_manager, pool.service_name)
+        try:
+            master = await pool.get_master_address()
+        except SentinelsDisagree:
+            if self._master is not None:
+                log.warning("the sentinels disagree on the Redis master; reconnecting later")
+                self._master = None
+                await self._reconnect_all(pool)
+            raise
         previous, self._master = self._master, master
         if previous is not None and master != previous:
             log.warning("Redis master moved to %s:%s; reconnecting everything", *master)
-            # The new master's heartbeats mean something only once every instance had the
-            # time to follow it: this instance's run of contact starts again.
-            self.contact_since = self.last_beat = None
-            await pool.disconnect(inuse_connections=True)
-            if self.on_master_moved is not None:
-                self.on_master_moved()
+            await self._reconnect_all(pool)
+
+    async def _reconnect_all(self, pool: AgreedSentinelPool) -> None:
+        # The new master's heartbeats mean something only once every instance had the
+        # time to follow it: this instance's run of contact starts again.
+        self.contact_since = self.last_beat = None
+        if self._master is None:
+            pool.forget_master()
+        await pool.disconnect(inuse_connections=True)
+        if self.on_master_moved is not None:
+            self.on_master_moved()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -255,34 +270,3 @@ class Liveness:
         """Stop the heartbeat and the reaper."""
         for task in self._tasks:
             await stop_task(task)
-
-
-class SentinelsDisagree(Exception):
-    """The sentinels do not name the same master (a failover is settling)."""
-
-
-async def _agreed_master(manager: Any, service: str) -> tuple[str, int]:
-    """The master every answering sentinel names (a majority must answer).
-
-    Right after a failover, sentinels can name different masters for seconds, and a former
-    master takes writes until it is demoted: instances asking different sentinels would
-    beat on different masters and take each other's jobs. Until the sentinels agree, a beat
-    fails (so this instance claims nothing), whatever any one sentinel says.
-    """
-    sentinels = manager.sentinels
-    replies = await asyncio.gather(
-        *(s.sentinel_get_master_addr_by_name(service) for s in sentinels),
-        return_exceptions=True,
-    )
-    named = {
-        (r[0].decode() if isinstance(r[0], bytes) else str(r[0]), int(r[1]))
-        for r in replies
-        if isinstance(r, tuple | list) and len(r) == 2
-    }
-    answered = sum(1 for r in replies if isinstance(r, tuple | list))
-    if len(named) != 1 or answered * 2 <= len(sentinels):
-        raise SentinelsDisagree(
-            f"sentinels name {sorted(named) or 'no master'} ({answered} of {len(sentinels)} "
-            "answered); waiting until they agree"
-        )
-    return next(iter(named))

@@ -24,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
+from chatscale.redis.replication import CONFIRM_S, WAIT_MS, Replication
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
@@ -42,12 +43,6 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 #: How often running jobs are checked for a producer silent longer than STREAM_RUNNING_TTL.
 _STALL_CHECK_S = 1.0
-#: How long a WAIT for a replica's copy of a job's end lasts (ms), and how long (s) an end
-#: may go unconfirmed, round after round, before it is taken as stored anyway: a failover
-#: leaves the new master without a replica until the old one rejoins (about ten seconds
-#: with Sentinel), and a replica down for long must not keep answers unrecorded.
-_WAIT_MS = 100
-_CONFIRM_S = 5.0
 
 
 @dataclass(slots=True)
@@ -109,6 +104,7 @@ class Writer:
         stall_s: float,
         deadline_s: float,
         backlog: Backlog,
+        replication: Replication,
         on_fenced: Callable[[JobWrite], None],
         on_stored_end: EndHandler,
     ) -> None:
@@ -130,9 +126,9 @@ class Writer:
         self._on_fenced = on_fenced
         self._on_stored_end = on_stored_end
         self.jobs: dict[str, JobWrite] = {}
-        #: Replicas the master has been seen with (outside Cluster; kept by the manager):
-        #: when there are, a job's end is only taken as stored once one of them has it.
-        self.replicas = 0
+        #: When the master has been seen with replicas, a job's end is only taken as
+        #: stored once one of them has it.
+        self.replication = replication
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._flushed: asyncio.Future[None] | None = None
@@ -318,7 +314,7 @@ class Writer:
         args = [self._append_args(job, batch) for job, batch in calls]
         replies: list[Any]
         acked: int | None = None
-        ending = self.replicas > 0 and any(
+        ending = self.replication.waits and any(
             batch.last == job.handed and job.final_status for job, batch in calls
         )
         if isinstance(self.client, RedisCluster):
@@ -336,7 +332,7 @@ class Writer:
                 # the appends) until a replica has it. Replication is asynchronous; without
                 # this, an end acknowledged by a master that then lost its role is gone,
                 # and the job would run again on the new master (see JobWrite.unconfirmed).
-                pipe.execute_command("WAIT", 1, _WAIT_MS)
+                pipe.execute_command("WAIT", 1, WAIT_MS)
             replies = await pipe.execute(raise_on_error=False)
             if ending:
                 reply = replies.pop()
@@ -418,7 +414,7 @@ class Writer:
             producer.close_with("aborted", {}, reason="aborted")
         if producer.closed and job.final_status and job.stored >= job.handed:
             now = time.monotonic()
-            if acked == 0 and (not job.unconfirmed or now - job.unconfirmed < _CONFIRM_S):
+            if acked == 0 and (not job.unconfirmed or now - job.unconfirmed < CONFIRM_S):
                 # No replica has the end yet (a failover under way, or a replica behind):
                 # keep the job and send its last batch again (idempotent) with another WAIT.
                 job.unconfirmed = job.unconfirmed or now
