@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from tests.server.helpers import SSEvent, parse
 
 from chatscale.llm.chaos import CHAOS_MODEL, tokens_in
 
@@ -46,15 +47,6 @@ _GIVE_UP_400_S = 10.0
 _CHECK_WAIT_S = 10.0
 _PAUSE_S = 0.1
 _DETAILS_PER_KIND = 3
-
-
-@dataclass
-class SseEvent:
-    """One parsed Server-Sent Event."""
-
-    id: str | None
-    event: str
-    data: dict[str, Any]
 
 
 @dataclass
@@ -243,14 +235,14 @@ class ChatClient:
         return False
 
     async def _read(self, lines: AsyncIterator[str], cut_at: float) -> None:
-        async for event in parse_sse(lines):
+        async for event in parse(lines):
             if event.event == "reconnect":
                 return
             self._take(event)
             if self.result.final or time.monotonic() >= cut_at:
                 return
 
-    def _take(self, event: SseEvent) -> None:
+    def _take(self, event: SSEvent) -> None:
         result = self.result
         if not (event.id and event.id.isdigit()):
             shown = json.dumps(event.data)[:200]
@@ -272,7 +264,7 @@ class ChatClient:
         if event.event in _FINALS:
             self._final(event)
 
-    def _final(self, event: SseEvent) -> None:
+    def _final(self, event: SSEvent) -> None:
         result = self.result
         result.final, result.final_data = event.event, event.data
         if event.event != "done":
@@ -362,31 +354,6 @@ class ChatClient:
                 f"stored status {stored.get('status')!r}, "
                 + _divergence(str(final_text), str(stored.get("content"))),
             )
-
-
-async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[SseEvent]:
-    """SSE lines to events (comments and ``retry:`` blocks skipped)."""
-    event_id: str | None = None
-    kind = "message"
-    data: list[str] = []
-    async for line in lines:
-        if line == "":
-            if data:
-                yield SseEvent(event_id, kind, json.loads("\n".join(data)))
-            elif kind == "reconnect":
-                yield SseEvent(None, kind, {})
-            event_id, kind, data = None, "message", []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "id":
-            event_id = value
-        elif name == "event":
-            kind = value
-        elif name == "data":
-            data.append(value)
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -94,7 +94,8 @@ async def read_events(
 
 
 async def parse(lines: AsyncIterator[str]) -> AsyncIterator[SSEvent]:
-    """SSE lines to events (comments and bare ``retry:`` blocks skipped)."""
+    """SSE lines to events (comments and bare ``retry:`` blocks skipped; a ``reconnect``
+    event without data still counts: the server sends it that way)."""
     event_id: str | None = None
     kind = "message"
     data: list[str] = []
@@ -102,6 +103,8 @@ async def parse(lines: AsyncIterator[str]) -> AsyncIterator[SSEvent]:
         if line == "":
             if data:
                 yield SSEvent(event_id, kind, json.loads("\n".join(data)))
+            elif kind == "reconnect":
+                yield SSEvent(None, kind, {})
             event_id, kind, data = None, "message", []
             continue
         if line.startswith(":"):
