@@ -131,6 +131,9 @@ class ChatClient:
         self.token = ""
         self.last = 0
         self._refused_since: dict[int, float] = {}
+        #: When the final event arrived, and which instance answered the last GET.
+        self.final_at = 0.0
+        self.served_by = ""
 
     def _url(self, path: str) -> str:
         return self.rng.choice(self.urls()) + path
@@ -265,6 +268,7 @@ class ChatClient:
             self._final(event)
 
     def _final(self, event: SSEvent) -> None:
+        self.final_at = time.monotonic()
         result = self.result
         result.final, result.final_data = event.event, event.data
         if event.event != "done":
@@ -286,6 +290,7 @@ class ChatClient:
         """GET ``path`` on random instances until it answers a non-retryable status."""
         deadline = time.monotonic() + wait_s
         status, body = 0, {}
+        self.served_by = ""
         while time.monotonic() < deadline:
             try:
                 response = await client.get(self._url(path), headers=headers)
@@ -293,6 +298,7 @@ class ChatClient:
                 await asyncio.sleep(_PAUSE_S)
                 continue
             status = response.status_code
+            self.served_by = response.headers.get("x-chatscale-instance", "")
             if status not in _RETRY_STATUS:
                 try:
                     body = response.json()
@@ -325,17 +331,30 @@ class ChatClient:
     async def _check_stored(self, client: httpx.AsyncClient) -> None:
         result = self.result
         path = f"/api/conversations/{result.conversation_id}"
-        deadline = time.monotonic() + _CHECK_WAIT_S
+        start = time.monotonic()
+        deadline = start + _CHECK_WAIT_S
         answers: list[dict[str, Any]] = []
+        # What each read saw, to tell a late write from a read of a node without it.
+        reads: list[str] = []
         while time.monotonic() < deadline:
             code, body = await self._get_json(client, path, deadline - time.monotonic())
             messages = body.get("messages", []) if code == 200 else []
             answers = [m for m in messages if m.get("stream_id") == result.stream_id]
+            reads.append(
+                f"{time.monotonic() - start:.1f}s {self.served_by or '?'} {code} "
+                f"{len(messages)} msgs"
+            )
             if answers:
                 break
             await asyncio.sleep(0.2)
         if not answers:
-            result.flag("stored_missing", "the answer is not in the conversation")
+            since_end = start - self.final_at
+            shown = reads if len(reads) <= 6 else [*reads[:3], "…", *reads[-3:]]
+            result.flag(
+                "stored_missing",
+                f"the answer is not in the conversation ({since_end:.1f} s after the final "
+                f"event; reads: {'; '.join(shown)})",
+            )
             return
         await asyncio.sleep(0.3)  # a second copy would show up now
         code, again = await self._get_json(client, path, _CHECK_WAIT_S)

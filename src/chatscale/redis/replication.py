@@ -2,15 +2,19 @@
 
 Replication is asynchronous: a write a master acknowledged and then lost its role with (a
 Sentinel failover, a former master still answering while the new one takes over) is gone.
-For the few writes whose loss a user would see (a stream's end, an answer recorded in its
-conversation), the write is followed on the same connection by ``WAIT 1``: when no replica
-has it, it is sent again (every such write is idempotent) until one has, or until
-:data:`CONFIRM_S` passed. That bound exists because a failover leaves the new master without
-a replica until another one (or the former master) attaches, and a replica down for long
-must not keep answers unrecorded.
+For the few writes whose loss a user would see (a stream's end, a message or an answer
+recorded in its conversation), the write is followed on the same connection by ``WAIT 1``:
+when no replica has it, it is sent again (every such write is idempotent) until one has, or
+until :data:`CONFIRM_S` passed. That bound exists because a failover leaves the new master
+without a replica until another one (or the former master) attaches, and a replica down for
+long must not keep answers unrecorded. Once no WAIT at all was acknowledged for
+:data:`CONFIRM_S`, replication counts as degraded: writes stop waiting (each still asks, so
+the first acknowledgement ends the degraded state) instead of each paying the whole bound.
 """
 
 from __future__ import annotations
+
+import time
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -19,6 +23,8 @@ WAIT_MS = 100
 #: How long (seconds) a write may stay unconfirmed, round after round, before it is taken
 #: as stored anyway.
 CONFIRM_S = 5.0
+#: The WAIT of a write while replication is degraded: only asks whether a replica is back.
+DEGRADED_WAIT_MS = 1
 
 
 class NotReplicated(RedisConnectionError):
@@ -34,6 +40,8 @@ class Replication:
         #: has just lost its replica (it reports 0), and that is exactly when a write must
         #: be waited for.
         self.seen = 0
+        #: Since when (``time.monotonic``) no WAIT was acknowledged; ``None``: the last was.
+        self.unconfirmed_since: float | None = None
 
     def saw(self, count: int) -> None:
         """The master reports ``count`` connected replicas."""
@@ -43,3 +51,25 @@ class Replication:
     def waits(self) -> bool:
         """Whether writes that must survive a failover wait for a replica."""
         return self.seen > 0
+
+    @property
+    def degraded(self) -> bool:
+        """Whether no WAIT has been acknowledged for :data:`CONFIRM_S`."""
+        since = self.unconfirmed_since
+        return since is not None and time.monotonic() - since >= CONFIRM_S
+
+    @property
+    def wait_ms(self) -> int:
+        """How long the WAIT after a write that must survive a failover lasts now."""
+        return DEGRADED_WAIT_MS if self.degraded else WAIT_MS
+
+    def acked(self, replicas: int) -> None:
+        """A WAIT answered: ``replicas`` have the write."""
+        if replicas > 0:
+            self.unconfirmed_since = None
+        elif self.unconfirmed_since is None:
+            self.unconfirmed_since = time.monotonic()
+
+    def patient(self, since: float) -> bool:
+        """Whether a write unconfirmed since ``since`` (``time.monotonic``) is sent again."""
+        return not self.degraded and time.monotonic() - since < CONFIRM_S

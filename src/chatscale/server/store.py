@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatscale.redis.connection import RedisConnection
-from chatscale.redis.replication import CONFIRM_S, WAIT_MS
 
 log = logging.getLogger(__name__)
 
@@ -244,17 +243,20 @@ class RedisConversationStore:
         any attempt stored it."""
         if not self._replication.waits:
             return bool(await script(keys=keys, args=args))
+        replication = self._replication
         stored = False
-        deadline = time.monotonic() + CONFIRM_S
+        since = time.monotonic()
         while True:
             async with self._client.pipeline(transaction=False) as pipe:
                 await script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", 1, WAIT_MS)
+                pipe.execute_command("WAIT", 1, replication.wait_ms)
                 done, acked = await pipe.execute()
+            replication.acked(acked)
             stored = stored or bool(done)
-            if acked or time.monotonic() >= deadline:
-                if not acked:
-                    log.warning("no replica confirmed a conversation write to %s", keys[0])
+            if acked:
+                return stored
+            if not replication.patient(since):
+                log.warning("no replica confirmed a conversation write to %s", keys[0])
                 return stored
 
     async def list(self, user: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-from chatscale.redis.replication import CONFIRM_S, WAIT_MS, Replication
+from chatscale.redis.replication import Replication
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
@@ -332,11 +332,12 @@ class Writer:
                 # the appends) until a replica has it. Replication is asynchronous; without
                 # this, an end acknowledged by a master that then lost its role is gone,
                 # and the job would run again on the new master (see JobWrite.unconfirmed).
-                pipe.execute_command("WAIT", 1, WAIT_MS)
+                pipe.execute_command("WAIT", 1, self.replication.wait_ms)
             replies = await pipe.execute(raise_on_error=False)
             if ending:
                 reply = replies.pop()
                 acked = reply if isinstance(reply, int) else 0
+                self.replication.acked(acked)
         self.metrics.redis_round_trips += 1
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # A restarted or failed-over Redis forgot the script: load it; the refused
@@ -414,7 +415,7 @@ class Writer:
             producer.close_with("aborted", {}, reason="aborted")
         if producer.closed and job.final_status and job.stored >= job.handed:
             now = time.monotonic()
-            if acked == 0 and (not job.unconfirmed or now - job.unconfirmed < CONFIRM_S):
+            if acked == 0 and self.replication.patient(job.unconfirmed or now):
                 # No replica has the end yet (a failover under way, or a replica behind):
                 # keep the job and send its last batch again (idempotent) with another WAIT.
                 job.unconfirmed = job.unconfirmed or now

@@ -1,0 +1,50 @@
+"""The rule for writes that must survive a failover (:mod:`chatscale.redis.replication`)."""
+
+from __future__ import annotations
+
+import time
+
+from chatscale.redis.replication import (
+    CONFIRM_S,
+    DEGRADED_WAIT_MS,
+    WAIT_MS,
+    Replication,
+)
+
+
+def test_no_wait_before_any_replica_was_seen() -> None:
+    replication = Replication()
+    assert not replication.waits
+    replication.saw(0)
+    assert not replication.waits
+    replication.saw(2)
+    replication.saw(0)  # a master being failed over reports 0: still waited for
+    assert replication.waits and replication.seen == 2
+
+
+def test_an_unconfirmed_write_is_sent_again_for_a_bounded_time() -> None:
+    replication = Replication()
+    replication.saw(1)
+    now = time.monotonic()
+    replication.acked(0)
+    assert replication.patient(now)
+    assert not replication.patient(now - CONFIRM_S - 0.1)
+    assert replication.wait_ms == WAIT_MS
+
+
+def test_replication_degrades_after_a_whole_bound_without_acks_and_recovers() -> None:
+    replication = Replication()
+    replication.saw(1)
+    replication.acked(0)
+    assert not replication.degraded
+    assert replication.unconfirmed_since is not None
+    replication.unconfirmed_since -= CONFIRM_S  # no acknowledgement for the whole bound
+    assert replication.degraded
+    # Writes stop waiting (each only asks whether a replica is back) ...
+    assert not replication.patient(time.monotonic())
+    assert replication.wait_ms == DEGRADED_WAIT_MS
+    replication.acked(0)
+    assert replication.degraded  # more zeros do not restart the clock
+    # ... until one is acknowledged.
+    replication.acked(1)
+    assert not replication.degraded and replication.wait_ms == WAIT_MS
