@@ -311,12 +311,15 @@ class Writer:
             self._kick.set()
 
     async def _write_once(self, calls: list[tuple[JobWrite, Batch]]) -> None:
-        args = [self._append_args(job, batch) for job, batch in calls]
+        # A job's end must survive a failover: when the master has replicas, the appends
+        # are followed by a WAIT on the same connection, and the end is published (told to
+        # subscribers) only once a replica has it (see ``_outcome``). Without this, an end
+        # acknowledged by a master that then lost its role was gone, and a client told the
+        # answer was done read it as still running on the new master.
+        ending = self.replication.waits and any(self._final(job, batch) for job, batch in calls)
+        args = [self._append_args(job, batch, hold=ending) for job, batch in calls]
         replies: list[Any]
         acked: int | None = None
-        ending = self.replication.waits and any(
-            batch.last == job.handed and job.final_status for job, batch in calls
-        )
         if isinstance(self.client, RedisCluster):
             # redis-py's Cluster pipeline does not run EVALSHA; concurrent calls still share
             # round trips per node. A job's batches go in order: one call chain per job.
@@ -328,10 +331,6 @@ class Writer:
             for keys, argv in args:
                 pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
             if ending:
-                # A job's end must survive a failover: WAIT (on the same connection, after
-                # the appends) until a replica has it. Replication is asynchronous; without
-                # this, an end acknowledged by a master that then lost its role is gone,
-                # and the job would run again on the new master (see JobWrite.unconfirmed).
                 pipe.execute_command("WAIT", 1, self.replication.wait_ms)
             replies = await pipe.execute(raise_on_error=False)
             if ending:
@@ -369,10 +368,18 @@ class Writer:
         await asyncio.gather(*(chain(indexes) for indexes in chains.values()))
         return replies
 
-    def _append_args(self, job: JobWrite, batch: Batch) -> tuple[list[str], list[Any]]:
+    @staticmethod
+    def _final(job: JobWrite, batch: Batch) -> bool:
+        """Whether ``batch`` carries ``job``'s final event."""
+        return batch.last == job.handed and bool(job.final_status)
+
+    def _append_args(
+        self, job: JobWrite, batch: Batch, *, hold: bool = False
+    ) -> tuple[list[str], list[Any]]:
+        """append.lua's keys and arguments; ``hold``: a final batch is not published."""
         producer = job.producer
         job_id = producer.job_id
-        final = batch.last == job.handed and job.final_status
+        final = self._final(job, batch)
         status = job.final_status if final else ""
         keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
         argv = [
@@ -384,7 +391,7 @@ class Writer:
             time.time(),
             self.finished_ttl if status else self.running_ttl,
             self.keys.stream_events(job_id),
-            self.publish_cmd,
+            "" if hold and final else self.publish_cmd,
         ]
         return keys, argv
 
@@ -421,10 +428,26 @@ class Writer:
                 job.unconfirmed = job.unconfirmed or now
                 job.stored = batch.first - 1
                 return
+            if acked is not None:
+                await self._publish(job, batch)
             self.forget(job)
             producer.final_stored = True
             self.metrics.jobs_finished += 1
             self._background.spawn(self._ended(producer))
+
+    async def _publish(self, job: JobWrite, batch: Batch) -> None:
+        """Tell subscribers the final batch (held back by append.lua until a replica had
+        it), as append.lua would have. A subscriber that misses it finds the end when its
+        silent subscription re-reads the log."""
+        producer = job.producer
+        message = b"[%d,%d,%s]" % (producer.epoch, batch.first, batch.items)
+        try:
+            await self.client.execute_command(
+                self.publish_cmd, self.keys.stream_events(producer.job_id), message
+            )
+            self.metrics.redis_round_trips += 1
+        except Exception as exc:
+            log.warning("publishing the end of job %s: %s", producer.job_id, exc)
 
     async def _ended(self, producer: Producer) -> None:
         with contextlib.suppress(Exception):

@@ -1,7 +1,8 @@
 -- Append a batch of one job's events, fenced by the producer's epoch, and publish it.
 -- KEYS[1] job hash, KEYS[2] log. ARGV: epoch, first seq, last seq, items json, final
 -- status ("" while running), now (s), ttl (s), channel, publish command (PUBLISH or
--- SPUBLISH).
+-- SPUBLISH; "" holds the publication back: the writer publishes a job's end itself once a
+-- replica has it).
 -- Storing and publishing happen in one script: whatever a subscriber receives live is
 -- already in the log, and nothing a fenced producer writes is stored or published.
 -- Returns {code, stored seq, abort requested (0/1)}: code 1 appended, 0 already stored
@@ -25,5 +26,7 @@ else
 end
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
-redis.call(ARGV[9], ARGV[8], '[' .. ARGV[1] .. ',' .. ARGV[2] .. ',' .. ARGV[4] .. ']')
+if ARGV[9] ~= '' then
+  redis.call(ARGV[9], ARGV[8], '[' .. ARGV[1] .. ',' .. ARGV[2] .. ',' .. ARGV[4] .. ']')
+end
 return {1, last, abort}
