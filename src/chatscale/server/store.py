@@ -189,6 +189,9 @@ class RedisConversationStore:
         self._client = connection.client
         self._keys = connection.keys
         self._replication = connection.replication
+        # On Cluster a WAIT would have to go to the connection of the shard that took the
+        # write, which redis-py's Cluster client does not expose: not waited for there.
+        self._waits = not connection.is_cluster
         self.retention_s = retention_s
         self._add_user = self._client.register_script(_ADD_USER)
         self._store_answer = self._client.register_script(_STORE_ANSWER)
@@ -241,7 +244,7 @@ class RedisConversationStore:
         them has the write too (see :mod:`chatscale.redis.replication`): a message or an
         answer acknowledged by a master that then lost its role would be gone. Whether
         any attempt stored it."""
-        if not self._replication.waits:
+        if not (self._waits and self._replication.waits):
             return bool(await script(keys=keys, args=args))
         replication = self._replication
         stored = False

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from chatscale.redis.replication import Replication
 from chatscale.streams import codec
@@ -129,6 +129,8 @@ class Writer:
         #: When the master has been seen with replicas, a job's end is only taken as
         #: stored once one of them has it.
         self.replication = replication
+        #: On Cluster: replication as judged per shard (master node name).
+        self._shards: dict[str, Replication] = {}
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._flushed: asyncio.Future[None] | None = None
@@ -316,14 +318,20 @@ class Writer:
         # subscribers) only once a replica has it (see ``_outcome``). Without this, an end
         # acknowledged by a master that then lost its role was gone, and a client told the
         # answer was done read it as still running on the new master.
-        ending = self.replication.waits and any(self._final(job, batch) for job, batch in calls)
+        cluster = isinstance(self.client, RedisCluster)
+        finals = any(self._final(job, batch) for job, batch in calls)
+        if cluster and finals:
+            self.replication.saw(len(self.client.get_replicas()))
+        ending = finals and self.replication.waits
         args = [self._append_args(job, batch, hold=ending) for job, batch in calls]
         replies: list[Any]
-        acked: int | None = None
-        if isinstance(self.client, RedisCluster):
+        # Per call: replicas that confirmed it (``None``: not waited for), and the state of
+        # replication it was waited under.
+        acked: list[tuple[int | None, Replication]] = [(None, self.replication)] * len(calls)
+        if cluster:
             # redis-py's Cluster pipeline does not run EVALSHA; concurrent calls still share
             # round trips per node. A job's batches go in order: one call chain per job.
-            replies = await self._write_cluster(calls, args)
+            replies = await self._write_cluster(calls, args, acked, wait=ending)
         elif len(calls) == 1 and not ending:
             replies = [await APPEND(self.client, *args[0])]
         else:
@@ -335,23 +343,29 @@ class Writer:
             replies = await pipe.execute(raise_on_error=False)
             if ending:
                 reply = replies.pop()
-                acked = reply if isinstance(reply, int) else 0
-                self.replication.acked(acked)
+                confirmed = reply if isinstance(reply, int) else 0
+                self.replication.acked(confirmed)
+                acked = [(confirmed, self.replication)] * len(calls)
         self.metrics.redis_round_trips += 1
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # A restarted or failed-over Redis forgot the script: load it; the refused
             # batches are still unsent and go again at once.
             await self.client.script_load(APPEND.source)
             self._kick.set()
-        for (job, batch), reply in zip(calls, replies, strict=True):
+        for (job, batch), reply, (count, replication) in zip(calls, replies, acked, strict=True):
             if isinstance(reply, BaseException):
                 if not isinstance(reply, NoScriptError):
                     log.warning("writing job %s: %s", job.producer.job_id, reply)
                 continue
-            await self._outcome(job, batch, reply, acked)
+            await self._outcome(job, batch, reply, count, replication)
 
     async def _write_cluster(
-        self, calls: list[tuple[JobWrite, Batch]], args: list[tuple[list[str], list[Any]]]
+        self,
+        calls: list[tuple[JobWrite, Batch]],
+        args: list[tuple[list[str], list[Any]]],
+        acked: list[tuple[int | None, Replication]],
+        *,
+        wait: bool,
     ) -> list[Any]:
         chains: dict[str, list[int]] = {}
         for index, (job, _) in enumerate(calls):
@@ -360,13 +374,59 @@ class Writer:
 
         async def chain(indexes: list[int]) -> None:
             for index in indexes:
+                job, batch = calls[index]
                 try:
-                    replies[index] = await APPEND(self.client, *args[index])
+                    if wait and self._final(job, batch):
+                        replies[index], acked[index] = await self._append_on_shard(*args[index])
+                    else:
+                        replies[index] = await APPEND(self.client, *args[index])
                 except Exception as exc:
                     replies[index] = exc
 
         await asyncio.gather(*(chain(indexes) for indexes in chains.values()))
         return replies
+
+    async def _append_on_shard(
+        self, keys: list[str], argv: list[Any]
+    ) -> tuple[Any, tuple[int | None, Replication]]:
+        """On Cluster: a final batch's append and a WAIT, pipelined on one connection of the
+        master that serves the job's slot (WAIT covers only its own connection's writes).
+        Replication is judged per shard: one shard without a replica must not make every
+        other shard's ends stop waiting."""
+        node = self.client.get_node_from_key(keys[0])
+        shard = self._shards.setdefault(node.name, Replication())
+        shard.saw(1)
+        conn = node.acquire_connection()
+        answers: list[Any] = []
+        try:
+            await node.disconnect_if_needed(conn)
+            await conn.send_packed_command(
+                conn.pack_commands(
+                    [
+                        ("EVALSHA", APPEND.sha, len(keys), *keys, *argv),
+                        ("WAIT", 1, shard.wait_ms),
+                    ]
+                )
+            )
+            for _ in range(2):
+                try:
+                    answers.append(await conn.read_response())
+                except ResponseError as exc:
+                    answers.append(exc)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            node.release(conn)
+        reply, waited = answers
+        if isinstance(reply, ResponseError):
+            # Moved (a failover, a resharding) or the script unknown there: the Cluster
+            # client follows the redirect and loads the script; the end stays unconfirmed
+            # and is waited for again on the next round.
+            return await APPEND(self.client, keys, argv), (0, shard)
+        count = waited if isinstance(waited, int) else 0
+        shard.acked(count)
+        return reply, (count, shard)
 
     @staticmethod
     def _final(job: JobWrite, batch: Batch) -> bool:
@@ -396,7 +456,12 @@ class Writer:
         return keys, argv
 
     async def _outcome(
-        self, job: JobWrite, batch: Batch, reply: Any, acked: int | None = None
+        self,
+        job: JobWrite,
+        batch: Batch,
+        reply: Any,
+        acked: int | None = None,
+        replication: Replication | None = None,
     ) -> None:
         code, seq, abort = int(reply[0]), int(reply[1]), int(reply[2])
         producer = job.producer
@@ -422,7 +487,7 @@ class Writer:
             producer.close_with("aborted", {}, reason="aborted")
         if producer.closed and job.final_status and job.stored >= job.handed:
             now = time.monotonic()
-            if acked == 0 and self.replication.patient(job.unconfirmed or now):
+            if acked == 0 and (replication or self.replication).patient(job.unconfirmed or now):
                 # No replica has the end yet (a failover under way, or a replica behind):
                 # keep the job and send its last batch again (idempotent) with another WAIT.
                 job.unconfirmed = job.unconfirmed or now
