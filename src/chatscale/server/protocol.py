@@ -113,6 +113,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._answering():
             self._arm()  # a pipelined request waits for the current answer: not late yet
             return
+        if self._header_bytes == 0:
+            # Nothing asked: close quietly, as a 408 could cross a request being sent.
+            self.transport.close()
+            return
         self._refuse(
             408,
             f"request headers not received within {self.header_timeout_s:g} s "
