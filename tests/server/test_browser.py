@@ -191,9 +191,11 @@ async def test_page_works_under_its_content_security_policy(browser: Any) -> Non
         violations: list[str] = []
         page.on(
             "console",
-            lambda message: violations.append(message.text)
-            if "Content Security Policy" in message.text
-            else None,
+            lambda message: (
+                violations.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
         )
         await page.add_init_script(
             "document.addEventListener('securitypolicyviolation',"
