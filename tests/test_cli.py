@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,20 @@ def test_doctor_unreachable_is_one_line_exit_1() -> None:
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "cannot reach Redis" in lines[0]
+
+
+def test_serve_with_workers_needs_redis(tmp_path: Path) -> None:
+    # Several workers without Redis: several memories and session secrets. Refused before
+    # anything is started (a subprocess, so that a regression cannot leave a server behind).
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "chatscale"), "serve", "--workers", "2", "--port", "0"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("chatscale: configuration error: --workers=2 needs USE_REDIS")

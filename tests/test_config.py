@@ -427,3 +427,43 @@ def test_session_secret_previous_is_read_and_masked(monkeypatch: pytest.MonkeyPa
     assert settings.session_secret_previous.get_secret_value() == "o" * 40
     assert settings.describe()["SESSION_SECRET_PREVIOUS"] == "***"
     assert "o" * 40 not in repr(settings)
+
+
+def test_http_edge_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    assert defaults.max_request_body_bytes == 65_536
+    assert defaults.request_body_timeout == 30
+    assert defaults.max_request_header_bytes == 32_768
+    assert defaults.request_header_timeout == 10
+    assert defaults.http_keep_alive_timeout == 75
+    s = env(
+        monkeypatch,
+        MAX_REQUEST_BODY_BYTES="1_000",
+        REQUEST_BODY_TIMEOUT="5",
+        MAX_REQUEST_HEADER_BYTES="8192",
+        REQUEST_HEADER_TIMEOUT="3",
+        HTTP_KEEP_ALIVE_TIMEOUT="120",
+    )
+    assert (s.max_request_body_bytes, s.request_body_timeout) == (1_000, 5)
+    assert (s.max_request_header_bytes, s.request_header_timeout) == (8192, 3)
+    assert s.http_keep_alive_timeout == 120
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("MAX_REQUEST_BODY_BYTES", "-1", "out of range"),
+        ("MAX_REQUEST_BODY_BYTES", "1MB", "not a whole number"),
+        ("REQUEST_BODY_TIMEOUT", "0", "out of range"),
+        ("MAX_REQUEST_HEADER_BYTES", "100", "out of range"),
+        ("REQUEST_HEADER_TIMEOUT", "soon", "not a whole number"),
+        ("HTTP_KEEP_ALIVE_TIMEOUT", "0", "out of range"),
+    ],
+)
+def test_http_edge_limit_errors_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragment: str
+) -> None:
+    exc = error(monkeypatch, **{variable: value})
+    assert exc.variable == variable
+    assert fragment in str(exc)
+    assert "\n" not in str(exc)

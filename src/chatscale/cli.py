@@ -207,7 +207,7 @@ async def _cache_clear(settings: Settings, namespaces: list[Any]) -> int:
 @click.option(
     "--workers",
     default="1",
-    help="Worker processes (default 1); with more than one, USE_REDIS should be on.",
+    help="Worker processes (default 1); more than one needs USE_REDIS.",
 )
 def serve_command(host: str | None, port: str | None, workers: str) -> None:
     """Run the chat server: API, event streams and the web page at /."""
@@ -223,6 +223,15 @@ def serve_command(host: str | None, port: str | None, workers: str) -> None:
         return
     if not workers.isdigit() or not 1 <= int(workers) <= 64:
         _fail(f"configuration error: --workers={workers!r}: expected 1 to 64", 2)
+        return
+    if int(workers) > 1 and settings.redis is None:
+        # Each worker would have its own memory and its own random session secret: cookies,
+        # limits and resumes would break whenever a request lands on another worker.
+        _fail(
+            f"configuration error: --workers={workers} needs USE_REDIS=true "
+            "(workers share sessions, limits and streams only through Redis)",
+            2,
+        )
         return
     try:
         from chatscale.server.run import serve

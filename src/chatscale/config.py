@@ -260,6 +260,12 @@ class Settings(BaseSettings):
     demo_tokens_per_second: Annotated[float, floats(0.1, 100_000, "tokens per second")] = 50.0
     demo_response_tokens: Annotated[int, ints(1, 1_000_000, "tokens")] = 200
     chaos_model: Bool = False
+    # --- The HTTP edge (docs/security.md) -------------------------------------------------
+    max_request_body_bytes: Annotated[int, ints(0, 1_073_741_824, "bytes")] = 65_536
+    request_body_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 30
+    max_request_header_bytes: Annotated[int, ints(1_024, 16_777_216, "bytes")] = 32_768
+    request_header_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 10
+    http_keep_alive_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 75
 
     # Derived in the validator below; excluded from the environment.
     redis: RedisConfig | None = Field(default=None, exclude=True)

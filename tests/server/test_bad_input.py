@@ -74,6 +74,8 @@ BAD_CHATS: list[tuple[str, Any, dict[str, str], int, str]] = [
     ("model not string", b'{"message": "hi", "model": 1}', JSON, 422, "model"),
     ("unknown model", b'{"message": "hi", "model": "gpt-9"}', JSON, 400, "unknown model 'gpt-9'"),
     ("unknown field", b'{"message": "hi", "temperature": 2}', JSON, 422, "temperature"),
+    ("deeply nested array", b"[" * 5_000, JSON, 400, "nested too deeply"),
+    ("deeply nested object", b'[{"a":' * 700, JSON, 400, "nested too deeply"),
 ]
 
 

@@ -181,3 +181,34 @@ async def test_running_answer_survives_an_emptied_redis(
         assert "lost this conversation's history" in (await page.text_content("#banner") or "")
         assert errors == []
         await context.close()
+
+
+async def test_page_works_under_its_content_security_policy(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=200, demo_response_tokens=10)
+    with ServerThread(settings) as server:
+        context = await browser.new_context()
+        page = await context.new_page()
+        violations: list[str] = []
+        page.on(
+            "console",
+            lambda message: (
+                violations.append(message.text)
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        await page.add_init_script(
+            "document.addEventListener('securitypolicyviolation',"
+            " e => console.error('Content Security Policy: ' + e.violatedDirective))"
+        )
+        response = await page.goto(f"{server.url}/")
+        assert response is not None
+        assert "script-src 'self'" in (await response.all_headers())["content-security-policy"]
+        await page.fill("#input", "hello policy")
+        await page.press("#input", "Enter")
+        await page.wait_for_function(
+            "(document.querySelector('.msg.assistant .text')?.textContent || '').length > 0",
+            timeout=15_000,
+        )
+        await context.close()
+    assert violations == []

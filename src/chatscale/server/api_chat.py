@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from chatscale.llm import ProviderError
 from chatscale.ratelimit import ConcurrencyLimitExceeded, Lease, RateLimits
+from chatscale.server.bodylimit import BodyBound
 from chatscale.server.errors import ApiError
 from chatscale.server.idempotency import StillStarting
 from chatscale.server.resume import BadToken
@@ -38,6 +39,14 @@ _ID = re.compile(ID_PATTERN)
 #: unknown stream or a bad position is a 404/400, not an empty event stream).
 _PEEK_S = 0.05
 _MAX_BODY = 16 * 1024 * 1024
+#: The longest JSON form of one character: a surrogate pair escaped, ``\ud83d\ude00``.
+_MAX_BYTES_PER_CHAR = 12
+
+
+def chat_body_bound(max_chars: int) -> BodyBound:
+    """The largest ``POST /api/chat`` body: a message of ``max_chars`` characters, each in
+    its longest JSON form, plus room for the other fields (at most 16 MiB)."""
+    return BodyBound(min(_MAX_BODY, max_chars * _MAX_BYTES_PER_CHAR + 4096), "MAX_MESSAGE_CHARS")
 
 
 def services(request: Request) -> Services:
@@ -96,18 +105,14 @@ async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
-    length = request.headers.get("content-length")
-    if (
-        length is not None
-        and length.isdigit()
-        and int(length) > min(_MAX_BODY, max_chars * 4 + 4096)
-    ):
-        raise ApiError(413, f"message too long: at most {max_chars} characters (MAX_MESSAGE_CHARS)")
-    raw = await request.body()
+    raw = await request.body()  # bounded by chat_body_bound (BodyLimitMiddleware)
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed JSON body") from None
+    except RecursionError:
+        # json's C scanner stops at the interpreter's recursion limit: a 400, not a 500.
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "the body must be a JSON object")
     message = payload.get("message")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 
 from starlette.applications import Starlette
@@ -18,12 +18,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
 from chatscale.server import api_chat, api_misc
+from chatscale.server.bodylimit import BodyBound, BodyLimitMiddleware
 from chatscale.server.errors import (
     ApiError,
     CatchAllMiddleware,
     api_error,
     http_error,
 )
+from chatscale.server.headers import SecurityHeadersMiddleware
 from chatscale.server.lifecycle import attach
 from chatscale.server.metrics import RequestMetricsMiddleware
 from chatscale.server.openapi import build_openapi
@@ -80,8 +82,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         middleware=[
+            Middleware(SecurityHeadersMiddleware),
             Middleware(InstanceHeaderMiddleware, instance_id=svc.instance_id),
             Middleware(RequestMetricsMiddleware, metrics=svc.metrics),
+            Middleware(
+                BodyLimitMiddleware,
+                bound_for=body_bounds(settings),
+                timeout_s=settings.request_body_timeout,
+            ),
             Middleware(CatchAllMiddleware),
             Middleware(_LateSessionMiddleware, holder=session_holder),
         ],
@@ -93,6 +101,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.services = svc
     return app
+
+
+def body_bounds(settings: Settings) -> Callable[[Scope], BodyBound]:
+    """Each request's body bound: the chat route's from MAX_MESSAGE_CHARS, every other
+    route's MAX_REQUEST_BODY_BYTES."""
+    chat = api_chat.chat_body_bound(settings.max_message_chars)
+    other = BodyBound(settings.max_request_body_bytes, "MAX_REQUEST_BODY_BYTES")
+
+    def bound_for(scope: Scope) -> BodyBound:
+        return chat if scope["path"] == "/api/chat" and scope["method"] == "POST" else other
+
+    return bound_for
 
 
 class InstanceHeaderMiddleware:

@@ -4,29 +4,40 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from chatscale.config import Settings
+from chatscale.ratelimit.identity import TrustedProxies
 from chatscale.server.app import create_app
 from chatscale.server.lifecycle import DrainingServer
+from chatscale.server.protocol import EdgeConfig
 
 
-def _config(target: object, settings: Settings, **extra: object) -> uvicorn.Config:
-    return uvicorn.Config(
-        target,  # type: ignore[arg-type]
+def _config(target: object, settings: Settings, **extra: Any) -> uvicorn.Config:
+    trusted = TrustedProxies(settings.trusted_proxies)
+    return EdgeConfig(
+        target,
+        max_header_bytes=settings.max_request_header_bytes,
+        header_timeout_s=settings.request_header_timeout,
         host=settings.host,
         port=settings.port,
         log_level="info",
         access_log=False,
+        # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default: anything local
+        # (a sidecar, a port forward) would let a client choose its own address. Only the
+        # proxies named in TRUSTED_PROXIES may set them.
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=[str(network) for network in trusted.networks],
         # The drain (STREAM_DRAIN_TIMEOUT) happens before uvicorn's own shutdown starts;
         # this only bounds requests still open after it.
         timeout_graceful_shutdown=5,
         # Idle keep-alive connections from a load balancer: longer than its own timeout.
-        timeout_keep_alive=75,
-        **extra,  # type: ignore[arg-type]
+        timeout_keep_alive=settings.http_keep_alive_timeout,
+        **extra,
     )
 
 

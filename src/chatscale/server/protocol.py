@@ -1,0 +1,148 @@
+"""uvicorn's HTTP/1.1 protocol (httptools) with the limits uvicorn lacks.
+
+uvicorn bounds neither the size of request headers (``h11_max_incomplete_event_size``
+applies only to its h11 protocol, not to httptools, the one ``uvicorn[standard]`` runs) nor
+the time they take to arrive: a client could send a 64 MB header, or one byte a minute, and
+hold memory or a connection for ever. :class:`GuardedHttpToolsProtocol` counts the bytes
+received while a request's headers are incomplete and runs a timer from the connection's (or
+the request's) first byte to the end of the headers, and answers its errors, like uvicorn's
+own 400, as JSON. Bodies are bounded by :mod:`chatscale.server.bodylimit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from chatscale.server.bodylimit import LINGER_S
+from chatscale.server.headers import SECURITY_HEADERS
+
+
+class EdgeConfig(uvicorn.Config):
+    """uvicorn's configuration plus the header limits (picklable, for ``--workers``)."""
+
+    def __init__(
+        self, app: Any, *, max_header_bytes: int, header_timeout_s: float, **options: Any
+    ) -> None:
+        super().__init__(app, http=GuardedHttpToolsProtocol, **options)
+        self.max_header_bytes = max_header_bytes
+        self.header_timeout_s = header_timeout_s
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` refusing oversized (431) and slow (408) request headers."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.max_header_bytes: int = getattr(config, "max_header_bytes", 32_768)
+        self.header_timeout_s: float = getattr(config, "header_timeout_s", 10.0)
+        self._in_headers = True
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+        self._closer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._closer is not None:
+            self._closer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering before the close: dropped
+        if self._in_headers:
+            self._header_bytes += len(data)
+            if self._header_timer is None:
+                self._arm()  # the first byte of the next request on a kept-alive connection
+        super().data_received(data)
+        if (
+            self._in_headers
+            and self._header_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse(
+                431,
+                f"request headers too large: more than {self.max_header_bytes} bytes "
+                "(MAX_REQUEST_HEADER_BYTES)",
+            )
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._header_bytes = 0
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_headers = True
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse, as JSON."""
+        self._refuse(400, "invalid HTTP request")
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self._in_headers or self.transport.is_closing():
+            return
+        if self._answering():
+            self._arm()  # a pipelined request waits for the current answer: not late yet
+            return
+        if self._header_bytes == 0:
+            # Nothing asked: close quietly, as a 408 could cross a request being sent.
+            self.transport.close()
+            return
+        self._refuse(
+            408,
+            f"request headers not received within {self.header_timeout_s:g} s "
+            "(REQUEST_HEADER_TIMEOUT)",
+        )
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _refuse(self, status: int, error: str) -> None:
+        self._disarm()
+        if self._answering():
+            self.transport.close()  # an answer is being written: no room for another
+            return
+        body = json.dumps({"error": error}).encode()
+        lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
+        headers = [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *SECURITY_HEADERS,
+        ]
+        lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
+        self.transport.write(b"".join([*lines, b"\r\n", body]))
+        # Closing with unread data would reset the connection, and the reset can destroy the
+        # answer before the client reads it: drop what it still sends for a moment first.
+        self._refused = True
+        self._closer = self.loop.call_later(LINGER_S, self.transport.close)
