@@ -35,6 +35,7 @@ ENV = {
 
 
 def _run_schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str]:
+    # Run in the test's folder: schemathesis keeps a cache (.schemathesis/) in its cwd.
     argv = [
         SCHEMATHESIS,
         "--config-file",
@@ -66,6 +67,7 @@ def _run_schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str
         timeout=SECONDS + 90,
         check=False,
         stdin=subprocess.DEVNULL,
+        cwd=report.parent,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
     )
 
