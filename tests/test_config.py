@@ -458,3 +458,13 @@ def test_a_uri_without_scheme_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> 
 def test_openai_base_url_credentials_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     shown = env(monkeypatch, OPENAI_BASE_URL="https://user:sk-live-123@llm.internal/v1").describe()
     assert shown["OPENAI_BASE_URL"] == "https://user:***@llm.internal/v1"
+
+
+def test_the_settings_repr_shows_no_uri_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = env(
+        monkeypatch,
+        USE_REDIS="true",
+        REDIS_URI="redis://u:hunter2@127.0.0.1:6379",
+        OPENAI_BASE_URL="http://k:hunter3@127.0.0.1:1/v1",
+    )
+    assert "hunter" not in repr(settings) and "hunter" not in str(settings)

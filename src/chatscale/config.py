@@ -190,7 +190,7 @@ class Settings(BaseSettings):
 
     # --- Redis: switch and connection -------------------------------------------------
     use_redis: Bool = False
-    redis_uri: OptStr = None
+    redis_uri: OptStr = Field(default=None, repr=False)  # may carry a password
     use_redis_cluster: Bool = False
     redis_username: OptStr = None
     redis_password: OptSecret = None
@@ -258,7 +258,7 @@ class Settings(BaseSettings):
     conversation_retention: Annotated[int, ints(60, 31_536_000 * 10, "seconds")] = 30 * 86_400
     default_model: str = "demo"
     openai_api_key: OptSecret = None
-    openai_base_url: OptStr = None
+    openai_base_url: OptStr = Field(default=None, repr=False)  # may carry credentials
     openai_models: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)] = ()
     demo_tokens_per_second: Annotated[float, floats(0.1, 100_000, "tokens per second")] = 50.0
     demo_response_tokens: Annotated[int, ints(1, 1_000_000, "tokens")] = 200
