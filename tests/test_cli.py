@@ -146,3 +146,36 @@ def test_serve_with_workers_needs_redis(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("chatscale: configuration error: --workers=2 needs USE_REDIS")
+
+
+@pytest.mark.parametrize(
+    "uri", ["redis://u:p@ss-X9@127.0.0.1:1/6", "redis://u:pa/ss-X9@127.0.0.1:1/6", "u:ss-X9@h:1"]
+)
+@pytest.mark.parametrize("command", ["config", "doctor", "serve"])
+def test_bad_redis_uri_never_prints_the_password(command: str, uri: str) -> None:
+    result = CliRunner().invoke(cli, [command], env={"USE_REDIS": "true", "REDIS_URI": uri})
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "REDIS_URI" in lines[0], result.output
+    assert "ss-X9" not in result.output
+
+
+def test_config_masks_openai_base_url() -> None:
+    result = run("config", OPENAI_BASE_URL="http://key:ss-X9@127.0.0.1:1/v1")
+    assert result.exit_code == 0, result.output
+    assert "http://key:***@127.0.0.1:1/v1" in result.output and "ss-X9" not in result.output
+
+
+def test_doctor_with_a_wrong_password_prints_no_part_of_it(redis_acl: Any) -> None:
+    wrong = "wr0ng/p@ss-X9"
+    uri = redis_acl.url(username=redis_acl.acl_user, password="PLACEHOLDER").replace(
+        "PLACEHOLDER", wrong.replace("/", "%2F").replace("@", "%40")
+    )
+    result = CliRunner().invoke(
+        cli,
+        ["doctor"],
+        env={"USE_REDIS": "true", "REDIS_URI": uri, "REDIS_RETRY_MAX_ATTEMPTS": "1"},
+    )
+    assert result.exit_code == 1, result.output
+    assert "wr0ng" not in result.output and "ss-X9" not in result.output
+    assert "cannot reach Redis" in result.output

@@ -467,3 +467,42 @@ def test_http_edge_limit_errors_name_the_variable(
     assert exc.variable == variable
     assert fragment in str(exc)
     assert "\n" not in str(exc)
+@pytest.mark.parametrize(
+    ("uri", "named"),
+    [
+        ("redis://u:pa/ss-X@h/6", "'/'"),
+        ("redis://u:p@ss-X@h/6", "'@'"),
+        ("redis://u:p@ss-X@h1:1,redis://u:p@ss-X@h2:2", "'@'"),
+        ("redis+sentinel://u:pa/ss-X@h1:26379/mymaster", "'/'"),
+        ("redis://u:pa?ss-X@h/6", "'?'"),
+    ],
+)
+def test_reserved_characters_in_the_password_are_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, uri: str, named: str
+) -> None:
+    exc = error(monkeypatch, USE_REDIS="true", REDIS_URI=uri)
+    message = str(exc)
+    assert exc.variable == "REDIS_URI"
+    assert "percent-encode" in message and named in message
+    assert "ss-X" not in message and "u:pa" not in message and "u:p@" not in message
+
+
+def test_a_uri_without_scheme_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    exc = error(monkeypatch, USE_REDIS="true", REDIS_URI="u:hunter2@redis.internal:6379")
+    assert "no scheme" in str(exc) and "redis.internal:6379" in str(exc)
+    assert "hunter2" not in str(exc)
+
+
+def test_openai_base_url_credentials_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = env(monkeypatch, OPENAI_BASE_URL="https://user:sk-live-123@llm.internal/v1").describe()
+    assert shown["OPENAI_BASE_URL"] == "https://user:***@llm.internal/v1"
+
+
+def test_the_settings_repr_shows_no_uri_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = env(
+        monkeypatch,
+        USE_REDIS="true",
+        REDIS_URI="redis://u:hunter2@127.0.0.1:6379",
+        OPENAI_BASE_URL="http://k:hunter3@127.0.0.1:1/v1",
+    )
+    assert "hunter" not in repr(settings) and "hunter" not in str(settings)

@@ -6,8 +6,8 @@ import fnmatch
 
 import pytest
 
+from chatscale.masking import mask_uri
 from chatscale.redis.keys import KeySpace, escape, glob_escape, prefix_problem
-from chatscale.redis.uri import mask_uri
 
 
 def test_prefixed_keys_and_channels() -> None:

@@ -14,13 +14,15 @@ import click
 from chatscale import __version__
 from chatscale.config import Settings, load_settings
 from chatscale.errors import ChatscaleError, ConfigError
+from chatscale.masking import mask_text
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 def _fail(message: str, status: int) -> None:
-    click.echo(f"chatscale: {message}", err=True)
+    # Errors can quote driver messages (URLs included): never print credentials in them.
+    click.echo(f"chatscale: {mask_text(message)}", err=True)
     sys.exit(status)
 
 

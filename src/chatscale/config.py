@@ -19,8 +19,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatscale.cache.namespaces import DEFAULT_FORCED_IN_MEMORY, CacheKeys
 from chatscale.errors import ConfigError
+from chatscale.masking import mask_uri
 from chatscale.redis.keys import prefix_problem
-from chatscale.redis.uri import RedisTarget, Topology, mask_uri, parse_redis_uri
+from chatscale.redis.uri import RedisTarget, Topology, parse_redis_uri
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -32,6 +33,8 @@ _SECRET_FIELDS = {
     "session_secret_previous",
     "openai_api_key",
 }
+#: Settings that are URIs and may carry credentials: printed through :func:`mask_uri`.
+_URI_FIELDS = {"redis_uri", "openai_base_url"}
 
 
 def _env_name(field: str) -> str:
@@ -187,7 +190,7 @@ class Settings(BaseSettings):
 
     # --- Redis: switch and connection -------------------------------------------------
     use_redis: Bool = False
-    redis_uri: OptStr = None
+    redis_uri: OptStr = Field(default=None, repr=False)  # may carry a password
     use_redis_cluster: Bool = False
     redis_username: OptStr = None
     redis_password: OptSecret = None
@@ -255,7 +258,7 @@ class Settings(BaseSettings):
     conversation_retention: Annotated[int, ints(60, 31_536_000 * 10, "seconds")] = 30 * 86_400
     default_model: str = "demo"
     openai_api_key: OptSecret = None
-    openai_base_url: OptStr = None
+    openai_base_url: OptStr = Field(default=None, repr=False)  # may carry credentials
     openai_models: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)] = ()
     demo_tokens_per_second: Annotated[float, floats(0.1, 100_000, "tokens per second")] = 50.0
     demo_response_tokens: Annotated[int, ints(1, 1_000_000, "tokens")] = 200
@@ -416,7 +419,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if name in _SECRET_FIELDS:
                 value = "***" if value is not None else None
-            elif name == "redis_uri" and value is not None:
+            elif name in _URI_FIELDS and value is not None:
                 value = mask_uri(value)
             elif isinstance(value, frozenset):
                 value = ",".join(sorted(str(v) for v in value))
@@ -459,6 +462,8 @@ def _to_config_error(exc: ValidationError) -> ConfigError:
     value = error.get("input")
     if field in _SECRET_FIELDS and value is not None:
         value = "***"
+    elif field in _URI_FIELDS and isinstance(value, str):
+        value = mask_uri(value)
     message = str(cause) if cause is not None else error.get("msg", "is invalid")
     if isinstance(cause, ValueError):
         message = str(cause)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from chatscale.masking import mask_text
+
 
 class ChatscaleError(Exception):
     """Base class of every error chatscale raises deliberately."""
@@ -15,6 +17,9 @@ class ConfigError(ChatscaleError, ValueError):
     """
 
     def __init__(self, variable: str, value: object, problem: str, accepted: str = "") -> None:
+        # Callers mask secrets; URLs in any value are masked here too, as a second line.
+        if isinstance(value, str):
+            value = mask_text(value)
         self.variable = variable
         self.value = value
         self.problem = problem
@@ -24,6 +29,14 @@ class ConfigError(ChatscaleError, ValueError):
         if accepted:
             message += f"; expected {accepted}"
         super().__init__(message)
+
+
+class UserFacingError(ChatscaleError):
+    """An error whose message is written for end users: it may be shown to them as is.
+
+    Any other exception reaching an end user is replaced by a generic message (its details
+    go to the log), because driver and upstream messages can carry hosts, keys or tokens.
+    """
 
 
 class RedisUnavailableError(ChatscaleError):

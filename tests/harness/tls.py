@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TLSError", "TLSFiles", "make_tls", "openssl_available"]
+__all__ = ["TLSError", "TLSFiles", "make_host_cert", "make_tls", "openssl_available"]
 
 _OPENSSL_TIMEOUT_S = 30.0
 
@@ -275,3 +275,27 @@ def make_tls(base_dir: Path, *, days: int = 7) -> TLSFiles:
         other_client_key=other_client[1],
         dir=directory,
     )
+
+
+def make_host_cert(tls: TLSFiles, name: str, *, days: int = 7) -> tuple[Path, Path]:
+    """A server certificate signed by ``tls``'s CA and valid for the DNS name ``name``
+    only (no IP address, no ``localhost``): what a managed service's node presents.
+
+    Returns ``(certificate, key)`` under ``tls.dir``.
+    """
+    cnf = tls.dir / f"openssl-{name}.cnf"
+    section = (
+        "\n[ host_ext ]\n"
+        "basicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature\n"
+        "extendedKeyUsage = serverAuth, clientAuth\n"
+        f"subjectAltName = DNS:{name}\n"
+        "subjectKeyIdentifier = hash\n"
+        "authorityKeyIdentifier = keyid, issuer\n"
+    )
+    cnf.write_text(_OPENSSL_CNF + section)
+    cert, key = _make_leaf(
+        tls.dir, cnf, f"host-{name}", name, "host_ext", (tls.ca_cert, tls.ca_key), days
+    )
+    key.chmod(0o600)
+    return cert, key

@@ -4,7 +4,8 @@ It runs uvicorn in a thread of its own on a free loopback port and records every
 including whether the client closed the connection before the answer was complete.
 
 Models: ``fake-1`` streams ``tokens`` tokens ``tok0 tok1 ...`` every ``delay`` seconds;
-``fake-500`` answers HTTP 500; ``fake-midfail`` sends two tokens then an error payload;
+``fake-500`` answers HTTP 500; ``fake-401`` answers HTTP 401 quoting part of the key (as
+OpenAI does); ``fake-midfail`` sends two tokens then an error payload;
 ``fake-hang`` sends one token then nothing until the client leaves; ``fake-cut`` sends two
 tokens then ends the response cleanly without a ``finish_reason`` or ``[DONE]`` (an upstream
 that stops mid-answer); ``fake-reset`` sends two tokens then breaks the connection.
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODELS = ("fake-1", "fake-500", "fake-midfail", "fake-hang", "fake-cut", "fake-reset")
+MODELS = ("fake-1", "fake-500", "fake-401", "fake-midfail", "fake-hang", "fake-cut", "fake-reset")
 
 
 @dataclass
@@ -89,6 +90,14 @@ class FakeOpenAI:
             return JSONResponse(
                 {"error": {"message": "upstream exploded", "type": "server_error"}},
                 status_code=500,
+            )
+        if model == "fake-401":
+            record.ended.set()
+            key = request.headers.get("authorization", "").removeprefix("Bearer ")
+            shown = f"{key[:3]}****{key[-4:]}"
+            return JSONResponse(
+                {"error": {"message": f"Incorrect API key provided: {shown}", "type": "auth"}},
+                status_code=401,
             )
         return StreamingResponse(self._events(record, model), media_type="text/event-stream")
 

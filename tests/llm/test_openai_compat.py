@@ -96,22 +96,30 @@ async def test_continuation_sends_the_partial_answer_and_asks_to_continue(
 
 
 @pytest.mark.parametrize(
-    ("model", "message"),
+    ("model", "message", "detail"),
     [
-        ("fake-500", "the model server answered 500: upstream exploded"),
-        ("fake-midfail", "model crashed mid-answer"),
+        ("fake-500", "the model server answered 500; the server log", "upstream exploded"),
+        ("fake-401", "the model server answered 401; the server log", "Incorrect API key"),
+        ("fake-midfail", "the model server failed; the server log", "model crashed mid-answer"),
     ],
 )
-async def test_upstream_errors_become_readable_provider_errors(
-    fake_openai: FakeOpenAI, model: str, message: str
+async def test_upstream_errors_become_generic_provider_errors(
+    fake_openai: FakeOpenAI,
+    model: str,
+    message: str,
+    detail: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """End users read the kind of failure; the upstream's words (a 401 quotes the key's
+    end) go to the log only."""
     provider = _provider(fake_openai)
     try:
-        with pytest.raises(ProviderError, match=message):
+        with pytest.raises(ProviderError, match=message) as exc:
             async for _ in provider.stream(_request(model)):
                 pass
     finally:
         await provider.aclose()
+    assert detail not in str(exc.value) and detail in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def free_port() -> int:
 class ServerThread:
     """``create_app(settings)`` under uvicorn in a thread with its own event loop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, loop: str = "auto") -> None:
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,6 +39,7 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             timeout_graceful_shutdown=2,
+            loop=loop,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +13,9 @@ import pytest
 from chatscale.config import load_settings
 from tests.llm.fake_openai import FakeOpenAI
 from tests.server.helpers import ServerThread, read_events, text_of
+from tests.server.procs import ServeProcess
+
+KEY = "sk-test-0123456789-KEYTAIL"
 
 
 @pytest.fixture
@@ -22,7 +26,8 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def served(upstream: FakeOpenAI) -> Iterator[ServerThread]:
-    with ServerThread(load_settings(openai_base_url=upstream.base_url)) as server:
+    settings = load_settings(openai_base_url=upstream.base_url, openai_api_key=KEY)
+    with ServerThread(settings) as server:
         yield server
 
 
@@ -43,21 +48,31 @@ async def test_upstream_answer_streams_through(served: ServerThread) -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "message"),
+    ("model", "message", "logged"),
     [
-        ("fake-500", "the model server answered 500: upstream exploded"),
-        ("fake-midfail", "model crashed mid-answer"),
-        ("fake-cut", "the model's answer was cut off"),
+        ("fake-500", "the model server answered 500; the server log", "upstream exploded"),
+        ("fake-401", "the model server answered 401; the server log", "Incorrect API key"),
+        ("fake-midfail", "the model server failed; the server log", "model crashed mid-answer"),
+        ("fake-cut", "the model's answer was cut off", None),
     ],
 )
 async def test_provider_errors_end_the_stream_with_a_readable_error(
-    served: ServerThread, model: str, message: str
+    served: ServerThread,
+    model: str,
+    message: str,
+    logged: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
         stream_id = await _start(client, model)
         events = await read_events(client, f"/api/chat/stream/{stream_id}")
         assert events[-1].event == "error"
         assert message in events[-1].data["message"]
+        # What the upstream said (a 401 quotes the key's end) goes to the log, not to users.
+        if logged is not None:
+            assert logged not in events[-1].data["message"]
+            assert logged in caplog.text
+        assert "TAIL" not in events[-1].data["message"]
         if model in ("fake-midfail", "fake-cut"):
             assert events[-1].data["text"] == text_of(events) == "tok0 tok1 "
         for _ in range(100):
@@ -84,3 +99,31 @@ async def test_abort_closes_the_upstream_request(
     record = upstream.requests[-1]
     assert await asyncio.to_thread(record.ended.wait, 5)
     assert record.closed_early and not record.completed
+
+
+def test_serve_logs_no_credentials_of_the_model_server(
+    upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    """``serve``'s start line and logs (httpx logs every request URL) hide the password of an
+    OPENAI_BASE_URL with credentials, and the 401's key fragment is logged masked by the
+    upstream only."""
+    secret = "pw-ss-X9"
+    base_url = upstream.base_url.replace("http://", f"http://key:{secret}@")
+    log = tmp_path / "serve.log"
+    server = ServeProcess({"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": KEY}, log).start()
+    try:
+        for model in ("fake-1", "fake-401"):
+            answer = httpx.post(
+                f"{server.url}/api/chat", json={"message": "hi", "model": model}, timeout=10
+            )
+            assert answer.status_code == 202, answer.text
+            stream = f"{server.url}/api/chat/stream/{answer.json()['stream_id']}"
+            with httpx.stream("GET", stream, timeout=10) as response:
+                body = b"".join(response.iter_bytes())
+            assert secret.encode() not in body and b"TAIL" not in body
+    finally:
+        server.stop()
+    output = log.read_text()
+    assert secret not in output
+    assert "chatscale: serving on" in output and "Incorrect API key" in output
+    assert "http://key:***@127.0.0.1" in output  # httpx's request log, masked

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from chatscale.errors import UserFacingError
 from chatscale.streams import (
     Event,
     InvalidEvent,
@@ -16,6 +17,7 @@ from chatscale.streams import (
     JobStatus,
     TooManyListeners,
 )
+from chatscale.streams.runner import GENERIC_FAILURE
 from tests.streams.conftest import MakeManager
 from tests.streams.helpers import aclose, check_ids, collect, text_of
 
@@ -241,16 +243,26 @@ async def test_run_completes_and_fails(streams: MakeManager) -> None:
 
     async def broken() -> AsyncIterator[str]:
         yield "a"
-        raise RuntimeError("provider exploded")
+        raise RuntimeError("driver said redis://u:pw@h")
+
+    async def refused() -> AsyncIterator[str]:
+        yield "a"
+        raise UserFacingError("the model server answered 429")
 
     good = await manager.create(owner="u")
     bad = await manager.create(owner="u")
+    told = await manager.create(owner="u")
     assert await manager.run(good, ok()) is JobStatus.COMPLETE
     assert await manager.run(bad, broken()) is JobStatus.ERROR
+    assert await manager.run(told, refused()) is JobStatus.ERROR
     good_events = await collect(manager, good.job_id)
     assert good_events[-1].data == {"text": "ab", "finish_reason": "stop"}
+    # Only errors written for end users reach them; any other is logged, and they read a
+    # generic message (a driver's message can name hosts and credentials).
     bad_events = await collect(manager, bad.job_id)
-    assert bad_events[-1].data == {"text": "a", "message": "provider exploded"}
+    assert bad_events[-1].data == {"text": "a", "message": GENERIC_FAILURE}
+    told_events = await collect(manager, told.job_id)
+    assert told_events[-1].data == {"text": "a", "message": "the model server answered 429"}
 
 
 async def test_list_active_and_status(streams: MakeManager) -> None:

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from chatscale.errors import UserFacingError
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -55,8 +57,12 @@ class ModelInfo:
     demo: bool = False
 
 
-class ProviderError(Exception):
-    """A provider failed; the message is safe and readable enough to show the user."""
+class ProviderError(UserFacingError):
+    """A provider failed; the message is safe and readable enough to show the user.
+
+    Providers put what an upstream said (which can quote keys or hosts) in the log, never
+    in this message.
+    """
 
 
 @runtime_checkable

@@ -6,6 +6,7 @@ abort stops the upstream generation instead of letting it run to the end unread.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ CONTINUE_INSTRUCTION = (
     "Your previous answer was cut off. Continue it exactly where it stopped, without "
     "repeating any of it and without any preamble."
 )
+log = logging.getLogger(__name__)
 _MODELS_TTL_S = 60.0
 #: The error of an answer whose stream ended before the model said it had finished.
 CUT_OFF = "the model's answer was cut off"
@@ -63,7 +65,7 @@ class OpenAICompatibleProvider:
         try:
             ids = sorted({m.id async for m in self._client.models.list()})
         except openai.OpenAIError as exc:
-            raise ProviderError(f"cannot list the upstream's models: {_describe(exc)}") from exc
+            raise ProviderError(f"cannot list the upstream's models: {_public(exc)}") from exc
         found = [ModelInfo(id=m, provider=self.name, label=m) for m in ids]
         self._listed = (now, found)
         return found
@@ -79,7 +81,7 @@ class OpenAICompatibleProvider:
                 model=request.model, messages=messages, stream=True, **extra
             )
         except openai.OpenAIError as exc:
-            raise ProviderError(_describe(exc)) from exc
+            raise ProviderError(_public(exc)) from exc
         finish: str | None = None
         try:
             async for chunk in upstream:
@@ -108,7 +110,7 @@ class OpenAICompatibleProvider:
                 raise AnswerCutOff(f"{CUT_OFF}: the model server stopped sending") from exc
             raise AnswerCutOff(f"{CUT_OFF}: the connection to the model server broke") from exc
         except openai.OpenAIError as exc:
-            raise ProviderError(_describe(exc)) from exc
+            raise ProviderError(_public(exc)) from exc
         finally:
             # Runs on normal end, on error and when the consumer closes or is cancelled.
             await upstream.close()
@@ -131,15 +133,24 @@ def _payload(messages: Sequence[ChatMessage], partial: str) -> list[Any]:
     return body
 
 
-def _describe(exc: openai.OpenAIError) -> str:
+def _public(exc: openai.OpenAIError) -> str:
+    """What an end user may read about ``exc``: its kind and HTTP status, never the
+    upstream's own words (a 401 quotes part of the key); those go to the log."""
     if isinstance(exc, openai.APIStatusError):
-        body = exc.body
-        detail = body.get("message") if isinstance(body, dict) else None
-        if not isinstance(detail, str) or not detail:
-            detail = exc.response.reason_phrase or "an error"
-        return f"the model server answered {exc.status_code}: {detail}"
+        log.warning("the model server answered %s: %s", exc.status_code, _detail(exc))
+        return f"the model server answered {exc.status_code}; the server log has the details"
     if isinstance(exc, openai.APITimeoutError):
         return "the model server did not answer in time"
     if isinstance(exc, openai.APIConnectionError):
+        log.warning("cannot reach the model server: %r", exc.__cause__ or exc)
         return "cannot reach the model server"
-    return f"the model server failed: {exc}"
+    log.warning("the model server failed: %s", exc)
+    return "the model server failed; the server log has the details"
+
+
+def _detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    detail = body.get("message") if isinstance(body, dict) else None
+    if isinstance(detail, str) and detail:
+        return detail
+    return exc.response.reason_phrase or "no detail"

@@ -138,19 +138,6 @@ def _connection_kwargs(config: RedisConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _alternative_dns_remap(config: RedisConfig) -> Any:
-    # Managed Cluster services over TLS announce node addresses that do not match their
-    # certificates; keep connecting through the hostnames the configuration gives.
-    given = {node.port: node.host for node in config.target.nodes}
-    default_host = config.target.nodes[0].host
-
-    def remap(address: tuple[str, int]) -> tuple[str, int]:
-        port = address[1]
-        return given.get(port, default_host), port
-
-    return remap
-
-
 def create_client(config: RedisConfig) -> AnyRedis:
     """Build (without connecting) the client for ``config``'s topology."""
     kwargs = _connection_kwargs(config)
@@ -162,7 +149,12 @@ def create_client(config: RedisConfig) -> AnyRedis:
             max_connections=config.max_connections,
             pool_timeout_s=config.pool_timeout_s,
             require_full_coverage=True,
-            address_remap=_alternative_dns_remap(config) if config.alternative_dns_lookup else None,
+            # No address_remap, whatever REDIS_USE_ALTERNATIVE_DNS_LOOKUP says: redis-py
+            # connects to the host a node announces without resolving it first, so TLS checks
+            # each node's certificate against that name. This is what ioredis's
+            # ``dnsLookup: (address, done) => done(null, address)`` achieves for ElastiCache;
+            # remapping announced nodes by port onto the configured host collapsed every
+            # ElastiCache node (all on 6379) into one.
             ssl=config.tls is not None,
             **tls,
             **kwargs,

@@ -16,6 +16,7 @@ from enum import StrEnum
 from urllib.parse import unquote, urlsplit
 
 from chatscale.errors import ConfigError
+from chatscale.masking import mask_uri
 
 VARIABLE = "REDIS_URI"
 ACCEPTED = (
@@ -27,6 +28,8 @@ _SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 _DEFAULT_PORT = 6379
 _DEFAULT_SENTINEL_PORT = 26379
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: Characters that end the user information of a URI early, and how to write them instead.
+_RESERVED_IN_USERINFO = {"@": "%40", "/": "%2F", "?": "%3F", "#": "%23"}
 
 
 class Topology(StrEnum):
@@ -59,11 +62,6 @@ class RedisTarget:
     password: str | None = field(default=None, repr=False)
     db: int = 0
     service_name: str | None = None
-
-
-def mask_uri(value: str) -> str:
-    """``value`` with every password in it replaced by ``***``."""
-    return re.sub(r"(//[^/@,]*?:)[^/@]*@", r"\1***@", value)
 
 
 def _error(raw: str, problem: str) -> ConfigError:
@@ -104,6 +102,21 @@ def _split_userinfo(netloc: str) -> tuple[str | None, str | None, str]:
     return (unquote(user) or None), (unquote(password) if has_pass else None), hosts
 
 
+def _check_userinfo(raw: str, entry: str, rest: str) -> None:
+    # ``rest`` follows ``scheme://``. An unescaped '@' or '/' in a password makes the URI
+    # ambiguous (redis://u:p@ss@h) or silently cuts the password (redis://u:pa/ss@h): refuse
+    # it, naming the character but never the password.
+    userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
+    found = [c for c in _RESERVED_IN_USERINFO if c in userinfo]
+    if found:
+        chars = ", ".join(f"{c!r} as {_RESERVED_IN_USERINFO[c]}" for c in found)
+        raise _error(
+            raw,
+            f"entry {mask_uri(entry)!r}: the user name or password contains an unescaped "
+            f"{' or '.join(repr(c) for c in found)}; percent-encode it ({chars})",
+        )
+
+
 def _parse_db(raw: str, entry: str, text: str) -> int:
     if text == "":
         return 0
@@ -115,6 +128,7 @@ def _parse_db(raw: str, entry: str, text: str) -> int:
 def _parse_sentinel(raw: str) -> RedisTarget:
     scheme, _, rest = raw.partition("://")
     tls = _SENTINEL_SCHEMES[scheme.lower()]
+    _check_userinfo(raw, raw, rest)
     netloc, _, path = rest.partition("/")
     if "?" in path or "#" in path:
         raise _error(raw, "query strings and fragments are not supported")
@@ -137,7 +151,7 @@ def _parse_sentinel(raw: str) -> RedisTarget:
 
 
 def _parse_data_entry(raw: str, entry: str) -> tuple[bool, str | None, str | None, RedisNode, int]:
-    scheme, sep, _ = entry.partition("://")
+    scheme, sep, rest = entry.partition("://")
     if not sep:
         raise _error(raw, f"entry {mask_uri(entry)!r} has no scheme (redis:// or rediss://)")
     scheme = scheme.lower()
@@ -145,6 +159,7 @@ def _parse_data_entry(raw: str, entry: str) -> tuple[bool, str | None, str | Non
         raise _error(raw, "a Sentinel URI must be the whole value, not one entry of a list")
     if scheme not in _DATA_SCHEMES:
         raise _error(raw, f"entry {mask_uri(entry)!r} has an unsupported scheme {scheme!r}")
+    _check_userinfo(raw, entry, rest)
     try:
         split = urlsplit(entry)
     except ValueError as exc:

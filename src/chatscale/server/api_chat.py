@@ -21,7 +21,7 @@ from chatscale.server.bodylimit import BodyBound
 from chatscale.server.errors import ApiError
 from chatscale.server.idempotency import StillStarting
 from chatscale.server.resume import BadToken
-from chatscale.server.schemas import ID_PATTERN, ChatRequest
+from chatscale.server.schemas import BLANK, ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
 from chatscale.server.sse import RETRY_MS, EventStream, encode, frame, resume_position
 from chatscale.sessions import get_session
@@ -121,12 +121,13 @@ async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
             413,
             f"message too long: {len(message)} characters, at most {max_chars} (MAX_MESSAGE_CHARS)",
         )
+    if isinstance(message, str) and not message.strip(BLANK):
+        # Also in the schema (NOT_BLANK_PATTERN); checked first for a clearer message.
+        raise ApiError(422, "message: must not be blank")
     try:
         body = ChatRequest.model_validate(payload)
     except ValidationError as exc:
         raise ApiError(422, _describe(exc)) from None
-    if not body.message.strip():
-        raise ApiError(422, "message: must not be blank")
     return body
 
 

@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
+from chatscale.masking import install_log_masking
 from chatscale.server import api_chat, api_misc
 from chatscale.server.bodylimit import BodyBound, BodyLimitMiddleware
 from chatscale.server.errors import (
@@ -165,6 +166,7 @@ class _LateSessionMiddleware:
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory chatscale.server.app:app_from_env``."""
+    install_log_masking()
     if not logging.getLogger().handlers:  # a --workers child: log like the parent
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return create_app(load_settings())

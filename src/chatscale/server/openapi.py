@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 document of the API, built from the pydantic models."""
+"""The OpenAPI 3.1 document of the API, built from the pydantic models.
+
+``tests/server/test_openapi.py`` holds it to the routes: every route and method is here, and
+every status a handler can answer (found by reading its code) is documented; schemathesis
+runs it against a live server in CI (``tests/server/test_schemathesis.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from chatscale import __version__
 from chatscale.server import schemas
+from chatscale.server.sse import EVENT_ID_PATTERN
 
 _MODELS: list[type[BaseModel]] = [
     schemas.ChatRequest,
@@ -39,18 +45,38 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {
-        400: "Bad input",
-        403: "A resume token that is malformed, forged, expired or for another stream",
-        404: "Unknown (or another session's) stream or conversation",
-        413: "Message too long (MAX_MESSAGE_CHARS)",
-        415: "Not JSON",
-        422: "Invalid fields",
-        429: "Rate or concurrency limit; see Retry-After",
-        503: "Draining or Redis unavailable; see Retry-After",
+_ERROR_TEXT = {
+    400: "Bad input",
+    403: "A resume token that is malformed, forged, expired or for another stream",
+    404: "Unknown (or another session's) stream or conversation",
+    409: "A request with this client_request_id is still starting; retry after Retry-After",
+    413: "Message too long (MAX_MESSAGE_CHARS)",
+    415: "Not JSON",
+    422: "Invalid fields",
+    429: "Rate or concurrency limit; see Retry-After",
+    503: "Draining, starting or Redis unavailable; see Retry-After",
+}
+
+
+def _errors(*codes: int, **texts: str) -> dict[str, Any]:
+    """Error responses; ``texts`` overrides a description (``e403="..."``)."""
+    return {
+        str(c): _json(schemas.ErrorBody, texts.get(f"e{c}", _ERROR_TEXT[c])) for c in codes
     }
-    return {str(c): _json(schemas.ErrorBody, text[c]) for c in codes}
+
+
+def _links_from_start() -> dict[str, Any]:
+    # Lets clients (and schemathesis's stateful phase) follow a started answer.
+    stream = {"stream_id": "$response.body#/stream_id", "token": "$response.body#/resume_token"}
+    return {
+        "FollowStream": {"operationId": "followStream", "parameters": stream},
+        "StreamStatus": {"operationId": "streamStatus", "parameters": stream},
+        "AbortStream": {"operationId": "abortStream", "parameters": stream},
+        "GetConversation": {
+            "operationId": "getConversation",
+            "parameters": {"conversation_id": "$response.body#/conversation_id"},
+        },
+    }
 
 
 def _stream_param() -> dict[str, Any]:
@@ -84,83 +110,157 @@ def build_openapi() -> dict[str, Any]:
         [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
     )
     stream = [_stream_param(), *_token_params()]
+    event_id = {"type": "string", "pattern": EVENT_ID_PATTERN}
+    resume_description = "Resume after this event id (empty or 0: from the start)"
     paths: dict[str, Any] = {
+        "/": {
+            "get": {
+                "operationId": "page",
+                "summary": "The chat page",
+                "responses": {
+                    "200": {
+                        "description": "HTML",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
         "/api/chat": {
             "post": {
+                "operationId": "startChat",
                 "summary": "Start an answer (idempotent with client_request_id)",
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref(schemas.ChatRequest)}},
                 },
                 "responses": {
-                    "202": _json(schemas.ChatStarted, "Started (or the earlier start)"),
-                    **_errors(400, 404, 413, 415, 422, 429, 503),
+                    "202": {
+                        **_json(schemas.ChatStarted, "Started (or the earlier start)"),
+                        "links": _links_from_start(),
+                    },
+                    **_errors(
+                        400,
+                        403,
+                        409,
+                        413,
+                        415,
+                        422,
+                        429,
+                        503,
+                        e400="Bad input, or an unknown model",
+                        e403="Temporarily banned after too many limit violations "
+                        "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
+                    ),
                 },
             }
         },
         "/api/chat/stream/{stream_id}": {
             "get": {
+                "operationId": "followStream",
                 "summary": "Follow an answer as Server-Sent Events, resumable",
                 "parameters": [
                     *stream,
-                    {"name": "after", "in": "query", "schema": {"type": "string"}},
-                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": event_id,
+                        "description": resume_description,
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "schema": event_id,
+                        "description": resume_description + "; wins over `after`",
+                    },
                 ],
                 "responses": {
                     "200": {
                         "description": _SSE_DESCRIPTION,
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 403, 404),
+                    **_errors(
+                        400,
+                        403,
+                        404,
+                        429,
+                        503,
+                        e429="Too many listeners on this stream (REDIS_MAX_LISTENERS); "
+                        "see Retry-After",
+                    ),
                 },
             }
         },
         "/api/chat/stream/{stream_id}/abort": {
             "post": {
+                "operationId": "abortStream",
                 "summary": "Stop an answer, from any instance",
                 "parameters": stream,
                 "responses": {
                     "200": _json(schemas.AbortResult, "Stopped"),
-                    **_errors(403, 404),
+                    **_errors(403, 404, 503),
                 },
             }
         },
         "/api/chat/stream/{stream_id}/status": {
             "get": {
+                "operationId": "streamStatus",
                 "summary": "Status and text so far",
                 "parameters": stream,
                 "responses": {
                     "200": _json(schemas.StreamStatus, "Status"),
-                    **_errors(403, 404),
+                    **_errors(403, 404, 503),
                 },
             }
         },
         "/api/chat/active": {
             "get": {
+                "operationId": "activeStreams",
                 "summary": "This session's running answers",
-                "responses": {"200": _json(schemas.ActiveStreams, "Running streams")},
+                "responses": {
+                    "200": _json(schemas.ActiveStreams, "Running streams"),
+                    **_errors(503),
+                },
             }
         },
         "/api/events": {
             "get": {
+                "operationId": "sessionEvents",
                 "summary": "SSE feed of this session's answers starting (`started`) and ending"
                 " (`ended`)",
                 "responses": {
                     "200": {
                         "description": "Server-Sent Events",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    }
+                    },
+                    **_errors(503),
                 },
             }
         },
         "/api/conversations": {
             "get": {
+                "operationId": "listConversations",
                 "summary": "This session's conversations",
-                "responses": {"200": _json(schemas.ConversationList, "Conversations")},
+                "responses": {
+                    "200": _json(schemas.ConversationList, "Conversations"),
+                    **_errors(503),
+                },
             }
         },
         "/api/conversations/{conversation_id}": {
             "get": {
+                "operationId": "getConversation",
                 "summary": "One conversation and its messages",
                 "parameters": [
                     {
@@ -170,24 +270,36 @@ def build_openapi() -> dict[str, Any]:
                         "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
                     }
                 ],
-                "responses": {"200": _json(schemas.Conversation, "Conversation"), **_errors(404)},
+                "responses": {
+                    "200": _json(schemas.Conversation, "Conversation"),
+                    **_errors(404, 503),
+                },
             }
         },
         "/api/models": {
             "get": {
+                "operationId": "listModels",
                 "summary": "Models (the demo model is labelled as such)",
-                "responses": {"200": _json(schemas.ModelList, "Models")},
+                "responses": {"200": _json(schemas.ModelList, "Models"), **_errors(503)},
             }
         },
-        "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "ok"}}}},
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Process up",
+                "responses": {"200": {"description": "ok"}},
+            }
+        },
         "/readyz": {
             "get": {
+                "operationId": "readyz",
                 "summary": "Ready: Redis reachable (when used) and not draining",
                 "responses": {"200": {"description": "ready"}, **_errors(503)},
             }
         },
         "/metrics": {
             "get": {
+                "operationId": "metrics",
                 "summary": "Prometheus metrics",
                 "responses": {
                     "200": {

@@ -11,6 +11,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from chatscale.config import Settings
+from chatscale.masking import install_log_masking
 from chatscale.ratelimit.identity import TrustedProxies
 from chatscale.server.app import create_app
 from chatscale.server.lifecycle import DrainingServer
@@ -54,6 +55,7 @@ def describe(settings: Settings) -> str:
 
 def serve(settings: Settings, workers: int = 1) -> None:
     """Serve until SIGTERM/SIGINT (drained first, see :mod:`chatscale.server.lifecycle`)."""
+    install_log_masking()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if workers == 1:
         app = create_app(settings)

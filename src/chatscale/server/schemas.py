@@ -8,6 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+#: What a message counts as blank with: only these characters (the same in every regex
+#: dialect, unlike ``\s``).
+BLANK = " \t\n\r\f\v"
+#: A message that is not blank: one character outside :data:`BLANK`.
+NOT_BLANK_PATTERN = r"[^ \t\n\r\f\v]"
 
 
 class ChatRequest(BaseModel):
@@ -15,7 +20,9 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    message: StrictStr = Field(min_length=1, description="The user's message")
+    message: StrictStr = Field(
+        min_length=1, pattern=NOT_BLANK_PATTERN, description="The user's message (not blank)"
+    )
     conversation_id: StrictStr | None = Field(
         default=None, pattern=ID_PATTERN, description="Continue this conversation"
     )

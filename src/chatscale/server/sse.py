@@ -31,7 +31,10 @@ log = logging.getLogger("chatscale.server")
 HEARTBEAT_S = 15.0
 #: Reconnection delay suggested to EventSource.
 RETRY_MS = 1000
-_EVENT_ID = re.compile(r"^[1-9][0-9]{0,17}$")
+#: What ``Last-Event-ID`` and ``?after=`` accept (also in /openapi.json): an event id, or
+#: empty / ``0`` for "from the start".
+EVENT_ID_PATTERN = r"^(0|[1-9][0-9]{0,17})?$"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -46,15 +49,13 @@ def resume_position(request: Request) -> str | None:
     the header wins over a (possibly older) ``after``. Raises 400 for a malformed id.
     """
     header = request.headers.get("last-event-id")
-    value = header if header is not None and header.strip() else request.query_params.get("after")
+    value = header if header else request.query_params.get("after")
     if value is None:
         return None
-    value = value.strip()
-    if value in ("", "0"):
-        return None
-    if not _EVENT_ID.match(value):
+    # Exactly the documented pattern (no stripping): what /openapi.json refuses, this does.
+    if not _EVENT_ID.fullmatch(value):
         raise ApiError(400, f"bad event id {value[:40]!r}: expected a decimal event number")
-    return value
+    return value if value not in ("", "0") else None
 
 
 def frame(event: str, data: Any, event_id: str | None = None, retry: int | None = None) -> bytes:

@@ -8,12 +8,15 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chatscale.errors import UserFacingError
 from chatscale.streams.model import JobInfo, JobStatus
 
 if TYPE_CHECKING:
     from chatscale.streams.producer import Producer
 
 log = logging.getLogger(__name__)
+#: What an end user reads when a generation fails with an error not written for them.
+GENERIC_FAILURE = "the answer failed; the server log has the details"
 
 
 class ProducerStep(Protocol):
@@ -58,7 +61,8 @@ async def run(producer: Producer, steps: AsyncIterator[ProducerStep | str]) -> J
 
     On abort (from any instance) the steps are cancelled, which closes the provider call;
     the manager has already stored the ``aborted`` final event. A failing step iterator ends
-    the job with an ``error`` event carrying the exception's message.
+    the job with an ``error`` event: the message of a :class:`UserFacingError`, otherwise a
+    generic one (the exception is logged).
     """
     pump = asyncio.ensure_future(_pump(producer, steps))
     stop = asyncio.ensure_future(producer.aborted.wait())
@@ -78,9 +82,12 @@ async def run(producer: Producer, steps: AsyncIterator[ProducerStep | str]) -> J
         await pump
     except asyncio.CancelledError:
         pass
-    except Exception as exc:
+    except UserFacingError as exc:
         log.warning("generation of job %s failed: %s", producer.job_id, exc)
-        await producer.fail(str(exc) or type(exc).__name__)
+        await producer.fail(str(exc) or GENERIC_FAILURE)
+    except Exception as exc:
+        log.warning("generation of job %s failed", producer.job_id, exc_info=exc)
+        await producer.fail(GENERIC_FAILURE)
     finally:
         aclose: Callable[[], Any] | None = getattr(steps, "aclose", None)
         if aclose is not None:
