@@ -117,6 +117,13 @@ def _rate_limit(value: Any) -> Any:
     return text
 
 
+def _origins(value: Any) -> Any:
+    # Normalised here so a bad entry fails at start-up, naming ALLOWED_ORIGINS.
+    from chatscale.sessions.csrf import parse_allowed_origins
+
+    return tuple(sorted(parse_allowed_origins(_csv(value))))
+
+
 def _optional_text(value: Any) -> Any:
     # An empty variable means "not set" for every optional text value.
     if isinstance(value, str) and not value.strip():
@@ -228,6 +235,8 @@ class Settings(BaseSettings):
     session_ttl: Annotated[int, ints(60, 31_536_000, "seconds")] = 7 * 86_400
     session_cookie_name: str = "chatscale_session"
     session_cookie_secure: Literal["auto", "true", "false"] = "auto"
+    session_create_limit: Annotated[str, BeforeValidator(_rate_limit)] = "60/minute"
+    allowed_origins: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_origins)] = ()
     # --- Rate limits ------------------------------------------------------------------
     chat_rate_limit: Annotated[str, BeforeValidator(_rate_limit)] = "30/minute"
     chat_concurrency_limit: Annotated[
