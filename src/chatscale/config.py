@@ -257,6 +257,7 @@ class Settings(BaseSettings):
     stream_max_bytes: Annotated[int, ints(1_024, 1_073_741_824, "bytes per job")] = 8 * 1_048_576
     stream_subscriber_buffer: Annotated[int, ints(1, 1_000_000, "events per subscriber")] = 10_000
     stream_replay_page: Annotated[int, ints(1, 100_000, "events per page")] = 1_000
+    sse_stall_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 30
     # --- Server and models --------------------------------------------------------------
     host: str = "127.0.0.1"
     port: Annotated[int, ints(0, 65_535, "a TCP port")] = 3080
