@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -87,10 +88,19 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
     if args.src:
         env["PYTHONPATH"] = os.pathsep.join([args.src, env.get("PYTHONPATH", "")]).strip(":")
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
-        [CHATSCALE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [CHATSCALE, "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return _measure(args, proc, port, log)
+
+
+def _measure(
+    args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, log: IO[bytes]
+) -> dict[str, object]:
     sockets: list[socket.socket] = []
     try:
         url = f"http://127.0.0.1:{port}"
@@ -149,7 +159,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-        log.close()
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ _SSE_DESCRIPTION = (
     "Server-Sent Events. Every event has an `id:`; send it back as `Last-Event-ID` (or "
     "`?after=`) to resume exactly after it. Events: `delta` {text}, status/tool events, and "
     "one final event: `done` {finish_reason}, `aborted` {} or `error` {message} (the answer "
-    "is what the deltas add up to). `reconnect` asks the client to reconnect (the instance is draining). Comment "
-    "lines are heartbeats."
+    "is what the deltas add up to). `reconnect` asks the client to reconnect (the instance "
+    "is draining). Comment lines are heartbeats."
 )
 
 
