@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from starlette.types import Message
 
 from chatscale.config import load_settings
@@ -60,11 +61,13 @@ def test_final_frames_carry_no_answer_text() -> None:
     assert len(encode(Event("3", "delta", {"text": "abc"}))) < 60
 
 
-def test_a_client_that_never_reads_is_dropped() -> None:
+def test_a_client_that_never_reads_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
     settings = load_settings(
         sse_stall_timeout=1,
         demo_tokens_per_second=100_000,
-        demo_response_tokens=300_000,  # about 1.8 MB of deltas
+        # About 6 MB of deltas: more than the kernel's socket buffers take (the send buffer
+        # grows to 4 MB), so the server's sends block.
+        demo_response_tokens=1_000_000,
         stream_max_bytes=64 * 1_048_576,
         stream_drain_timeout=1,
     )
@@ -87,11 +90,12 @@ def test_a_client_that_never_reads_is_dropped() -> None:
                     break
                 time.sleep(0.05)
             assert metrics.open_sse == 1
-            # The answer takes about 3 s; the stalled stream goes 1 s after its send blocks.
-            for _ in range(200):
+            # The answer takes about 10 s; the stream goes 1 s after its send blocks.
+            for _ in range(300):
                 if not metrics.open_sse:
                     break
                 time.sleep(0.1)
             assert metrics.open_sse == 0 and not server.services.sse.open
+            assert "dropped an event stream" in caplog.text
         finally:
             sock.close()
