@@ -5,30 +5,32 @@ itself rate limited per address (SESSION_CREATE_LIMIT). In memory and on Redis."
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from chatscale.config import Settings, load_settings
+from chatscale.redis import RedisConnection
+from tests.conftest import TOPOLOGIES
+from tests.ratelimit.helpers import uri_of
 from tests.server.helpers import ServerThread
 from tests.server.rig import SECRET
 
 SESSIONS = 50
 
 
-@pytest.fixture(params=["memory", "standalone"])
+@pytest.fixture(params=[pytest.param("memory", id="memory"), *TOPOLOGIES])
 def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Settings overrides selecting the memory backends or a real redis-server."""
+    """Settings overrides selecting the memory backends or one real Redis topology."""
     if request.param == "memory":
         return {}
-    redis = request.getfixturevalue("redis_standalone")
+    conn: RedisConnection = request.getfixturevalue(f"{request.param}_conn")
     return {
         "use_redis": True,
-        "redis_uri": redis.url(),
+        "redis_uri": uri_of(conn.config),
         "session_secret": SECRET,
-        "redis_key_prefix": f"lim{uuid.uuid4().hex[:8]}",
+        "redis_key_prefix": conn.keys.prefix or None,
     }
 
 
