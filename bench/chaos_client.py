@@ -11,9 +11,10 @@ another random instance, and records every deviation from the guarantees as an *
 ``id_missing``      an event (other than ``reconnect``) without a numeric id
 ``no_final``        no final event before the chat's deadline (a job that never ends)
 ``final_not_done``  the answer ended with ``error`` or ``aborted`` although nobody aborted it
-``text_diverged``   the deltas received do not add up to the final event's text
-``status_*``        ``GET /api/chat/stream/{id}/status`` missing, or not the same status,
-                    text and last event id
+``text_diverged``   the deltas received do not add up to the answer's text in
+                    ``GET /api/chat/stream/{id}/status`` (final events carry no text)
+``status_*``        ``GET /api/chat/stream/{id}/status`` missing, or not the same status
+                    and last event id
 ``stored_*``        the conversation's stored answer missing, different, or stored twice
 ``not_found``       the stream answered 404 while the client followed it
 ``resume_refused``  a resume after an id the client had received answered 400
@@ -85,8 +86,7 @@ class ChatResult:
     @property
     def answer_tokens(self) -> int:
         """Tokens in the final answer (0 when it never ended)."""
-        text = self.final_data.get("text")
-        return tokens_in(text) if isinstance(text, str) else 0
+        return tokens_in(self.text) if self.final else 0
 
     def arrived(self) -> None:
         """Note an event's arrival (for the longest stall)."""
@@ -274,9 +274,6 @@ class ChatClient:
         if event.event != "done":
             detail = json.dumps({k: v for k, v in event.data.items() if k != "text"})
             result.flag("final_not_done", f"{event.event} at event {self.last}: {detail}")
-        final_text = event.data.get("text")
-        if final_text != result.text:
-            result.flag("text_diverged", _divergence(result.text, str(final_text)))
 
     # -- checks after the end -----------------------------------------------------------
 
@@ -316,9 +313,10 @@ class ChatClient:
         if code != 200:
             result.flag("status_missing", f"status answered {code}")
             return
+        if body.get("text") != result.text:
+            result.flag("text_diverged", _divergence(result.text, str(body.get("text"))))
         expected = {
             "status": _STATUS_OF_FINAL[result.final],
-            "text": result.final_data.get("text"),
             "last_event_id": str(self.last),
         }
         found = {key: body.get(key) for key in expected}
@@ -366,12 +364,11 @@ class ChatClient:
         if len(answers) > 1:
             result.flag("stored_twice", f"{len(answers)} stored answers for one stream")
         stored = answers[0] if answers else {}
-        final_text = result.final_data.get("text")
-        if stored.get("content") != final_text or stored.get("status") != result.final:
+        if stored.get("content") != result.text or stored.get("status") != result.final:
             result.flag(
                 "stored_mismatch",
                 f"stored status {stored.get('status')!r}, "
-                + _divergence(str(final_text), str(stored.get("content"))),
+                + _divergence(result.text, str(stored.get("content"))),
             )
 
 

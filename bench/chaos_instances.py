@@ -195,6 +195,8 @@ def instance_env(redis_uri: str, prefix: str, tokens: int, tokens_per_s: float) 
         "REDIS_CONNECT_TIMEOUT": "1000",
         "REDIS_SOCKET_TIMEOUT": "2000",
         "CHAT_RATE_LIMIT": "100000/minute",
+        # Every chat is a new visitor from 127.0.0.1.
+        "SESSION_CREATE_LIMIT": "100000/minute",
         "CHAT_CONCURRENCY_LIMIT": "0",
         "BAN_VIOLATION_LIMIT": "0",
     }

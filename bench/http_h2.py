@@ -108,6 +108,10 @@ async def run(chats: int, tokens: int, rate: float, ramp: float) -> dict[str, ob
         "DEMO_TOKENS_PER_SECOND": str(rate),
         "DEMO_RESPONSE_TOKENS": str(tokens),
         "CHAT_RATE_LIMIT": "1000/second",
+        # Every chat is a new visitor from 127.0.0.1, and anonymous visitors share the
+        # limits of their address.
+        "CHAT_CONCURRENCY_LIMIT": "0",
+        "SESSION_CREATE_LIMIT": "100000/minute",
     }
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(env, Path(tmp) / "serve.log")

@@ -120,6 +120,13 @@ def _rate_limit(value: Any) -> Any:
     return text
 
 
+def _origins(value: Any) -> Any:
+    # Normalised here so a bad entry fails at start-up, naming ALLOWED_ORIGINS.
+    from chatscale.sessions.csrf import parse_allowed_origins
+
+    return tuple(sorted(parse_allowed_origins(_csv(value))))
+
+
 def _optional_text(value: Any) -> Any:
     # An empty variable means "not set" for every optional text value.
     if isinstance(value, str) and not value.strip():
@@ -231,6 +238,8 @@ class Settings(BaseSettings):
     session_ttl: Annotated[int, ints(60, 31_536_000, "seconds")] = 7 * 86_400
     session_cookie_name: str = "chatscale_session"
     session_cookie_secure: Literal["auto", "true", "false"] = "auto"
+    session_create_limit: Annotated[str, BeforeValidator(_rate_limit)] = "60/minute"
+    allowed_origins: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_origins)] = ()
     # --- Rate limits ------------------------------------------------------------------
     chat_rate_limit: Annotated[str, BeforeValidator(_rate_limit)] = "30/minute"
     chat_concurrency_limit: Annotated[
@@ -251,6 +260,7 @@ class Settings(BaseSettings):
     stream_max_bytes: Annotated[int, ints(1_024, 1_073_741_824, "bytes per job")] = 8 * 1_048_576
     stream_subscriber_buffer: Annotated[int, ints(1, 1_000_000, "events per subscriber")] = 10_000
     stream_replay_page: Annotated[int, ints(1, 100_000, "events per page")] = 1_000
+    sse_stall_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 30
     # --- Server and models --------------------------------------------------------------
     host: str = "127.0.0.1"
     port: Annotated[int, ints(0, 65_535, "a TCP port")] = 3080

@@ -71,6 +71,7 @@ class Rig:
             "STREAM_DRAIN_TIMEOUT": "5",
             "CHAT_RATE_LIMIT": "1000/minute",
             "CHAT_CONCURRENCY_LIMIT": "0",
+            "SESSION_CREATE_LIMIT": "100000/minute",
             **env,
         }
         self.servers = [ServeProcess(self.env, workdir / f"serve{i}.log") for i in range(instances)]

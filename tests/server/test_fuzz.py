@@ -41,7 +41,11 @@ IDS = st.text(st.characters(codec="utf-8", exclude_characters="/?#"), min_size=1
 def live() -> Iterator[ServerThread]:
     with ServerThread(
         load_settings(
-            demo_tokens_per_second=10_000, demo_response_tokens=2, chat_rate_limit="10000/second"
+            demo_tokens_per_second=10_000,
+            demo_response_tokens=2,
+            chat_rate_limit="10000/second",
+            # Every example is a new client, so a new session from one address.
+            session_create_limit="10000/second",
         )
     ) as server:
         yield server

@@ -55,7 +55,7 @@ def check(outcome: Outcome, message: str, tokens: int) -> None:
     assert outcome.problems == [], outcome.problems
     assert outcome.final == "done", (outcome.final, outcome.final_data)
     assert outcome.ids == list(range(1, len(outcome.ids) + 1))
-    assert outcome.text == outcome.final_data["text"] == expected(message, tokens)
+    assert outcome.text == expected(message, tokens)
 
 
 async def stored_once(url: str, outcome: Outcome, cookies: httpx.Cookies) -> None:

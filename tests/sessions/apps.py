@@ -85,7 +85,7 @@ def client(app: Any, base_url: str = "http://test") -> httpx.AsyncClient:
 def set_cookie(response: httpx.Response) -> str | None:
     """The raw Set-Cookie header for the session cookie, if any."""
     for value in response.headers.get_list("set-cookie"):
-        if value.startswith(COOKIE + "="):
+        if value.startswith((COOKIE + "=", "__Host-" + COOKIE + "=")):
             return value
     return None
 

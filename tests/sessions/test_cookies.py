@@ -80,3 +80,44 @@ def test_cookie_attributes() -> None:
     assert b"Secure" not in set_cookie_header("s", "v", max_age=60, secure=False)[1]
     cleared = clear_cookie_header("s", secure=False)[1]
     assert cleared.startswith(b"s=; Path=/; Max-Age=0; Expires=Thu, 01 Jan 1970")
+
+
+def _signature_variants(value: str) -> list[str]:
+    """Other texts that decode to the same signature bytes: the 2 unused bits of the last
+    character, and the standard alphabet's ``+``/``/`` for ``-``/``_``."""
+    head, signature = value[:44], value[44:]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(signature[-1])
+    variants = [
+        head + signature[:-1] + alphabet[(last & ~3) | low]
+        for low in range(4)
+        if (last & ~3) | low != last
+    ]
+    swapped = signature.replace("-", "+").replace("_", "/")
+    if swapped != signature:
+        variants.append(head + swapped)
+    return variants
+
+
+def test_only_the_canonical_signature_is_accepted() -> None:
+    # Pick a session whose signature has a "-" or "_" so the alphabet swap is tried too.
+    value = next(
+        v
+        for v in (sign(new_session_id(), KEY) for _ in range(200))
+        if {"-", "_"} & set(v[44:])
+    )
+    assert unsign(value, KEY) is not None
+    variants = _signature_variants(value)
+    assert len(variants) == 4  # three for the unused bits, one for the alphabet swap
+    for variant in variants:
+        assert base64.urlsafe_b64decode(variant[44:] + "=") == base64.urlsafe_b64decode(
+            value[44:] + "="
+        )  # the same bytes, another text
+        assert unsign(variant, KEY) is None, variant
+
+
+def test_only_the_canonical_id_is_accepted() -> None:
+    session_id = next(i for i in (new_session_id() for _ in range(200)) if "-" in i or "_" in i)
+    value = sign(session_id, KEY)
+    swapped = session_id.replace("-", "+").replace("_", "/")
+    assert unsign(swapped + value[43:], KEY) is None

@@ -116,6 +116,9 @@ async def test_secure_attribute(mode: Any, base: str, secure: bool) -> None:
         header = set_cookie(await http.get("/whoami"))
     assert header is not None
     assert ("; Secure" in header) is secure
+    # Over https the name carries the __Host- prefix (Secure, Path=/, no Domain).
+    assert header.startswith("__Host-" + COOKIE + "=") is secure
+    assert "Path=/;" in header and "domain" not in header.lower()
 
 
 async def test_data_round_trip(store: CountingStore) -> None:
@@ -562,3 +565,42 @@ async def test_memory_store_is_bounded() -> None:
         await store.save(name, "{}", 60)
     assert len(store) == 3
     assert await store.load("a") is None and await store.load("e") is not None
+
+
+async def test_over_https_only_the_host_prefixed_cookie_is_read() -> None:
+    app = make_app(SessionManager(MemorySessionStore(), config()))
+    async with client(app, "https://test") as http:
+        first = await http.get("/put", params={"k": "v"})
+        value = cookie_value(first)
+        named = await http.get("/whoami", headers={"cookie": f"__Host-{COOKIE}={value}"})
+        assert named.json()["data"] == {"k": "v"}
+        # The same value under the unprefixed name (which a sibling subdomain or a
+        # plain-http page could plant) is not read over https.
+        planted = await http.get("/whoami", headers=with_cookie(value))
+        assert planted.json()["new"] is True and planted.json()["data"] == {}
+
+
+@pytest.mark.parametrize("second", ["valid", "forged"])
+async def test_several_session_cookies_are_refused(second: str) -> None:
+    store = MemorySessionStore()
+    app = make_app(SessionManager(store, config()))
+    async with client(app) as http:
+        mine = cookie_value(await http.get("/put", params={"k": "mine"}))
+        theirs = cookie_value(await http.get("/put", params={"k": "theirs"}))
+        other = theirs if second == "valid" else "x" * 87
+        for header in (
+            f"{COOKIE}={mine}; {COOKIE}={other}",
+            f"{COOKIE}={other}; {COOKIE}={mine}",
+        ):
+            refused = await http.get("/whoami", headers={"cookie": header})
+            assert refused.status_code == 400, refused.text
+            assert "several session cookies" in refused.json()["error"]
+            cleared = set_cookie(refused)
+            assert cleared is not None and "Max-Age=0" in cleared
+        # Two Cookie headers count too.
+        split = await http.get(
+            "/whoami", headers=[("cookie", f"{COOKIE}={mine}"), ("cookie", f"{COOKIE}={other}")]
+        )
+        assert split.status_code == 400
+        alone = await http.get("/whoami", headers=with_cookie(mine))
+        assert alone.status_code == 200 and alone.json()["data"] == {"k": "mine"}

@@ -44,12 +44,16 @@ class RateLimits:
         concurrency: ConcurrencyLimiter,
         trusted: TrustedProxies,
         chat_limit: str,
+        *,
+        anonymous_by_ip: bool = False,
     ) -> None:
         self.storage = storage
         self.bans = bans
         self.concurrency = concurrency
         self.trusted = trusted
-        self.chat = self.guard(chat_limit, name="chat", variable="CHAT_RATE_LIMIT")
+        self.chat = self.guard(
+            chat_limit, name="chat", variable="CHAT_RATE_LIMIT", anonymous_by_ip=anonymous_by_ip
+        )
 
     @classmethod
     async def create(
@@ -58,8 +62,13 @@ class RateLimits:
         connection: RedisConnection | None = None,
         *,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        anonymous_by_ip: bool = False,
     ) -> RateLimits:
         """From the settings: Redis (``USE_REDIS``; pass the process's connection) or memory.
+
+        ``anonymous_by_ip`` counts ``CHAT_RATE_LIMIT`` and the concurrency slots
+        (:meth:`identity`) of anonymous sessions by client address, so that minting
+        sessions buys no extra budget.
 
         Raises :class:`~chatscale.errors.ConfigError` for bad values and
         :class:`~chatscale.errors.RedisUnavailableError` when the counters' Redis does not
@@ -93,7 +102,14 @@ class RateLimits:
         concurrency = ConcurrencyLimiter(
             backend, settings.chat_concurrency_limit, lease_ttl_s=lease_ttl_s
         )
-        return cls(storage, bans, concurrency, trusted, settings.chat_rate_limit)
+        return cls(
+            storage,
+            bans,
+            concurrency,
+            trusted,
+            settings.chat_rate_limit,
+            anonymous_by_ip=anonymous_by_ip,
+        )
 
     def guard(
         self,

@@ -244,7 +244,11 @@ def _releaser(limits: RateLimits, lease: Lease) -> Callable[[], Awaitable[None]]
 async def _frames(rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
     try:
         async for event in rest:
-            yield encode(event)
+            chunk = encode(event)
+            # Not kept while the frame waits for a slow client (a final event can hold a
+            # whole answer's text).
+            del event
+            yield chunk
     finally:
         with contextlib.suppress(Exception):
             await rest.aclose()  # type: ignore[attr-defined]
@@ -289,7 +293,9 @@ async def follow_stream(request: Request) -> Response:
 
 
 def _respond(svc: Services, frames: AsyncIterator[bytes], first: bytes) -> Response:
-    stream = EventStream(frames, svc.sse, first=first)
+    stream = EventStream(
+        frames, svc.sse, first=first, stall_timeout_s=float(svc.settings.sse_stall_timeout)
+    )
 
     class _Asgi(Response):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -329,11 +335,15 @@ async def _after_peek(
             # (404 or 400 with a JSON body) before any stream starts.
             yield frame("reconnect", {}, retry=RETRY_MS)
             return
-        yield encode(event)
-        if event.final:
+        chunk, final = encode(event), event.final
+        del event  # see _frames
+        yield chunk
+        if final:
             return
         async for event in events:
-            yield encode(event)
+            chunk = encode(event)
+            del event
+            yield chunk
     finally:
         if not peek.done():
             peek.cancel()

@@ -33,11 +33,13 @@ from chatscale.server.openapi import build_openapi
 from chatscale.server.resume import ResumeTokens
 from chatscale.server.services import new_services
 from chatscale.sessions import (
+    OriginCheckMiddleware,
     SessionManager,
     SessionMiddleware,
     create_session_manager,
     session_config,
 )
+from chatscale.sessions.middleware import NewSessionGate
 
 log = logging.getLogger("chatscale.server")
 STATIC = files("chatscale.server") / "static"
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await svc.start()
             session_holder.manager = create_session_manager(settings, svc.redis)
             svc.tokens = ResumeTokens.for_sessions(session_holder.manager.config)
+            session_holder.gate = svc.session_gate()
             attach(svc.lifecycle)
             yield
         finally:
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 timeout_s=settings.request_body_timeout,
             ),
             Middleware(CatchAllMiddleware),
+            Middleware(OriginCheckMiddleware, allowed_origins=frozenset(settings.allowed_origins)),
             Middleware(_LateSessionMiddleware, holder=session_holder),
         ],
         exception_handlers={
@@ -139,6 +143,7 @@ class InstanceHeaderMiddleware:
 
 class _SessionHolder:
     manager: SessionManager | None = None
+    gate: NewSessionGate | None = None
 
 
 class _LateSessionMiddleware:
@@ -160,7 +165,7 @@ class _LateSessionMiddleware:
             await self.app(scope, receive, send)
             return
         if self._inner is None:
-            self._inner = SessionMiddleware(self.app, manager)
+            self._inner = SessionMiddleware(self.app, manager, gate=self.holder.gate)
         await self._inner(scope, receive, send)
 
 

@@ -31,9 +31,9 @@ _MODELS: list[type[BaseModel]] = [
 _SSE_DESCRIPTION = (
     "Server-Sent Events. Every event has an `id:`; send it back as `Last-Event-ID` (or "
     "`?after=`) to resume exactly after it. Events: `delta` {text}, status/tool events, and "
-    "one final event: `done` {text, finish_reason}, `aborted` {text} or `error` {message, "
-    "text}. `reconnect` asks the client to reconnect (the instance is draining). Comment "
-    "lines are heartbeats."
+    "one final event: `done` {finish_reason}, `aborted` {} or `error` {message} (the answer "
+    "is what the deltas add up to). `reconnect` asks the client to reconnect (the instance "
+    "is draining). Comment lines are heartbeats."
 )
 
 

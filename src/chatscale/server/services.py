@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
+
+from starlette.responses import Response
 
 from chatscale.cache.namespaces import CacheKeys
 from chatscale.config import Settings
 from chatscale.llm import ProviderRegistry, build_registry
 from chatscale.ratelimit import RateLimits
+from chatscale.ratelimit.guard import refusal_response
+from chatscale.ratelimit.responses import RATE_LIMITED
 from chatscale.redis import RedisConnection, connect
 from chatscale.server.chat import ChatService
 from chatscale.server.events import SessionEvents
@@ -19,6 +24,7 @@ from chatscale.server.metrics import ServerMetrics
 from chatscale.server.resume import ResumeTokens
 from chatscale.server.sse import Streams
 from chatscale.server.store import ConversationStore, create_conversation_store
+from chatscale.sessions.middleware import NewSessionGate
 from chatscale.streams import StreamManager, create_stream_manager
 
 log = logging.getLogger("chatscale.server")
@@ -51,7 +57,9 @@ class Services:
             self.redis = await connect(settings.redis)
         self.streams = create_stream_manager(settings, self.redis, instance_id=self.instance_id)
         await self.streams.start()
-        self.limits = await RateLimits.create(settings, self.redis)
+        # Every visitor of this server is anonymous (no login): counted by session, a
+        # client would get a fresh budget with every session it mints.
+        self.limits = await RateLimits.create(settings, self.redis, anonymous_by_ip=True)
         self.registry = build_registry(settings)
         self.metrics.watch_models(self.registry.token_counts)
         forced = settings.forced_in_memory_cache_namespaces
@@ -74,6 +82,29 @@ class Services:
         )
         self.metrics.watch_streams(lambda: self.streams.metrics if self.streams else None)
         self.lifecycle.on_drain(self.drain)
+
+    def session_gate(self) -> NewSessionGate | None:
+        """SESSION_CREATE_LIMIT, per client address, on requests that would create a session."""
+        if self.limits is None:
+            return None
+        guard = self.limits.guard(
+            self.settings.session_create_limit, name="session", variable="SESSION_CREATE_LIMIT"
+        )
+
+        async def gate(scope: Any) -> Response | None:
+            refusal = await guard.check(scope)
+            if refusal is None:
+                return None
+            if refusal.status == RATE_LIMITED:
+                limit = refusal.error.removeprefix("rate limit exceeded: ")
+                refusal = replace(
+                    refusal,
+                    error=f"too many new sessions from this address: {limit} "
+                    "(SESSION_CREATE_LIMIT); send the session cookie back",
+                )
+            return refusal_response(refusal)
+
+        return gate
 
     async def drain(self) -> None:
         """Hand running generations over (or let them finish) within STREAM_DRAIN_TIMEOUT."""

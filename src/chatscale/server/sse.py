@@ -6,6 +6,11 @@ four, no task per event, and no import-time patching of uvicorn's signal handlin
 server drains on SIGTERM itself, see :mod:`chatscale.server.lifecycle`). On drain every open
 stream gets a ``reconnect`` event and is closed, so EventSource reconnects (through the load
 balancer, to another instance) and resumes with ``Last-Event-ID``.
+
+What a connection buffers is bounded: events are pulled one at a time, only once the
+previous frame went out (the server's send waits while its write buffer is above its
+high-water mark), final events carry no copy of the whole answer, and a client that reads
+nothing for ``SSE_STALL_TIMEOUT`` seconds is dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from chatscale.server.errors import ApiError
 from chatscale.streams import Event
@@ -71,8 +76,20 @@ def frame(event: str, data: Any, event_id: str | None = None, retry: int | None 
 
 
 def encode(event: Event) -> bytes:
-    """One stored event as an SSE frame (``id`` always set)."""
-    return frame(event.type, event.data, event.id)
+    """One stored event as an SSE frame (``id`` always set).
+
+    A final event goes out without ``text``: the client has the whole answer from the
+    deltas already (a resume continues exactly after its last event), and a copy of it in
+    every connection's last frame is what made each stalled reader hold a whole answer.
+    """
+    data = event.data
+    if event.final and "text" in data:
+        data = {key: value for key, value in data.items() if key != "text"}
+    return frame(event.type, data, event.id)
+
+
+class ClientStalled(Exception):
+    """A client read nothing for the stall timeout: its connection is given up."""
 
 
 class Streams:
@@ -99,11 +116,15 @@ class EventStream:
         *,
         first: bytes = b"",
         heartbeat_s: float = HEARTBEAT_S,
+        stall_timeout_s: float | None = None,
     ) -> None:
         self.frames = frames
         self.registry = registry
         self.first = first
         self.heartbeat_s = heartbeat_s
+        #: A send (a frame or a heartbeat) that cannot complete within this many seconds
+        #: drops the client (``None``: wait forever).
+        self.stall_timeout_s = stall_timeout_s
         self._pump: asyncio.Task[None] | None = None
         self._reconnect = False
 
@@ -114,15 +135,36 @@ class EventStream:
             self._pump.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        try:
+            await self._run(scope, receive, send)
+        except ClientStalled:
+            # Nothing more can be sent (every send waits for the client to read), so the
+            # response stays unfinished and the server closes the connection.
+            log.warning(
+                "dropped an event stream whose client read nothing for %s s (SSE_STALL_TIMEOUT)",
+                self.stall_timeout_s,
+            )
+
+    async def _send(self, send: Send, message: Message) -> None:
+        try:
+            async with asyncio.timeout(self.stall_timeout_s):
+                await send(message)
+        except TimeoutError:
+            raise ClientStalled from None
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._send(send, {"type": "http.response.start", "status": 200, "headers": _HEADERS})
         closing = self.registry.closing
-        await send(
+        first, self.first = self.first, b""
+        await self._send(
+            send,
             {
                 "type": "http.response.body",
-                "body": f"retry: {RETRY_MS}\n\n".encode() + (b"" if closing else self.first),
+                "body": f"retry: {RETRY_MS}\n\n".encode() + (b"" if closing else first),
                 "more_body": True,
-            }
+            },
         )
+        del first
         if closing:
             # Draining: nothing from here; the client resumes on another instance.
             self._reconnect = True
@@ -140,11 +182,17 @@ class EventStream:
                     waiting, timeout=self.heartbeat_s, return_when=asyncio.FIRST_COMPLETED
                 )
                 if not done:
-                    await send({"type": "http.response.body", "body": b":\n\n", "more_body": True})
+                    await self._send(
+                        send, {"type": "http.response.body", "body": b":\n\n", "more_body": True}
+                    )
                     continue
                 break
             if disconnect in done:
                 return
+            if self._pump.done() and not self._pump.cancelled():
+                stalled = self._pump.exception()
+                if isinstance(stalled, ClientStalled):
+                    raise stalled
             await self._close(send)
         except OSError:
             return  # the client went away while we wrote
@@ -160,7 +208,7 @@ class EventStream:
 
     async def _run_pump(self, send: Send) -> None:
         async for chunk in self.frames:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await self._send(send, {"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def _close(self, send: Send) -> None:
         body = b""
@@ -173,7 +221,7 @@ class EventStream:
         if self._reconnect:
             body = frame("reconnect", {}, retry=RETRY_MS)
         with contextlib.suppress(OSError):
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await self._send(send, {"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _disconnected(receive: Receive) -> None:

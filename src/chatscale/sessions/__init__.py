@@ -9,12 +9,18 @@ In an endpoint, ``get_session(request)`` (or ``request.session``) is a :class:`S
 a JSON dict with ``.user_id``, ``.rotate()`` and ``.destroy()``. See ``docs/sessions.md``.
 """
 
+from chatscale.sessions.csrf import OriginCheckMiddleware
 from chatscale.sessions.factory import (
     create_session_manager,
     create_session_store,
     session_config,
 )
-from chatscale.sessions.manager import OpenSession, SessionConfig, SessionManager
+from chatscale.sessions.manager import (
+    DuplicateSessionCookie,
+    OpenSession,
+    SessionConfig,
+    SessionManager,
+)
 from chatscale.sessions.middleware import SessionMiddleware, get_session
 from chatscale.sessions.session import Session, SessionDataError
 from chatscale.sessions.store import (
@@ -25,8 +31,10 @@ from chatscale.sessions.store import (
 )
 
 __all__ = [
+    "DuplicateSessionCookie",
     "MemorySessionStore",
     "OpenSession",
+    "OriginCheckMiddleware",
     "RedisSessionStore",
     "Session",
     "SessionConfig",

@@ -53,8 +53,9 @@ def unsign(value: str, key: bytes) -> str | None:
     raw_id, raw_sig = _unb64(session_id), _unb64(signature)
     if raw_id is None or raw_sig is None or len(raw_id) != ID_BYTES:
         return None
-    # Canonical form only: several base64 strings can decode to the same bytes.
-    if _b64(raw_id) != session_id:
+    # Canonical form only, for the signature too: several base64 strings decode to the same
+    # bytes (the unused low bits of the last character; "+" and "/" for "-" and "_").
+    if _b64(raw_id) != session_id or _b64(raw_sig) != signature:
         return None
     if not hmac.compare_digest(raw_sig, _mac(session_id, key)):
         return None

@@ -26,9 +26,14 @@ log = logging.getLogger("chatscale.sessions")
 SecureMode = Literal["auto", "true", "false"]
 Header = tuple[bytes, bytes]
 
-# At most this many signed cookies of our name are looked up per request (a client can send
-# many; each costs a store read).
-_MAX_CANDIDATES = 2
+#: The cookie-name prefix browsers accept only with ``Secure``, ``Path=/`` and no ``Domain``,
+#: so a sibling subdomain or a plain-http page cannot plant one (cookie tossing).
+HOST_PREFIX = "__Host-"
+
+
+class DuplicateSessionCookie(Exception):
+    """The request carries several session cookies: which one the user meant is unknowable
+    (one may have been planted by a sibling subdomain), so the request is refused."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,12 @@ class SessionConfig:
     #: Keys of previous secrets (``SESSION_SECRET_PREVIOUS``): cookies they signed are still
     #: accepted and re-signed with ``signing_key`` on their next response.
     previous_keys: tuple[bytes, ...] = ()
+
+    def name_for(self, secure: bool) -> str:
+        """The cookie's name: ``__Host-`` + ``cookie_name`` when ``secure`` (https)."""
+        if not secure or self.cookie_name.startswith((HOST_PREFIX, "__Secure-")):
+            return self.cookie_name
+        return HOST_PREFIX + self.cookie_name
 
     def ttl_for(self, new: bool) -> int:
         """Store TTL for a session being written: shorter while still unconfirmed."""
@@ -93,25 +104,25 @@ class SessionManager:
             return scheme in ("https", "wss")
         return self.config.secure == "true"
 
-    async def open(self, headers: list[Header]) -> OpenSession:
+    async def open(self, headers: list[Header], *, secure: bool = False) -> OpenSession:
         """The session the request's cookie names, or a fresh anonymous one.
 
-        A forged, malformed or unknown cookie is not an error: the visitor gets a new
-        session with a new id (an id the server did not issue is never adopted).
+        ``secure`` (see :meth:`is_secure`) selects the cookie's name. A forged, malformed or
+        unknown cookie is not an error: the visitor gets a new session with a new id (an id
+        the server did not issue is never adopted). Several cookies of our name raise
+        :class:`DuplicateSessionCookie`.
         """
-        values = read_cookie_values(headers, self.config.cookie_name)
-        tried = 0
+        values = read_cookie_values(headers, self.config.name_for(secure))
+        if len(values) > 1:
+            raise DuplicateSessionCookie(f"{len(values)} session cookies")
         for value in values:
             session_id, resign = self._verify(value)
             if session_id is None:
                 continue
-            tried += 1
             opened = await self._load(session_id)
             if opened is not None:
                 opened.resign = resign
                 return opened
-            if tried >= _MAX_CANDIDATES:
-                break
         now = time.time()
         session_id = new_session_id()
         session = Session(
@@ -170,7 +181,7 @@ class SessionManager:
             if session.saved_state is not None:
                 await store.delete(session.id_hash)
                 session.saved_state = None
-            return [clear_cookie_header(config.cookie_name, secure=secure)] if (
+            return [self.clear_cookie(secure)] if (
                 opened.had_cookie or not session.is_new
             ) else []
         if session.take_rotation():
@@ -221,10 +232,14 @@ class SessionManager:
             await self.store.save(session.id_hash, state, self.config.ttl_for(session.is_new))
             session.saved_state = state
 
+    def clear_cookie(self, secure: bool) -> Header:
+        """The ``Set-Cookie`` header that removes the session cookie."""
+        return clear_cookie_header(self.config.name_for(secure), secure=secure)
+
     def _cookie(self, session: Session, secure: bool) -> Header:
         value = sign(session.session_id, self.config.signing_key)
         return set_cookie_header(
-            self.config.cookie_name, value, max_age=self.config.ttl, secure=secure
+            self.config.name_for(secure), value, max_age=self.config.ttl, secure=secure
         )
 
 

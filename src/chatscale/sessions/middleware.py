@@ -7,15 +7,19 @@ starts, adding ``Set-Cookie`` only when the cookie must change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatscale.sessions.manager import SessionManager
+from chatscale.sessions.manager import DuplicateSessionCookie, SessionManager
 from chatscale.sessions.session import Session
 
 _START = {"http": "http.response.start", "websocket": "websocket.accept"}
+
+#: Decides whether a request may create a session: ``None`` to go on, or the refusal to send.
+NewSessionGate = Callable[[Scope], Awaitable[Response | None]]
 
 
 class SessionMiddleware:
@@ -25,14 +29,20 @@ class SessionMiddleware:
     manager with :func:`chatscale.sessions.create_session_manager`. ``manager`` may also be
     a zero-argument callable, called on each request, for applications that build it in
     their lifespan (it needs the Redis connection); while it returns ``None`` requests pass
-    through without a session.
+    through without a session. ``gate``, when given, is asked before a request without a
+    valid session gets a new one (the server rate limits session creation with it); an
+    HTTP refusal it returns is sent instead of running the application.
     """
 
     def __init__(
-        self, app: ASGIApp, manager: SessionManager | Callable[[], SessionManager | None]
+        self,
+        app: ASGIApp,
+        manager: SessionManager | Callable[[], SessionManager | None],
+        gate: NewSessionGate | None = None,
     ) -> None:
         self.app = app
         self._manager = manager
+        self.gate = gate
 
     @property
     def manager(self) -> SessionManager | None:
@@ -47,9 +57,18 @@ class SessionMiddleware:
         if start_type is None or manager is None:
             await self.app(scope, receive, send)
             return
-        opened = await manager.open(scope.get("headers", []))
-        scope["session"] = opened.session
         secure = manager.is_secure(scope.get("scheme", "http"))
+        try:
+            opened = await manager.open(scope.get("headers", []), secure=secure)
+        except DuplicateSessionCookie:
+            await _refuse_duplicates(scope, receive, send, manager.clear_cookie(secure))
+            return
+        if opened.session.is_new and self.gate is not None and scope["type"] == "http":
+            refusal = await self.gate(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        scope["session"] = opened.session
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == start_type and not opened.committed:
@@ -62,6 +81,21 @@ class SessionMiddleware:
         await self.app(scope, receive, send_with_cookie)
         if opened.committed:
             await manager.commit_late(opened)
+
+
+async def _refuse_duplicates(
+    scope: Scope, receive: Receive, send: Send, clear: tuple[bytes, bytes]
+) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": "several session cookies"})
+        return
+    response = JSONResponse(
+        {"error": "several session cookies in one request; the old one is cleared, retry"},
+        status_code=400,
+        headers={"Cache-Control": "no-store"},
+    )
+    response.raw_headers.append(clear)
+    await response(scope, receive, send)
 
 
 def get_session(scope_or_request: Any) -> Session:

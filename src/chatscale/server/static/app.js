@@ -143,9 +143,7 @@ class Follower {
     es.addEventListener("done", (event) => {
       seen(event);
       const data = JSON.parse(event.data);
-      // The displayed text is what the deltas built; the final text is kept for comparison.
-      this.el.dataset.finalText = data.text;
-      if (data.text !== this.text) console.warn("stream", this.id, "text differs from final");
+      // The displayed text is what the deltas built (the final event carries no copy).
       this.finish("done", data.finish_reason && data.finish_reason !== "stop" ? `finished: ${data.finish_reason}` : "");
     });
     es.addEventListener("aborted", (event) => { seen(event); this.finish("aborted", "stopped"); });
