@@ -65,6 +65,36 @@ def _errors(*codes: int, **texts: str) -> dict[str, Any]:
     }
 
 
+#: What every ``/api/`` route can answer before its handler runs: the session middleware
+#: (several session cookies; a new session refused by SESSION_CREATE_LIMIT, or to a banned
+#: address).
+_SESSION_ANSWERS = {
+    400: "Several session cookies in one request",
+    403: "This address is banned after repeated violations; see Retry-After",
+    429: "Too many new sessions from this address (SESSION_CREATE_LIMIT); see Retry-After",
+}
+#: What every unsafe method can answer: the Origin check (sessions/csrf.py).
+_CROSS_SITE = "A cross-site request (Origin or Sec-Fetch-Site not allowed: ALLOWED_ORIGINS)"
+_UNSAFE = frozenset({"post", "put", "patch", "delete"})
+
+
+def _add_middleware_answers(paths: dict[str, Any]) -> None:
+    """Document the middleware's answers on every operation they apply to (merged into a
+    route's own description of the same status)."""
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            extra: dict[int, str] = dict(_SESSION_ANSWERS) if path.startswith("/api/") else {}
+            if method in _UNSAFE:
+                extra[403] = f"{extra[403]}; or: {_CROSS_SITE}" if 403 in extra else _CROSS_SITE
+            responses = operation["responses"]
+            for code, text in extra.items():
+                known = responses.get(str(code))
+                if known is None:
+                    responses[str(code)] = _json(schemas.ErrorBody, text)
+                elif text not in known["description"]:
+                    known["description"] = f"{known['description']}; or: {text}"
+
+
 def _links_from_start() -> dict[str, Any]:
     # Lets clients (and schemathesis's stateful phase) follow a started answer.
     stream = {"stream_id": "$response.body#/stream_id", "token": "$response.body#/resume_token"}
@@ -310,6 +340,7 @@ def build_openapi() -> dict[str, Any]:
             }
         },
     }
+    _add_middleware_answers(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "chatscale", "version": __version__},
