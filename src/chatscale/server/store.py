@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatscale.redis.connection import RedisConnection
+from chatscale.redis.replication import WAIT_MS
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ class RedisConversationStore:
         while True:
             async with self._client.pipeline(transaction=False) as pipe:
                 await script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", 1, replication.wait_ms)
+                pipe.execute_command("WAIT", 1, WAIT_MS)
                 done, acked = await pipe.execute()
             replication.acked(acked)
             stored = stored or bool(done)

@@ -24,7 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from chatscale.redis.replication import Replication
+from chatscale.redis.replication import WAIT_MS, Replication
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
@@ -339,7 +339,7 @@ class Writer:
             for keys, argv in args:
                 pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
             if ending:
-                pipe.execute_command("WAIT", 1, self.replication.wait_ms)
+                pipe.execute_command("WAIT", 1, WAIT_MS)
             replies = await pipe.execute(raise_on_error=False)
             if ending:
                 reply = replies.pop()
@@ -404,7 +404,7 @@ class Writer:
                 conn.pack_commands(
                     [
                         ("EVALSHA", APPEND.sha, len(keys), *keys, *argv),
-                        ("WAIT", 1, shard.wait_ms),
+                        ("WAIT", 1, WAIT_MS),
                     ]
                 )
             )
