@@ -30,6 +30,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -413,8 +414,20 @@ def _unsupported(name: str, faults: tuple[str, ...]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the checker; exit status 1 when an end-to-end anomaly was found."""
-    return asyncio.run(_main(parse_args(argv)))
+    """Run the checker; exit status 1 when an end-to-end anomaly was found. SIGTERM stops
+    it like Ctrl-C: everything it started (Redis, instances) is stopped first."""
+    options = parse_args(argv)
+
+    async def run() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await _main(options)
+
+    try:
+        return asyncio.run(run())
+    except asyncio.CancelledError:
+        return 143
 
 
 if __name__ == "__main__":
