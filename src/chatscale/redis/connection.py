@@ -17,11 +17,15 @@ from chatscale.errors import RedisUnavailableError
 from chatscale.redis.client import AnyRedis, create_client
 from chatscale.redis.keepalive import KeepAlive
 from chatscale.redis.keys import KeySpace
-from chatscale.redis.replication import Replication
+from chatscale.redis.replication import Queue, Replication, write_durably
 from chatscale.redis.uri import Topology
 
 if TYPE_CHECKING:
     from chatscale.config import RedisConfig
+
+
+#: What Cluster writes are judged by: no replica ever seen (see ``write_durably``).
+_NEVER_WAITS = Replication()
 
 
 class RedisConnection:
@@ -46,6 +50,13 @@ class RedisConnection:
     def is_cluster(self) -> bool:
         """Whether commands go through a Cluster client."""
         return isinstance(self.client, RedisCluster)
+
+    async def write_durably(self, queue: Queue, what: str) -> list[Any]:
+        """Run an idempotent write so that it survives a failover: with replicas, until one
+        has it (:mod:`chatscale.redis.replication`; not on Cluster, where the client does
+        not expose the connection that took the write). The replies of every attempt."""
+        replication = self.replication if not self.is_cluster else _NEVER_WAITS
+        return await write_durably(self.client, replication, queue, what)
 
     async def ping(self) -> float:
         """Round-trip time of one PING in seconds."""

@@ -3,7 +3,8 @@
 Replication is asynchronous: a write a master acknowledged and then lost its role with (a
 Sentinel failover, a former master still answering while the new one takes over) is gone.
 For the few writes whose loss a user would see (a stream's end, a message or an answer
-recorded in its conversation), the write is followed on the same connection by ``WAIT 1``:
+recorded in its conversation, a new session: losing it loses the way back to one's
+conversations), the write is followed on the same connection by ``WAIT 1``:
 when no replica has it, it is sent again (every such write is idempotent) until one has, or
 until :data:`CONFIRM_S` passed. That bound exists because a failover leaves the new master
 without a replica until another one (or the former master) attaches, and a replica down for
@@ -17,9 +18,14 @@ unconfirmed, and one lost in a failover ran again: the fault checker's seed 2037
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+log = logging.getLogger(__name__)
 
 #: How long one WAIT for a replica lasts (milliseconds).
 WAIT_MS = 100
@@ -69,3 +75,31 @@ class Replication:
     def patient(self, since: float) -> bool:
         """Whether a write unconfirmed since ``since`` (``time.monotonic``) is sent again."""
         return not self.degraded and time.monotonic() - since < CONFIRM_S
+
+
+#: One idempotent write: run on the client (the reply), or queued on a pipeline.
+Queue = Callable[[Any], Awaitable[Any]]
+
+
+async def write_durably(
+    client: Any, replication: Replication, queue: Queue, what: str
+) -> list[Any]:
+    """Run the idempotent write ``queue``; when the master has replicas, queued on a pipeline
+    followed by a WAIT on the same connection, and sent again until a replica has it (within
+    :meth:`Replication.patient`). The replies of every attempt, in order."""
+    if not replication.waits:
+        return [await queue(client)]
+    attempts: list[Any] = []
+    since = time.monotonic()
+    while True:
+        async with client.pipeline(transaction=False) as pipe:
+            await queue(pipe)
+            pipe.execute_command("WAIT", 1, WAIT_MS)
+            reply, acked = await pipe.execute()
+        attempts.append(reply)
+        replication.acked(acked)
+        if acked:
+            return attempts
+        if not replication.patient(since):
+            log.warning("no replica confirmed %s", what)
+            return attempts

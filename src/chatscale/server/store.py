@@ -10,16 +10,12 @@ sent with a ``client_request_id`` is stored once per id in its conversation, so 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatscale.redis.connection import RedisConnection
-from chatscale.redis.replication import WAIT_MS
-
-log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 
@@ -189,10 +185,7 @@ class RedisConversationStore:
     def __init__(self, connection: RedisConnection, retention_s: int) -> None:
         self._client = connection.client
         self._keys = connection.keys
-        self._replication = connection.replication
-        # On Cluster a WAIT would have to go to the connection of the shard that took the
-        # write, which redis-py's Cluster client does not expose: not waited for there.
-        self._waits = not connection.is_cluster
+        self._connection = connection
         self.retention_s = retention_s
         self._add_user = self._client.register_script(_ADD_USER)
         self._store_answer = self._client.register_script(_STORE_ANSWER)
@@ -241,27 +234,15 @@ class RedisConversationStore:
         )
 
     async def _durable(self, script: Any, keys: list[str], args: list[Any]) -> bool:
-        """Run an idempotent write ``script``; when the master has replicas, until one of
-        them has the write too (see :mod:`chatscale.redis.replication`): a message or an
-        answer acknowledged by a master that then lost its role would be gone. Whether
-        any attempt stored it."""
-        if not (self._waits and self._replication.waits):
-            return bool(await script(keys=keys, args=args))
-        replication = self._replication
-        stored = False
-        since = time.monotonic()
-        while True:
-            async with self._client.pipeline(transaction=False) as pipe:
-                await script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", 1, WAIT_MS)
-                done, acked = await pipe.execute()
-            replication.acked(acked)
-            stored = stored or bool(done)
-            if acked:
-                return stored
-            if not replication.patient(since):
-                log.warning("no replica confirmed a conversation write to %s", keys[0])
-                return stored
+        """Run an idempotent write ``script`` so that it survives a failover (see
+        :meth:`RedisConnection.write_durably`): a message or an answer acknowledged by a
+        master that then lost its role would be gone. Whether any attempt stored it."""
+
+        async def write(target: Any) -> Any:
+            return await script(keys=keys, args=args, client=target)
+
+        what = f"a conversation write to {keys[0]}"
+        return any(bool(r) for r in await self._connection.write_durably(write, what))
 
     async def list(self, user: str) -> list[dict[str, Any]]:
         """The user's conversations, most recently updated first."""

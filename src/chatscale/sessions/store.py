@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatscale.redis.connection import RedisConnection
 
@@ -111,7 +111,8 @@ class RedisSessionStore:
     """Sessions in Redis, one string key per session: ``<prefix>::sess:<sha256(id)>``.
 
     Reading is one round trip (GET and PTTL pipelined on the same key, so it works on
-    Cluster too); saving is one ``SET ... EX``; a touch is one ``EXPIRE``.
+    Cluster too); saving is one ``SET ... EX`` (followed, when the master has replicas, by a
+    ``WAIT`` for one of them); a touch is one ``EXPIRE``.
     """
 
     def __init__(self, connection: RedisConnection) -> None:
@@ -136,7 +137,14 @@ class RedisSessionStore:
 
     async def save(self, id_hash: str, state: str, ttl: int) -> None:
         """See :meth:`SessionStore.save`."""
-        await self._conn.client.set(self._conn.keys.session(id_hash), state.encode(), ex=ttl)
+        key, value = self._conn.keys.session(id_hash), state.encode()
+
+        async def write(target: Any) -> Any:
+            return await target.set(key, value, ex=ttl)
+
+        # A session lost in a failover is the way back to one's conversations lost: it is
+        # written so that it survives one (chatscale.redis.replication).
+        await self._conn.write_durably(write, "a session")
 
     async def touch(self, id_hash: str, ttl: int) -> None:
         """See :meth:`SessionStore.touch`."""
