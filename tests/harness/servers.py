@@ -39,6 +39,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
@@ -1322,9 +1323,18 @@ class SentinelHandle:
         old = self.master
         new = self.wait_for_failover(max(1.0, deadline - time.monotonic()))
         if reconfigure_old_master and old.running:
-            with old.client() as client:
-                client.execute_command("REPLICAOF", new.host, str(new.port))
-                client.execute_command("CONFIG", "REWRITE")
+            # Sentinel may be reconfiguring it at the same moment: its CLIENT KILL closes
+            # this connection ("Connection closed by server"); then the role tells.
+            for _ in range(3):
+                try:
+                    with old.client() as client:
+                        client.execute_command("REPLICAOF", new.host, str(new.port))
+                        client.execute_command("CONFIG", "REWRITE")
+                    break
+                except RedisConnectionError:
+                    if old.role() == "slave":
+                        break
+                    time.sleep(0.1)
             _wait(
                 f"{old.name} in sync with the new master",
                 lambda: _replica_problem(old),
