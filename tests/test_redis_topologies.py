@@ -393,3 +393,22 @@ async def test_retry_forever_still_runs_commands_on_cluster(
     assert await conn.client.set(conn.keys.key("k"), b"1") is True
     assert await conn.client.get(conn.keys.key("k")) == b"1"
     await conn.client.delete(conn.keys.key("k"))
+
+
+async def test_a_write_on_a_connection_closed_under_it_is_a_connection_error() -> None:
+    # redis-py leaks "'NoneType' object has no attribute 'writelines'" (redis/redis-py#4287)
+    # when a connection is closed while a Cluster pipeline writes on it: the chat server
+    # answered 500 instead of 503 (fault checker, cluster seed 3001). Reproduced on a real
+    # redis-py connection whose writer is gone.
+    from redis.asyncio import Connection
+
+    from chatscale.redis.client import _closed_writes_are_connection_errors
+
+    connection = Connection(host="127.0.0.1", port=1)
+    with pytest.raises(RedisConnectionError, match="connection closed during a write"):
+        async with _closed_writes_are_connection_errors():
+            await connection._send_packed_command([b"PING\r\n"])
+    # An AttributeError of our own code stays what it is.
+    with pytest.raises(AttributeError):
+        async with _closed_writes_are_connection_errors():
+            None.missing  # type: ignore[attr-defined]  # noqa: B018

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -56,13 +57,37 @@ class _Bounded:
             self._sem.release()
 
 
+def _writer_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's leak of a write on a connection closed under it
+    (redis/redis-py#4287, #3546: ``'NoneType' object has no attribute 'writelines'`` and
+    kin instead of a ConnectionError), seen on Cluster pipelines while a master was paused.
+    Only errors raised inside redis-py's connection code count: our own bugs stay bugs."""
+    if not isinstance(exc, AttributeError | TypeError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and any(
+        frame.filename.endswith(("redis/asyncio/connection.py", "asyncio/streams.py"))
+        for frame in frames[-3:]
+    )
+
+
+@contextlib.asynccontextmanager
+async def _closed_writes_are_connection_errors() -> AsyncIterator[None]:
+    try:
+        yield
+    except (AttributeError, TypeError) as exc:
+        if _writer_race(exc):
+            raise RedisConnectionError(f"connection closed during a write ({exc})") from exc
+        raise
+
+
 class BoundedClusterPipeline(ClusterPipeline):
     """A Cluster pipeline that takes one slot of its client's bound while it runs."""
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         client = self.cluster_client
         assert isinstance(client, BoundedRedisCluster)
-        async with client.bound.slot():
+        async with client.bound.slot(), _closed_writes_are_connection_errors():
             return await super().execute(raise_on_error, allow_redirections)
 
 
@@ -76,7 +101,7 @@ class BoundedRedisCluster(RedisCluster):
         self.bound = _Bounded(max_connections, pool_timeout_s)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.bound.slot():
+        async with self.bound.slot(), _closed_writes_are_connection_errors():
             return await super().execute_command(*args, **kwargs)
 
     def pipeline(
