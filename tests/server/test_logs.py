@@ -88,6 +88,30 @@ def test_json_lines_carry_time_level_logger_message_and_ids(tmp_path: Path) -> N
     assert not [e for e in entries if e["logger"].startswith(("openai", "httpx"))]
 
 
+@pytest.mark.slow
+def test_workers_log_like_the_parent(tmp_path: Path, standalone_factory: Any) -> None:
+    redis = standalone_factory()
+    env = {
+        "USE_REDIS": "true",
+        "REDIS_URI": redis.url(),
+        "SESSION_SECRET": SECRET,
+        "LOG_FORMAT": "json",
+        "ACCESS_LOG": "true",
+    }
+    server = ServeProcess(env, tmp_path / "workers.log", args=("--workers", "2"))
+    server.start()
+    try:
+        for number in range(6):
+            httpx.get(f"{server.url}/healthz", headers={"X-Request-ID": f"w{number}"}, timeout=5)
+    finally:
+        server.stop()
+    entries = [json.loads(line) for line in log_lines(server)]
+    logged = {e["request_id"] for e in entries if e["logger"] == "uvicorn.access"}
+    assert {f"w{number}" for number in range(6)} <= logged, entries
+    # Both workers drained, each logging in JSON.
+    assert len([e for e in entries if e["message"].startswith("draining")]) == 2, entries
+
+
 def test_a_forged_request_id_is_replaced(tmp_path: Path) -> None:
     with serving(tmp_path, LOG_FORMAT="json", ACCESS_LOG="true") as server:
         forged = 'x" status=200 user=admin'  # a space, a quote: could fake fields in text
