@@ -506,3 +506,17 @@ def test_the_settings_repr_shows_no_uri_password(monkeypatch: pytest.MonkeyPatch
         OPENAI_BASE_URL="http://k:hunter3@127.0.0.1:1/v1",
     )
     assert "hunter" not in repr(settings) and "hunter" not in str(settings)
+
+
+def test_log_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings()
+    assert (defaults.log_level, defaults.log_format, defaults.access_log) == ("INFO", "text", False)
+    s = env(monkeypatch, LOG_LEVEL="debug", LOG_FORMAT="JSON", ACCESS_LOG="on")
+    assert (s.log_level, s.log_format, s.access_log) == ("DEBUG", "json", True)
+    for name, bad, accepted in (
+        ("LOG_LEVEL", "verbose", "DEBUG, INFO, WARNING, ERROR"),
+        ("LOG_FORMAT", "xml", "text, json"),
+    ):
+        exc = error(monkeypatch, **{name: bad})
+        assert exc.variable == name and accepted in str(exc) and "\n" not in str(exc)
+        monkeypatch.delenv(name)

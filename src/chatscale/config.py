@@ -127,6 +127,18 @@ def _origins(value: Any) -> Any:
     return tuple(sorted(parse_allowed_origins(_csv(value))))
 
 
+def _one_of(*allowed: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            for choice in allowed:
+                if text.lower() == choice.lower():
+                    return choice
+        raise ValueError(f"is not valid; expected {', '.join(allowed)} (any case)")
+
+    return check
+
+
 def _optional_text(value: Any) -> Any:
     # An empty variable means "not set" for every optional text value.
     if isinstance(value, str) and not value.strip():
@@ -279,6 +291,15 @@ class Settings(BaseSettings):
     max_request_header_bytes: Annotated[int, ints(1_024, 16_777_216, "bytes")] = 32_768
     request_header_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 10
     http_keep_alive_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 75
+    # --- Logs (docs/server.md) ----------------------------------------------------------
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"],
+        BeforeValidator(_one_of("DEBUG", "INFO", "WARNING", "ERROR")),
+    ] = "INFO"
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(_one_of("text", "json"))] = (
+        "text"
+    )
+    access_log: Bool = False
 
     # Derived in the validator below; excluded from the environment.
     redis: RedisConfig | None = Field(default=None, exclude=True)

@@ -4,6 +4,9 @@ reclaimed by TTL when a holder dies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,7 @@ from chatscale.ratelimit import (
 )
 from chatscale.ratelimit.concurrency import ConcurrencyBackend
 from chatscale.redis import RedisConnection, connect
+from tests.conftest import unique_prefix
 
 
 def backend_for(conn: RedisConnection | None) -> ConcurrencyBackend:
@@ -140,3 +144,35 @@ async def test_the_key_expires_with_its_last_lease(redis_conn: RedisConnection) 
     assert (await store.acquire("u", "b", 2, 200)).ok
     await asyncio.sleep(0.3)
     assert await redis_conn.client.exists(key) == 0  # nothing left behind by a dead holder
+
+
+@pytest.mark.slow
+async def test_renewals_failing_while_redis_is_down_log_summaries_not_tracebacks(
+    standalone_factory: Any, make_conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = standalone_factory()
+    conn = await make_conn(
+        redis.url(),
+        unique_prefix(),
+        redis_retry_max_attempts=1,
+        redis_connect_timeout=200,
+        redis_socket_timeout=300,
+    )
+    # 20 leases renewed every 0.1 s: some 400 failed renewals in the 2.2 s outage.
+    limiter = ConcurrencyLimiter(RedisConcurrency(conn), 20, lease_ttl_s=0.3)
+    leases = [await limiter.acquire("u") for _ in range(20)]
+    try:
+        with caplog.at_level(logging.WARNING, "chatscale.ratelimit"):
+            await asyncio.to_thread(redis.kill)
+            await asyncio.sleep(2.2)
+            await asyncio.to_thread(redis.restart)
+            await asyncio.sleep(1.0)
+    finally:
+        for lease in leases:
+            with contextlib.suppress(Exception):
+                await limiter.release(lease)
+    lines = [r.getMessage() for r in caplog.records if r.name == "chatscale.ratelimit"]
+    assert not [r for r in caplog.records if r.exc_info], lines
+    assert lines[0].startswith("renewing generation leases failed (ConnectionError"), lines
+    assert lines[-1].startswith("renewing generation leases works again after"), lines
+    assert len(lines) <= 4, lines

@@ -19,7 +19,10 @@ CHATSCALE = [str(Path(sys.executable).parent / "chatscale")]
 class ServeProcess:
     """One ``chatscale serve`` on a loopback port; output goes to ``log``."""
 
-    def __init__(self, env: dict[str, str], log: Path, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        self.args = args  # more options of ``chatscale serve`` (``--workers``)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -44,7 +47,7 @@ class ServeProcess:
     def _start_once(self, wait: bool) -> ServeProcess:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen(
-            [*CHATSCALE, "serve", "--port", str(self.port)],
+            [*CHATSCALE, "serve", "--port", str(self.port), *self.args],
             env=self.env,
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from chatscale.failures import FailureLog
+
 if TYPE_CHECKING:
     from chatscale.redis import RedisConnection
 
@@ -64,6 +66,7 @@ class Invalidator:
         self.generation = 0
         self.received = 0
         self.reconnects = 0
+        self._failures = FailureLog(log, "cache invalidation subscription")
 
     def add_listener(self, namespace: str, listener: Listener) -> None:
         """Deliver invalidations of ``namespace`` to ``listener``."""
@@ -183,6 +186,7 @@ class Invalidator:
                 self._drop_all()
                 self.ready = True
                 self._ready_event.set()
+                self._failures.succeeded()
             elif kind == "pong":
                 self._pong.set()
 
@@ -196,7 +200,7 @@ class Invalidator:
                 self._set_down()
                 raise
             except Exception as exc:
-                log.warning("cache invalidation subscription lost (%s); reconnecting", exc)
+                self._failures.failed(exc)
             was_ready = self.ready
             self._set_down()
             self.reconnects += 1

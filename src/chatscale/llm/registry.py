@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from chatscale.config import Settings
+from chatscale.failures import FailureLog
 from chatscale.llm.base import ModelInfo, Provider, ProviderError
 from chatscale.llm.chaos import ChaosProvider
 from chatscale.llm.demo import DemoProvider
@@ -31,16 +32,22 @@ class ProviderRegistry:
         self.providers = list(providers)
         self.default_model = default_model
         self._owner: dict[str, Provider] = {}
+        self._failures: dict[str, FailureLog] = {}
 
     async def models(self) -> list[ModelInfo]:
         """Every model of every provider; a provider that fails is left out and logged."""
         found: list[ModelInfo] = []
         for provider in self.providers:
+            failures = self._failures.get(provider.name)
+            if failures is None:
+                failures = FailureLog(log, f"listing the models of provider {provider.name}")
+                self._failures[provider.name] = failures
             try:
                 listed = await provider.models()
             except ProviderError as exc:
-                log.warning("provider %s: %s", provider.name, exc)
+                failures.failed(exc)
                 continue
+            failures.succeeded()
             for model in listed:
                 self._owner.setdefault(model.id, provider)
                 found.append(model)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from redis.commands.core import AsyncScript
 
+from chatscale.failures import FailureLog
 from chatscale.ratelimit.scripts import lua
 from chatscale.redis.connection import RedisConnection
 
@@ -192,6 +193,8 @@ class ConcurrencyLimiter:
         self.limit = limit
         self.lease_ttl_ms = max(1, int(lease_ttl_s * 1000))
         self.retry_after_s = retry_after_s
+        # One summary for every lease this limiter renews (many fail at once in an outage).
+        self._renewals = FailureLog(log, "renewing generation leases")
 
     async def acquire(self, user: str) -> Lease:
         """Take a slot (and start renewing it) or raise :class:`ConcurrencyLimitExceeded`.
@@ -254,9 +257,10 @@ class ConcurrencyLimiter:
                 status = await self.backend.renew(
                     lease.user, lease.id, self.limit, self.lease_ttl_ms
                 )
-            except Exception:  # a Redis hiccup: try again next round, before expiry
-                log.warning("could not renew a generation lease of %s", lease.user, exc_info=True)
+            except Exception as exc:  # a Redis hiccup: try again next round, before expiry
+                self._renewals.failed(exc)
                 continue
+            self._renewals.succeeded()
             lease.lost = status == 0
             if lease.lost:
                 log.warning("generation lease of %s expired and its slot was taken", lease.user)

@@ -18,6 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from chatscale.failures import FailureLog
+
 log = logging.getLogger(__name__)
 
 Pinger = Callable[[], Awaitable[object]]
@@ -49,6 +51,7 @@ class KeepAlive:
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
         self.failures = 0
+        self._round_failures = FailureLog(log, "redis keep-alive round")
 
     def register(self, pinger: Pinger) -> Callable[[], None]:
         """Ping ``pinger`` every round too; returns the function that unregisters it."""
@@ -79,8 +82,10 @@ class KeepAlive:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.ping_once()
-            except Exception:  # the loop must survive anything
-                log.exception("redis keep-alive round failed")
+            except Exception as exc:  # the loop must survive anything
+                self._round_failures.failed(exc)
+            else:
+                self._round_failures.succeeded()
 
     async def ping_once(self) -> int:
         """One round: returns how many pings were answered."""

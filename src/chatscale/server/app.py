@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
-from chatscale.masking import install_log_masking
+from chatscale.logs import configure_logging
 from chatscale.server import api_chat, api_misc
 from chatscale.server.bodylimit import BodyBound, BodyLimitMiddleware
 from chatscale.server.errors import (
@@ -30,6 +30,7 @@ from chatscale.server.headers import SecurityHeadersMiddleware
 from chatscale.server.lifecycle import attach
 from chatscale.server.metrics import RequestMetricsMiddleware
 from chatscale.server.openapi import build_openapi
+from chatscale.server.requestid import RequestIdMiddleware
 from chatscale.server.resume import ResumeTokens
 from chatscale.server.services import new_services
 from chatscale.sessions import (
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         middleware=[
+            Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware),
             Middleware(InstanceHeaderMiddleware, instance_id=svc.instance_id),
             Middleware(RequestMetricsMiddleware, metrics=svc.metrics),
@@ -171,7 +173,7 @@ class _LateSessionMiddleware:
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory chatscale.server.app:app_from_env``."""
-    install_log_masking()
-    if not logging.getLogger().handlers:  # a --workers child: log like the parent
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return create_app(load_settings())
+    settings = load_settings()
+    # A --workers child (a fresh interpreter): log like the parent.
+    configure_logging(settings.log_level, settings.log_format, settings.access_log)
+    return create_app(settings)

@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from chatscale.failures import FailureLog
 from chatscale.redis.connection import RedisConnection
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class SessionEvents:
     async def _listen(self, connection: RedisConnection) -> None:
         channel = connection.keys.session_events_channel
         delay = 0.1
+        failures = FailureLog(log, "session events subscription")
         while True:
             pubsub = connection.client.pubsub()
             unregister: Callable[[], None] | None = None
@@ -114,6 +116,7 @@ class SessionEvents:
                     await pubsub.subscribe(channel)
                 unregister = connection.keepalive.register(pubsub.ping)
                 self.connected.set()
+                failures.succeeded()
                 delay = 0.1
                 while True:
                     if connection.is_cluster:
@@ -129,7 +132,7 @@ class SessionEvents:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("session events subscription lost (%s); resubscribing", exc)
+                failures.failed(exc)
                 self.connected.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -11,7 +10,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from chatscale.config import Settings
-from chatscale.masking import install_log_masking
+from chatscale.logs import configure_logging
 from chatscale.ratelimit.identity import TrustedProxies
 from chatscale.server.app import create_app
 from chatscale.server.lifecycle import DrainingServer
@@ -26,8 +25,10 @@ def _config(target: object, settings: Settings, **extra: Any) -> uvicorn.Config:
         header_timeout_s=settings.request_header_timeout,
         host=settings.host,
         port=settings.port,
-        log_level="info",
-        access_log=False,
+        # chatscale.logs configured logging (LOG_LEVEL, LOG_FORMAT): uvicorn must not.
+        log_config=None,
+        log_level=None,
+        access_log=settings.access_log,
         # uvicorn believes X-Forwarded-For/-Proto from 127.0.0.1 by default: anything local
         # (a sidecar, a port forward) would let a client choose its own address. Only the
         # proxies named in TRUSTED_PROXIES may set them.
@@ -55,8 +56,7 @@ def describe(settings: Settings) -> str:
 
 def serve(settings: Settings, workers: int = 1) -> None:
     """Serve until SIGTERM/SIGINT (drained first, see :mod:`chatscale.server.lifecycle`)."""
-    install_log_masking()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format, settings.access_log)
     if workers == 1:
         app = create_app(settings)
         server = DrainingServer(_config(app, settings))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from chatscale import logcontext
 from chatscale.streams.backlog import Backlog
 from chatscale.streams.errors import InvalidEvent, ManagerClosed
 from chatscale.streams.metrics import StreamMetrics
@@ -125,7 +127,10 @@ class StreamManager(abc.ABC):
         The task cancels the steps (the provider call) when the job is aborted from any
         instance, completes the job when they end and fails it when they raise.
         """
-        task = asyncio.get_running_loop().create_task(run(producer, steps))
+        # Every line logged while producing this answer names it.
+        context = contextvars.copy_context()
+        context.run(logcontext.stream_id.set, producer.job_id)
+        task = asyncio.get_running_loop().create_task(run(producer, steps), context=context)
         self._runs.add(task)
         task.add_done_callback(self._runs.discard)
         return task

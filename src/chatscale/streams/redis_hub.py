@@ -25,6 +25,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from chatscale.failures import FailureLog
 from chatscale.streams import codec
 from chatscale.streams.tasks import Background, stop_task
 
@@ -141,6 +142,7 @@ class _Link:
     def __init__(self, hub: Hub, name: str, opener: Callable[[], Awaitable[Any]]) -> None:
         self.hub = hub
         self.name = name
+        self._failures = FailureLog(log, f"pub/sub connection {name}")
         self._opener = opener
         self.conn: Any = None
         #: Channels this link should be subscribed to, and those Redis confirmed.
@@ -211,6 +213,7 @@ class _Link:
         while not self.hub.closed:
             try:
                 self.conn = await self._opener()
+                self._failures.succeeded()
                 self._unconfirmed.clear()
                 self._outbox.clear()
                 self._ping_sent = False
@@ -223,7 +226,7 @@ class _Link:
                 raise
             except Exception as exc:
                 if not self.hub.closed:
-                    log.warning("pub/sub connection %s: %s; reconnecting", self.name, exc)
+                    self._failures.failed(exc)
             await self._drop()
             if self.hub.closed:
                 return

@@ -25,6 +25,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from chatscale.failures import FailureLog
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.sentinel import AgreedSentinelPool, SentinelsDisagree
 from chatscale.streams.scripts import BEAT
@@ -62,6 +63,8 @@ class Liveness:
         self._claim = claim
         self._local_jobs = local_jobs
         self._jobs_key = keys.stream_instance_jobs(instance_id)
+        self._beat_failures = FailureLog(log, "stream heartbeat")
+        self._reap_failures = FailureLog(log, "stream reaper")
         #: On Sentinel: the pool, and the master address the sentinels named last.
         pool = getattr(client, "connection_pool", None)
         self._sentinel_pool = pool if isinstance(pool, AgreedSentinelPool) else None
@@ -177,7 +180,9 @@ class Liveness:
                 raise
             except Exception as exc:
                 self.contact_since = self.last_beat = None
-                log.warning("stream heartbeat failed: %s", exc or type(exc).__name__)
+                self._beat_failures.failed(exc)
+            else:
+                self._beat_failures.succeeded()
 
     async def hand_over(self) -> None:
         """Stop beating and mark this instance stopped (score 0): other instances' reapers
@@ -215,7 +220,9 @@ class Liveness:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("stream reaper: %s", exc)
+                self._reap_failures.failed(exc)
+            else:
+                self._reap_failures.succeeded()
 
     async def reap(self) -> None:
         """One round: claim the jobs of every stopped instance, and this instance's own

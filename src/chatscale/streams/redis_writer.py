@@ -24,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from chatscale.failures import FailureLog
 from chatscale.redis.replication import WAIT_MS, Replication
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
@@ -125,6 +126,7 @@ class Writer:
         self.backlog = backlog
         self._on_fenced = on_fenced
         self._on_stored_end = on_stored_end
+        self._failures = FailureLog(log, "stream writer")
         self.jobs: dict[str, JobWrite] = {}
         #: When the master has been seen with replicas, a job's end is only taken as
         #: stored once one of them has it.
@@ -222,12 +224,10 @@ class Writer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "stream writer: %s; retrying in %.2f s",
-                    exc or type(exc).__name__,
-                    self._retry_s,
-                )
+                self._failures.failed(exc)
                 self._retry_later()
+            else:
+                self._failures.succeeded()
 
     def _retry_later(self) -> None:
         if self._timer is None and not self.closed:
@@ -525,8 +525,13 @@ class Writer:
         """The job hash is gone although the job runs here: Redis lost it. Create it again
         (empty, same epoch) and resend every event through append.lua."""
         producer = job.producer
-        log.warning(
-            "job %s vanished from Redis; writing its %d events again", producer.job_id, job.handed
+        # Every batch in flight answers "vanished": one line for the job, not one per batch
+        # (the first recreation sets ``stored`` to 0).
+        log.log(
+            logging.WARNING if job.stored else logging.DEBUG,
+            "job %s vanished from Redis; writing its %d events again",
+            producer.job_id,
+            job.handed,
         )
         keys = self.keys
         await CREATE(
