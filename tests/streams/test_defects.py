@@ -337,3 +337,22 @@ async def test_abort_reaches_a_silent_owner_on_another_instance(
     await asyncio.wait_for(task, 5)
     events = await collect(b, producer.job_id)
     assert [e.type for e in events] == ["aborted"]
+
+
+async def test_a_create_sent_again_after_a_lost_reply_is_the_same_create(
+    standalone_streams: MakeManager,
+) -> None:
+    # redis-py sends a script again when its reply is lost (a connection reset or a black
+    # hole between the instance and Redis): the first attempt had created the job, and the
+    # retry's "already exists" became a 500 for POST /api/chat (checker standalone seed
+    # 1064). The same create (same instance, creation time, epoch, nothing appended) is 1.
+    from chatscale.streams.scripts import CREATE
+
+    manager = await standalone_streams()
+    assert isinstance(manager, RedisStreamManager)
+    keys = [manager.keys.stream_job("j1"), manager.keys.stream_log("j1")]
+    args = ["u", "{}", manager.instance_id, 1700000000.25, 60, 1, 1700000000.25]
+    assert await CREATE(manager.client, keys, args) == 1
+    assert await CREATE(manager.client, keys, args) == 1  # the retry of that create
+    other = ["u", "{}", "another-instance", 1700000000.5, 60, 1, 1700000000.5]
+    assert await CREATE(manager.client, keys, other) == 0  # a different create
