@@ -23,6 +23,60 @@ from pathlib import Path
 from typing import Any
 
 CHATSCALE = str(Path(sys.executable).parent / "chatscale")
+#: Where the HTTP benchmarks keep their raw results by default (as the streams runs are).
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def commit() -> str:
+    """The checked-out commit (short), ``+dirty`` when the tree has changes; ``unknown``."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=RESULTS.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=RESULTS.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}+dirty" if dirty else head
+
+
+def keep_result(workload: str, options: dict[str, Any], result: Any, out: Path | None) -> Path:
+    """Write one run (its options, commit, time, machine load and result) as JSON to ``out``,
+    by default ``bench/results/<workload>-<commit>-<UTC time>.json``; returns the path."""
+    revision = commit()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = out or RESULTS / f"{workload}-{revision.replace('+', '-')}-{stamp}.json"
+    record = {
+        "workload": workload,
+        "options": options,
+        "commit": revision,
+        "utc": stamp,
+        "cpus": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "python": sys.version.split()[0],
+        "result": result,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def add_out_option(parser: Any) -> None:
+    """``--out FILE``: where :func:`keep_result` writes the run."""
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write the run as JSON here (default: bench/results/<workload>-<commit>-<time>.json)",
+    )
 
 
 def raise_nofile(wanted: int) -> int:

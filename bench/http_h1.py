@@ -22,7 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.http_client import SSE, open_sse, raise_nofile, start_server  # noqa: E402
+from bench.http_client import (  # noqa: E402
+    SSE,
+    add_out_option,
+    keep_result,
+    open_sse,
+    raise_nofile,
+    start_server,
+)
 
 HEARTBEAT_S = 15
 
@@ -99,10 +106,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--hold", type=float, default=60.0)
     parser.add_argument("--batch", type=int, default=500)
+    add_out_option(parser)
     args = parser.parse_args()
     if args.connections < 1 or args.hold <= 0 or args.batch < 1:
         parser.error("--connections, --hold and --batch must be positive")
-    print(json.dumps(asyncio.run(run(args.connections, args.hold, args.batch)), indent=2))
+    result = asyncio.run(run(args.connections, args.hold, args.batch))
+    options = {"connections": args.connections, "hold": args.hold, "batch": args.batch}
+    print(json.dumps(result, indent=2))
+    print(f"kept in {keep_result('http-h1', options, result, args.out)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.http_client import (  # noqa: E402
+    add_out_option,
+    keep_result,
     open_sse,
     percentile,
     raise_nofile,
@@ -165,10 +167,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--ramp", type=float, default=2.0)
+    add_out_option(parser)
     args = parser.parse_args()
     if args.chats < 1 or args.tokens < 1 or args.rate <= 0 or args.ramp < 0:
         parser.error("--chats, --tokens and --rate must be positive, --ramp not negative")
-    print(json.dumps(asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp)), indent=2))
+    result = asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp))
+    options = {"chats": args.chats, "tokens": args.tokens, "rate": args.rate, "ramp": args.ramp}
+    print(json.dumps(result, indent=2))
+    print(f"kept in {keep_result('http-h2', options, result, args.out)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

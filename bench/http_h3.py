@@ -27,7 +27,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._common import PrivateRedis  # noqa: E402
-from bench.http_client import open_sse, percentile, raise_nofile, request  # noqa: E402
+from bench.http_client import (  # noqa: E402
+    add_out_option,
+    keep_result,
+    open_sse,
+    percentile,
+    raise_nofile,
+    request,
+)
 from tests.server.rig import Rig  # noqa: E402
 
 
@@ -221,11 +228,20 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=2.0)
     parser.add_argument("--every", type=float, default=2.0)
     parser.add_argument("--logs", help="keep the servers' and HAProxy's logs in this directory")
+    add_out_option(parser)
     args = parser.parse_args()
     if min(args.chats, args.tokens) < 1 or args.rate <= 0 or args.every <= 0 or args.ramp < 0:
         parser.error("counts, --rate and --every must be positive, --ramp not negative")
     result = asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp, args.every, args.logs))
+    options = {
+        "chats": args.chats,
+        "tokens": args.tokens,
+        "rate": args.rate,
+        "ramp": args.ramp,
+        "every": args.every,
+    }
     print(json.dumps(result, indent=2))
+    print(f"kept in {keep_result('http-h3', options, result, args.out)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -130,3 +130,22 @@ async def test_unreachable_counter_storage_is_a_clear_start_up_error(
     )
     with pytest.raises(RedisUnavailableError, match="rate-limit storage"):
         await RateLimits.create(settings, standalone_conn)
+
+
+async def _limits_connections_idle_s(conn: RedisConnection) -> list[int]:
+    client: Any = conn.client
+    # On a Cluster: every node's clients.
+    nodes = {"target_nodes": "all"} if conn.is_cluster else {}
+    listed = await client.client_list(**nodes)
+    clients = [c for n in listed.values() for c in n] if isinstance(listed, dict) else listed
+    return [int(c["idle"]) for c in clients if c.get("name") == "chatscale-limits"]
+
+
+@pytest.mark.timeout(30)
+async def test_ping_interval_reaches_the_counters_connections(redis_conn: RedisConnection) -> None:
+    async with open_limits(redis_conn, chat_rate_limit="5/minute", redis_ping_interval=1) as limits:
+        await limits.chat.limiter.hit("user:a")  # its pooled connections now sit idle
+        await asyncio.sleep(3.5)
+        idle = await _limits_connections_idle_s(redis_conn)
+    # Pinged every second: none was left idle for the 3.5 s without a command.
+    assert idle and max(idle) <= 1, idle

@@ -25,8 +25,13 @@ from chatscale.ratelimit.concurrency import (
 from chatscale.ratelimit.guard import RateGuard
 from chatscale.ratelimit.identity import TrustedProxies
 from chatscale.ratelimit.limiter import RateLimiter, parse_limits
-from chatscale.ratelimit.storage import close_limits_storage, create_limits_storage
+from chatscale.ratelimit.storage import (
+    close_limits_storage,
+    create_limits_storage,
+    limits_keepalive,
+)
 from chatscale.redis.connection import RedisConnection
+from chatscale.redis.keepalive import KeepAlive
 
 
 class RateLimits:
@@ -48,6 +53,8 @@ class RateLimits:
         anonymous_by_ip: bool = False,
     ) -> None:
         self.storage = storage
+        #: REDIS_PING_INTERVAL's pings of the storage's connections (None when off).
+        self.keepalive: KeepAlive | None = None
         self.bans = bans
         self.concurrency = concurrency
         self.trusted = trusted
@@ -102,7 +109,7 @@ class RateLimits:
         concurrency = ConcurrencyLimiter(
             backend, settings.chat_concurrency_limit, lease_ttl_s=lease_ttl_s
         )
-        return cls(
+        limits = cls(
             storage,
             bans,
             concurrency,
@@ -110,6 +117,10 @@ class RateLimits:
             settings.chat_rate_limit,
             anonymous_by_ip=anonymous_by_ip,
         )
+        limits.keepalive = limits_keepalive(storage, settings.redis if settings.use_redis else None)
+        if limits.keepalive is not None:
+            limits.keepalive.start()
+        return limits
 
     def guard(
         self,
@@ -146,4 +157,6 @@ class RateLimits:
 
     async def aclose(self) -> None:
         """Close the counters' storage connections (the RedisConnection stays open)."""
+        if self.keepalive is not None:
+            await self.keepalive.stop()
         await close_limits_storage(self.storage)

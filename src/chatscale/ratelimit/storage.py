@@ -24,6 +24,7 @@ from redis.asyncio import BlockingConnectionPool, SSLConnection
 
 from chatscale.config import RedisConfig
 from chatscale.redis.client import tls_kwargs
+from chatscale.redis.keepalive import KeepAlive, ping_deadline
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.uri import Topology
 
@@ -35,6 +36,9 @@ def _common_options(config: RedisConfig) -> dict[str, Any]:
         "socket_keepalive": True,
         "client_name": "chatscale-limits",
     }
+    if config.ping_interval_s > 0:
+        # As chatscale's own client: a connection idle this long is pinged before use.
+        options["health_check_interval"] = config.ping_interval_s
     if config.target.username is not None:
         options["username"] = config.target.username
     if config.target.password is not None:
@@ -101,6 +105,17 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
         key_prefix=prefix,
         connection_pool=pool,  # type: ignore[arg-type]
     )
+
+
+def limits_keepalive(storage: Storage, config: RedisConfig | None) -> KeepAlive | None:
+    """REDIS_PING_INTERVAL's pinger of ``storage``'s idle connections (not started), or None
+    for process memory or when the interval is 0."""
+    if config is None or config.ping_interval_s <= 0:
+        return None
+    client = getattr(getattr(storage, "bridge", None), "storage", None)
+    if client is None:
+        return None
+    return KeepAlive(client, config.ping_interval_s, ping_deadline(config.ping_interval_s))
 
 
 async def close_limits_storage(storage: Storage) -> None:

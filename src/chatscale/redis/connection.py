@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from chatscale.errors import RedisUnavailableError
 from chatscale.redis.client import AnyRedis, create_client
-from chatscale.redis.keepalive import KeepAlive
+from chatscale.redis.keepalive import KeepAlive, ping_deadline
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.replication import Queue, Replication, write_durably
 from chatscale.redis.uri import Topology
@@ -37,8 +37,9 @@ class RedisConnection:
         self.keys = KeySpace(config.prefix)
         #: The master's replicas as last seen (writes that must survive a failover wait).
         self.replication = Replication()
-        deadline = min(5.0, max(1.0, config.ping_interval_s / 2))
-        self.keepalive = KeepAlive(client, config.ping_interval_s, deadline)
+        self.keepalive = KeepAlive(
+            client, config.ping_interval_s, ping_deadline(config.ping_interval_s)
+        )
         self._closed = False
 
     @property

@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 Pinger = Callable[[], Awaitable[object]]
 
 
+def ping_deadline(interval_s: float) -> float:
+    """How long a keep-alive ping may take: half the interval, between 1 and 5 seconds."""
+    return min(5.0, max(1.0, interval_s / 2))
+
+
 async def _ping_connection(connection: Any, deadline_s: float) -> bool:
     try:
         async with asyncio.timeout(deadline_s):
@@ -92,7 +97,12 @@ class KeepAlive:
         self.rounds += 1
         ok = 0
         if isinstance(self._client, RedisCluster):
-            for node in self._client.get_nodes():
+            nodes = {id(node): node for node in self._client.get_nodes()}
+            # The startup nodes are other objects than the discovered ones and keep the
+            # connection that discovered the cluster (used again to rediscover it).
+            for node in self._client.nodes_manager.startup_nodes.values():
+                nodes.setdefault(id(node), node)
+            for node in nodes.values():
                 ok += await self._ping_cluster_node(node)
         else:
             ok += await self._ping_pool(self._client)

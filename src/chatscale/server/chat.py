@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Passes a model's chunks through (``ChatService(measure=...)``), e.g. timing them.
+Measure = Callable[[str, AsyncIterator[Chunk]], AsyncIterator[Chunk]]
+
 #: A finished answer's storing is retried this long (seconds), from the first delay on.
 _STORE_RETRY_S = 30.0
 _STORE_RETRY_FIRST_S = 0.1
@@ -74,6 +77,7 @@ class ChatService:
         conversations: ConversationStore,
         events: SessionEvents,
         slots: ConcurrencyLimiter | None = None,
+        measure: Measure | None = None,
     ) -> None:
         self.streams = streams
         self.registry = registry
@@ -81,6 +85,8 @@ class ChatService:
         self.events = events
         #: CHAT_CONCURRENCY_LIMIT's slots: a continued answer holds one too.
         self.slots = slots
+        #: Wraps each provider stream to time it (``chatscale_llm_*`` metrics).
+        self.measure = measure
         self._background = Background("chat service")
         streams.set_continuation(self.continuation)
         streams.set_recorder(self.record)
@@ -133,7 +139,7 @@ class ChatService:
             meta["limit_identity"] = limit_identity
         producer = await self.streams.create(owner=user, meta=meta)
         request = CompletionRequest(model_name, history_of(earlier))
-        task = self.streams.run(producer, provider.stream(request))
+        task = self.streams.run(producer, self._chunks(model_name, provider.stream(request)))
         if on_end is not None:
             task.add_done_callback(lambda _: self._background.spawn(self._ended(producer, on_end)))
         await self.events.publish(
@@ -174,11 +180,14 @@ class ChatService:
             lease = await self.slots.adopt(identity)
         try:
             request = CompletionRequest(model, history_of(messages), continue_from=info.text)
-            async for chunk in provider.stream(request):
+            async for chunk in self._chunks(model, provider.stream(request)):
                 yield chunk
         finally:
             if lease is not None and self.slots is not None:
                 await asyncio.shield(self.slots.release(lease))
+
+    def _chunks(self, model: str, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        return chunks if self.measure is None else self.measure(model, chunks)
 
     async def _ended(self, producer: Producer, on_end: Callable[[], Awaitable[None]]) -> None:
         try:

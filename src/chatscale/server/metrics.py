@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatscale.server.generation_metrics import GenerationMetrics
 from chatscale.streams import StreamMetrics
+
+#: The ``method`` label's values; any other method is counted as ``other``.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 # Counters of the stream manager, exported as ``chatscale_streams_<name>_total``.
 _STREAM_COUNTERS = {
@@ -73,14 +86,28 @@ class _ModelCollector(Collector):
 class ServerMetrics:
     """The application's registry and its instruments."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: Iterable[str] = ()) -> None:
+        # Every counter's and histogram's ``_created`` series would double the series count
+        # for a value no dashboard uses. The switch is process-wide in prometheus-client.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped upstream)
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.requests = Counter(
             "chatscale_http_requests",
             "HTTP requests by route, method and status",
             ["route", "method", "status"],
             registry=self.registry,
         )
+        self.latency = Histogram(
+            "chatscale_http_request_duration_seconds",
+            "time to the response's headers by route template and method "
+            "(for event streams: time to open the stream)",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.generations = GenerationMetrics(self.registry, models)
         self.chats = Counter("chatscale_chats_started", "chats started", registry=self.registry)
         self.rejected = Counter(
             "chatscale_chats_rejected",
@@ -111,7 +138,8 @@ class ServerMetrics:
 
 
 class RequestMetricsMiddleware:
-    """Counts requests by route template (not raw path: ids would explode the labels)."""
+    """Counts and times requests by route template (not raw path: ids would explode the
+    labels) and method (unknown methods as ``other``)."""
 
     def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
         self.app = app
@@ -122,18 +150,24 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         status = {"code": 500}
+        began = time.perf_counter()
+        headers_sent: list[float] = []
 
         async def send_status(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                headers_sent.append(time.perf_counter())
             await send(message)
 
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.requests.labels(
-                _route(scope), scope.get("method", ""), str(status["code"])
-            ).inc()
+            route = _route(scope)
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "other"
+            self.metrics.requests.labels(route, method, str(status["code"])).inc()
+            ended = headers_sent[0] if headers_sent else time.perf_counter()
+            self.metrics.latency.labels(route, method).observe(ended - began)
 
 
 def _route(scope: Scope) -> str:

@@ -18,6 +18,7 @@ from chatscale.ratelimit.responses import RATE_LIMITED
 from chatscale.redis import RedisConnection, connect
 from chatscale.server.chat import ChatService
 from chatscale.server.events import SessionEvents
+from chatscale.server.generation_metrics import configured_models
 from chatscale.server.idempotency import IdempotencyStore, create_idempotency_store
 from chatscale.server.lifecycle import Lifecycle
 from chatscale.server.metrics import ServerMetrics
@@ -79,6 +80,7 @@ class Services:
             self.conversations,
             self.events,
             slots=self.limits.concurrency if self.limits is not None else None,
+            measure=self.metrics.generations.measure,
         )
         self.metrics.watch_streams(lambda: self.streams.metrics if self.streams else None)
         self.lifecycle.on_drain(self.drain)
@@ -137,6 +139,6 @@ def new_services(settings: Settings) -> Services:
         settings=settings,
         instance_id=uuid.uuid4().hex[:12],
         lifecycle=Lifecycle(),
-        metrics=ServerMetrics(),
+        metrics=ServerMetrics(configured_models(settings)),
         sse=Streams(),
     )
