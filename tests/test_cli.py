@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from chatscale.cli import cli
 from chatscale.config import Settings
 
+SECRET = "s" * 40  # USE_REDIS=true needs a SESSION_SECRET, in doctor as in serve
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -82,6 +84,7 @@ def test_doctor_on_standalone(redis_standalone: Any) -> None:
         "doctor",
         "--json",
         USE_REDIS="true",
+        SESSION_SECRET=SECRET,
         REDIS_URI=redis_standalone.url(),
         REDIS_KEY_PREFIX="doc",
     )
@@ -98,6 +101,7 @@ def test_doctor_on_cluster(redis_cluster: Any) -> None:
         "doctor",
         "--json",
         USE_REDIS="true",
+        SESSION_SECRET=SECRET,
         REDIS_URI=redis_cluster.urls()[0],
         USE_REDIS_CLUSTER="true",
     )
@@ -110,7 +114,9 @@ def test_doctor_on_cluster(redis_cluster: Any) -> None:
 
 
 def test_doctor_on_sentinel(redis_sentinel: Any) -> None:
-    result = run("doctor", USE_REDIS="true", REDIS_URI=redis_sentinel.sentinel_url())
+    result = run(
+        "doctor", USE_REDIS="true", SESSION_SECRET=SECRET, REDIS_URI=redis_sentinel.sentinel_url()
+    )
     assert result.exit_code == 0, result.output
     assert "sentinel_master" in result.output
 
@@ -121,6 +127,7 @@ def test_doctor_unreachable_is_one_line_exit_1() -> None:
         ["doctor"],
         env={
             "USE_REDIS": "true",
+            "SESSION_SECRET": SECRET,
             "REDIS_URI": "redis://127.0.0.1:1",
             "REDIS_RETRY_MAX_ATTEMPTS": "1",
             "REDIS_CONNECT_TIMEOUT": "300",
@@ -153,7 +160,9 @@ def test_serve_with_workers_needs_redis(tmp_path: Path) -> None:
 )
 @pytest.mark.parametrize("command", ["config", "doctor", "serve"])
 def test_bad_redis_uri_never_prints_the_password(command: str, uri: str) -> None:
-    result = CliRunner().invoke(cli, [command], env={"USE_REDIS": "true", "REDIS_URI": uri})
+    result = CliRunner().invoke(
+        cli, [command], env={"USE_REDIS": "true", "SESSION_SECRET": SECRET, "REDIS_URI": uri}
+    )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "REDIS_URI" in lines[0], result.output
@@ -174,7 +183,12 @@ def test_doctor_with_a_wrong_password_prints_no_part_of_it(redis_acl: Any) -> No
     result = CliRunner().invoke(
         cli,
         ["doctor"],
-        env={"USE_REDIS": "true", "REDIS_URI": uri, "REDIS_RETRY_MAX_ATTEMPTS": "1"},
+        env={
+            "USE_REDIS": "true",
+            "SESSION_SECRET": SECRET,
+            "REDIS_URI": uri,
+            "REDIS_RETRY_MAX_ATTEMPTS": "1",
+        },
     )
     assert result.exit_code == 1, result.output
     assert "wr0ng" not in result.output and "ss-X9" not in result.output

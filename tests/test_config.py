@@ -316,6 +316,8 @@ def test_bad_prefix_through_var_names_the_var(monkeypatch: pytest.MonkeyPatch) -
         ("STREAM_LEASE_TTL", "5000", "10"),
         ("DEMO_TOKENS_PER_SECOND", "12.5", "fast"),
         ("PORT", "8080", "65536"),
+        ("OPENAI_TIMEOUT", "2.5", "0"),
+        ("OPENAI_MAX_RETRIES", "3", "-1"),
     ],
 )
 def test_numbers_are_checked(

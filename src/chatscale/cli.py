@@ -74,8 +74,53 @@ def config_command(as_json: bool) -> None:
 @cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor_command(as_json: bool) -> None:
-    """Validate the settings, connect to Redis and report the topology."""
+    """Check what ``serve`` checks, connect to Redis and the model upstream, and report.
+
+    Exit status 2 for a bad setting, 1 when Redis cannot be reached or is unhealthy; warnings
+    (a password Redis does not ask for, an unreachable upstream) leave it 0.
+    """
     settings = settings_or_exit()
+    try:
+        _check_like_serve(settings)
+        report = asyncio.run(_doctor(settings))
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}", 2)
+        return
+    except ChatscaleError as exc:
+        _fail(f"doctor: {exc}", 1)
+        return
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            click.echo(f"{key:<16} {_shown(value)}")
+    problems = report.get("problems") or []
+    if problems:
+        _fail("doctor: " + "; ".join(problems), 1)
+
+
+def _check_like_serve(settings: Settings) -> None:
+    try:
+        from chatscale.server.preflight import check_settings
+    except ImportError:
+        # Without the server extra there is no server to check for; the library needs no
+        # session secret.
+        return
+    check_settings(settings)
+
+
+def _shown(value: Any) -> str:
+    """A report value as text for people: words, not Python reprs."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_shown(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_shown(v)}" for k, v in value.items())
+    return "-" if value is None else str(value)
+
+
+async def _doctor(settings: Settings) -> dict[str, Any]:
     if settings.redis is None:
         report: dict[str, Any] = {
             "status": "ok",
@@ -84,30 +129,49 @@ def doctor_command(as_json: bool) -> None:
             "key_prefix": settings.key_prefix,
         }
     else:
-        try:
-            report = asyncio.run(_doctor(settings))
-        except ChatscaleError as exc:
-            _fail(f"doctor: {exc}", 1)
-            return
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        for key, value in report.items():
-            if isinstance(value, list):
-                value = ", ".join(value) or "-"
-            click.echo(f"{key:<16} {value}")
-    problems = report.get("problems") or []
-    if problems:
-        _fail("doctor: " + "; ".join(problems), 1)
+        report = await _doctor_redis(settings)
+    warnings: list[str] = list(report.pop("warnings", []))
+    upstream = await _doctor_upstream(settings)
+    if upstream is not None:
+        report["upstream"] = upstream
+        if not upstream["reachable"]:
+            warnings.append(f"the model upstream is unreachable: {upstream.get('error')}")
+    if warnings:
+        if report["status"] == "ok":
+            report["status"] = "warning"
+        report["warnings"] = warnings
+    return report
 
 
-async def _doctor(settings: Settings) -> dict[str, Any]:
-    from chatscale.redis import connect, describe
+async def _doctor_upstream(settings: Settings) -> dict[str, Any] | None:
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        return None
+    try:
+        from chatscale.llm import build_registry
+    except ImportError as exc:
+        return {"reachable": False, "error": f"needs the 'server' extra: {exc}"}
+    registry = build_registry(settings)
+    try:
+        states = [await p.check() for p in registry.upstreams()]
+    finally:
+        await registry.aclose()
+    state = states[0]
+    return {
+        "reachable": state["reachable"],
+        "models": state["models"],
+        **({"error": state["error"]} if "error" in state else {}),
+    }
+
+
+async def _doctor_redis(settings: Settings) -> dict[str, Any]:
+    from chatscale.redis import connect_or_refused, describe
+    from chatscale.redis.passwords import unused_password
 
     assert settings.redis is not None
-    connection = await connect(settings.redis)
+    connection = await connect_or_refused(settings.redis)
     try:
         found = await describe(connection)
+        unused = await unused_password(connection)
     finally:
         await connection.close()
     problems = []
@@ -120,7 +184,7 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
         "backend": "redis",
         "topology": found.topology,
         "server_version": found.server_version,
-        "tls": found.tls,
+        "tls": "on (certificate verified)" if found.tls else "off",
         "key_prefix": found.prefix or "(none)",
         "rtt_ms": found.rtt_ms,
         "masters": found.masters,
@@ -130,6 +194,8 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
         report["slots_covered"] = found.slots_covered
     if found.sentinel_master:
         report["sentinel_master"] = found.sentinel_master
+    if unused:
+        report["warnings"] = [unused]
     if problems:
         report["problems"] = problems
     return report
@@ -244,6 +310,8 @@ def serve_command(host: str | None, port: str | None, workers: str) -> None:
         serve(settings, int(workers))
     except ConfigError as exc:
         _fail(f"configuration error: {exc}", 2)
+    except ChatscaleError as exc:
+        _fail(str(exc), 1)
 
 
 def main() -> None:

@@ -282,6 +282,8 @@ class Settings(BaseSettings):
     openai_api_key: OptSecret = None
     openai_base_url: OptStr = Field(default=None, repr=False)  # may carry credentials
     openai_models: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)] = ()
+    openai_timeout: Annotated[float, floats(0.1, 3_600, "seconds")] = 60.0
+    openai_max_retries: Annotated[int, ints(0, 10, "retries")] = 1
     demo_tokens_per_second: Annotated[float, floats(0.1, 100_000, "tokens per second")] = 50.0
     demo_response_tokens: Annotated[int, ints(1, 1_000_000, "tokens")] = 200
     chaos_model: Bool = False

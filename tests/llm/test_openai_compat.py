@@ -184,3 +184,87 @@ async def test_registry_routes_models_to_their_provider(fake_openai: FakeOpenAI)
         assert demo.name == "demo"
     finally:
         await registry.aclose()
+
+
+class _Silent:
+    """A TCP server on 127.0.0.1 that accepts connections and never answers: an upstream
+    that hangs. Counts the connections."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> str:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted += 1
+            self._writers.append(writer)
+
+        self._server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._writers:
+            writer.close()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_openai_timeout_and_retries_come_from_the_settings(fake_openai: FakeOpenAI) -> None:
+    # fake-hang sends one token, then nothing: the answer fails after OPENAI_TIMEOUT (one
+    # attempt, OPENAI_MAX_RETRIES=0), not after the SDK's default 60 s x 2.
+    settings = load_settings(
+        openai_base_url=fake_openai.base_url, openai_timeout="0.5", openai_max_retries="0"
+    )
+    registry = build_registry(settings)
+    _, provider = await registry.resolve("fake-hang")
+    began = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(AnswerCutOff, match="stopped sending"):
+                async for _ in provider.stream(_request("fake-hang")):
+                    pass
+    finally:
+        await registry.aclose()
+    assert asyncio.get_running_loop().time() - began < 3
+
+
+async def test_an_unreachable_upstreams_model_list_backs_off() -> None:
+    silent = _Silent()
+    async with silent as base_url:
+        provider = OpenAICompatibleProvider(
+            api_key="sk-test", base_url=base_url, timeout_s=0.3, max_retries=0
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            with pytest.raises(ProviderError, match="did not answer in time"):
+                await provider.models()
+            assert silent.accepted == 1
+            assert provider.state()["reachable"] is False
+            began = loop.time()
+            for _ in range(5):
+                with pytest.raises(ProviderError, match="did not answer in time"):
+                    await provider.models()
+            # Within the back-off: no new connection, no new wait.
+            assert loop.time() - began < 0.1
+            assert silent.accepted == 1
+            await asyncio.sleep(1.1)  # the first back-off is 1 s
+            with pytest.raises(ProviderError):
+                await provider.models()
+            assert silent.accepted == 2
+        finally:
+            await provider.aclose()
+
+
+async def test_state_says_what_is_known_of_the_upstream(fake_openai: FakeOpenAI) -> None:
+    provider = _provider(fake_openai)
+    try:
+        assert provider.state() == {"provider": "openai", "reachable": None, "models": []}
+        await provider.models()
+        state = provider.state()
+        assert state["reachable"] is True and "fake-1" in state["models"]
+        assert "error" not in state
+    finally:
+        await provider.aclose()

@@ -12,7 +12,7 @@ import pytest
 
 from chatscale.config import load_settings
 from tests.llm.fake_openai import FakeOpenAI
-from tests.server.helpers import ServerThread, read_events, text_of
+from tests.server.helpers import ServerThread, free_port, read_events, text_of
 from tests.server.procs import ServeProcess
 
 KEY = "sk-test-0123456789-KEYTAIL"
@@ -45,6 +45,31 @@ async def test_upstream_answer_streams_through(served: ServerThread) -> None:
         events = await read_events(client, f"/api/chat/stream/{await _start(client, 'fake-1')}")
     assert text_of(events) == "tok0 tok1 tok2 tok3 tok4 "
     assert events[-1].event == "done"
+
+
+async def test_readyz_shows_the_upstream(served: ServerThread) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+        await client.get("/api/models")
+        ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    (upstream,) = ready.json()["upstreams"]
+    assert upstream["reachable"] is True and "fake-1" in upstream["models"]
+
+
+async def test_readyz_stays_ready_with_an_unreachable_upstream(tmp_path: Path) -> None:
+    # The demo model still answers: readiness must not take every instance out at once.
+    settings = load_settings(
+        openai_base_url=f"http://127.0.0.1:{free_port()}/v1", openai_max_retries="0"
+    )
+    with ServerThread(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            models = [m["id"] for m in (await client.get("/api/models")).json()["models"]]
+            ready = await client.get("/readyz")
+    assert models == ["demo"]
+    assert ready.status_code == 200
+    (upstream,) = ready.json()["upstreams"]
+    assert upstream["reachable"] is False
+    assert upstream["error"] == "cannot reach the model server"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Language-model providers: an offline demo model, the chaos test model and any
 OpenAI-compatible server."""
 
+from chatscale.llm import _extra  # noqa: F401  (names the extra when one is missing)
 from chatscale.llm.base import (
     ChatMessage,
     Chunk,

@@ -23,6 +23,9 @@ CONTINUE_INSTRUCTION = (
 )
 log = logging.getLogger(__name__)
 _MODELS_TTL_S = 60.0
+#: Back-off of the model list after a failure: 1 s, doubling to a minute.
+_BACKOFF_FIRST_S = 1.0
+_BACKOFF_MAX_S = 60.0
 #: The error of an answer whose stream ended before the model said it had finished.
 CUT_OFF = "the model's answer was cut off"
 
@@ -54,6 +57,40 @@ class OpenAICompatibleProvider:
         )
         self._configured = tuple(models)
         self._listed: tuple[float, list[ModelInfo]] | None = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_error: str | None = None
+
+    def state(self) -> dict[str, Any]:
+        """What is known about the upstream, without asking it: ``reachable`` (None until
+        the model list was fetched once), its ``models`` and the last ``error``."""
+        if self._configured:
+            models = list(self._configured)
+        else:
+            models = [m.id for m in self._listed[1]] if self._listed else []
+        reachable: bool | None = None
+        if self._last_error is not None:
+            reachable = False
+        elif self._listed is not None:
+            reachable = True
+        shown: dict[str, Any] = {"provider": self.name, "reachable": reachable, "models": models}
+        if self._last_error is not None:
+            shown["error"] = self._last_error
+        return shown
+
+    async def check(self) -> dict[str, Any]:
+        """Fetch the upstream's model list now (ignoring the cache and the back-off) and
+        return :meth:`state`; ``chatscale doctor`` uses it."""
+        self._listed = None
+        self._retry_at = 0.0
+        configured, self._configured = self._configured, ()
+        try:
+            await self.models()
+        except ProviderError:
+            pass
+        finally:
+            self._configured = configured
+        return self.state()
 
     async def models(self) -> list[ModelInfo]:
         """OPENAI_MODELS when set, else the upstream's ``/models`` list (cached a minute)."""
@@ -62,10 +99,21 @@ class OpenAICompatibleProvider:
         now = time.monotonic()
         if self._listed is not None and now - self._listed[0] < _MODELS_TTL_S:
             return self._listed[1]
+        if now < self._retry_at:
+            # Every request asks for the model list: an unreachable upstream would cost
+            # each of them a connection attempt (or a timeout).
+            raise ProviderError(f"cannot list the upstream's models: {self._last_error}")
         try:
             ids = sorted({m.id async for m in self._client.models.list()})
         except openai.OpenAIError as exc:
-            raise ProviderError(f"cannot list the upstream's models: {_public(exc)}") from exc
+            self._last_error = _public(exc)
+            self._failures += 1
+            delay = min(_BACKOFF_MAX_S, _BACKOFF_FIRST_S * 2 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + delay
+            raise ProviderError(f"cannot list the upstream's models: {self._last_error}") from exc
+        self._failures = 0
+        self._retry_at = 0.0
+        self._last_error = None
         found = [ModelInfo(id=m, provider=self.name, label=m) for m in ids]
         self._listed = (now, found)
         return found

@@ -66,6 +66,10 @@ class ProviderRegistry:
                 raise ProviderError(f"unknown model {name!r}; available models: {shown}")
         return name, self._owner[name]
 
+    def upstreams(self) -> list[OpenAICompatibleProvider]:
+        """The OpenAI-compatible providers (the ones that can be unreachable)."""
+        return [p for p in self.providers if isinstance(p, OpenAICompatibleProvider)]
+
     def token_counts(self) -> dict[str, int]:
         """Tokens generated so far, by model, of the providers that count them."""
         counts: dict[str, int] = {}
@@ -95,7 +99,11 @@ def build_registry(settings: Settings) -> ProviderRegistry:
         key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         providers.append(
             OpenAICompatibleProvider(
-                api_key=key, base_url=settings.openai_base_url, models=settings.openai_models
+                api_key=key,
+                base_url=settings.openai_base_url,
+                models=settings.openai_models,
+                timeout_s=settings.openai_timeout,
+                max_retries=settings.openai_max_retries,
             )
         )
     return ProviderRegistry(providers, settings.default_model)

@@ -17,6 +17,7 @@ Typical start-up::
 See ``docs/ratelimits.md``.
 """
 
+from chatscale.ratelimit import _extra  # noqa: F401  (names the extra when one is missing)
 from chatscale.ratelimit.bans import BanPolicy, MemoryBans, RedisBans, Violation
 from chatscale.ratelimit.concurrency import (
     ConcurrencyLimiter,

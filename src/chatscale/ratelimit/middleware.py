@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
-
+from chatscale.asgi import ASGIApp, Receive, Scope, Send
 from chatscale.ratelimit.guard import RateGuard
 from chatscale.ratelimit.responses import send_refusal
 

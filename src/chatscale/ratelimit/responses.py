@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from starlette.types import Send
+from chatscale.asgi import Send
 
 RATE_LIMITED = 429
 BANNED = 403

@@ -3,6 +3,7 @@
 from chatscale.redis.client import AnyRedis, create_client
 from chatscale.redis.connection import RedisConnection, TopologyReport, connect, describe
 from chatscale.redis.keys import KeySpace
+from chatscale.redis.probe import connect_or_refused
 from chatscale.redis.uri import RedisNode, RedisTarget, Topology, parse_redis_uri
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Topology",
     "TopologyReport",
     "connect",
+    "connect_or_refused",
     "create_client",
     "describe",
     "parse_redis_uri",

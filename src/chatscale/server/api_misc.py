@@ -89,7 +89,12 @@ async def readyz(request: Request) -> Response:
             message = f"redis unreachable: {type(exc).__name__}"
             return JSONResponse({"status": "unavailable", "error": message}, status_code=503)
         svc.metrics.redis_latency.observe(latency)
-    return JSONResponse({"status": "ready", "instance": svc.instance_id})
+    body: dict[str, object] = {"status": "ready", "instance": svc.instance_id}
+    if svc.registry is not None and svc.registry.upstreams():
+        # Detail only: the demo model still answers, so an unreachable upstream does not
+        # take the instance out of the load balancer (every instance would go at once).
+        body["upstreams"] = [p.state() for p in svc.registry.upstreams()]
+    return JSONResponse(body)
 
 
 async def metrics(request: Request) -> Response:

@@ -30,6 +30,7 @@ from chatscale.server.headers import SecurityHeadersMiddleware
 from chatscale.server.lifecycle import attach
 from chatscale.server.metrics import RequestMetricsMiddleware
 from chatscale.server.openapi import build_openapi
+from chatscale.server.preflight import check_settings
 from chatscale.server.requestid import RequestIdMiddleware
 from chatscale.server.resume import ResumeTokens
 from chatscale.server.services import new_services
@@ -38,7 +39,6 @@ from chatscale.sessions import (
     SessionManager,
     SessionMiddleware,
     create_session_manager,
-    session_config,
 )
 from chatscale.sessions.middleware import NewSessionGate
 
@@ -54,8 +54,7 @@ async def index(request: Request) -> Response:
 def create_app(settings: Settings | None = None) -> Starlette:
     """The whole server. Services start with the application's lifespan."""
     settings = settings or load_settings()
-    if settings.use_redis or settings.session_secret is not None:
-        session_config(settings)  # a missing or weak SESSION_SECRET fails before serving
+    check_settings(settings)  # a missing or weak SESSION_SECRET fails before serving
     svc = new_services(settings)
     document = build_openapi()
 

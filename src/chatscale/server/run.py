@@ -12,6 +12,7 @@ from uvicorn.supervisors import Multiprocess
 from chatscale.config import Settings
 from chatscale.logs import configure_logging
 from chatscale.ratelimit.identity import TrustedProxies
+from chatscale.server import preflight
 from chatscale.server.app import create_app
 from chatscale.server.lifecycle import DrainingServer
 from chatscale.server.protocol import EdgeConfig
@@ -43,31 +44,43 @@ def _config(target: object, settings: Settings, **extra: Any) -> uvicorn.Config:
     )
 
 
-def describe(settings: Settings) -> str:
-    """One line saying where and how the server runs."""
+def describe(settings: Settings, port: int | None = None) -> str:
+    """One line saying where and how the server runs (``port``: the one bound, for PORT=0)."""
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "") else host
     backend = f"Redis ({settings.redis.topology.value})" if settings.redis else "in-memory backends"
     models = "demo model" + (
         " + OpenAI-compatible" if settings.openai_api_key or settings.openai_base_url else ""
     )
-    return f"chatscale: serving on http://{shown}:{settings.port}/ ({backend}, {models})"
+    port = settings.port if port is None else port
+    return f"chatscale: serving on http://{shown}:{port}/ ({backend}, {models})"
 
 
 def serve(settings: Settings, workers: int = 1) -> None:
-    """Serve until SIGTERM/SIGINT (drained first, see :mod:`chatscale.server.lifecycle`)."""
+    """Serve until SIGTERM/SIGINT (drained first, see :mod:`chatscale.server.lifecycle`).
+
+    The settings, the port and Redis are checked before "serving on" is printed; a failure
+    raises :class:`ChatscaleError` (:class:`ConfigError` for a setting) and nothing runs.
+    """
     configure_logging(settings.log_level, settings.log_format, settings.access_log)
-    if workers == 1:
-        app = create_app(settings)
+    preflight.check_settings(settings)
+    app = create_app(settings) if workers == 1 else None
+    sock = preflight.listen_socket(settings)
+    try:
+        preflight.check_redis(settings)
+    except BaseException:
+        sock.close()
+        raise
+    announced = describe(settings, sock.getsockname()[1])
+    if app is not None:
         server = DrainingServer(_config(app, settings))
-        click.echo(describe(settings), err=True)
-        server.run()
+        click.echo(announced, err=True)
+        server.run(sockets=[sock])
         if not server.started:
             sys.exit(1)
         return
     create_app(settings)  # validates what the workers will build, before forking
     config = _config("chatscale.server.app:app_from_env", settings, factory=True, workers=workers)
-    sock = config.bind_socket()
-    click.echo(describe(settings) + f", {workers} workers", err=True)
+    click.echo(announced + f", {workers} workers", err=True)
     # Each worker is a plain uvicorn server; the app installs its draining signal handler.
     Multiprocess(config, sockets=[sock]).run()

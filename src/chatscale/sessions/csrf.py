@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
-
+from chatscale.asgi import ASGIApp, Receive, Scope, Send, send_json
 from chatscale.errors import ConfigError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -84,12 +82,12 @@ class OriginCheckMiddleware:
         if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
             problem = self.problem(scope)
             if problem is not None:
-                response = JSONResponse(
+                await send_json(
+                    send,
+                    403,
                     {"error": f"cross-origin request refused: {problem}"},
-                    status_code=403,
-                    headers={"Cache-Control": "no-store"},
+                    [(b"cache-control", b"no-store")],
                 )
-                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
+from chatscale.asgi import ASGIApp, Message, Receive, Scope, Send, send_json
 from chatscale.sessions.manager import DuplicateSessionCookie, SessionManager
 from chatscale.sessions.session import Session
 
 _START = {"http": "http.response.start", "websocket": "websocket.accept"}
 
 #: Decides whether a request may create a session: ``None`` to go on, or the refusal to send.
-NewSessionGate = Callable[[Scope], Awaitable[Response | None]]
+NewSessionGate = Callable[[Scope], Awaitable[ASGIApp | None]]
 
 
 class SessionMiddleware:
@@ -89,13 +87,12 @@ async def _refuse_duplicates(
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": "several session cookies"})
         return
-    response = JSONResponse(
+    await send_json(
+        send,
+        400,
         {"error": "several session cookies in one request; the old one is cleared, retry"},
-        status_code=400,
-        headers={"Cache-Control": "no-store"},
+        [(b"cache-control", b"no-store"), clear],
     )
-    response.raw_headers.append(clear)
-    await response(scope, receive, send)
 
 
 def get_session(scope_or_request: Any) -> Session:

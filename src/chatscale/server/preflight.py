@@ -1,0 +1,50 @@
+"""What ``chatscale serve`` checks before it announces its URL: the settings, the listening
+socket and Redis. Each failure is a :class:`ChatscaleError` printed on one line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from chatscale.config import Settings
+from chatscale.errors import ChatscaleError
+from chatscale.redis import connect_or_refused
+from chatscale.sessions.factory import session_config
+
+
+def check_settings(settings: Settings) -> None:
+    """The checks of the settings that ``serve`` makes beyond loading them (a missing or
+    weak SESSION_SECRET with USE_REDIS); :class:`ConfigError` on failure."""
+    if settings.use_redis or settings.session_secret is not None:
+        session_config(settings)
+
+
+def listen_socket(settings: Settings) -> socket.socket:
+    """Bind HOST:PORT now, so that a taken port fails before the URL is announced."""
+    host, port = settings.host, settings.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise ChatscaleError(f"cannot listen on {shown}:{port}: {reason} (HOST/PORT)") from exc
+    sock.set_inheritable(True)  # --workers children serve on it
+    return sock
+
+
+def check_redis(settings: Settings) -> None:
+    """Connect to Redis once (when USE_REDIS is on) and close again."""
+    if settings.redis is None:
+        return
+
+    async def probe() -> None:
+        assert settings.redis is not None
+        connection = await connect_or_refused(settings.redis)
+        await connection.close()
+
+    asyncio.run(probe())
