@@ -74,6 +74,8 @@ from bench.chaos_topology import (  # noqa: E402
 from tests.harness.servers import kill_all_children  # noqa: E402
 
 TOPOLOGIES = ("standalone", "sentinel", "cluster")
+#: Topologies run only when named (not by ``--topology all``).
+EXTRA_TOPOLOGIES = ("sentinel-ha",)
 SCRAPE_EVERY_S = 0.5
 SETTLE_S = 1.0
 
@@ -355,7 +357,9 @@ def _write(report: dict[str, Any], results: list[ScheduleResult], options: Optio
 def parse_args(argv: list[str] | None) -> Options:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--topology", choices=[*TOPOLOGIES, "all"], default="standalone")
+    parser.add_argument(
+        "--topology", choices=[*TOPOLOGIES, *EXTRA_TOPOLOGIES, "all"], default="standalone"
+    )
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--schedules", type=int, default=5)
     parser.add_argument("--chats", type=int, default=None, help="chats per schedule")
@@ -407,6 +411,7 @@ def _unsupported(name: str, faults: tuple[str, ...]) -> list[str]:
     extra = {
         "standalone": STANDALONE_FAULTS,
         "sentinel": SENTINEL_FAULTS,
+        "sentinel-ha": SENTINEL_FAULTS,
         "cluster": CLUSTER_FAULTS,
     }[name]
     allowed = {*INSTANCE_FAULTS, REDIS_PAUSE, *extra}

@@ -135,9 +135,15 @@ class Sentinel(Topology):
     """A master, a replica and three Sentinels; the instances ask the Sentinels."""
 
     name = "sentinel"
+    replicas = 1
+    min_replicas_to_write = 0
 
     def __init__(self, workdir: Path) -> None:
-        self.handle: SentinelHandle = start_sentinel(workdir / "sentinel")
+        self.handle: SentinelHandle = start_sentinel(
+            workdir / "sentinel",
+            replicas=self.replicas,
+            min_replicas_to_write=self.min_replicas_to_write,
+        )
 
     def redis_uri(self) -> str:
         """The Sentinel URI."""
@@ -213,11 +219,22 @@ class Cluster(Topology):
         self.handle.stop()
 
 
+class RecommendedSentinel(Sentinel):
+    """The Sentinel deployment docs/deployment.md recommends: two replicas (here one is
+    never promoted, so the failovers stay between the same two nodes) and
+    ``min-replicas-to-write 1``, so that a master cut off from its replicas refuses writes."""
+
+    name = "sentinel-ha"
+    replicas = 2
+    min_replicas_to_write = 1
+
+
 def start_topology(name: str, workdir: Path) -> Topology:
     """Start the topology called ``name`` under ``workdir``."""
     kinds: dict[str, Callable[[Path], Topology]] = {
         "standalone": Standalone,
         "sentinel": Sentinel,
+        "sentinel-ha": RecommendedSentinel,
         "cluster": Cluster,
     }
     if name not in kinds:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import secrets
 import shutil
@@ -1182,11 +1183,14 @@ class SentinelHandle:
     sentinels: list[RedisServer]
     service_name: str = "mymaster"
     password: str | None = None
+    #: Further replicas with ``replica-priority 0``: never promoted, so that ``replica``
+    #: stays the one a failover promotes; they follow whichever node is master.
+    extra_replicas: list[RedisServer] = field(default_factory=list)
 
     @property
     def data_nodes(self) -> list[RedisServer]:
-        """Master and replica."""
-        return [self.master, self.replica]
+        """Master and replicas."""
+        return [self.master, self.replica, *self.extra_replicas]
 
     @property
     def all_servers(self) -> list[RedisServer]:
@@ -1235,9 +1239,10 @@ class SentinelHandle:
         """``None`` when every running Sentinel reports ``master`` as master
         with the replica attached and sees all other Sentinels, and the
         replica is in sync; else what is missing."""
-        problem = _replica_problem(self.replica)
-        if problem:
-            return problem
+        for replica in (self.replica, *self.extra_replicas):
+            problem = _replica_problem(replica)
+            if problem:
+                return problem
         live = [s for s in self.sentinels if s.running]
         for sentinel in live:
             with sentinel.client() as client:
@@ -1363,6 +1368,8 @@ def start_sentinel(
     *,
     password: str | None = None,
     sentinels: int = 3,
+    replicas: int = 1,
+    min_replicas_to_write: int = 0,
     service_name: str = "mymaster",
     down_after_ms: int = 1000,
     failover_timeout_ms: int = 5000,
@@ -1375,19 +1382,30 @@ def start_sentinel(
     With ``password`` the data nodes get ``requirepass``/``masterauth`` and the
     Sentinels ``requirepass`` plus ``sentinel auth-pass`` (Sentinels then
     authenticate to each other with that same password).
+
+    ``replicas`` > 1 adds replicas that are never promoted (``replica-priority 0``);
+    ``min_replicas_to_write`` sets ``min-replicas-to-write`` (with
+    ``min-replicas-max-lag 10``) on every data node: the deployment docs/deployment.md
+    recommends (a master cut off from its replicas refuses writes).
     """
     if sentinels < 1:
         raise ValueError("need at least one Sentinel")
     _exe("redis-server")
     base = Path(base_dir)
     quorum = 1 if sentinels == 1 else 2
+    guard: list[Directive] = []
+    if min_replicas_to_write:
+        guard = [
+            ("min-replicas-to-write", str(min_replicas_to_write)),
+            ("min-replicas-max-lag", "10"),
+        ]
     master = RedisServer(
         host=LOOPBACK,
         port=free_port(),
         dir=base / "master",
         password=password,
         name="sentinel-master",
-        directives=_data_directives(base / "master", password),
+        directives=[*_data_directives(base / "master", password), *guard],
     )
     started: list[RedisServer] = [master]
     try:
@@ -1402,15 +1420,35 @@ def start_sentinel(
             name="sentinel-replica",
             directives=[
                 *_data_directives(replica_dir, password),
+                *guard,
                 ("replicaof", master.host, str(master.port)),
             ],
         )
-        started.append(replica)
-        _start_all([replica])
+        extra: list[RedisServer] = []
+        for index in range(1, replicas):
+            extra_dir = base / f"replica-{index}"
+            extra.append(
+                RedisServer(
+                    host=LOOPBACK,
+                    port=free_port(),
+                    dir=extra_dir,
+                    password=password,
+                    name=f"sentinel-replica-{index}",
+                    directives=[
+                        *_data_directives(extra_dir, password),
+                        *guard,
+                        ("replica-priority", "0"),
+                        ("replicaof", master.host, str(master.port)),
+                    ],
+                )
+            )
+        started += [replica, *extra]
+        _start_all([replica, *extra])
         # Sentinels discover replicas from the master's INFO, polled every
-        # 10 s; starting them only once the replica is attached makes the
-        # very first INFO show it.
-        _wait("replica in sync", lambda: _replica_problem(replica), timeout)
+        # 10 s; starting them only once the replicas are attached makes the
+        # very first INFO show them.
+        for node in (replica, *extra):
+            _wait("replica in sync", functools.partial(_replica_problem, node), timeout)
         nodes: list[RedisServer] = []
         for index in range(sentinels):
             directory = base / f"sentinel-{index}"
@@ -1442,6 +1480,7 @@ def start_sentinel(
             sentinels=nodes,
             service_name=service_name,
             password=password,
+            extra_replicas=extra,
         )
         handle.wait_until_ready(timeout)
     except BaseException:
