@@ -412,3 +412,29 @@ async def test_a_write_on_a_connection_closed_under_it_is_a_connection_error() -
     with pytest.raises(AttributeError):
         async with _closed_writes_are_connection_errors():
             None.missing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_a_write_on_a_closed_uvloop_transport_is_a_connection_error(redis_standalone: Any) -> None:
+    # The same race under uvloop: "unable to perform operation on <TCPTransport
+    # closed=True ...>; the handler is closed" (checker cluster seed 3002).
+    import uvloop
+    from redis.asyncio import Connection
+
+    from chatscale.redis.client import _closed_writes_are_connection_errors
+
+    async def write_after_close() -> None:
+        connection = Connection(host=redis_standalone.host, port=redis_standalone.port)
+        await connection.connect()
+        try:
+            writer = connection._writer
+            assert writer is not None
+            writer.transport.close()
+            await asyncio.sleep(0)
+            with pytest.raises(RedisConnectionError, match="connection closed during a write"):
+                async with _closed_writes_are_connection_errors():
+                    await connection._send_packed_command([b"PING\r\n"])
+        finally:
+            await connection.disconnect(nowait=True)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(write_after_close(), 10))

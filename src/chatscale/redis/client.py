@@ -60,14 +60,16 @@ class _Bounded:
 def _writer_race(exc: BaseException) -> bool:
     """Whether ``exc`` is redis-py's leak of a write on a connection closed under it
     (redis/redis-py#4287, #3546: ``'NoneType' object has no attribute 'writelines'`` and
-    kin instead of a ConnectionError), seen on Cluster pipelines while a master was paused.
-    Only errors raised inside redis-py's connection code count: our own bugs stay bugs."""
-    if not isinstance(exc, AttributeError | TypeError):
+    kin instead of a ConnectionError; under uvloop ``RuntimeError: unable to perform
+    operation on <TCPTransport closed=True ...>``), seen on Cluster pipelines while a master
+    was paused. Only errors raised inside redis-py's connection code (or the transport it
+    writes to) count: our own bugs stay bugs."""
+    if not isinstance(exc, AttributeError | TypeError | RuntimeError):
         return False
     frames = traceback.extract_tb(exc.__traceback__)
     return bool(frames) and any(
         frame.filename.endswith(("redis/asyncio/connection.py", "asyncio/streams.py"))
-        for frame in frames[-3:]
+        for frame in frames[-4:]
     )
 
 
@@ -75,7 +77,7 @@ def _writer_race(exc: BaseException) -> bool:
 async def _closed_writes_are_connection_errors() -> AsyncIterator[None]:
     try:
         yield
-    except (AttributeError, TypeError) as exc:
+    except (AttributeError, TypeError, RuntimeError) as exc:
         if _writer_race(exc):
             raise RedisConnectionError(f"connection closed during a write ({exc})") from exc
         raise
