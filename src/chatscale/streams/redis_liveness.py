@@ -5,8 +5,9 @@ Heartbeats are scored with Redis's clock (``beat.lua`` reads ``TIME``), so insta
 clocks disagree judge each other alike. An instance that could not reach Redis is no
 evidence that the others are dead: when every heartbeat is stale at once, Redis (or this
 instance) was away, not the fleet. So the reaper claims nothing until this instance has
-itself been in steady contact with Redis for a whole lease: an instance counts as dead only
-if it failed to beat during a lease in which Redis demonstrably answered. A Redis stall
+itself been in steady contact with Redis for two leases: an instance counts as dead only if
+it failed to beat during a lease in which Redis demonstrably answered, after a lease left
+to every instance to come back from the same fault. A Redis stall
 longer than the lease therefore moves no job; the producers keep their events in memory
 and write them when Redis is back.
 
@@ -192,12 +193,17 @@ class Liveness:
 
     # --- reaper -------------------------------------------------------------------------
     def may_claim(self, now_ms: int) -> bool:
-        """Whether this instance has been in steady contact with Redis for a whole lease."""
+        """Whether this instance has been in steady contact with Redis for two leases.
+
+        One lease of its own contact shows that Redis answered it; the second leaves the
+        others the time to come back from the same fault: after a Cluster failover each
+        instance rediscovers the slot map on its own, and one lease was not enough (three
+        living instances' jobs taken, checker cluster seed 3011)."""
         since, last = self.contact_since, self.last_beat
         if since is None or last is None:
             return False
         fresh = time.monotonic() - self._last_beat_mono <= 2 * self.period_s
-        return fresh and now_ms - since >= self.lease_ms
+        return fresh and now_ms - since >= 2 * self.lease_ms
 
     async def dead(self, instance: str) -> bool:
         """Whether ``instance`` stopped beating (by Redis's clock)."""
