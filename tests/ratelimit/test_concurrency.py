@@ -173,6 +173,8 @@ async def test_renewals_failing_while_redis_is_down_log_summaries_not_tracebacks
                 await limiter.release(lease)
     lines = [r.getMessage() for r in caplog.records if r.name == "chatscale.ratelimit"]
     assert not [r for r in caplog.records if r.exc_info], lines
-    assert lines[0].startswith("renewing generation leases failed (ConnectionError"), lines
+    # ConnectionError, or TimeoutError when the kill lands while a renewal waits for its
+    # reply (a loaded machine): one line either way.
+    assert lines[0].startswith("renewing generation leases failed ("), lines
     assert lines[-1].startswith("renewing generation leases works again after"), lines
     assert len(lines) <= 4, lines
