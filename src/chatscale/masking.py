@@ -53,14 +53,17 @@ def _mask_word(word: str, schemeless: bool) -> str:
     return "".join(out)
 
 
-def mask_text(text: str) -> str:
-    """``text`` with the user information of every ``scheme://`` URL in it masked."""
+def _mask(text: str, schemeless: bool) -> str:
     if "@" not in text:
         return text
     return "".join(
-        part if part.isspace() else _mask_word(part, schemeless=False)
-        for part in _SPACE.split(text)
+        part if part.isspace() else _mask_word(part, schemeless) for part in _SPACE.split(text)
     )
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the user information of every ``scheme://`` URL in it masked."""
+    return _mask(text, schemeless=False)
 
 
 def mask_uri(value: str) -> str:
@@ -69,12 +72,7 @@ def mask_uri(value: str) -> str:
     Unlike :func:`mask_text`, a value without any scheme is taken as a URI too: whatever
     comes before its last ``@`` is hidden.
     """
-    if "@" not in value:
-        return value
-    return "".join(
-        part if part.isspace() else _mask_word(part, schemeless=True)
-        for part in _SPACE.split(value)
-    )
+    return _mask(value, schemeless=True)
 
 
 def _masking_factory(base: Any) -> Any:

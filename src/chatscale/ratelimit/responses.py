@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from chatscale.asgi import Send
+from chatscale.asgi import Send, send_json
 
 RATE_LIMITED = 429
 BANNED = 403
@@ -17,17 +15,9 @@ def refusal_body(error: str, retry_after: int) -> dict[str, object]:
 
 async def send_refusal(send: Send, status: int, error: str, retry_after: int) -> None:
     """Answer with ``status``, ``Retry-After`` and the JSON body."""
-    body = json.dumps(refusal_body(error, retry_after)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after).encode()),
-                (b"cache-control", b"no-store"),
-            ],
-        }
+    await send_json(
+        send,
+        status,
+        refusal_body(error, retry_after),
+        [(b"retry-after", str(retry_after).encode()), (b"cache-control", b"no-store")],
     )
-    await send({"type": "http.response.body", "body": body})
