@@ -184,20 +184,24 @@ async def test_huge_header_is_refused(tmp_path: Path) -> None:
     assert grown_mib < 16, f"peak RSS grew by {grown_mib:.0f} MiB"
 
 
+async def trickle(writer: asyncio.StreamWriter, head: bytes, piece: bytes) -> None:
+    """A slow client: ``head``, then ``piece`` every 0.2 s (until the server closes)."""
+    writer.write(head)
+    with contextlib.suppress(OSError):
+        for _ in range(100):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+
 async def test_slow_headers_time_out(tmp_path: Path) -> None:
     with serving(tmp_path, REQUEST_HEADER_TIMEOUT="1") as server:
         async with connection(server) as (reader, writer):
             started = time.monotonic()
 
-            async def trickle() -> None:
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
-                with contextlib.suppress(OSError):
-                    for _ in range(100):
-                        writer.write(b"X-A: b\r\n")
-                        await writer.drain()
-                        await asyncio.sleep(0.2)
-
-            sender = asyncio.create_task(trickle())
+            sender = asyncio.create_task(
+                trickle(writer, b"GET /healthz HTTP/1.1\r\nHost: t\r\n", b"X-A: b\r\n")
+            )
             status, _, body = await read_answer(reader, wait_s=10)
             sender.cancel()
             elapsed = time.monotonic() - started
@@ -220,18 +224,11 @@ async def test_slow_body_times_out(tmp_path: Path) -> None:
         async with connection(server) as (reader, writer):
             started = time.monotonic()
 
-            async def trickle() -> None:
-                writer.write(
-                    b"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: 1000\r\n\r\n{"
-                )
-                with contextlib.suppress(OSError):
-                    for _ in range(100):
-                        writer.write(b" ")
-                        await writer.drain()
-                        await asyncio.sleep(0.2)
-
-            sender = asyncio.create_task(trickle())
+            head = (
+                b"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n{"
+            )
+            sender = asyncio.create_task(trickle(writer, head, b" "))
             status, headers, body = await read_answer(reader, wait_s=10)
             sender.cancel()
             elapsed = time.monotonic() - started
