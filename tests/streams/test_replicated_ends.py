@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
+from typing import Any
 
 import pytest
 
 from chatscale.config import load_settings
 from chatscale.redis import connect
+from chatscale.redis.replication import CONFIRM_S
 from chatscale.streams import Event, create_stream_manager
 from chatscale.streams.redis import RedisStreamManager
 from tests.conftest import unique_prefix
@@ -104,3 +107,99 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
     finally:
         await manager.close()
         await connection.close()
+
+
+async def _degraded_manager(make: Any) -> RedisStreamManager:
+    """A manager whose master is known to have had a replica that has not answered a WAIT
+    for CONFIRM_S (on a standalone server no replica ever answers): replication degraded,
+    so an end is taken as stored after one unanswered WAIT."""
+    manager = await make()
+    assert isinstance(manager, RedisStreamManager)
+    replication = manager.writer.replication
+    replication.saw(1)
+    replication.unconfirmed_since = time.monotonic() - CONFIRM_S
+    assert replication.degraded
+    return manager
+
+
+async def _wait_for(check: Any, seconds: float) -> None:
+    async with asyncio.timeout(seconds):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def test_an_end_lost_after_a_degraded_write_is_written_again(
+    standalone_streams: Any,
+) -> None:
+    """Checker seed 2022 (Sentinel, one replica, failovers back and forth): an end taken as
+    stored while replication was degraded was told to the client, then lost in the next
+    failover; the job stayed ``running`` at an earlier event for good. Now such an end stays
+    under check by its producer, which writes the lost events and the end again."""
+    manager = await _degraded_manager(standalone_streams)
+    recorded: list[str] = []
+
+    async def record(producer: Any) -> None:
+        recorded.append(producer.job_id)
+
+    manager.set_recorder(record)
+    producer = await manager.create(owner="u")
+    for word in ("one ", "two ", "three ", "four"):
+        await producer.delta(word)
+        await manager.writer.flushed()  # one event per word
+    async with asyncio.timeout(5):
+        await producer.complete()
+    job_id = producer.job_id
+    info = await manager.status(job_id)
+    assert info is not None and info.status.value == "complete"
+    last = int(info.last_event_id or 0)
+    assert last == 5
+    assert job_id in manager.writer.jobs, "an unconfirmed end must stay under check"
+
+    # What a failover to a replica that had only the first two events leaves: the log
+    # without its tail, the job running at event 2, listed under its instance again.
+    client = manager.client
+    keys = manager.keys
+    log_key = keys.stream_log(job_id)
+    kept = await client.xrange(log_key, "-", "0-2")
+    await client.delete(log_key)  # (XDEL would leave the stream's last id at its end)
+    for entry_id, fields in kept:
+        await client.xadd(log_key, fields, id=entry_id)
+    await client.hset(keys.stream_job(job_id), mapping={"seq": 2, "status": "running"})
+    await client.sadd(keys.stream_instance_jobs(manager.instance_id), job_id)
+
+    async def complete_again() -> bool:
+        again = await manager.status(job_id)
+        return again is not None and again.status.value == "complete" and len(recorded) == 2
+
+    await _wait_for(complete_again, 5)
+    again = await manager.status(job_id)
+    assert again is not None and again.last_event_id == str(last)
+    assert again.text == "one two three four"
+    events = [e async for e in manager.subscribe(job_id, after="2")]
+    assert [e.id for e in events] == [str(i) for i in range(3, last + 1)]
+    assert events[-1].type == "done"
+    assert manager.metrics.ends_repaired == 1
+    assert manager.metrics.takeovers == 0
+    # Recorded again (the conversation write may have been lost with the end).
+    assert recorded == [job_id, job_id]
+
+
+async def test_an_unconfirmed_end_is_checked_for_a_bounded_time(
+    standalone_streams: Any,
+) -> None:
+    manager = await _degraded_manager(standalone_streams)
+    manager.writer.verify_s = 1.0
+    producer = await manager.create(owner="u")
+    await producer.delta("text")
+    async with asyncio.timeout(5):
+        await producer.complete()
+    assert producer.job_id in manager.writer.jobs
+    assert not manager.writer.running(), "an end under check is no running job"
+
+    async def dropped() -> bool:
+        return producer.job_id not in manager.writer.jobs
+
+    await _wait_for(dropped, 5)
+    assert manager.metrics.ends_unverified == 1
+    info = await manager.status(producer.job_id)
+    assert info is not None and info.status.value == "complete"

@@ -40,6 +40,8 @@ _STREAM_COUNTERS = {
     "subscriber_overflows": "subscribers dropped for falling behind",
     "redis_round_trips": "Redis round trips of the stream manager",
     "read_retries": "stream reads retried after a transient Redis failure",
+    "ends_repaired": "ends taken as stored without a replica, lost by Redis, written again",
+    "ends_unverified": "ends taken as stored without a replica and never confirmed by one",
 }
 
 

@@ -30,6 +30,8 @@ class StreamMetrics:
     redis_round_trips: int = 0
     reconciled_events: int = 0
     read_retries: int = 0
+    ends_repaired: int = 0
+    ends_unverified: int = 0
 
     def snapshot(self) -> dict[str, int]:
         """All values as a plain dict."""

@@ -440,10 +440,10 @@ class RedisStreamManager(StreamManager):
         self._draining = True
         self.liveness.reaping = False
         others = await self.liveness.alive_others() if self.takeover else []
-        if others and self.writer.jobs:
+        if others and self.writer.running():
             # Hand over: stop producing, store everything, then mark this instance stopped
             # so the other instances' reapers claim the jobs at their next round.
-            jobs = list(self.writer.jobs.values())
+            jobs = self.writer.running()
             for job in jobs:
                 job.producer.aborted.set()
             await self._cancel_runs()
@@ -457,9 +457,9 @@ class RedisStreamManager(StreamManager):
             await self.liveness.hand_over()
             return
         deadline = time.monotonic() + max(0.0, timeout)
-        while self.writer.jobs and time.monotonic() < deadline:  # noqa: ASYNC110
+        while self.writer.running() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_DRAIN_POLL_S)
-        ending = [job.producer for job in self.writer.jobs.values()]
+        ending = [job.producer for job in self.writer.running()]
         for producer in ending:
             producer.close_with(
                 "error",

@@ -44,6 +44,11 @@ _RETRY_FIRST_S = 0.05
 _RETRY_MAX_S = 1.0
 #: How often running jobs are checked for a producer silent longer than STREAM_RUNNING_TTL.
 _STALL_CHECK_S = 1.0
+#: How long (seconds) an end taken as stored without a replica's copy is checked again,
+#: once per :data:`_STALL_CHECK_S`, and written again if a failover lost it.
+VERIFY_S = 120.0
+#: Most ends under such a check at once (the oldest stop being checked first).
+VERIFY_MAX = 10_000
 
 
 @dataclass(slots=True)
@@ -63,6 +68,17 @@ class JobWrite:
     unconfirmed: float = 0.0
     #: Done once the final event is stored, or the job was taken away.
     done: asyncio.Future[None] | None = None
+    #: The end was told and recorded without a replica's copy (replication degraded):
+    #: until when (``time.monotonic``) it is checked again (0 = it is not).
+    verify_until: float = 0.0
+    #: Redis lost some of the job's log since the end was told: tell it again once
+    #: written again.
+    repaired: bool = False
+
+    def release(self) -> None:
+        """Wake whoever waits for the end to be stored (:meth:`Writer.stored_end`)."""
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
 
     @property
     def handed(self) -> int:
@@ -140,6 +156,10 @@ class Writer:
         self._stall_checked = time.monotonic()
         self._background = Background("stream writer")
         self._inflight: asyncio.Future[None] | None = None
+        #: When the next round of checks of unconfirmed ends is due (``time.monotonic``).
+        self._verify_round = 0.0
+        #: How long an unconfirmed end is checked (:data:`VERIFY_S`).
+        self.verify_s = VERIFY_S
         self.closed = False
 
     # --- producers ----------------------------------------------------------------------
@@ -194,14 +214,17 @@ class Writer:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(job.done)
 
+    def running(self) -> list[JobWrite]:
+        """The jobs whose end is not yet stored (not the ends kept under check)."""
+        return [job for job in self.jobs.values() if not job.verify_until]
+
     def pending(self) -> int:
         """Events handed over but not confirmed stored, over every job."""
         return sum(job.handed - job.stored for job in self.jobs.values())
 
     def forget(self, job: JobWrite) -> bool:
         """Stop writing ``job``; whether it was this instance's current writer of it."""
-        if job.done is not None and not job.done.done():
-            job.done.set_result(None)
+        job.release()
         if self.jobs.get(job.producer.job_id) is not job:
             return False
         del self.jobs[job.producer.job_id]
@@ -240,6 +263,7 @@ class Writer:
         try:
             self._take_dirty()
             self._check_stalls()
+            self._check_ends()
             calls = [
                 (job, batch)
                 for job in list(self.jobs.values())
@@ -281,6 +305,26 @@ class Writer:
                     {"message": "the response stalled (no output for STREAM_RUNNING_TTL)"},
                     reason="stalled",
                 )
+
+    def _check_ends(self) -> None:
+        """Send again, with a WAIT, the final batch of every end under check whose last
+        round is over (see ``_verify``); drop the checks that ran out of time."""
+        if self._verify_round > time.monotonic():
+            return
+        self._verify_round = time.monotonic() + _STALL_CHECK_S
+        checked = [job for job in self.jobs.values() if job.verify_until]
+        for job in checked[: max(0, len(checked) - VERIFY_MAX)]:
+            self._stop_verifying(job, "too many ends under check")
+        for job in checked[-VERIFY_MAX:]:
+            if time.monotonic() > job.verify_until:
+                self._stop_verifying(job, f"no replica confirmed it in {self.verify_s:.0f} s")
+            elif job.stored >= job.handed and job.batches:
+                job.stored = job.batches[-1].first - 1
+
+    def _stop_verifying(self, job: JobWrite, why: str) -> None:
+        log.warning("end of job %s: stops being checked (%s)", job.producer.job_id, why)
+        self.metrics.ends_unverified += 1
+        self.forget(job)
 
     async def _write(self, calls: list[tuple[JobWrite, Batch]]) -> None:
         # One deadline for the round trip, connecting included: a connection stuck on a
@@ -470,9 +514,17 @@ class Writer:
         if code in (0, 1):
             job.stored = max(job.stored, min(seq, job.handed))
         elif code == -1:
+            job.repaired = bool(job.verify_until)
             await self._recreate(job)
             return
         elif code in (-2, -4):
+            if job.verify_until:
+                # Lost in a failover and continued by another producer before this one
+                # could write it again: the case the check exists to make rare.
+                log.warning("end of job %s was lost and the job taken over", producer.job_id)
+                self.metrics.ends_unverified += 1
+                self.forget(job)
+                return
             log.warning("job %s was taken over by another instance", producer.job_id)
             self._on_fenced(job)
             return
@@ -481,11 +533,15 @@ class Writer:
             if seq < job.stored:
                 self.metrics.reconciled_events += job.stored - seq
             job.stored = seq
+            job.repaired = bool(job.verify_until)
             return
         if abort and not producer.closed:
             self.metrics.aborts += 1
             producer.close_with("aborted", {}, reason="aborted")
         if producer.closed and job.final_status and job.stored >= job.handed:
+            if job.verify_until:
+                await self._verified(job, batch, acked)
+                return
             now = time.monotonic()
             if acked == 0 and (replication or self.replication).patient(job.unconfirmed or now):
                 # No replica has the end yet (a failover under way, or a replica behind):
@@ -495,10 +551,31 @@ class Writer:
                 return
             if acked is not None:
                 await self._publish(job, batch)
-            self.forget(job)
+            if acked == 0:
+                # Taken as stored without a replica's copy (replication degraded): the end
+                # is told and recorded, and the job stays here, checked until a replica has
+                # it, so that a failover that loses it finds the events to write again
+                # instead of a job left "running" at an earlier event (checker seed 2022).
+                job.verify_until = now + self.verify_s
+                job.release()
+            else:
+                self.forget(job)
             producer.final_stored = True
             self.metrics.jobs_finished += 1
             self._background.spawn(self._ended(producer))
+
+    async def _verified(self, job: JobWrite, batch: Batch, acked: int | None) -> None:
+        """An end under check was sent again: done once a replica has it; told and recorded
+        again when Redis had lost part of it (the end's first telling was lost with it)."""
+        if job.repaired:
+            job.repaired = False
+            self.metrics.ends_repaired += 1
+            log.warning("end of job %s was lost by Redis and is written again", job.producer.job_id)
+            if acked is not None:
+                await self._publish(job, batch)
+            self._background.spawn(self._ended(job.producer))
+        if acked != 0:
+            self.forget(job)
 
     async def _publish(self, job: JobWrite, batch: Batch) -> None:
         """Tell subscribers the final batch (held back by append.lua until a replica had
