@@ -203,3 +203,40 @@ async def test_an_unconfirmed_end_is_checked_for_a_bounded_time(
     assert manager.metrics.ends_unverified == 1
     info = await manager.status(producer.job_id)
     assert info is not None and info.status.value == "complete"
+
+
+@pytest.mark.sentinel
+async def test_with_two_replicas_an_end_waits_for_both(sentinel_factory: Any) -> None:
+    """One replica's copy is not enough with two: a failover may promote the other one
+    (checker sentinel-ha seed 2020: writes a returning former master took, confirmed by its
+    unpromotable replica alone, were lost, and every instance took its own jobs back)."""
+    deployment = sentinel_factory(replicas=2)
+    settings = load_settings(
+        use_redis=True, redis_uri=deployment.sentinel_url(), redis_key_prefix=unique_prefix()
+    )
+    assert settings.redis is not None
+    connection = await connect(settings.redis)
+    manager = create_stream_manager(settings, connection)
+    assert isinstance(manager, RedisStreamManager)
+    await manager.start()
+    connection.replication.saw(2)  # what the heartbeat's INFO reports
+    stopped = deployment.extra_replicas[0]
+    assert stopped.pid is not None
+    try:
+        producer = await manager.create(owner="u")
+        await producer.delta("hello")
+        os.kill(stopped.pid, signal.SIGSTOP)
+        try:
+            ending = asyncio.ensure_future(producer.complete())
+            await asyncio.sleep(1.0)
+            assert not producer.final_stored, "taken as stored with one replica's copy of two"
+        finally:
+            os.kill(stopped.pid, signal.SIGCONT)
+        async with asyncio.timeout(10):
+            await ending
+        assert producer.final_stored
+        with stopped.client() as client:
+            assert client.hget(manager.keys.stream_job(producer.job_id), "status") == "complete"
+    finally:
+        await manager.close()
+        await connection.close()

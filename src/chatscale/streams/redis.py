@@ -225,6 +225,7 @@ class RedisStreamManager(StreamManager):
                 await self.client.srem(self._jobs_key, job_id)
 
     def _master_moved(self) -> None:
+        self.writer.replication.master_moved()
         self.hub.reconnect()
         self.writer.interrupt()
 

@@ -369,9 +369,9 @@ class Writer:
         ending = finals and self.replication.waits
         args = [self._append_args(job, batch, hold=ending) for job, batch in calls]
         replies: list[Any]
-        # Per call: replicas that confirmed it (``None``: not waited for), and the state of
-        # replication it was waited under.
-        acked: list[tuple[int | None, Replication]] = [(None, self.replication)] * len(calls)
+        # Per call: whether the replicas confirmed it (``None``: not waited for), and the
+        # state of replication it was waited under.
+        acked: list[tuple[bool | None, Replication]] = [(None, self.replication)] * len(calls)
         if cluster:
             # redis-py's Cluster pipeline does not run EVALSHA; concurrent calls still share
             # round trips per node. A job's batches go in order: one call chain per job.
@@ -383,31 +383,31 @@ class Writer:
             for keys, argv in args:
                 pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
             if ending:
-                pipe.execute_command("WAIT", 1, WAIT_MS)
+                pipe.execute_command("WAIT", self.replication.wanted, WAIT_MS)
             replies = await pipe.execute(raise_on_error=False)
             if ending:
                 reply = replies.pop()
-                confirmed = reply if isinstance(reply, int) else 0
-                self.replication.acked(confirmed)
-                acked = [(confirmed, self.replication)] * len(calls)
+                count = reply if isinstance(reply, int) else 0
+                self.replication.acked(count)
+                acked = [(self.replication.confirms(count), self.replication)] * len(calls)
         self.metrics.redis_round_trips += 1
         if any(isinstance(reply, NoScriptError) for reply in replies):
             # A restarted or failed-over Redis forgot the script: load it; the refused
             # batches are still unsent and go again at once.
             await self.client.script_load(APPEND.source)
             self._kick.set()
-        for (job, batch), reply, (count, replication) in zip(calls, replies, acked, strict=True):
+        for (job, batch), reply, (confirmed, state) in zip(calls, replies, acked, strict=True):
             if isinstance(reply, BaseException):
                 if not isinstance(reply, NoScriptError):
                     log.warning("writing job %s: %s", job.producer.job_id, reply)
                 continue
-            await self._outcome(job, batch, reply, count, replication)
+            await self._outcome(job, batch, reply, confirmed, state)
 
     async def _write_cluster(
         self,
         calls: list[tuple[JobWrite, Batch]],
         args: list[tuple[list[str], list[Any]]],
-        acked: list[tuple[int | None, Replication]],
+        acked: list[tuple[bool | None, Replication]],
         *,
         wait: bool,
     ) -> list[Any]:
@@ -432,14 +432,16 @@ class Writer:
 
     async def _append_on_shard(
         self, keys: list[str], argv: list[Any]
-    ) -> tuple[Any, tuple[int | None, Replication]]:
+    ) -> tuple[Any, tuple[bool | None, Replication]]:
         """On Cluster: a final batch's append and a WAIT, pipelined on one connection of the
         master that serves the job's slot (WAIT covers only its own connection's writes).
         Replication is judged per shard: one shard without a replica must not make every
         other shard's ends stop waiting."""
         node = self.client.get_node_from_key(keys[0])
         shard = self._shards.setdefault(node.name, Replication())
-        shard.saw(1)
+        # The shard's replicas as the client's slot map knows them (master first).
+        nodes = self.client.nodes_manager.slots_cache.get(self.client.keyslot(keys[0]), [])
+        shard.saw(max(1, len(nodes) - 1))
         conn = node.acquire_connection()
         answers: list[Any] = []
         try:
@@ -448,7 +450,7 @@ class Writer:
                 conn.pack_commands(
                     [
                         ("EVALSHA", APPEND.sha, len(keys), *keys, *argv),
-                        ("WAIT", 1, WAIT_MS),
+                        ("WAIT", shard.wanted, WAIT_MS),
                     ]
                 )
             )
@@ -467,10 +469,10 @@ class Writer:
             # Moved (a failover, a resharding) or the script unknown there: the Cluster
             # client follows the redirect and loads the script; the end stays unconfirmed
             # and is waited for again on the next round.
-            return await APPEND(self.client, keys, argv), (0, shard)
+            return await APPEND(self.client, keys, argv), (False, shard)
         count = waited if isinstance(waited, int) else 0
         shard.acked(count)
-        return reply, (count, shard)
+        return reply, (shard.confirms(count), shard)
 
     @staticmethod
     def _final(job: JobWrite, batch: Batch) -> bool:
@@ -504,9 +506,11 @@ class Writer:
         job: JobWrite,
         batch: Batch,
         reply: Any,
-        acked: int | None = None,
+        acked: bool | None = None,
         replication: Replication | None = None,
     ) -> None:
+        """Act on append.lua's answer to one batch; ``acked``: whether the replicas confirmed
+        it (``None``: not waited for), under ``replication``."""
         code, seq, abort = int(reply[0]), int(reply[1]), int(reply[2])
         producer = job.producer
         if self.jobs.get(producer.job_id) is not job:
@@ -543,7 +547,9 @@ class Writer:
                 await self._verified(job, batch, acked)
                 return
             now = time.monotonic()
-            if acked == 0 and (replication or self.replication).patient(job.unconfirmed or now):
+            if acked is False and (replication or self.replication).patient(
+                job.unconfirmed or now
+            ):
                 # No replica has the end yet (a failover under way, or a replica behind):
                 # keep the job and send its last batch again (idempotent) with another WAIT.
                 job.unconfirmed = job.unconfirmed or now
@@ -551,7 +557,7 @@ class Writer:
                 return
             if acked is not None:
                 await self._publish(job, batch)
-            if acked == 0:
+            if acked is False:
                 # Taken as stored without a replica's copy (replication degraded): the end
                 # is told and recorded, and the job stays here, checked until a replica has
                 # it, so that a failover that loses it finds the events to write again
@@ -564,7 +570,7 @@ class Writer:
             self.metrics.jobs_finished += 1
             self._background.spawn(self._ended(producer))
 
-    async def _verified(self, job: JobWrite, batch: Batch, acked: int | None) -> None:
+    async def _verified(self, job: JobWrite, batch: Batch, acked: bool | None) -> None:
         """An end under check was sent again: done once a replica has it; told and recorded
         again when Redis had lost part of it (the end's first telling was lost with it)."""
         if job.repaired:
@@ -574,7 +580,7 @@ class Writer:
             if acked is not None:
                 await self._publish(job, batch)
             self._background.spawn(self._ended(job.producer))
-        if acked != 0:
+        if acked is not False:
             self.forget(job)
 
     async def _publish(self, job: JobWrite, batch: Batch) -> None:
