@@ -525,7 +525,7 @@ function listItem(c, live) {
     marker.title = "An answer is being written";
     open.append(marker);
   }
-  open.addEventListener("click", () => { closeDrawer(); openConversation(c.id); });
+  open.addEventListener("click", () => { closeDrawer(); openConversation(c.id, c.title); });
   const rename = tool("rename", `Rename "${c.title || "Untitled"}"`);
   rename.addEventListener("click", () => startRename(li, c));
   const remove = tool("delete", `Delete "${c.title || "Untitled"}"`);
@@ -627,13 +627,13 @@ async function deleteConversation(id) {
   else loadConversations();
 }
 
-async function openConversation(id) {
+async function openConversation(id, title = "") {
   for (const follower of [...state.followers.values()]) follower.close();
   state.conversation = id;
   history.replaceState(null, "", id ? `#c=${encodeURIComponent(id)}` : "#");
   $("messages").replaceChildren();
   banner("");
-  showTitle("");
+  showTitle(title);
   if (id) {
     try {
       // Active streams first: a stream that ends in between is then found stored.
