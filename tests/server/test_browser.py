@@ -229,7 +229,7 @@ async def test_page_works_under_its_content_security_policy(browser: Any) -> Non
 async def _shot(page: Any, name: str) -> None:
     """Save a screenshot as ``<CHATSCALE_SCREENSHOTS>/<name>.png`` when asked to."""
     if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        # playwright creates the folder
         await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
 
 
@@ -314,7 +314,7 @@ class MarkdownUpstream(FakeOpenAI):
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
     choice = {"index": 0, "delta": delta, "finish_reason": finish}
-    payload = {"id": "c", "object": "chat.completion.chunk", "model": "fake-md", "choices": [choice]}
+    payload = {"id": "c", "object": "chat.completion.chunk", "choices": [choice]}
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
@@ -448,9 +448,7 @@ async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
         await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
         assert await page.locator("#send").is_enabled()
         await page.press("#input", "Enter")
-        await page.wait_for_selector(
-            ".msg.assistant[data-status='done'] >> nth=1", timeout=20_000
-        )
+        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=1", timeout=20_000)
         assert await page.locator(".msg.user .text").all_text_contents() == [
             "first",
             "second, too early",
@@ -458,9 +456,7 @@ async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
         # Regenerate is on the last answer only; it asks the last question again.
         assert await page.locator(".action.regenerate").count() == 1
         await page.locator(".msg.assistant").last.locator(".action.regenerate").click()
-        await page.wait_for_selector(
-            ".msg.assistant[data-status='done'] >> nth=2", timeout=20_000
-        )
+        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=2", timeout=20_000)
         assert await page.locator(".msg.user .text").all_text_contents() == [
             "first",
             "second, too early",
