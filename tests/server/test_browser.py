@@ -415,6 +415,9 @@ async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
         # The drawer opens from the button, with the running marker on a long title.
         await page.click("#menu")
         await page.wait_for_selector("#new-chat", state="visible")
+        await page.wait_for_function(  # slid in all the way
+            "() => document.getElementById('sidebar').getBoundingClientRect().left === 0"
+        )
         items = page.locator("#conversations li")
         await page.wait_for_function(
             "() => document.querySelectorAll('#conversations li').length === 2"
