@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -591,3 +592,46 @@ async def test_connection_state_follows_the_server(
         await context.close()
     finally:
         server.kill()
+
+
+_STREAM = re.compile(r"/api/chat/stream/[^/?]+(\?.*)?$")
+
+
+async def test_a_resume_answered_204_ends_with_the_status_text(browser: Any) -> None:
+    """The API may answer 204 ("nothing more to read") to a stream request: the page asks
+    the status instead of reconnecting in a loop, and ends with its whole text."""
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=20)
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        await page.route(_STREAM, lambda route: route.fulfill(status=204))
+        await _send(page, "no stream for you")
+        done = page.locator(".msg.assistant[data-status='done']")
+        await done.wait_for(timeout=20_000)
+        assert await done.get_attribute("data-raw") == expected("no stream for you", 20)
+        assert await page.text_content("#connection") == "connected"
+        assert problems == []
+        await context.close()
+
+
+async def test_complete_is_a_finished_status_too(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=20)
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        body = (
+            'id: 1\nevent: delta\ndata: {"text": "# Done\\n\\nin *two* words"}\n\n'
+            "id: 2\nevent: complete\ndata: {}\n\n"
+        )
+        await page.route(
+            _STREAM,
+            lambda route: route.fulfill(
+                status=200, body=body, headers={"content-type": "text/event-stream"}
+            ),
+        )
+        await _send(page, "finish with complete")
+        done = page.locator(".msg.assistant[data-status='done']")
+        await done.wait_for(timeout=20_000)
+        assert await done.locator(".text h1").text_content() == "Done"
+        assert await done.get_attribute("data-raw") == "# Done\n\nin *two* words"
+        assert await page.locator(".msg.assistant").count() == 1
+        assert problems == []
+        await context.close()
