@@ -138,3 +138,10 @@ async def test_delete_stops_a_running_answer_which_is_then_not_stored() -> None:
             assert (await client.get("/api/conversations")).json() == {"conversations": []}
             gone = await client.get(f"/api/conversations/{started['conversation_id']}")
             assert gone.status_code == 404
+
+
+async def test_a_wrong_method_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    response = await client.request("PUT", "/api/conversations/abc")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "DELETE, GET, HEAD, PATCH"
+    assert (await client.put("/api/chat")).headers["allow"] == "POST"
