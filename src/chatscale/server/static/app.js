@@ -112,6 +112,12 @@ function setText(el, text) {
   else renderMarkdown(body, text);
 }
 
+// A streaming answer keeps the view at its end unless the reader scrolled up to read.
+function nearBottom() {
+  const list = $("messages");
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+}
+
 function note(el, text) {
   let n = el.querySelector(".note");
   if (!n) {
@@ -176,6 +182,7 @@ class Follower {
     this.el = element;
     this.el.dataset.streamId = streamId;
     this.el.classList.add("streaming");
+    this.el.setAttribute("aria-busy", "true"); // screen readers read it once, at its end
     delete this.el.dataset.status;
     this.text = this.el.dataset.raw || "";
     this.lastId = null;
@@ -202,8 +209,9 @@ class Follower {
     if (this.renderTimer !== null) return;
     this.renderTimer = setTimeout(() => {
       this.renderTimer = null;
+      const follow = nearBottom();
       setText(this.el, this.text);
-      this.el.scrollIntoView({ block: "end" });
+      if (follow) this.el.scrollIntoView({ block: "end" });
     }, RENDER_EVERY_MS);
   }
 
@@ -298,6 +306,7 @@ class Follower {
     connection.ok(this.source());
     setText(this.el, this.text);
     this.el.classList.remove("streaming");
+    this.el.removeAttribute("aria-busy");
     this.el.dataset.status = status === "gone" ? "error" : status;
     this.el.classList.toggle("error", status === "error" || status === "gone");
     note(this.el, text);
