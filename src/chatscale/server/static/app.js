@@ -105,11 +105,11 @@ function bubble(role, text, model) {
 
 // The answer's Markdown source stays in data-raw: what "Copy" copies, and what a resumed
 // stream appends to.
-function setText(el, text) {
+function setText(el, text, streaming = false) {
   el.dataset.raw = text;
   const body = el.querySelector(".text");
   if (el.dataset.role === "user") body.textContent = text;
-  else renderMarkdown(body, text);
+  else renderMarkdown(body, text, streaming);
 }
 
 // A streaming answer keeps the view at its end unless the reader scrolled up to read.
@@ -189,6 +189,7 @@ class Follower {
     this.failures = 0;
     this.finished = false;
     this.renderTimer = null;
+    this.renderCost = 0;
     state.followers.set(streamId, this);
     updateComposer();
     this.open();
@@ -208,11 +209,15 @@ class Follower {
   render() {
     if (this.renderTimer !== null) return;
     this.renderTimer = setTimeout(() => {
-      this.renderTimer = null;
+      const started = performance.now();
       const follow = nearBottom();
-      setText(this.el, this.text);
+      setText(this.el, this.text, true);
       if (follow) this.el.scrollIntoView({ block: "end" });
-    }, RENDER_EVERY_MS);
+      // A render that takes long (a very long answer, a slow device) spaces the next ones
+      // out, leaving the page at least two thirds of its time.
+      this.renderCost = performance.now() - started;
+      this.renderTimer = null;
+    }, Math.max(RENDER_EVERY_MS, 2 * this.renderCost));
   }
 
   open() {
