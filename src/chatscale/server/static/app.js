@@ -383,6 +383,7 @@ async function send(text, retrying) {
   } else {
     bubble("user", text);
     answer = bubble("assistant", "", $("model").value);
+    refreshActions(); // Regenerate moves to the new last answer
   }
   answer.classList.add("streaming");
   // The same client_request_id makes a retried POST return the same stream, never a second one.
@@ -649,6 +650,7 @@ async function openConversation(id, title = "") {
   banner("");
   showTitle(title);
   if (id) {
+    document.body.classList.add("loading"); // no empty state while its messages come
     try {
       // Active streams first: a stream that ends in between is then found stored.
       const { streams } = await api("/api/chat/active");
@@ -690,6 +692,7 @@ async function openConversation(id, title = "") {
       }
     }
   }
+  document.body.classList.remove("loading");
   updateComposer();
   loadConversations();
 }
