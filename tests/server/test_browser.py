@@ -372,13 +372,13 @@ async def test_streamed_answer_renders_as_sanitized_markdown(
     assert await tracker.text_content() == "tracker"
     assert await answer.get_attribute("data-raw") == MARKDOWN
     await _shot(page, "markdown")
+    shown = await text.inner_html()
     # Copy buttons: the code block's code, and the whole answer's Markdown.
     await text.locator(".copy-code").click()
     assert await page.evaluate("navigator.clipboard.readText()") == CODE
     await answer.locator(".action.copy").click()
     assert await page.evaluate("navigator.clipboard.readText()") == MARKDOWN
     # Stored and shown again the same after a reload.
-    shown = await text.inner_html()
     await page.reload()
     await page.wait_for_selector(".msg.assistant[data-status='done'] .text h2")
     assert await page.locator(".msg.assistant .text").inner_html() == shown
