@@ -387,7 +387,7 @@ async def test_streamed_answer_renders_as_sanitized_markdown(
 
 
 async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
-    settings = load_settings(demo_tokens_per_second=100, demo_response_tokens=40)
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=80)
     with ServerThread(settings) as server:
         context, page, problems = await _page(
             browser, server.url + "/", viewport={"width": 390, "height": 844}
@@ -442,7 +442,7 @@ async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
 
 
 async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
-    settings = load_settings(demo_tokens_per_second=30, demo_response_tokens=30)
+    settings = load_settings(demo_tokens_per_second=30, demo_response_tokens=60)
     with ServerThread(settings) as server:
         context, page, problems = await _page(browser, server.url + "/")
         await _send(page, "first")
@@ -518,8 +518,12 @@ async def test_a_refused_message_says_when_to_retry(browser: Any) -> None:
             "() => !document.querySelector('.msg.assistant .action.retry').disabled",
             timeout=10_000,
         )
-        # The first answer (1.5 s) is over by now: the same message goes through.
-        await page.wait_for_timeout(1_000)
+        # Once the first answer is over, the same message goes through.
+        for _ in range(100):
+            active = await page.request.get(server.url + "/api/chat/active")
+            if not (await active.json())["streams"]:
+                break
+            await asyncio.sleep(0.1)
         await retry.click()
         await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
         assert await page.locator(".msg.user").count() == 1
