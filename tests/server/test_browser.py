@@ -415,30 +415,36 @@ async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
         await _shot(page, "narrow-answer")
         # Nothing wider than the screen.
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390
-        await page.click("#new-chat-top")
-        await _send(page, "second")
+        # Regenerate: an answer runs in the conversation with the long title.
+        await page.locator(".action.regenerate").click()
         await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
-        # The drawer opens from the button, with the running marker on a long title.
-        await page.click("#menu")
-        await page.wait_for_selector("#new-chat", state="visible")
-        await page.wait_for_function(  # slid in all the way
-            "() => document.getElementById('sidebar').getBoundingClientRect().left === 0"
-        )
-        items = page.locator("#conversations li")
-        await page.wait_for_function(
-            "() => document.querySelectorAll('#conversations li').length === 2"
-        )
-        marker = page.locator("#conversations li.live .live-marker")
+        # The drawer opens from the button; the running marker shows beside the cut title.
+        await _open_drawer(page)
+        item = page.locator("#conversations li")
+        marker = item.locator(".live-marker")
         await marker.wait_for(timeout=5_000)
+        assert await item.locator(".title").evaluate("el => el.scrollWidth > el.clientWidth")
         marker_box = await marker.bounding_box()
         assert marker_box is not None and marker_box["x"] + marker_box["width"] <= 300
         await _shot(page, "narrow-drawer")
-        # Picking a conversation closes the drawer and opens it.
-        await items.last.locator(".open").click()
+        # "New chat" and picking a conversation both close the drawer.
+        await page.click("#new-chat")
+        await page.wait_for_selector("#new-chat", state="hidden")
+        assert await page.locator("#empty").is_visible()
+        await _open_drawer(page)
+        await item.locator(".open").click()
         await page.wait_for_selector("#new-chat", state="hidden")
         await page.wait_for_selector(".msg.user >> text=a very long first message")
         assert problems == []
         await context.close()
+
+
+async def _open_drawer(page: Any) -> None:
+    await page.click("#menu")
+    await page.wait_for_selector("#new-chat", state="visible")
+    await page.wait_for_function(  # slid in all the way
+        "() => document.getElementById('sidebar').getBoundingClientRect().left === 0"
+    )
 
 
 async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
