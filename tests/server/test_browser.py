@@ -1,16 +1,29 @@
 """The web page in headless Chromium: an answer survives a cut connection, exactly once,
-and another tab shows the answer this one started."""
+another tab shows the answer this one started, answers render as sanitized Markdown while
+they stream, the 390 px layout, one answer at a time, retry, regenerate, copy, rename and
+delete, and a connection state that follows the server.
+
+``CHATSCALE_SCREENSHOTS=docs/img`` writes the screenshots shown in docs/server.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from chatscale.config import load_settings
+from tests.llm.fake_openai import MODELS, FakeOpenAI, Recorded
 from tests.server.helpers import ServerThread, expected
 from tests.server.procs import ServeProcess
 from tests.server.rig import SECRET
@@ -28,6 +41,8 @@ ARGS = [
     "--disable-sync",
 ]
 TOKENS = 60
+#: Where screenshots go (unset: none are written).
+SCREENSHOTS = os.environ.get("CHATSCALE_SCREENSHOTS")
 
 
 @pytest.fixture
@@ -73,14 +88,14 @@ async def test_answer_survives_a_cut_connection_exactly_once(browser: Any) -> No
                 )
                 proxy.cut()
             await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
-            shown = await answer.locator(".text").text_content()
+            shown = await answer.get_attribute("data-raw")
             assert shown == expected("hello browser", TOKENS)
             assert await page.locator(".msg.assistant").count() == 1
             assert errors == []
             # The conversation is listed and reloads from the server identically.
             await page.reload()
             await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
-            reloaded = await page.locator(".msg.assistant .text").last.text_content()
+            reloaded = await page.locator(".msg.assistant").last.get_attribute("data-raw")
             assert reloaded == shown
             assert await page.locator("#conversations li").count() == 1
             await context.close()
@@ -101,7 +116,7 @@ async def test_another_tab_shows_the_answer_this_one_started(browser: Any) -> No
         await first.press("#input", "Enter")
         for page in (first, second):
             await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
-            text = await page.locator(".msg.assistant .text").last.text_content()
+            text = await page.locator(".msg.assistant").last.get_attribute("data-raw")
             assert text == expected("two tabs", TOKENS)
             assert await page.locator(".msg.assistant").count() == 1
         await context.close()
@@ -136,7 +151,7 @@ async def test_answer_survives_a_server_restart(
         server.kill()  # SIGKILL mid-answer: nothing is drained or handed over
         await asyncio.to_thread(server.start)  # the same port; it takes the job over
         await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=30_000)
-        shown = await page.locator(".msg.assistant .text").last.text_content()
+        shown = await page.locator(".msg.assistant").last.get_attribute("data-raw")
         assert shown == expected("restart me", TOKENS)
         assert await page.locator(".msg.assistant").count() == 1
         await context.close()
@@ -173,7 +188,7 @@ async def test_running_answer_survives_an_emptied_redis(
         # The reload's session and conversation are gone; the tab's resume token is not.
         await page.reload()
         await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=30_000)
-        shown = await page.locator(".msg.assistant .text").last.text_content()
+        shown = await page.locator(".msg.assistant").last.get_attribute("data-raw")
         assert shown == expected("forget me not", TOKENS)
         assert await page.locator(".msg.assistant").count() == 1
         assert await page.locator(".msg.user .text").all_text_contents() == ["forget me not"]
@@ -210,3 +225,428 @@ async def test_page_works_under_its_content_security_policy(browser: Any) -> Non
         await page.wait_for_selector(".msg.assistant .text:not(:empty)", timeout=15_000)
         await context.close()
     assert violations == []
+
+
+async def _shot(page: Any, name: str) -> None:
+    """Save a screenshot as ``<CHATSCALE_SCREENSHOTS>/<name>.png`` when asked to."""
+    if SCREENSHOTS:
+        # playwright creates the folder
+        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"))
+
+
+def _watch(page: Any) -> list[str]:
+    """Page errors and Content-Security-Policy violations, collected as they happen."""
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return problems
+
+
+async def _page(browser: Any, url: str, **options: Any) -> tuple[Any, Any, list[str]]:
+    context = await browser.new_context(**options)
+    page = await context.new_page()
+    await page.add_init_script(
+        "document.addEventListener('securitypolicyviolation',"
+        " e => console.error('Content Security Policy: ' + e.violatedDirective))"
+    )
+    problems = _watch(page)
+    await page.goto(url)
+    return context, page, problems
+
+
+async def _send(page: Any, text: str) -> None:
+    await page.fill("#input", text)
+    await page.press("#input", "Enter")
+
+
+MARKDOWN = """## Plan
+
+Steps to **scale** a chat server:
+
+1. Run *two* instances
+2. Point them at the same Redis
+
+| setting | value |
+|:--|--:|
+| `USE_REDIS` | true |
+
+See [the docs](https://example.com/docs).
+
+```python
+def answer():
+    return 42
+```
+
+<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>
+[click me](javascript:window.pwned=3) and ![tracker](http://127.0.0.1:9/pixel.png)
+"""
+CODE = "def answer():\n    return 42\n"
+
+
+class MarkdownUpstream(FakeOpenAI):
+    """The fake OpenAI-compatible server with one more model, ``fake-md``, which streams
+    :data:`MARKDOWN` in small pieces (a table or a code block arrives in several)."""
+
+    async def _models(self, request: Request) -> Response:
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "tests"}
+            for m in (*MODELS, "fake-md")
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def _events(self, record: Recorded, model: str) -> AsyncIterator[bytes]:
+        if model != "fake-md":
+            async for chunk in super()._events(record, model):
+                yield chunk
+            return
+        for start in range(0, len(MARKDOWN), 6):
+            await asyncio.sleep(self.delay)
+            yield _chunk({"content": MARKDOWN[start : start + 6]})
+        yield _chunk({}, finish="stop")
+        yield b"data: [DONE]\n\n"
+        record.completed = True
+        record.ended.set()
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    payload = {"id": "c", "object": "chat.completion.chunk", "choices": [choice]}
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+@pytest.fixture
+def upstream_server() -> Iterator[ServerThread]:
+    """The server with the markdown upstream (``fake-md``, ``fake-midfail``...) and demo."""
+    with MarkdownUpstream(delay=0.03) as upstream:
+        settings = load_settings(
+            openai_base_url=upstream.base_url,
+            openai_api_key="sk-test-browser",
+            demo_tokens_per_second=100,
+            demo_response_tokens=12,
+        )
+        with ServerThread(settings) as server:
+            yield server
+
+
+async def _choose(page: Any, model: str) -> None:
+    await page.wait_for_selector(f"#model option[value='{model}']", state="attached")
+    await page.select_option("#model", model)
+
+
+async def test_streamed_answer_renders_as_sanitized_markdown(
+    browser: Any, upstream_server: ServerThread
+) -> None:
+    context, page, problems = await _page(browser, upstream_server.url + "/")
+    await context.grant_permissions(["clipboard-read", "clipboard-write"])
+    await _choose(page, "fake-md")
+    await _send(page, "how do I scale?")
+    answer = page.locator(".msg.assistant").last
+    # Rendered while it streams: the heading is there before the code block has come.
+    await page.wait_for_selector(".msg.assistant.streaming .text h2", timeout=10_000)
+    assert await answer.locator("pre").count() == 0
+    await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+    text = answer.locator(".text")
+    assert await text.locator("h2").text_content() == "Plan"
+    assert await text.locator("strong").text_content() == "scale"
+    assert await text.locator("ol > li").count() == 2
+    assert await text.locator("th").all_text_contents() == ["setting", "value"]
+    assert await text.locator("td.align-right").text_content() == "true"
+    link = text.locator("a[href='https://example.com/docs']")
+    assert await link.get_attribute("target") == "_blank"
+    assert "noopener" in (await link.get_attribute("rel") or "")
+    code = text.locator("pre code.hljs.language-python")
+    assert await code.text_content() == CODE
+    assert "def" in await code.locator(".hljs-keyword").all_text_contents()
+    # Sanitized: raw HTML is shown as text, no script ran, no javascript: link, and the
+    # image is a link (never fetched).
+    assert "<img src=x" in (await text.text_content() or "")
+    assert await page.locator(".msg img, .msg script").count() == 0
+    assert await page.evaluate("window.pwned") is None
+    assert await text.locator("a[href^='javascript']").count() == 0
+    tracker = text.locator("a[href='http://127.0.0.1:9/pixel.png']")
+    assert await tracker.text_content() == "tracker"
+    assert await answer.get_attribute("data-raw") == MARKDOWN
+    await _shot(page, "markdown")
+    shown = await text.inner_html()
+    # Copy buttons: the code block's code, and the whole answer's Markdown.
+    await text.locator(".copy-code").click()
+    assert await page.evaluate("navigator.clipboard.readText()") == CODE
+    await answer.locator(".action.copy").click()
+    assert await page.evaluate("navigator.clipboard.readText()") == MARKDOWN
+    # Stored and shown again the same after a reload.
+    await page.reload()
+    await page.wait_for_selector(".msg.assistant[data-status='done'] .text h2")
+    assert await page.locator(".msg.assistant .text").inner_html() == shown
+    assert problems == []
+    await context.close()
+
+
+async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=80)
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(
+            browser, server.url + "/", viewport={"width": 390, "height": 844}
+        )
+        # First load: the empty state, the favicon, no list in the way.
+        assert await page.locator("#empty").is_visible()
+        assert await page.locator("#sidebar").bounding_box() is not None
+        assert not await page.locator("#new-chat").is_visible()  # the drawer is closed
+        icon = page.locator("link[rel=icon]")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            favicon = await http.get(await icon.get_attribute("href") or "")
+        assert favicon.status_code == 200
+        assert favicon.headers["content-type"].startswith("image/svg+xml")
+        await _shot(page, "narrow-empty")
+        # The message box keeps the width; the model picker has a row of its own.
+        await page.wait_for_selector("#model option", state="attached")
+        box = await page.locator("#input").bounding_box()
+        assert box is not None and box["width"] >= 340, box
+        model = await page.locator("#model").bounding_box()
+        assert model is not None and model["y"] > box["y"] + box["height"] - 1
+        send = await page.locator("#send").bounding_box()
+        assert send is not None and send["x"] + send["width"] <= 390
+        await _send(page, "a very long first message " * 6)
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        await _shot(page, "narrow-answer")
+        # Nothing wider than the screen.
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        # Regenerate: an answer runs in the conversation with the long title.
+        await page.locator(".action.regenerate").click()
+        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        # The drawer opens from the button; the running marker shows beside the cut title.
+        await _open_drawer(page)
+        item = page.locator("#conversations li")
+        marker = item.locator(".live-marker")
+        await marker.wait_for(timeout=5_000)
+        assert await item.locator(".title").evaluate("el => el.scrollWidth > el.clientWidth")
+        marker_box = await marker.bounding_box()
+        assert marker_box is not None and marker_box["x"] + marker_box["width"] <= 300
+        await _shot(page, "narrow-drawer")
+        # "New chat" and picking a conversation both close the drawer.
+        await page.click("#new-chat")
+        await page.wait_for_selector("#new-chat", state="hidden")
+        assert await page.locator("#empty").is_visible()
+        await _open_drawer(page)
+        await item.locator(".open").click()
+        await page.wait_for_selector("#new-chat", state="hidden")
+        await page.wait_for_selector(".msg.user >> text=a very long first message")
+        assert problems == []
+        await context.close()
+
+
+async def _open_drawer(page: Any) -> None:
+    await page.click("#menu")
+    await page.wait_for_selector("#new-chat", state="visible")
+    await page.wait_for_function(  # slid in all the way
+        "() => document.getElementById('sidebar').getBoundingClientRect().left === 0"
+    )
+
+
+async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=30, demo_response_tokens=60)
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        await _send(page, "first")
+        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        # While it runs: no Send, Enter sends nothing, Stop is there.
+        assert not await page.locator("#send").is_visible()
+        assert await page.locator("#stop").is_visible()
+        await _send(page, "second, too early")
+        await asyncio.sleep(0.3)
+        assert await page.locator(".msg.user").count() == 1
+        assert await page.input_value("#input") == "second, too early"  # kept for later
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        assert await page.locator("#send").is_enabled()
+        await page.press("#input", "Enter")
+        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=1", timeout=20_000)
+        assert await page.locator(".msg.user .text").all_text_contents() == [
+            "first",
+            "second, too early",
+        ]
+        # Regenerate is on the last answer only; it asks the last question again.
+        assert await page.locator(".action.regenerate").count() == 1
+        await page.locator(".msg.assistant").last.locator(".action.regenerate").click()
+        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=2", timeout=20_000)
+        assert await page.locator(".msg.user .text").all_text_contents() == [
+            "first",
+            "second, too early",
+            "second, too early",
+        ]
+        assert problems == []
+        await context.close()
+
+
+async def test_failed_answers_say_so_in_words_and_retry(
+    browser: Any, upstream_server: ServerThread
+) -> None:
+    context, page, problems = await _page(browser, upstream_server.url + "/")
+    await _choose(page, "fake-midfail")
+    await _send(page, "fail please")
+    failed = page.locator(".msg.assistant[data-status='error']")
+    await failed.wait_for(timeout=20_000)
+    note = await failed.locator(".note").text_content() or ""
+    assert note == "This answer could not be finished."
+    assert "crashed" not in (await page.text_content("body") or "")  # no upstream text
+    await _shot(page, "error-retry")
+    await _choose(page, "demo")
+    await failed.locator(".action.retry").click()
+    await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+    assert await page.locator(".msg.assistant").count() == 2
+    assert problems == []
+    await context.close()
+
+
+async def test_a_refused_message_says_when_to_retry(browser: Any) -> None:
+    settings = load_settings(
+        demo_tokens_per_second=20, demo_response_tokens=30, chat_concurrency_limit=1
+    )
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        await _send(page, "long one")
+        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        await page.click("#new-chat")  # the first answer goes on on the server
+        await _send(page, "meanwhile")
+        refused = page.locator(".msg.assistant[data-status='unsent']")
+        await refused.wait_for(timeout=10_000)
+        note = await refused.locator(".note").text_content() or ""
+        assert note.startswith("Not sent. Too many of your answers are being written at once.")
+        assert "Retry in" in note
+        assert "CHAT_CONCURRENCY_LIMIT" not in (await page.text_content("body") or "")
+        retry = refused.locator(".action.retry")
+        assert await retry.is_disabled()  # until the wait is over
+        await _shot(page, "refused")
+        await page.wait_for_function(
+            "() => !document.querySelector('.msg.assistant .action.retry').disabled",
+            timeout=10_000,
+        )
+        # Once the first answer is over, the same message goes through.
+        for _ in range(100):
+            active = await page.request.get(server.url + "/api/chat/active")
+            if not (await active.json())["streams"]:
+                break
+            await asyncio.sleep(0.1)
+        await retry.click()
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        assert await page.locator(".msg.user").count() == 1
+        assert problems == []
+        await context.close()
+
+
+async def test_rename_and_delete_from_the_list(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=200, demo_response_tokens=10)
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        for text in ("keep me", "throw me away"):
+            await page.click("#new-chat")
+            await _send(page, text)
+            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        items = page.locator("#conversations li")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#conversations li').length === 2"
+        )
+        kept = items.filter(has_text="keep me")
+        await kept.hover()  # the tools show on hover (always on touch screens)
+        await kept.locator(".tool.rename").click()
+        await page.fill("#conversations input.rename", "Renamed trip")
+        await page.press("#conversations input.rename", "Enter")
+        await page.wait_for_selector("#conversations li >> text=Renamed trip")
+        await _shot(page, "rename-delete")
+        current = items.filter(has_text="throw me away")
+        await current.hover()
+        await current.locator(".tool.delete").click()
+        await current.locator(".tool.delete.confirm").click()  # asks once more
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#conversations li').length === 1"
+        )
+        assert await page.locator("#empty").is_visible()  # it was the open one
+        await page.reload()
+        assert await page.locator("#conversations li .title").all_text_contents() == [
+            "Renamed trip"
+        ]
+        await page.locator("#conversations li .open").click()
+        await page.wait_for_selector(".msg.user >> text=keep me")
+        assert await page.text_content("#title") == "Renamed trip"
+        assert problems == []
+        await context.close()
+
+
+@pytest.mark.slow
+async def test_connection_state_follows_the_server(
+    browser: Any, redis_standalone: Any, tmp_path: Any
+) -> None:
+    env = {
+        "USE_REDIS": "true",
+        "REDIS_URI": redis_standalone.url(),
+        "REDIS_KEY_PREFIX": f"c{id(tmp_path) % 10**8}",
+        "SESSION_SECRET": SECRET,
+        "DEMO_TOKENS_PER_SECOND": "200",
+        "DEMO_RESPONSE_TOKENS": "10",
+    }
+    server = ServeProcess(env, tmp_path / "serve.log")
+    await asyncio.to_thread(server.start)
+    try:
+        context, page, problems = await _page(browser, server.url + "/")
+        await _send(page, "still here?")
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        server.kill()
+        await page.wait_for_selector("#connection[data-state='retrying']", timeout=10_000)
+        assert await page.text_content("#connection") == "reconnecting…"
+        await _shot(page, "reconnecting")
+        await page.evaluate("document.getElementById('conversations').replaceChildren()")
+        await asyncio.to_thread(server.start)
+        await page.wait_for_selector("#connection[data-state='ok']", timeout=20_000)
+        assert await page.text_content("#connection") == "connected"
+        # The list was read again from the server that came back.
+        await page.wait_for_selector("#conversations li >> text=still here?", timeout=10_000)
+        assert problems == []
+        await context.close()
+    finally:
+        server.kill()
+
+
+_STREAM = re.compile(r"/api/chat/stream/[^/?]+(\?.*)?$")
+
+
+async def test_a_resume_answered_204_ends_with_the_status_text(browser: Any) -> None:
+    """The API may answer 204 ("nothing more to read") to a stream request: the page asks
+    the status instead of reconnecting in a loop, and ends with its whole text."""
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=20)
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        await page.route(_STREAM, lambda route: route.fulfill(status=204))
+        await _send(page, "no stream for you")
+        done = page.locator(".msg.assistant[data-status='done']")
+        await done.wait_for(timeout=20_000)
+        assert await done.get_attribute("data-raw") == expected("no stream for you", 20)
+        assert await page.text_content("#connection") == "connected"
+        assert problems == []
+        await context.close()
+
+
+async def test_complete_is_a_finished_status_too(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=20)
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        body = (
+            'id: 1\nevent: delta\ndata: {"text": "# Done\\n\\nin *two* words"}\n\n'
+            "id: 2\nevent: complete\ndata: {}\n\n"
+        )
+        await page.route(
+            _STREAM,
+            lambda route: route.fulfill(
+                status=200, body=body, headers={"content-type": "text/event-stream"}
+            ),
+        )
+        await _send(page, "finish with complete")
+        done = page.locator(".msg.assistant[data-status='done']")
+        await done.wait_for(timeout=20_000)
+        assert await done.locator(".text h1").text_content() == "Done"
+        assert await done.get_attribute("data-raw") == "# Done\n\nin *two* words"
+        assert await page.locator(".msg.assistant").count() == 1
+        assert problems == []
+        await context.close()

@@ -96,6 +96,48 @@ async def test_a_user_message_is_stored_once_per_request_id(
     assert [m["content"] for m in found["messages"]] == ["hi", "hi", "hi"]
 
 
+async def test_rename_and_delete(backend: RedisConnection | None) -> None:
+    store = _store(backend)
+    message = {"role": "user", "content": "hi", "created_at": 1.0}
+    await store.add_user_message("u1", "c1", message, title="hi")
+    await store.add_user_message("u1", "c2", message, title="hi")
+    assert await store.rename("u1", "c1", "Renamed") is True
+    assert (await store.get("u1", "c1"))["title"] == "Renamed"
+    # Renaming keeps the order (most recently updated first) and touches no other user.
+    assert [(c["id"], c["title"]) for c in await store.list("u1")] == [
+        ("c2", "hi"),
+        ("c1", "Renamed"),
+    ]
+    assert await store.rename("u2", "c1", "theirs") is False
+    assert await store.rename("u1", "nope", "x") is False
+    assert await store.get("u1", "nope") is None  # a rename creates nothing
+    assert await store.delete("u2", "c1") is False
+    assert await store.delete("u1", "c1") is True
+    assert await store.delete("u1", "c1") is False
+    assert await store.get("u1", "c1") is None
+    assert [c["id"] for c in await store.list("u1")] == ["c2"]
+    assert await store.rename("u1", "c1", "gone") is False
+
+
+async def test_an_answer_ending_after_its_conversation_was_deleted_is_dropped(
+    backend: RedisConnection | None,
+) -> None:
+    store = _store(backend)
+    message = {"role": "user", "content": "hi", "created_at": 1.0}
+    await store.add_user_message("u1", "c1", message, title="hi")
+    assert await store.delete("u1", "c1") is True
+    answer = {"role": "assistant", "content": "late", "created_at": 2.0, "stream_id": "s1"}
+    assert await store.store_answer("u1", "c1", "s1", answer) is False
+    assert await store.get("u1", "c1") is None
+    assert await store.list("u1") == []
+    # A new message in that conversation (another tab still showing it) starts it again.
+    await store.add_user_message("u1", "c1", {**message, "content": "again"}, title="again")
+    assert await store.store_answer("u1", "c1", "s2", {**answer, "stream_id": "s2"}) is True
+    found = await store.get("u1", "c1")
+    assert [m["content"] for m in found["messages"]] == ["again", "late"]
+    assert found["title"] == "again"
+
+
 def test_titles_are_one_short_line() -> None:
     assert title_of("  hello\n  world ") == "hello world"
     assert len(title_of("x" * 500)) == 80

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -12,9 +13,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from chatscale.server.api_chat import _respond, services, user_of
+from chatscale.server.bodies import read_json_object, validate
 from chatscale.server.errors import ApiError
-from chatscale.server.schemas import ID_PATTERN
+from chatscale.server.schemas import ID_PATTERN, RenameConversation
 from chatscale.server.sse import frame
+from chatscale.streams import JobNotFound
 
 _ID = re.compile(ID_PATTERN)
 _READY_PING_S = 2.0
@@ -27,17 +30,57 @@ async def list_conversations(request: Request) -> Response:
     return JSONResponse({"conversations": await svc.conversations.list(user_of(request))})
 
 
+def _conversation_id(request: Request) -> str:
+    """The path's conversation id; a malformed one is simply not found."""
+    conversation_id = request.path_params["conversation_id"]
+    if not isinstance(conversation_id, str) or not _ID.match(conversation_id):
+        raise ApiError(404, "conversation not found")
+    return conversation_id
+
+
 async def get_conversation(request: Request) -> Response:
     """``GET /api/conversations/{id}``: one conversation with its messages."""
     svc = services(request)
-    conversation_id = request.path_params["conversation_id"]
-    if not _ID.match(conversation_id):
-        raise ApiError(404, "conversation not found")
+    conversation_id = _conversation_id(request)
     assert svc.conversations is not None
     found = await svc.conversations.get(user_of(request), conversation_id)
     if found is None:
         raise ApiError(404, "conversation not found")
     return JSONResponse(found)
+
+
+async def rename_conversation(request: Request) -> Response:
+    """``PATCH /api/conversations/{id}`` with ``{"title": ...}``: rename it."""
+    svc = services(request)
+    conversation_id = _conversation_id(request)
+    body = validate(RenameConversation, await read_json_object(request))
+    title = " ".join(body.title.split())  # one line, as derived titles are
+    assert svc.conversations is not None
+    user = user_of(request)
+    if not await svc.conversations.rename(user, conversation_id, title):
+        raise ApiError(404, "conversation not found")
+    found = await svc.conversations.get(user, conversation_id)
+    if found is None:  # deleted (or expired) in between
+        raise ApiError(404, "conversation not found")
+    found.pop("messages", None)
+    return JSONResponse(found)
+
+
+async def delete_conversation(request: Request) -> Response:
+    """``DELETE /api/conversations/{id}``: delete it, stopping its running answers."""
+    svc = services(request)
+    conversation_id = _conversation_id(request)
+    assert svc.conversations is not None
+    user = user_of(request)
+    if not await svc.conversations.delete(user, conversation_id):
+        raise ApiError(404, "conversation not found")
+    # Deleted first: the stopped answers then find it gone and are not stored.
+    if svc.streams is not None:
+        for job in await svc.streams.list_active(user):
+            if job.meta.get("conversation_id") == conversation_id:
+                with contextlib.suppress(JobNotFound):  # ended meanwhile
+                    await svc.streams.abort(job.job_id, owner=user, wait=0)
+    return Response(status_code=204)
 
 
 async def session_events(request: Request) -> Response:
@@ -108,6 +151,8 @@ async def metrics(request: Request) -> Response:
 routes = [
     Route("/api/conversations", list_conversations, methods=["GET"]),
     Route("/api/conversations/{conversation_id}", get_conversation, methods=["GET"]),
+    Route("/api/conversations/{conversation_id}", rename_conversation, methods=["PATCH"]),
+    Route("/api/conversations/{conversation_id}", delete_conversation, methods=["DELETE"]),
     Route("/api/events", session_events, methods=["GET"]),
     Route("/api/models", list_models, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

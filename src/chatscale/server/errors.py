@@ -8,6 +8,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.errors import RedisUnavailableError
@@ -40,7 +41,22 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (404 route, 405 method...) as JSON."""
     assert isinstance(exc, HTTPException)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
-    return error_response(exc.status_code, message, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(exc.status_code, message, headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path: Starlette's 405 names only those of the first route
+    matching it, and one path may have a route per method."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match is not Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 class CatchAllMiddleware:

@@ -24,6 +24,7 @@ _MODELS: list[type[BaseModel]] = [
     schemas.ActiveStreams,
     schemas.ConversationList,
     schemas.Conversation,
+    schemas.RenameConversation,
     schemas.ModelList,
     schemas.ErrorBody,
 ]
@@ -140,6 +141,12 @@ def build_openapi() -> dict[str, Any]:
         [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
     )
     stream = [_stream_param(), *_token_params()]
+    conversation = {
+        "name": "conversation_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
+    }
     event_id = {"type": "string", "pattern": EVENT_ID_PATTERN}
     resume_description = "Resume after this event id (empty or 0: from the start)"
     paths: dict[str, Any] = {
@@ -292,19 +299,36 @@ def build_openapi() -> dict[str, Any]:
             "get": {
                 "operationId": "getConversation",
                 "summary": "One conversation and its messages",
-                "parameters": [
-                    {
-                        "name": "conversation_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
-                    }
-                ],
+                "parameters": [conversation],
                 "responses": {
                     "200": _json(schemas.Conversation, "Conversation"),
                     **_errors(404, 503),
                 },
-            }
+            },
+            "patch": {
+                "operationId": "renameConversation",
+                "summary": "Rename a conversation (its place in the list does not change)",
+                "parameters": [conversation],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(schemas.RenameConversation)}},
+                },
+                "responses": {
+                    "200": _json(schemas.ConversationSummary, "Renamed: the conversation"),
+                    **_errors(
+                        400, 404, 413, 415, 422, 503, e413="Body too large (MAX_REQUEST_BODY_BYTES)"
+                    ),
+                },
+            },
+            "delete": {
+                "operationId": "deleteConversation",
+                "summary": "Delete a conversation and its messages; its running answers stop",
+                "parameters": [conversation],
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **_errors(404, 503),
+                },
+            },
         },
         "/api/models": {
             "get": {

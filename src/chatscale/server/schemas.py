@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from chatscale.server.store import TITLE_CHARS
+
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 #: What a message counts as blank with: only these characters (the same in every regex
@@ -114,6 +116,19 @@ class StoredMessage(BaseModel):
     status: Literal["done", "aborted", "error"] | None = None
     error: str | None = None
     model: str | None = None
+
+
+class RenameConversation(BaseModel):
+    """``PATCH /api/conversations/{id}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    title: StrictStr = Field(
+        min_length=1,
+        max_length=TITLE_CHARS,
+        pattern=NOT_BLANK_PATTERN,
+        description="The new title (not blank; runs of white space become one space)",
+    )
 
 
 class Conversation(ConversationSummary):

@@ -22,10 +22,15 @@ Message = dict[str, Any]
 #: Longest title derived from the first message.
 TITLE_CHARS = 80
 
+# A deleted conversation keeps a tombstone, the field ``!deleted`` of its ``answers`` hash
+# (stream ids and ``req:`` fields never start with ``!``), for CONVERSATION_RETENTION: an
+# answer still running when its conversation was deleted must not bring it back when it
+# ends. A new message in the conversation (another tab still showing it) starts it again.
 _ADD_USER = """
 if ARGV[6] ~= '' and redis.call('HSETNX', KEYS[3], 'req:' .. ARGV[6], '1') == 0 then
   return 0
 end
+redis.call('HDEL', KEYS[3], '!deleted')
 redis.call('HSETNX', KEYS[1], 'title', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'created_at', ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
@@ -35,12 +40,26 @@ for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return 1
 """
 _STORE_ANSWER = """
+if redis.call('HEXISTS', KEYS[3], '!deleted') == 1 then return 0 end
 if redis.call('HSETNX', KEYS[3], ARGV[1], '1') == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return 1
+"""
+_RENAME = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'title', ARGV[1])
+return 1
+"""
+_DELETE = """
+local found = redis.call('EXISTS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[3], '!deleted', '1')
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+return found
 """
 
 
@@ -84,6 +103,16 @@ class ConversationStore(Protocol):
 
     async def get(self, user: str, conversation_id: str) -> dict[str, Any] | None:
         """One conversation with its messages, or None."""
+        ...
+
+    async def rename(self, user: str, conversation_id: str, title: str) -> bool:
+        """Set the conversation's title (its place in the list does not change); False
+        when there is no such conversation."""
+        ...
+
+    async def delete(self, user: str, conversation_id: str) -> bool:
+        """Delete the conversation and its messages; False when there is no such
+        conversation. An answer still running in it is not stored when it ends."""
         ...
 
 
@@ -178,6 +207,18 @@ class MemoryConversationStore:
             return None
         return {**conversation.summary(), "messages": [dict(m) for m in conversation.messages]}
 
+    async def rename(self, user: str, conversation_id: str, title: str) -> bool:
+        """Set the title."""
+        conversation = self._live(user).get(conversation_id)
+        if conversation is None:
+            return False
+        conversation.title = title
+        return True
+
+    async def delete(self, user: str, conversation_id: str) -> bool:
+        """Delete the conversation (answers ending later find it gone and are dropped)."""
+        return self._live(user).pop(conversation_id, None) is not None
+
 
 class RedisConversationStore:
     """Conversations on Redis: a meta HASH, a message LIST and an index ZSET per user."""
@@ -189,6 +230,8 @@ class RedisConversationStore:
         self.retention_s = retention_s
         self._add_user = self._client.register_script(_ADD_USER)
         self._store_answer = self._client.register_script(_STORE_ANSWER)
+        self._rename = self._client.register_script(_RENAME)
+        self._delete = self._client.register_script(_DELETE)
 
     def _parts(self, user: str, conversation_id: str) -> tuple[str, str, str, str]:
         keys = self._keys
@@ -268,6 +311,19 @@ class RedisConversationStore:
         if not found:
             return None
         return {**_summary(conversation_id, found), "messages": [json.loads(m) for m in raw]}
+
+    async def rename(self, user: str, conversation_id: str, title: str) -> bool:
+        """Set the title (one script: a conversation that expired is not recreated)."""
+        meta, *_ = self._parts(user, conversation_id)
+        return await self._durable(self._rename, [meta], [title])
+
+    async def delete(self, user: str, conversation_id: str) -> bool:
+        """Delete meta, messages and index entry, leaving the tombstone (one script)."""
+        return await self._durable(
+            self._delete,
+            list(self._parts(user, conversation_id)),
+            [conversation_id, self.retention_s],
+        )
 
 
 def _dump(message: Message) -> str:
