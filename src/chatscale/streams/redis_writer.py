@@ -536,6 +536,12 @@ class Writer:
             # Redis lost the log's tail (failover, restart): resend from where it ends.
             if seq < job.stored:
                 self.metrics.reconciled_events += job.stored - seq
+                log.info(
+                    "job %s: Redis holds its log up to event %d of %d; writing the rest again",
+                    producer.job_id,
+                    seq,
+                    job.stored,
+                )
             job.stored = seq
             job.repaired = bool(job.verify_until)
             return
@@ -564,6 +570,13 @@ class Writer:
                 # instead of a job left "running" at an earlier event (checker seed 2022).
                 job.verify_until = now + self.verify_s
                 job.release()
+                log.warning(
+                    "end of job %s (event %d) taken as stored without a replica's copy; "
+                    "checking it for %.0f s",
+                    producer.job_id,
+                    job.handed,
+                    self.verify_s,
+                )
             else:
                 self.forget(job)
             producer.final_stored = True
