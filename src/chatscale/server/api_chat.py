@@ -8,9 +8,10 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -18,35 +19,45 @@ from starlette.routing import Route
 from chatscale.llm import ProviderError
 from chatscale.ratelimit import ConcurrencyLimitExceeded, Lease, RateLimits
 from chatscale.server.bodylimit import BodyBound
-from chatscale.server.errors import ApiError
+from chatscale.server.chat import ConversationNotFound, Options
+from chatscale.server.errors import ApiError, FieldError
 from chatscale.server.idempotency import StillStarting
 from chatscale.server.resume import BadToken
-from chatscale.server.schemas import BLANK, ID_PATTERN, ChatRequest
+from chatscale.server.schemas import BLANK, ID_PATTERN, REQUEST_ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
 from chatscale.server.sse import RETRY_MS, EventStream, encode, frame, resume_position
+from chatscale.server.statuses import api_status
 from chatscale.sessions import get_session
 from chatscale.streams import (
     Event,
     InvalidEventId,
     JobNotFound,
+    JobStatus,
     ManagerClosed,
     StreamManager,
     TooManyListeners,
 )
 
 _ID = re.compile(ID_PATTERN)
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
+_Model = TypeVar("_Model", bound=BaseModel)
 #: How long a stream request waits for its first event before sending the headers (so an
 #: unknown stream or a bad position is a 404/400, not an empty event stream).
 _PEEK_S = 0.05
+#: How long it waits for the first event of a stream that has ended.
+_ENDED_PEEK_S = 5.0
 _MAX_BODY = 16 * 1024 * 1024
 #: The longest JSON form of one character: a surrogate pair escaped, ``\ud83d\ude00``.
 _MAX_BYTES_PER_CHAR = 12
 
 
 def chat_body_bound(max_chars: int) -> BodyBound:
-    """The largest ``POST /api/chat`` body: a message of ``max_chars`` characters, each in
-    its longest JSON form, plus room for the other fields (at most 16 MiB)."""
-    return BodyBound(min(_MAX_BODY, max_chars * _MAX_BYTES_PER_CHAR + 4096), "MAX_MESSAGE_CHARS")
+    """The largest ``POST /api/chat`` body: a message and a system prompt of ``max_chars``
+    characters each, every character in its longest JSON form, plus room for the other
+    fields (at most 16 MiB)."""
+    return BodyBound(
+        min(_MAX_BODY, 2 * max_chars * _MAX_BYTES_PER_CHAR + 4096), "MAX_MESSAGE_CHARS"
+    )
 
 
 def services(request: Request) -> Services:
@@ -100,12 +111,12 @@ def _manager(svc: Services) -> StreamManager:
     return svc.streams
 
 
-async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
-    """Parse and validate the body of ``POST /api/chat`` (4xx with a reason otherwise)."""
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON object body (400/415 with a reason otherwise)."""
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
-    raw = await request.body()  # bounded by chat_body_bound (BodyLimitMiddleware)
+    raw = await request.body()  # bounded by BodyLimitMiddleware
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -115,74 +126,161 @@ async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
         raise ApiError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "the body must be a JSON object")
-    message = payload.get("message")
-    if isinstance(message, str) and len(message) > max_chars:
+    return payload
+
+
+def validate(model: type[_Model], payload: dict[str, Any]) -> _Model:
+    """``payload`` as ``model``; a 422 naming every invalid field otherwise."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        fields: list[FieldError] = [
+            {"loc": ["body", *error["loc"]], "msg": error["msg"]} for error in exc.errors()
+        ]
+        raise ApiError(422, _describe(fields), fields=fields) from None
+
+
+def invalid(loc: list[str | int], msg: str) -> ApiError:
+    """A 422 for one invalid input at ``loc``."""
+    fields: list[FieldError] = [{"loc": loc, "msg": msg}]
+    return ApiError(422, _describe(fields), fields=fields)
+
+
+def check_length(name: str, value: str | None, max_chars: int) -> None:
+    """413 for a text longer than MAX_MESSAGE_CHARS."""
+    if isinstance(value, str) and len(value) > max_chars:
         raise ApiError(
             413,
-            f"message too long: {len(message)} characters, at most {max_chars} (MAX_MESSAGE_CHARS)",
+            f"{name} too long: {len(value)} characters, at most {max_chars} (MAX_MESSAGE_CHARS)",
         )
+
+
+async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
+    """Parse and validate the body of ``POST /api/chat`` (4xx with a reason otherwise)."""
+    payload = await read_json_object(request)
+    message = payload.get("message")
+    check_length("message", message if isinstance(message, str) else None, max_chars)
+    system = payload.get("system")
+    check_length("system", system if isinstance(system, str) else None, max_chars)
     if isinstance(message, str) and not message.strip(BLANK):
         # Also in the schema (NOT_BLANK_PATTERN); checked first for a clearer message.
-        raise ApiError(422, "message: must not be blank")
-    try:
-        body = ChatRequest.model_validate(payload)
-    except ValidationError as exc:
-        raise ApiError(422, _describe(exc)) from None
-    return body
+        raise invalid(["body", "message"], "must not be blank")
+    return validate(ChatRequest, payload)
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(fields: list[FieldError]) -> str:
     problems = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(p) for p in error["loc"]) or "body"
+    for error in fields[:5]:
+        where = ".".join(str(p) for p in error["loc"][1:] or error["loc"]) or "body"
         problems.append(f"{where}: {error['msg']}")
-    return "; ".join(problems)
+    more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
+    return "; ".join(problems) + more
+
+
+def request_id_of(request: Request, in_body: str | None) -> str | None:
+    """The idempotency key: ``client_request_id`` or the ``Idempotency-Key`` header (the
+    same semantics; both present must agree)."""
+    header = request.headers.get("idempotency-key")
+    if header is None:
+        return in_body
+    if not _REQUEST_ID.match(header):
+        raise invalid(["header", "Idempotency-Key"], f"must match {REQUEST_ID_PATTERN}")
+    if in_body is not None and in_body != header:
+        raise invalid(
+            ["header", "Idempotency-Key"], "differs from client_request_id (send one of them)"
+        )
+    return header
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What starts an answer, from either chat API."""
+
+    message: str
+    conversation_id: str | None
+    model: str | None
+    options: Options
+    request_id: str | None
+    #: Create the conversation with ``conversation_id`` when missing (AI SDK chats, whose
+    #: ids the client makes); else an unknown conversation is a 404.
+    create: bool = False
+
+    def fingerprint(self) -> str:
+        """What a reused idempotency key must repeat: the whole request."""
+        what = [self.message, self.conversation_id, self.model, self.options.as_dict()]
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
 async def start_chat(request: Request) -> Response:
     """``POST /api/chat``: start an answer (idempotent with ``client_request_id``)."""
     svc = services(request)
+    body = await read_chat_request(request, svc.settings.max_message_chars)
+    start = StartRequest(
+        message=body.message,
+        conversation_id=body.conversation_id,
+        model=body.model,
+        options=Options(body.system, body.temperature, body.max_tokens),
+        request_id=request_id_of(request, body.client_request_id),
+    )
+    user = user_of(request)
+    started = await begin(request, user, start)
+    return JSONResponse({**_with_token(svc, started, user), "status": "started"}, status_code=202)
+
+
+async def begin(request: Request, user: str, start: StartRequest) -> dict[str, Any]:
+    """Start an answer for ``user`` (idempotent on ``start.request_id``), applying the
+    limits: ``{"stream_id", "conversation_id"}``."""
+    svc = services(request)
     if svc.lifecycle.draining:
         svc.metrics.rejected.labels("draining").inc()
         raise ApiError(503, "this instance is shutting down; retry", {"Retry-After": "1"})
-    body = await read_chat_request(request, svc.settings.max_message_chars)
-    user = user_of(request)
     assert svc.chat is not None and svc.idempotency is not None
-    request_id = body.client_request_id
+    request_id = start.request_id
+    fingerprint = start.fingerprint()
     if request_id is not None:
         try:
             earlier = await svc.idempotency.claim(user, request_id)
         except StillStarting:
             raise ApiError(
-                409, "a request with this client_request_id is still starting", {"Retry-After": "1"}
+                409, "a request with this idempotency key is still starting", {"Retry-After": "1"}
             ) from None
         if earlier is not None:
-            return JSONResponse(
-                {**_with_token(svc, earlier, user), "status": "started"}, status_code=202
-            )
+            if earlier.get("request", fingerprint) != fingerprint:
+                raise ApiError(
+                    409,
+                    "this idempotency key (client_request_id / Idempotency-Key) was used for "
+                    "another request; use a new key for a new request",
+                )
+            return {k: v for k, v in earlier.items() if k != "request"}
     lease = None
     try:
         lease = await _admit(svc, request)
         release = None
         if lease is not None and svc.limits is not None:
             release = _releaser(svc.limits, lease)
-        conversation_id = body.conversation_id
+        conversation_id = start.conversation_id
+        create = start.create
         key = None
         if request_id is not None:
-            key = _request_key(user, request_id, body.message)
-            # A retry must land in the conversation its failed attempt may have created.
-            conversation_id = conversation_id or key[:32]
+            key = _request_key(user, request_id, start.message)
+            if conversation_id is None:
+                # A retry must land in the conversation its failed attempt may have created.
+                conversation_id, create = key[:32], True
         try:
             started = await svc.chat.start(
                 user,
-                body.message,
+                start.message,
                 conversation_id=conversation_id,
-                model=body.model,
+                model=start.model,
                 client_request_id=request_id,
+                options=start.options,
+                create=create,
                 request_key=key,
                 limit_identity=lease.user if lease is not None else None,
                 on_end=release,
             )
+        except ConversationNotFound:
+            raise ApiError(404, "conversation not found") from None
         except ProviderError as exc:
             raise ApiError(400, str(exc)) from None
         except ManagerClosed:
@@ -199,11 +297,11 @@ async def start_chat(request: Request) -> Response:
                 await svc.limits.concurrency.release(lease)
         raise
     if request_id is not None:
-        await svc.idempotency.finish(user, request_id, started.as_json())
+        await svc.idempotency.finish(
+            user, request_id, {**started.as_json(), "request": fingerprint}
+        )
     svc.metrics.chats.inc()
-    return JSONResponse(
-        {**_with_token(svc, started.as_json(), user), "status": "started"}, status_code=202
-    )
+    return started.as_json()
 
 
 def _request_key(user: str, request_id: str, message: str) -> str:
@@ -255,7 +353,9 @@ async def _frames(rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
 
 
 async def follow_stream(request: Request) -> Response:
-    """``GET /api/chat/stream/{id}``: the events after the resume position, then live."""
+    """``GET /api/chat/stream/{id}``: the events after the resume position, then live;
+    ``204`` when the answer has ended and nothing comes after the position (so that an
+    EventSource stops reconnecting)."""
     svc = services(request)
     stream_id = stream_id_of(request)
     after = resume_position(request)
@@ -269,6 +369,10 @@ async def follow_stream(request: Request) -> Response:
     # Peek at the first event so that errors of the subscription are HTTP errors.
     peek: asyncio.Task[Event] = asyncio.ensure_future(anext(events))
     done, _ = await asyncio.wait({peek}, timeout=_PEEK_S)
+    if not done and await _has_ended(manager, stream_id, owner):
+        # An ended stream's log is read at once, but a loaded backend can take longer than
+        # the peek: its answer (events or 204) is worth waiting for.
+        done, _ = await asyncio.wait({peek}, timeout=_ENDED_PEEK_S)
     first: bytes = b""
     ended = False
     if done:
@@ -281,15 +385,24 @@ async def follow_stream(request: Request) -> Response:
         except TooManyListeners as exc:
             raise ApiError(429, str(exc), {"Retry-After": "5"}) from None
         except StopAsyncIteration:
-            event = None
-            ended = True
-        if event is not None:
-            first = encode(event)
-            ended = event.final
+            # The answer ended and the client has all of it: no stream to open.
+            with contextlib.suppress(Exception):
+                await events.aclose()  # type: ignore[attr-defined]
+            return Response(status_code=204)
+        first = encode(event)
+        ended = event.final
         frames = _frames(events) if not ended else _empty(events)
     else:
         frames = _after_peek(peek, events)
     return _respond(svc, frames, first)
+
+
+async def _has_ended(manager: StreamManager, stream_id: str, owner: str) -> bool:
+    try:
+        info = await manager.status(stream_id, owner=owner)
+    except Exception:  # the subscription reports what is wrong (or streams what it can)
+        return False
+    return info is not None and info.status is not JobStatus.RUNNING
 
 
 def _respond(svc: Services, frames: AsyncIterator[bytes], first: bytes) -> Response:
@@ -355,13 +468,25 @@ async def abort_stream(request: Request) -> Response:
     """``POST /api/chat/stream/{id}/abort``: stop an answer from any instance."""
     svc = services(request)
     stream_id = stream_id_of(request)
+    owner = owner_of(request, stream_id)
+    manager = _manager(svc)
     try:
-        acknowledged = await _manager(svc).abort(
-            stream_id, owner=owner_of(request, stream_id), wait=3.0
-        )
+        acknowledged = await manager.abort(stream_id, owner=owner, wait=3.0)
     except JobNotFound:
         raise ApiError(404, "stream not found") from None
-    return JSONResponse({"aborted": True, "acknowledged": acknowledged})
+    info = await manager.status(stream_id, owner=owner)
+    # Not acknowledged: either the answer had ended already (then it says how), or the
+    # stop is still on its way (the stream still runs, and ends "aborted").
+    status = api_status(info.status) if info is not None else "aborted"
+    if acknowledged:
+        status = "aborted"
+    return JSONResponse(
+        {
+            "aborted": status in ("aborted", "running"),
+            "acknowledged": acknowledged,
+            "status": status,
+        }
+    )
 
 
 async def stream_status(request: Request) -> Response:
@@ -375,7 +500,7 @@ async def stream_status(request: Request) -> Response:
         {
             "stream_id": info.job_id,
             "conversation_id": info.meta.get("conversation_id"),
-            "status": info.status.value,
+            "status": api_status(info.status),
             "text": info.text,
             "last_event_id": info.last_event_id,
             "created_at": info.created_at,
@@ -397,7 +522,7 @@ async def active_streams(request: Request) -> Response:
                     {
                         "stream_id": job.job_id,
                         "conversation_id": job.meta.get("conversation_id"),
-                        "status": job.status.value,
+                        "status": api_status(job.status),
                         "created_at": job.created_at,
                     },
                     user,

@@ -49,10 +49,11 @@ _ERROR_TEXT = {
     400: "Bad input",
     403: "A resume token that is malformed, forged, expired or for another stream",
     404: "Unknown (or another session's) stream or conversation",
-    409: "A request with this client_request_id is still starting; retry after Retry-After",
+    409: "The idempotency key (client_request_id or Idempotency-Key) was used for another "
+    "request; or a request with it is still starting: retry after Retry-After",
     413: "Message too long (MAX_MESSAGE_CHARS)",
     415: "Not JSON",
-    422: "Invalid fields",
+    422: "Invalid fields: `fields` names each (`loc`, `msg`)",
     429: "Rate or concurrency limit; see Retry-After",
     503: "Draining, starting or Redis unavailable; see Retry-After",
 }
@@ -134,6 +135,15 @@ def _token_params() -> list[dict[str, Any]]:
     ]
 
 
+def _idempotency_header() -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": {"type": "string", "pattern": schemas.REQUEST_ID_PATTERN},
+        "description": "The same as `client_request_id` (both present must be equal)",
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     """The whole document."""
     _, definitions = models_json_schema(
@@ -171,6 +181,7 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "operationId": "startChat",
                 "summary": "Start an answer (idempotent with client_request_id)",
+                "parameters": [_idempotency_header()],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref(schemas.ChatRequest)}},
@@ -183,6 +194,7 @@ def build_openapi() -> dict[str, Any]:
                     **_errors(
                         400,
                         403,
+                        404,
                         409,
                         413,
                         415,
@@ -190,6 +202,7 @@ def build_openapi() -> dict[str, Any]:
                         429,
                         503,
                         e400="Bad input, or an unknown model",
+                        e404="Unknown (or another session's) conversation_id",
                         e403="Temporarily banned after too many limit violations "
                         "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
                     ),
@@ -219,6 +232,10 @@ def build_openapi() -> dict[str, Any]:
                     "200": {
                         "description": _SSE_DESCRIPTION,
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "204": {
+                        "description": "The answer has ended and nothing follows the resume "
+                        "position: nothing to stream (EventSource stops reconnecting)"
                     },
                     **_errors(
                         400,

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from chatscale.server.statuses import ApiStatus, EndStatus
+
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 #: What a message counts as blank with: only these characters (the same in every regex
@@ -13,12 +15,43 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 BLANK = " \t\n\r\f\v"
 #: A message that is not blank: one character outside :data:`BLANK`.
 NOT_BLANK_PATTERN = r"[^ \t\n\r\f\v]"
+#: The largest ``max_tokens`` a request may ask for (the model's own limit applies too).
+MAX_TOKENS_CAP = 1_000_000
+#: The range of ``temperature`` (OpenAI's).
+TEMPERATURE_MAX = 2.0
 
 
-class ChatRequest(BaseModel):
-    """``POST /api/chat``."""
+class GenerationOptions(BaseModel):
+    """Per-request options passed to the model (an OpenAI-compatible upstream takes them
+    all; the demo model honours ``max_tokens`` and ignores the others)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    system: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        pattern=NOT_BLANK_PATTERN,
+        description="System prompt: sent first, before the conversation (not stored in it); "
+        "at most MAX_MESSAGE_CHARS characters",
+    )
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=TEMPERATURE_MAX,
+        allow_inf_nan=False,
+        description="Sampling temperature, 0 to 2 (default: the model's)",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKENS_CAP,
+        description="Most tokens of the answer (default: the model's); an answer cut by it "
+        "ends with finish_reason `length`",
+    )
+
+
+class ChatRequest(GenerationOptions):
+    """``POST /api/chat``."""
 
     message: StrictStr = Field(
         min_length=1, pattern=NOT_BLANK_PATTERN, description="The user's message (not blank)"
@@ -32,7 +65,8 @@ class ChatRequest(BaseModel):
     client_request_id: StrictStr | None = Field(
         default=None,
         pattern=REQUEST_ID_PATTERN,
-        description="Idempotency key: the same id returns the same stream",
+        description="Idempotency key (or the `Idempotency-Key` header): the same id with the "
+        "same request returns the same stream; with another request, 409",
     )
 
 
@@ -55,8 +89,12 @@ class ChatStarted(BaseModel):
 class AbortResult(BaseModel):
     """Answer of ``POST /api/chat/stream/{id}/abort``."""
 
-    aborted: bool
+    aborted: bool = Field(
+        description="The answer is stopped or stopping; false when it had already ended "
+        "(`status` says how)"
+    )
     acknowledged: bool = Field(description="The producing instance confirmed the stop")
+    status: ApiStatus = Field(description="The stream's status after the request")
 
 
 class StreamStatus(BaseModel):
@@ -64,7 +102,7 @@ class StreamStatus(BaseModel):
 
     stream_id: str
     conversation_id: str | None
-    status: Literal["running", "complete", "aborted", "error"]
+    status: ApiStatus
     text: str
     last_event_id: str | None
     created_at: float
@@ -76,7 +114,7 @@ class ActiveStream(BaseModel):
 
     stream_id: str
     conversation_id: str | None
-    status: str
+    status: Literal["running"]
     created_at: float
     resume_token: str = Field(description="As in the answer of `POST /api/chat`")
 
@@ -111,7 +149,7 @@ class StoredMessage(BaseModel):
     content: str
     created_at: float
     stream_id: str | None = None
-    status: Literal["done", "aborted", "error"] | None = None
+    status: EndStatus | None = None
     error: str | None = None
     model: str | None = None
 
@@ -138,7 +176,19 @@ class ModelList(BaseModel):
     default: str
 
 
+class FieldError(BaseModel):
+    """One invalid input."""
+
+    loc: list[str | int] = Field(
+        description='Where: `["body", "temperature"]`, `["header", "Idempotency-Key"]`, ...'
+    )
+    msg: str
+
+
 class ErrorBody(BaseModel):
     """Every error answer."""
 
     error: str
+    fields: list[FieldError] | None = Field(
+        default=None, description="The invalid inputs (422 answers)"
+    )
