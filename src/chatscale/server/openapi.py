@@ -18,6 +18,7 @@ from chatscale.server.sse import EVENT_ID_PATTERN
 
 _MODELS: list[type[BaseModel]] = [
     schemas.ChatRequest,
+    schemas.AiSdkChatRequest,
     schemas.ChatStarted,
     schemas.AbortResult,
     schemas.StreamStatus,
@@ -35,6 +36,24 @@ _SSE_DESCRIPTION = (
     "is what the deltas add up to). `reconnect` asks the client to reconnect (the instance "
     "is draining). Comment lines are heartbeats."
 )
+
+
+_UI_STREAM_DESCRIPTION = (
+    "The Vercel AI SDK's UI message stream (v1, header `x-vercel-ai-ui-message-stream: v1`): "
+    "SSE `data:` lines of JSON parts: `start` {messageId: the stream id}, `text-start`, "
+    "`text-delta` {id, delta}, `text-end`, then `finish` {finishReason}, `abort` or `error` "
+    "{errorText}, and `data: [DONE]`. A stream cut by a drain ends without `finish`: resume."
+)
+
+
+def _ui_stream(description: str) -> dict[str, Any]:
+    return {
+        "description": f"{description}. {_UI_STREAM_DESCRIPTION}",
+        "headers": {
+            "x-vercel-ai-ui-message-stream": {"schema": {"type": "string", "const": "v1"}}
+        },
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
 
 
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
@@ -206,6 +225,57 @@ def build_openapi() -> dict[str, Any]:
                         e403="Temporarily banned after too many limit violations "
                         "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
                     ),
+                },
+            }
+        },
+        "/api/ai-sdk/chat": {
+            "post": {
+                "operationId": "aiSdkChat",
+                "summary": "Vercel AI SDK (`useChat`): start an answer to the last message and "
+                "stream it",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(schemas.AiSdkChatRequest)}},
+                },
+                "responses": {
+                    "200": _ui_stream("The answer, from its start"),
+                    **_errors(
+                        400,
+                        403,
+                        404,
+                        409,
+                        413,
+                        415,
+                        422,
+                        429,
+                        503,
+                        e400="Bad input, or an unknown model",
+                        e403="Temporarily banned after too many limit violations "
+                        "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
+                        e404="Not answered by this route (chats are created on first use)",
+                        e409="The same message (UIMessage id) is still starting; retry after "
+                        "Retry-After; or its id was used for another request",
+                    ),
+                },
+            }
+        },
+        "/api/ai-sdk/chat/{chat_id}/stream": {
+            "get": {
+                "operationId": "aiSdkResume",
+                "summary": "Vercel AI SDK (`useChat` with `resume: true`): the chat's running "
+                "answer, replayed from its start",
+                "parameters": [
+                    {
+                        "name": "chat_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
+                    }
+                ],
+                "responses": {
+                    "200": _ui_stream("The running answer, from its start"),
+                    "204": {"description": "No answer of this chat runs: nothing to resume"},
+                    **_errors(404, 503, e404="A malformed chat id"),
                 },
             }
         },

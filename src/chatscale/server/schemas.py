@@ -192,3 +192,45 @@ class ErrorBody(BaseModel):
     fields: list[FieldError] | None = Field(
         default=None, description="The invalid inputs (422 answers)"
     )
+
+
+class UIMessagePart(BaseModel):
+    """One part of an AI SDK ``UIMessage`` (only ``text`` parts are read; the others, such
+    as files, reasoning or tool calls, are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class UIMessage(BaseModel):
+    """An AI SDK ``UIMessage``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: StrictStr
+    role: Literal["system", "user", "assistant"]
+    parts: list[UIMessagePart]
+
+
+class AiSdkChatRequest(GenerationOptions):
+    """``POST /api/ai-sdk/chat``: what the AI SDK's ``DefaultChatTransport`` sends (plus
+    chatscale's options, from the transport's ``body``)."""
+
+    id: StrictStr = Field(
+        pattern=ID_PATTERN,
+        description="The chat id (`useChat`'s `id`): the conversation, created on first use",
+    )
+    messages: list[UIMessage] = Field(
+        min_length=1,
+        description="The chat's messages; the last one (a user message) is the one answered. "
+        "The history the model sees is the conversation the server stored",
+    )
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    messageId: StrictStr | None = Field(
+        default=None, description="The message to regenerate (not supported: 422)"
+    )
+    model: StrictStr | None = Field(
+        default=None, min_length=1, max_length=200, description="Model id (default: DEFAULT_MODEL)"
+    )
