@@ -17,7 +17,10 @@ const BASE = "http://chatscale.invalid";
 
 // A session cookie, as a browser would hold it (Node's fetch keeps no cookies).
 const first = await fetch(`${options.post}/api/models`);
-const cookie = first.headers.getSetCookie().map((c) => c.split(";")[0]).join("; ");
+const setCookies = first.headers.getSetCookie
+  ? first.headers.getSetCookie()
+  : [first.headers.get("set-cookie") || ""];
+const cookie = setCookies.map((c) => c.split(";")[0]).join("; ");
 
 class PlainState {
   constructor(messages = []) {

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from chatscale.server import ai_sdk
 from chatscale.server.api_chat import (
@@ -28,8 +27,10 @@ from chatscale.server.api_chat import (
     begin,
     check_length,
     invalid,
+    manager_of,
     read_json_object,
     services,
+    sse_response,
     user_of,
     validate,
 )
@@ -53,12 +54,9 @@ PATH = "/api/ai-sdk/chat"
 async def chat(request: Request) -> Response:
     """``POST /api/ai-sdk/chat``: start an answer to the last (user) message and stream it."""
     svc = services(request)
-    body = _read(await read_json_object(request), svc.settings.max_message_chars)
-    last = body.messages[-1]
-    text = "".join(p.text or "" for p in last.parts if p.type == "text")
-    check_length("message", text, svc.settings.max_message_chars)
+    body, text = _read(await read_json_object(request), svc.settings.max_message_chars)
     # A retried POST of the same message (same UIMessage id) is the same request.
-    request_id = f"ai-sdk:{last.id}"
+    request_id = f"ai-sdk:{body.messages[-1].id}"
     user = user_of(request)
     started = await begin(
         request,
@@ -72,10 +70,11 @@ async def chat(request: Request) -> Response:
             create=True,
         ),
     )
-    return _respond(svc, _manager(svc), started["stream_id"], user)
+    return _respond(svc, manager_of(svc), started["stream_id"], user)
 
 
-def _read(payload: dict[str, object], max_chars: int) -> AiSdkChatRequest:
+def _read(payload: dict[str, object], max_chars: int) -> tuple[AiSdkChatRequest, str]:
+    """The valid request and the text of its last message (4xx naming what is wrong)."""
     system = payload.get("system")
     check_length("system", system if isinstance(system, str) else None, max_chars)
     body = validate(AiSdkChatRequest, payload)
@@ -92,7 +91,8 @@ def _read(payload: dict[str, object], max_chars: int) -> AiSdkChatRequest:
     text = "".join(p.text or "" for p in last.parts if p.type == "text")
     if not text.strip(BLANK):
         raise invalid([*where, "parts"], "the last message has no text (text parts)")
-    return body
+    check_length("message", text, max_chars)
+    return body, text
 
 
 async def resume(request: Request) -> Response:
@@ -103,7 +103,7 @@ async def resume(request: Request) -> Response:
     if not isinstance(chat_id, str) or not _ID.match(chat_id):
         raise ApiError(404, "chat not found")
     user = user_of(request)
-    manager = _manager(svc)
+    manager = manager_of(svc)
     running = [
         job for job in await manager.list_active(user) if job.meta.get("conversation_id") == chat_id
     ]
@@ -111,12 +111,6 @@ async def resume(request: Request) -> Response:
         return Response(status_code=204)
     latest = max(running, key=lambda job: job.created_at)
     return _respond(svc, manager, latest.job_id, user)
-
-
-def _manager(svc: Services) -> StreamManager:
-    if svc.streams is None:
-        raise ApiError(503, "starting up", {"Retry-After": "1"})
-    return svc.streams
 
 
 def _respond(svc: Services, manager: StreamManager, stream_id: str, user: str) -> Response:
@@ -130,16 +124,7 @@ def _respond(svc: Services, manager: StreamManager, stream_id: str, user: str) -
         # client resumes (useChat's resumeStream) on another instance.
         reconnect_frame=b"",
     )
-
-    class _Asgi(Response):
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            svc.metrics.open_sse += 1
-            try:
-                await stream(scope, receive, send)
-            finally:
-                svc.metrics.open_sse -= 1
-
-    return _Asgi()
+    return sse_response(svc, stream)
 
 
 async def _parts(manager: StreamManager, stream_id: str, user: str) -> AsyncIterator[bytes]:

@@ -105,7 +105,8 @@ def stream_id_of(request: Request) -> str:
     return stream_id
 
 
-def _manager(svc: Services) -> StreamManager:
+def manager_of(svc: Services) -> StreamManager:
+    """The stream manager (503 while starting)."""
     if svc.streams is None:
         raise ApiError(503, "starting up", {"Retry-After": "1"})
     return svc.streams
@@ -186,9 +187,14 @@ def request_id_of(request: Request, in_body: str | None) -> str | None:
     if not _REQUEST_ID.match(header):
         raise invalid(["header", "Idempotency-Key"], f"must match {REQUEST_ID_PATTERN}")
     if in_body is not None and in_body != header:
-        raise invalid(
-            ["header", "Idempotency-Key"], "differs from client_request_id (send one of them)"
-        )
+        # Each is valid alone: a 400 for the request (422 would say a field is malformed).
+        fields: list[FieldError] = [
+            {
+                "loc": ["header", "Idempotency-Key"],
+                "msg": "differs from client_request_id (send one of them)",
+            }
+        ]
+        raise ApiError(400, _describe(fields), fields=fields)
     return header
 
 
@@ -362,7 +368,7 @@ async def follow_stream(request: Request) -> Response:
     if after is not None:
         svc.metrics.sse_resumes.inc()
     owner = owner_of(request, stream_id)
-    manager = _manager(svc)
+    manager = manager_of(svc)
     if svc.sse.closing:
         return _respond(svc, _empty_frames(), b"")  # draining: "reconnect" at once
     events = manager.subscribe(stream_id, after=after, owner=owner)
@@ -409,6 +415,11 @@ def _respond(svc: Services, frames: AsyncIterator[bytes], first: bytes) -> Respo
     stream = EventStream(
         frames, svc.sse, first=first, stall_timeout_s=float(svc.settings.sse_stall_timeout)
     )
+    return sse_response(svc, stream)
+
+
+def sse_response(svc: Services, stream: EventStream) -> Response:
+    """``stream`` as the route's response, counted in the open event streams metric."""
 
     class _Asgi(Response):
         async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -469,7 +480,7 @@ async def abort_stream(request: Request) -> Response:
     svc = services(request)
     stream_id = stream_id_of(request)
     owner = owner_of(request, stream_id)
-    manager = _manager(svc)
+    manager = manager_of(svc)
     try:
         acknowledged = await manager.abort(stream_id, owner=owner, wait=3.0)
     except JobNotFound:
@@ -493,7 +504,7 @@ async def stream_status(request: Request) -> Response:
     """``GET /api/chat/stream/{id}/status``: status and the text so far."""
     svc = services(request)
     stream_id = stream_id_of(request)
-    info = await _manager(svc).status(stream_id, owner=owner_of(request, stream_id))
+    info = await manager_of(svc).status(stream_id, owner=owner_of(request, stream_id))
     if info is None:
         raise ApiError(404, "stream not found")
     return JSONResponse(
@@ -513,7 +524,7 @@ async def active_streams(request: Request) -> Response:
     """``GET /api/chat/active``: this session's running answers."""
     svc = services(request)
     user = user_of(request)
-    jobs = await _manager(svc).list_active(user)
+    jobs = await manager_of(svc).list_active(user)
     return JSONResponse(
         {
             "streams": [

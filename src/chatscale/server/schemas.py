@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from chatscale.server.statuses import ApiStatus, EndStatus
 
@@ -48,6 +48,15 @@ class GenerationOptions(BaseModel):
         description="Most tokens of the answer (default: the model's); an answer cut by it "
         "ends with finish_reason `length`",
     )
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        # JSON has one number type: 5.0 is an integer to JSON Schema (and to clients that
+        # send every number as a float), so it is one here too; 5.5, "5" and true are not.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 class ChatRequest(GenerationOptions):
