@@ -332,17 +332,16 @@ function followSaved(id, stored) {
 async function send(text) {
   const requestId = crypto.randomUUID();
   state.pending.add(requestId);
-  const body = JSON.stringify({
-    message: text,
-    conversation_id: state.conversation || undefined,
-    model: $("model").value || undefined,
-    client_request_id: requestId,
-  });
+  let conversation = state.conversation || undefined;
+  const model = $("model").value || undefined;
   bubble("user", text);
   const answer = bubble("assistant", "");
   // The same client_request_id makes a retried POST return the same stream, never a second one.
   for (let attempt = 0; ; attempt += 1) {
     try {
+      const body = JSON.stringify({
+        message: text, conversation_id: conversation, model, client_request_id: requestId,
+      });
       const started = await api("/api/chat", { method: "POST", body });
       if (state.conversation !== started.conversation_id) {
         state.conversation = started.conversation_id;
@@ -353,6 +352,12 @@ async function send(text) {
       banner("");
       break;
     } catch (error) {
+      if (error instanceof ApiError && error.status === 404 && conversation) {
+        // The conversation is gone (its Redis data was lost, or it was deleted): the server
+        // creates none under a given id, so the message starts a new one.
+        conversation = undefined;
+        continue;
+      }
       const retriable = !(error instanceof ApiError) || error.status === 409 || error.status >= 502;
       if (!retriable || attempt >= 8) {
         answer.classList.add("error");
