@@ -239,13 +239,23 @@ def test_the_ai_sdk_client_resumes_a_cut_answer_whole_and_once(
     _check_whole_and_once(result, "hello from useChat", 30)
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("standalone", id="standalone"),
+        pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+    ]
+)
+def redis_uri(request: pytest.FixtureRequest) -> str:
+    if request.param == "standalone":
+        return str(request.getfixturevalue("redis_standalone").url())
+    return ",".join(request.getfixturevalue("redis_cluster").urls())
+
+
 @pytest.mark.slow
-def test_the_ai_sdk_client_resumes_on_another_instance(
-    redis_standalone: Any, tmp_path: Path
-) -> None:
+def test_the_ai_sdk_client_resumes_on_another_instance(redis_uri: str, tmp_path: Path) -> None:
     env = {
         "USE_REDIS": "true",
-        "REDIS_URI": str(redis_standalone.url()),
+        "REDIS_URI": redis_uri,
         "REDIS_KEY_PREFIX": unique_prefix(),
         "SESSION_SECRET": SECRET,
         "DEMO_TOKENS_PER_SECOND": "20",

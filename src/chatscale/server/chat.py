@@ -75,10 +75,15 @@ class Options:
             found.get("temperature"),
             found.get("max_tokens"),
         )
+        # JSON gives 1 for 1.0 (kept, as a float); a bool is an int to Python (dropped).
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            temperature = None
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            max_tokens = None
         return cls(
             system=system if isinstance(system, str) else None,
-            temperature=float(temperature) if isinstance(temperature, int | float) else None,
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            temperature=None if temperature is None else float(temperature),
+            max_tokens=max_tokens,
         )
 
     def request(
