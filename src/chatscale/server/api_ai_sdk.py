@@ -22,24 +22,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chatscale.server import ai_sdk
-from chatscale.server.api_chat import (
-    StartRequest,
-    begin,
-    check_length,
-    invalid,
-    manager_of,
-    read_json_object,
-    services,
-    sse_response,
-    user_of,
-    validate,
-)
+from chatscale.server.api_chat import manager_of, services, sse_response, user_of
 from chatscale.server.bodylimit import BodyBound
 from chatscale.server.chat import Options
 from chatscale.server.errors import ApiError
 from chatscale.server.schemas import BLANK, ID_PATTERN, REQUEST_ID_PATTERN, AiSdkChatRequest
 from chatscale.server.services import Services
 from chatscale.server.sse import EventStream
+from chatscale.server.starting import StartRequest, begin
+from chatscale.server.validation import check_length, invalid, read_json_object, validate
 from chatscale.streams import JobNotFound, StreamManager, TooManyListeners
 
 _ID = re.compile(ID_PATTERN)
@@ -59,6 +50,7 @@ async def chat(request: Request) -> Response:
     request_id = f"ai-sdk:{body.messages[-1].id}"
     user = user_of(request)
     started = await begin(
+        svc,
         request,
         user,
         StartRequest(

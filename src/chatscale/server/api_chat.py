@@ -4,43 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chatscale.llm import ProviderError
-from chatscale.ratelimit import ConcurrencyLimitExceeded, Lease, RateLimits
 from chatscale.server.bodylimit import BodyBound
-from chatscale.server.chat import ConversationNotFound, Options
-from chatscale.server.errors import ApiError, FieldError
-from chatscale.server.idempotency import StillStarting
+from chatscale.server.chat import Options
+from chatscale.server.errors import ApiError
 from chatscale.server.resume import BadToken
-from chatscale.server.schemas import BLANK, ID_PATTERN, REQUEST_ID_PATTERN, ChatRequest
+from chatscale.server.schemas import BLANK, ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
 from chatscale.server.sse import RETRY_MS, EventStream, encode, frame, resume_position
+from chatscale.server.starting import StartRequest, begin
 from chatscale.server.statuses import api_status
+from chatscale.server.validation import (
+    check_length,
+    invalid,
+    read_json_object,
+    request_id_of,
+    validate,
+)
 from chatscale.sessions import get_session
 from chatscale.streams import (
     Event,
     InvalidEventId,
     JobNotFound,
     JobStatus,
-    ManagerClosed,
     StreamManager,
     TooManyListeners,
 )
 
 _ID = re.compile(ID_PATTERN)
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
-_Model = TypeVar("_Model", bound=BaseModel)
 #: How long a stream request waits for its first event before sending the headers (so an
 #: unknown stream or a bad position is a 404/400, not an empty event stream).
 _PEEK_S = 0.05
@@ -112,50 +110,6 @@ def manager_of(svc: Services) -> StreamManager:
     return svc.streams
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    """The request's JSON object body (400/415 with a reason otherwise)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise ApiError(415, "expected a JSON body (Content-Type: application/json)")
-    raw = await request.body()  # bounded by BodyLimitMiddleware
-    try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "malformed JSON body") from None
-    except RecursionError:
-        # json's C scanner stops at the interpreter's recursion limit: a 400, not a 500.
-        raise ApiError(400, "malformed JSON body: nested too deeply") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return payload
-
-
-def validate(model: type[_Model], payload: dict[str, Any]) -> _Model:
-    """``payload`` as ``model``; a 422 naming every invalid field otherwise."""
-    try:
-        return model.model_validate(payload)
-    except ValidationError as exc:
-        fields: list[FieldError] = [
-            {"loc": ["body", *error["loc"]], "msg": error["msg"]} for error in exc.errors()
-        ]
-        raise ApiError(422, _describe(fields), fields=fields) from None
-
-
-def invalid(loc: list[str | int], msg: str) -> ApiError:
-    """A 422 for one invalid input at ``loc``."""
-    fields: list[FieldError] = [{"loc": loc, "msg": msg}]
-    return ApiError(422, _describe(fields), fields=fields)
-
-
-def check_length(name: str, value: str | None, max_chars: int) -> None:
-    """413 for a text longer than MAX_MESSAGE_CHARS."""
-    if isinstance(value, str) and len(value) > max_chars:
-        raise ApiError(
-            413,
-            f"{name} too long: {len(value)} characters, at most {max_chars} (MAX_MESSAGE_CHARS)",
-        )
-
-
 async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
     """Parse and validate the body of ``POST /api/chat`` (4xx with a reason otherwise)."""
     payload = await read_json_object(request)
@@ -167,54 +121,6 @@ async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
         # Also in the schema (NOT_BLANK_PATTERN); checked first for a clearer message.
         raise invalid(["body", "message"], "must not be blank")
     return validate(ChatRequest, payload)
-
-
-def _describe(fields: list[FieldError]) -> str:
-    problems = []
-    for error in fields[:5]:
-        where = ".".join(str(p) for p in error["loc"][1:] or error["loc"]) or "body"
-        problems.append(f"{where}: {error['msg']}")
-    more = f" (and {len(fields) - 5} more)" if len(fields) > 5 else ""
-    return "; ".join(problems) + more
-
-
-def request_id_of(request: Request, in_body: str | None) -> str | None:
-    """The idempotency key: ``client_request_id`` or the ``Idempotency-Key`` header (the
-    same semantics; both present must agree)."""
-    header = request.headers.get("idempotency-key")
-    if header is None:
-        return in_body
-    if not _REQUEST_ID.match(header):
-        raise invalid(["header", "Idempotency-Key"], f"must match {REQUEST_ID_PATTERN}")
-    if in_body is not None and in_body != header:
-        # Each is valid alone: a 400 for the request (422 would say a field is malformed).
-        fields: list[FieldError] = [
-            {
-                "loc": ["header", "Idempotency-Key"],
-                "msg": "differs from client_request_id (send one of them)",
-            }
-        ]
-        raise ApiError(400, _describe(fields), fields=fields)
-    return header
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """What starts an answer, from either chat API."""
-
-    message: str
-    conversation_id: str | None
-    model: str | None
-    options: Options
-    request_id: str | None
-    #: Create the conversation with ``conversation_id`` when missing (AI SDK chats, whose
-    #: ids the client makes); else an unknown conversation is a 404.
-    create: bool = False
-
-    def fingerprint(self) -> str:
-        """What a reused idempotency key must repeat: the whole request."""
-        what = [self.message, self.conversation_id, self.model, self.options.as_dict()]
-        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
 async def start_chat(request: Request) -> Response:
@@ -229,120 +135,8 @@ async def start_chat(request: Request) -> Response:
         request_id=request_id_of(request, body.client_request_id),
     )
     user = user_of(request)
-    started = await begin(request, user, start)
+    started = await begin(svc, request, user, start)
     return JSONResponse({**_with_token(svc, started, user), "status": "started"}, status_code=202)
-
-
-async def begin(request: Request, user: str, start: StartRequest) -> dict[str, Any]:
-    """Start an answer for ``user`` (idempotent on ``start.request_id``), applying the
-    limits: ``{"stream_id", "conversation_id"}``."""
-    svc = services(request)
-    if svc.lifecycle.draining:
-        svc.metrics.rejected.labels("draining").inc()
-        raise ApiError(503, "this instance is shutting down; retry", {"Retry-After": "1"})
-    assert svc.chat is not None and svc.idempotency is not None
-    request_id = start.request_id
-    fingerprint = start.fingerprint()
-    if request_id is not None:
-        try:
-            earlier = await svc.idempotency.claim(user, request_id)
-        except StillStarting:
-            raise ApiError(
-                409, "a request with this idempotency key is still starting", {"Retry-After": "1"}
-            ) from None
-        if earlier is not None:
-            if earlier.get("request", fingerprint) != fingerprint:
-                raise ApiError(
-                    409,
-                    "this idempotency key (client_request_id / Idempotency-Key) was used for "
-                    "another request; use a new key for a new request",
-                )
-            return {k: v for k, v in earlier.items() if k != "request"}
-    lease = None
-    try:
-        lease = await _admit(svc, request)
-        release = None
-        if lease is not None and svc.limits is not None:
-            release = _releaser(svc.limits, lease)
-        conversation_id = start.conversation_id
-        create = start.create
-        key = None
-        if request_id is not None:
-            key = _request_key(user, request_id, start.message)
-            if conversation_id is None:
-                # A retry must land in the conversation its failed attempt may have created.
-                conversation_id, create = key[:32], True
-        try:
-            started = await svc.chat.start(
-                user,
-                start.message,
-                conversation_id=conversation_id,
-                model=start.model,
-                client_request_id=request_id,
-                options=start.options,
-                create=create,
-                request_key=key,
-                limit_identity=lease.user if lease is not None else None,
-                on_end=release,
-            )
-        except ConversationNotFound:
-            raise ApiError(404, "conversation not found") from None
-        except ProviderError as exc:
-            raise ApiError(400, str(exc)) from None
-        except ManagerClosed:
-            raise ApiError(
-                503, "this instance is shutting down; retry", {"Retry-After": "1"}
-            ) from None
-        lease = None  # released by the generation's end now
-    except BaseException:
-        if request_id is not None:
-            with contextlib.suppress(Exception):
-                await svc.idempotency.release(user, request_id)
-        if lease is not None and svc.limits is not None:
-            with contextlib.suppress(Exception):
-                await svc.limits.concurrency.release(lease)
-        raise
-    if request_id is not None:
-        await svc.idempotency.finish(
-            user, request_id, {**started.as_json(), "request": fingerprint}
-        )
-    svc.metrics.chats.inc()
-    return started.as_json()
-
-
-def _request_key(user: str, request_id: str, message: str) -> str:
-    """What names one sent message: its ``client_request_id`` (and what it says, so that an
-    id a client reuses for another message, after the idempotency hour, is another one)."""
-    return hashlib.sha256(f"{user}\n{request_id}\n{message}".encode()).hexdigest()
-
-
-async def _admit(svc: Services, request: Request) -> Lease | None:
-    """Apply CHAT_RATE_LIMIT (with bans) and take a CHAT_CONCURRENCY_LIMIT slot."""
-    limits = svc.limits
-    if limits is None:
-        return None
-    refusal = await limits.chat.check(request.scope)
-    if refusal is not None:
-        svc.metrics.rejected.labels("rate_limit").inc()
-        raise ApiError(refusal.status, refusal.error, {"Retry-After": str(refusal.retry_after)})
-    identity = limits.identity(request.scope)
-    try:
-        return await limits.concurrency.acquire(identity)
-    except ConcurrencyLimitExceeded as exc:
-        svc.metrics.rejected.labels("concurrency").inc()
-        await limits.bans.violation(identity)
-        raise ApiError(
-            429,
-            f"too many answers running at once ({exc.limit}, CHAT_CONCURRENCY_LIMIT)",
-            {"Retry-After": str(exc.retry_after)},
-        ) from None
-
-
-def _releaser(limits: RateLimits, lease: Lease) -> Callable[[], Awaitable[None]]:
-    async def release() -> None:
-        await limits.concurrency.release(lease)
-
-    return release
 
 
 async def _frames(rest: AsyncIterator[Event]) -> AsyncIterator[bytes]:
