@@ -275,3 +275,11 @@ def test_the_ai_sdk_client_resumes_on_another_instance(redis_uri: str, tmp_path:
     _check_whole_and_once(result, "across instances", 30)
     started, resumed, _ = result["requests"]
     assert started["instance"] != resumed["instance"]
+
+
+async def test_a_malformed_chat_or_stream_id_is_not_found(client: httpx.AsyncClient) -> None:
+    # A trailing newline (%0A) passes a ``^...$`` pattern under re.match: ids are matched whole.
+    for url in (f"{API}/abc%0A/stream", f"{API}/..%2F/stream", "/api/chat/stream/abc%0A"):
+        answer = await client.get(url)
+        assert answer.status_code == 404, url
+        assert "not found" in answer.json()["error"].lower()

@@ -58,7 +58,7 @@ async def chat(request: Request) -> Response:
             conversation_id=body.id,
             model=body.model,
             options=Options(body.system, body.temperature, body.max_tokens),
-            request_id=request_id if _REQUEST_ID.match(request_id) else None,
+            request_id=request_id if _REQUEST_ID.fullmatch(request_id) else None,
             create=True,
         ),
     )
@@ -92,7 +92,7 @@ async def resume(request: Request) -> Response:
     start; 204 when nothing runs."""
     svc = services(request)
     chat_id = request.path_params["chat_id"]
-    if not isinstance(chat_id, str) or not _ID.match(chat_id):
+    if not isinstance(chat_id, str) or not _ID.fullmatch(chat_id):
         raise ApiError(404, "chat not found")
     user = user_of(request)
     manager = manager_of(svc)

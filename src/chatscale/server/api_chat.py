@@ -98,7 +98,7 @@ def _with_token(svc: Services, started: dict[str, Any], owner: str) -> dict[str,
 def stream_id_of(request: Request) -> str:
     """The path's stream id; a malformed one is simply not found."""
     stream_id = request.path_params["stream_id"]
-    if not isinstance(stream_id, str) or not _ID.match(stream_id):
+    if not isinstance(stream_id, str) or not _ID.fullmatch(stream_id):
         raise ApiError(404, "stream not found")
     return stream_id
 

@@ -77,7 +77,7 @@ def request_id_of(request: Request, in_body: str | None) -> str | None:
     header = request.headers.get("idempotency-key")
     if header is None:
         return in_body
-    if not _REQUEST_ID.match(header):
+    if not _REQUEST_ID.fullmatch(header):
         raise invalid(["header", "Idempotency-Key"], f"must match {REQUEST_ID_PATTERN}")
     if in_body is not None and in_body != header:
         # Each is valid alone: a 400 for the request (422 would say a field is malformed).
