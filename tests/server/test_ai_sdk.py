@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,3 +284,27 @@ async def test_a_malformed_chat_or_stream_id_is_not_found(client: httpx.AsyncCli
         answer = await client.get(url)
         assert answer.status_code == 404, url
         assert "not found" in answer.json()["error"].lower()
+
+
+async def test_a_drain_ends_the_stream_with_an_error_not_a_truncated_answer(
+    tmp_path: Path,
+) -> None:
+    env = {"DEMO_TOKENS_PER_SECOND": "20", "DEMO_RESPONSE_TOKENS": "60"}
+    server = ServeProcess(env, tmp_path / "serve.log").start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            async with client.stream("POST", API, json=_body("drain me")) as response:
+                parts: list[Any] = []
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    payload = line[len("data: ") :]
+                    parts.append(payload if payload == "[DONE]" else json.loads(payload))
+                    if len(parts) == 4:
+                        server.signal(signal.SIGTERM)
+    finally:
+        server.kill()
+    kinds = [p if isinstance(p, str) else p["type"] for p in parts]
+    assert kinds[-2:] == ["error", "[DONE]"] and "finish" not in kinds
+    assert "resume it" in parts[-2]["errorText"]
+    assert 0 < len(_text(parts)) < len(expected("drain me", 60))

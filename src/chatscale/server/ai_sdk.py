@@ -44,6 +44,21 @@ def start(message_id: str) -> bytes:
     return part({"type": "start", "messageId": message_id})
 
 
+#: What ends a stream this instance cuts (a drain on SIGTERM, a storage failure): an error
+#: the client shows, never a silently truncated answer (a body ending without ``finish`` reads
+#: as a complete message to the AI SDK). The answer itself goes on: ``resumeStream()`` (or
+#: the next mount with ``resume: true``) replays it from another instance.
+INTERRUPTED = (
+    part(
+        {
+            "type": "error",
+            "errorText": "the stream was interrupted (the server is restarting); resume it",
+        }
+    )
+    + DONE
+)
+
+
 class UiMessageWriter:
     """Turns one answer's events, from the first one, into UI message stream parts."""
 

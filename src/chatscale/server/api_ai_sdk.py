@@ -112,9 +112,7 @@ def _respond(svc: Services, manager: StreamManager, stream_id: str, user: str) -
         first=ai_sdk.start(stream_id),
         stall_timeout_s=float(svc.settings.sse_stall_timeout),
         headers=ai_sdk.HEADERS,
-        # Cut by a drain or a backend failure: the body ends without `finish`, and the
-        # client resumes (useChat's resumeStream) on another instance.
-        reconnect_frame=b"",
+        reconnect_frame=ai_sdk.INTERRUPTED,
     )
     return sse_response(svc, stream)
 

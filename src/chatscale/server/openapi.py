@@ -42,16 +42,15 @@ _UI_STREAM_DESCRIPTION = (
     "The Vercel AI SDK's UI message stream (v1, header `x-vercel-ai-ui-message-stream: v1`): "
     "SSE `data:` lines of JSON parts: `start` {messageId: the stream id}, `text-start`, "
     "`text-delta` {id, delta}, `text-end`, then `finish` {finishReason}, `abort` or `error` "
-    "{errorText}, and `data: [DONE]`. A stream cut by a drain ends without `finish`: resume."
+    "{errorText}, and `data: [DONE]`. A stream cut by a drain ends with an `error` part: "
+    "resume it."
 )
 
 
 def _ui_stream(description: str) -> dict[str, Any]:
     return {
         "description": f"{description}. {_UI_STREAM_DESCRIPTION}",
-        "headers": {
-            "x-vercel-ai-ui-message-stream": {"schema": {"type": "string", "const": "v1"}}
-        },
+        "headers": {"x-vercel-ai-ui-message-stream": {"schema": {"type": "string", "const": "v1"}}},
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 
