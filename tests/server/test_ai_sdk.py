@@ -308,3 +308,25 @@ async def test_a_drain_ends_the_stream_with_an_error_not_a_truncated_answer(
     assert kinds[-2:] == ["error", "[DONE]"] and "finish" not in kinds
     assert "resume it" in parts[-2]["errorText"]
     assert 0 < len(_text(parts)) < len(expected("drain me", 60))
+
+
+async def test_abort_by_message_id_ends_the_stream_with_an_abort_part(
+    slow_server: ServerThread,
+) -> None:
+    async with httpx.AsyncClient(base_url=slow_server.url, timeout=10) as client:
+        parts: list[Any] = []
+        async with client.stream("POST", API, json=_body("stop me", "chat-3")) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                payload = line[len("data: ") :]
+                parts.append(payload if payload == "[DONE]" else json.loads(payload))
+                if payload == "[DONE]":
+                    break
+                if len(parts) == 4:  # start, text-start, two deltas: stop it by its id
+                    message_id = parts[0]["messageId"]
+                    stopped = await client.post(f"/api/chat/stream/{message_id}/abort")
+                    assert stopped.json()["aborted"] is True
+        kinds = [p if isinstance(p, str) else p["type"] for p in parts]
+        assert kinds[-3:] == ["text-end", "abort", "[DONE]"]
+        assert (await client.get(f"{API}/chat-3/stream")).status_code == 204
