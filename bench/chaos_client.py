@@ -10,6 +10,8 @@ another random instance, and records every deviation from the guarantees as an *
 ``ids_repeat``      an event id delivered again (``N <= M``)
 ``id_missing``      an event (other than ``reconnect``) without a numeric id
 ``no_final``        no final event before the chat's deadline (a job that never ends)
+``final_missed``    a resume answered 204 (the answer ended, nothing after the client's last
+                    event) although the client never received the final event
 ``final_not_done``  the answer ended with ``error`` or ``aborted`` although nobody aborted it
 ``text_diverged``   the deltas received do not add up to the answer's text in
                     ``GET /api/chat/stream/{id}/status`` (final events carry no text)
@@ -40,8 +42,8 @@ from tests.server.helpers import SSEvent, parse
 from chatscale.llm.chaos import CHAOS_MODEL, tokens_in
 
 _RETRY_STATUS = {409, 429, 502, 503, 504}
+#: The final events; ``/status`` names an ended answer by its final event (one vocabulary).
 _FINALS = {"done", "aborted", "error"}
-_STATUS_OF_FINAL = {"done": "complete", "aborted": "aborted", "error": "error"}
 #: How long a 404 or 400 may persist before the client gives up following.
 _GIVE_UP_404_S = 5.0
 _GIVE_UP_400_S = 10.0
@@ -220,6 +222,11 @@ class ChatClient:
 
     async def _refused(self, status: int, body: str) -> bool:
         """A non-200 answer to a follow: retry, or flag and give up when it persists."""
+        if status == 204:
+            # Only sent when nothing follows the client's last event in an ended stream:
+            # then that last event was the final one, which this client never saw.
+            self.result.flag("final_missed", f"204 after event {self.last}")
+            return False
         if status in _RETRY_STATUS:
             await asyncio.sleep(_PAUSE_S)
             return True
@@ -316,7 +323,7 @@ class ChatClient:
         if body.get("text") != result.text:
             result.flag("text_diverged", _divergence(result.text, str(body.get("text"))))
         expected = {
-            "status": _STATUS_OF_FINAL[result.final],
+            "status": result.final,
             "last_event_id": str(self.last),
         }
         found = {key: body.get(key) for key in expected}

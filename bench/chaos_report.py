@@ -36,6 +36,7 @@ E2E_KINDS = frozenset(
         "ids_repeat",
         "id_missing",
         "no_final",
+        "final_missed",
         "final_not_done",
         "text_diverged",
         "status_missing",

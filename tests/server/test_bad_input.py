@@ -73,7 +73,11 @@ BAD_CHATS: list[tuple[str, Any, dict[str, str], int, str]] = [
     ),
     ("model not string", b'{"message": "hi", "model": 1}', JSON, 422, "model"),
     ("unknown model", b'{"message": "hi", "model": "gpt-9"}', JSON, 400, "unknown model 'gpt-9'"),
-    ("unknown field", b'{"message": "hi", "temperature": 2}', JSON, 422, "temperature"),
+    ("unknown field", b'{"message": "hi", "top_k": 2}', JSON, 422, "top_k"),
+    ("temperature too high", b'{"message": "hi", "temperature": 2.5}', JSON, 422, "temperature"),
+    ("max_tokens zero", b'{"message": "hi", "max_tokens": 0}', JSON, 422, "max_tokens"),
+    ("max_tokens huge", b'{"message": "hi", "max_tokens": 10000001}', JSON, 422, "max_tokens"),
+    ("system not string", b'{"message": "hi", "system": ["x"]}', JSON, 422, "system"),
     ("deeply nested array", b"[" * 5_000, JSON, 400, "nested too deeply"),
     ("deeply nested object", b'[{"a":' * 700, JSON, 400, "nested too deeply"),
 ]

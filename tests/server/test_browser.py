@@ -193,6 +193,15 @@ async def test_running_answer_survives_an_emptied_redis(
         assert await page.locator(".msg.assistant").count() == 1
         assert await page.locator(".msg.user .text").all_text_contents() == ["forget me not"]
         assert "lost this conversation's history" in (await page.text_content("#banner") or "")
+        # Sending on: the lost conversation's id now answers 404 (chatscale never creates a
+        # conversation under a given id), so the page starts a new conversation.
+        await page.fill("#input", "still there?")
+        await page.press("#input", "Enter")
+        await page.wait_for_function(
+            "() => document.querySelectorAll(\".msg.assistant[data-status='done']\").length == 2",
+            timeout=30_000,
+        )
+        assert await page.locator(".msg.assistant .note").all_text_contents() == []
         assert errors == []
         await context.close()
 

@@ -120,7 +120,7 @@ async def test_abort_closes_the_upstream_request(
         first = await read_events(client, f"/api/chat/stream/{stream_id}", limit=1)
         assert first[0].data == {"text": "tok0 "}
         answer = await client.post(f"/api/chat/stream/{stream_id}/abort")
-        assert answer.json() == {"aborted": True, "acknowledged": True}
+        assert answer.json() == {"aborted": True, "acknowledged": True, "status": "aborted"}
     record = upstream.requests[-1]
     assert await asyncio.to_thread(record.ended.wait, 5)
     assert record.closed_early and not record.completed
@@ -152,3 +152,26 @@ def test_serve_logs_no_credentials_of_the_model_server(
     assert secret not in output
     assert "chatscale: serving on" in output and "Incorrect API key" in output
     assert "http://key:***@127.0.0.1" in output  # httpx's request log, masked
+
+
+async def test_system_prompt_temperature_and_max_tokens_reach_the_upstream(
+    served: ServerThread, upstream: FakeOpenAI
+) -> None:
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+        options = {"system": "Answer in French.", "temperature": 0.2, "max_tokens": 7}
+        response = await client.post(
+            "/api/chat", json={"message": "hi", "model": "fake-1", **options}
+        )
+        assert response.status_code == 202, response.text
+        await read_events(client, f"/api/chat/stream/{response.json()['stream_id']}")
+        plain = await _start(client, "fake-1")
+        await read_events(client, f"/api/chat/stream/{plain}")
+    sent, default = upstream.requests[-2].body, upstream.requests[-1].body
+    assert sent["messages"] == [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "hi"},
+    ]
+    assert sent["temperature"] == 0.2 and sent["max_tokens"] == 7
+    # Unset options are not sent: the upstream's own defaults apply.
+    assert "temperature" not in default and "max_tokens" not in default
+    assert [m["role"] for m in default["messages"]] == ["user"]

@@ -61,7 +61,7 @@ async def test_running_answer_survives_flushall_with_its_token(standalone_factor
             assert rest[-1].event == "done"
             assert text_of(first) + text_of(rest) == expected("survive this", tokens=TOKENS)
             status = await fresh.get(f"{url}/status", headers={"X-Resume-Token": token})
-            assert status.status_code == 200 and status.json()["status"] == "complete"
+            assert status.status_code == 200 and status.json()["status"] == "done"
             # Without the token the new session owns nothing.
             for path in (url, f"{url}/status"):
                 lost = await fresh.get(path)

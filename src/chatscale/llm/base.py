@@ -25,12 +25,15 @@ class CompletionRequest:
 
     ``continue_from`` is the text an earlier attempt already produced (a takeover after the
     producing instance died): the provider continues it and yields only the rest.
+    ``max_tokens`` and ``temperature`` are the client's options (None: the model's default);
+    a system prompt is a ``system`` message first in ``messages``.
     """
 
     model: str
     messages: Sequence[ChatMessage]
     continue_from: str = ""
     max_tokens: int | None = None
+    temperature: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

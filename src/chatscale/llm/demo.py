@@ -64,10 +64,17 @@ class DemoProvider:
         ]
 
     def full_answer(self, request: CompletionRequest) -> list[str]:
-        """Every token of the answer to ``request`` (without continuation)."""
-        last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        count = self.tokens if request.max_tokens is None else min(self.tokens, request.max_tokens)
-        return demo_tokens(f"{len(request.messages)}\x00{last_user}", count)
+        """Every token of the answer to ``request`` (without continuation).
+
+        The text depends on the conversation (its length and last user message), not on a
+        system prompt or the temperature, which the demo ignores; ``max_tokens`` cuts it.
+        """
+        said = [m for m in request.messages if m.role != "system"]
+        last_user = next((m.content for m in reversed(said) if m.role == "user"), "")
+        return demo_tokens(f"{len(said)}\x00{last_user}", self._length(request))
+
+    def _length(self, request: CompletionRequest) -> int:
+        return self.tokens if request.max_tokens is None else min(self.tokens, request.max_tokens)
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         """Yield the answer token by token, on a fixed schedule (no drift over long answers)."""
@@ -87,7 +94,8 @@ class DemoProvider:
             if delay > 0:
                 await asyncio.sleep(delay)
             yield Chunk(text=token)
-        yield Chunk(finish_reason="stop")
+        # As an upstream says it: "length" when max_tokens cut the answer short.
+        yield Chunk(finish_reason="length" if self._length(request) < self.tokens else "stop")
 
     async def aclose(self) -> None:
         """Nothing to release."""

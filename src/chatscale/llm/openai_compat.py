@@ -124,6 +124,8 @@ class OpenAICompatibleProvider:
         extra: dict[str, Any] = {}
         if request.max_tokens is not None:
             extra["max_tokens"] = request.max_tokens
+        if request.temperature is not None:
+            extra["temperature"] = request.temperature
         try:
             upstream = await self._client.chat.completions.create(
                 model=request.model, messages=messages, stream=True, **extra

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
 from chatscale.logs import configure_logging
-from chatscale.server import api_chat, api_misc
+from chatscale.server import api_ai_sdk, api_chat, api_misc
 from chatscale.server.bodylimit import BodyBound, BodyLimitMiddleware
 from chatscale.server.errors import (
     ApiError,
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/", index, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *api_chat.routes,
+            *api_ai_sdk.routes,
             *api_misc.routes,
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
@@ -110,13 +111,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def body_bounds(settings: Settings) -> Callable[[Scope], BodyBound]:
-    """Each request's body bound: the chat route's from MAX_MESSAGE_CHARS, every other
-    route's MAX_REQUEST_BODY_BYTES."""
+    """Each request's body bound: the chat route's from MAX_MESSAGE_CHARS, the AI SDK
+    route's fixed (it sends the whole conversation), every other route's
+    MAX_REQUEST_BODY_BYTES."""
     chat = api_chat.chat_body_bound(settings.max_message_chars)
     other = BodyBound(settings.max_request_body_bytes, "MAX_REQUEST_BODY_BYTES")
 
     def bound_for(scope: Scope) -> BodyBound:
-        return chat if scope["path"] == "/api/chat" and scope["method"] == "POST" else other
+        if scope["method"] != "POST":
+            return other
+        if scope["path"] == "/api/chat":
+            return chat
+        return api_ai_sdk.BODY_BOUND if scope["path"] == api_ai_sdk.PATH else other
 
     return bound_for
 

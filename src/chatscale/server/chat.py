@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatscale.llm import ChatMessage, Chunk, CompletionRequest, ProviderRegistry
 from chatscale.server.events import SessionEvents
+from chatscale.server.statuses import end_status
 from chatscale.server.store import ConversationStore, Message, title_of
 from chatscale.streams import JobInfo, JobStatus, Producer, StreamManager
 from chatscale.streams.tasks import Background
@@ -38,11 +39,65 @@ Measure = Callable[[str, AsyncIterator[Chunk]], AsyncIterator[Chunk]]
 _STORE_RETRY_S = 30.0
 _STORE_RETRY_FIRST_S = 0.1
 
-_STATUS_NAMES = {
-    JobStatus.COMPLETE: "done",
-    JobStatus.ABORTED: "aborted",
-    JobStatus.ERROR: "error",
-}
+
+class ConversationNotFound(Exception):
+    """The conversation to continue does not exist (or is another user's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """A request's options for the model (:class:`~chatscale.server.schemas.GenerationOptions`)."""
+
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    def as_meta(self) -> dict[str, Any]:
+        """The options set, for the job's metadata (a takeover continues with them)."""
+        return {k: v for k, v in self.as_dict().items() if v is not None}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every option, set or not."""
+        return {
+            "system": self.system,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> Options:
+        """The options a job was started with (malformed entries ignored)."""
+        found = meta.get("options")
+        if not isinstance(found, dict):
+            return cls()
+        system, temperature, max_tokens = (
+            found.get("system"),
+            found.get("temperature"),
+            found.get("max_tokens"),
+        )
+        # JSON gives 1 for 1.0 (kept, as a float); a bool is an int to Python (dropped).
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            temperature = None
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+            max_tokens = None
+        return cls(
+            system=system if isinstance(system, str) else None,
+            temperature=None if temperature is None else float(temperature),
+            max_tokens=max_tokens,
+        )
+
+    def request(
+        self, model: str, history: list[ChatMessage], continue_from: str = ""
+    ) -> CompletionRequest:
+        """The provider request: the system prompt first, then the conversation."""
+        messages = [ChatMessage("system", self.system), *history] if self.system else history
+        return CompletionRequest(
+            model,
+            messages,
+            continue_from=continue_from,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +154,16 @@ class ChatService:
         conversation_id: str | None,
         model: str | None,
         client_request_id: str | None,
+        options: Options | None = None,
+        create: bool = False,
         request_key: str | None = None,
         limit_identity: str | None = None,
         on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> Started:
         """Store the user's message and start generating the answer.
 
+        A ``conversation_id`` that does not exist raises :class:`ConversationNotFound`,
+        unless ``create`` (then it is created with that id).
         ``request_key`` names the request (a retry of it stores the message once);
         ``limit_identity`` is whom the answer's CHAT_CONCURRENCY_LIMIT slot counts against
         (an instance continuing the answer takes a slot for it). Raises
@@ -119,6 +178,9 @@ class ChatService:
             found = await self.conversations.get(user, conversation_id)
             if found is not None:
                 earlier = found["messages"]
+            elif not create:
+                raise ConversationNotFound(conversation_id)
+        options = options or Options()
         now = time.time()
         added = await self.conversations.add_user_message(
             user,
@@ -135,10 +197,12 @@ class ChatService:
             "model": model_name,
             "history_len": len(earlier),
         }
+        if options.as_meta():
+            meta["options"] = options.as_meta()
         if limit_identity is not None:
             meta["limit_identity"] = limit_identity
         producer = await self.streams.create(owner=user, meta=meta)
-        request = CompletionRequest(model_name, history_of(earlier))
+        request = options.request(model_name, history_of(earlier))
         task = self.streams.run(producer, self._chunks(model_name, provider.stream(request)))
         if on_end is not None:
             task.add_done_callback(lambda _: self._background.spawn(self._ended(producer, on_end)))
@@ -179,7 +243,8 @@ class ChatService:
             # slot has not expired yet).
             lease = await self.slots.adopt(identity)
         try:
-            request = CompletionRequest(model, history_of(messages), continue_from=info.text)
+            options = Options.from_meta(meta)
+            request = options.request(model, history_of(messages), continue_from=info.text)
             async for chunk in self._chunks(model, provider.stream(request)):
                 yield chunk
         finally:
@@ -224,7 +289,7 @@ class ChatService:
             "role": "assistant",
             "content": text,
             "stream_id": stream_id,
-            "status": _STATUS_NAMES.get(status, "error"),
+            "status": end_status(status),
             "model": meta.get("model"),
             "created_at": time.time(),
         }

@@ -1,8 +1,10 @@
-"""Every error the API answers is JSON ``{"error": "..."}``; nothing escapes as a bare 500."""
+"""Every error the API answers is JSON ``{"error": "..."}`` (with ``fields`` naming the
+invalid inputs of a 422); nothing escapes as a bare 500."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
@@ -16,25 +18,48 @@ from chatscale.errors import RedisUnavailableError
 log = logging.getLogger("chatscale.server")
 
 
-class ApiError(Exception):
-    """An error answer: HTTP status, a readable message and optional headers."""
+#: One invalid input of a request: where it is (``["body", "temperature"]``,
+#: ``["header", "Idempotency-Key"]``) and what is wrong with it.
+FieldError = dict[str, Any]
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a readable message, optional headers, and for invalid
+    input the ``fields`` at fault (``{"loc": [...], "msg": "..."}`` each)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        fields: list[FieldError] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.fields = fields
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    """The JSON body every error has."""
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def error_response(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    fields: list[FieldError] | None = None,
+) -> Response:
+    """The JSON body every error has: ``{"error"}``, plus ``fields`` for invalid input."""
+    body: dict[str, Any] = {"error": message}
+    if fields is not None:
+        body["fields"] = fields
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
     """Handler of :class:`ApiError`."""
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, exc.headers)
+    return error_response(exc.status, exc.message, exc.headers, fields=exc.fields)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -18,6 +18,7 @@ from chatscale.server.sse import EVENT_ID_PATTERN
 
 _MODELS: list[type[BaseModel]] = [
     schemas.ChatRequest,
+    schemas.AiSdkChatRequest,
     schemas.ChatStarted,
     schemas.AbortResult,
     schemas.StreamStatus,
@@ -38,6 +39,23 @@ _SSE_DESCRIPTION = (
 )
 
 
+_UI_STREAM_DESCRIPTION = (
+    "The Vercel AI SDK's UI message stream (v1, header `x-vercel-ai-ui-message-stream: v1`): "
+    "SSE `data:` lines of JSON parts: `start` {messageId: the stream id}, `text-start`, "
+    "`text-delta` {id, delta}, `text-end`, then `finish` {finishReason}, `abort` or `error` "
+    "{errorText}, and `data: [DONE]`. A stream cut by a drain ends with an `error` part: "
+    "resume it."
+)
+
+
+def _ui_stream(description: str) -> dict[str, Any]:
+    return {
+        "description": f"{description}. {_UI_STREAM_DESCRIPTION}",
+        "headers": {"x-vercel-ai-ui-message-stream": {"schema": {"type": "string", "const": "v1"}}},
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+
+
 def _ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -50,10 +68,11 @@ _ERROR_TEXT = {
     400: "Bad input",
     403: "A resume token that is malformed, forged, expired or for another stream",
     404: "Unknown (or another session's) stream or conversation",
-    409: "A request with this client_request_id is still starting; retry after Retry-After",
+    409: "The idempotency key (client_request_id or Idempotency-Key) was used for another "
+    "request; or a request with it is still starting: retry after Retry-After",
     413: "Message too long (MAX_MESSAGE_CHARS)",
     415: "Not JSON",
-    422: "Invalid fields",
+    422: "Invalid fields: `fields` names each (`loc`, `msg`)",
     429: "Rate or concurrency limit; see Retry-After",
     503: "Draining, starting or Redis unavailable; see Retry-After",
 }
@@ -135,6 +154,15 @@ def _token_params() -> list[dict[str, Any]]:
     ]
 
 
+def _idempotency_header() -> dict[str, Any]:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": {"type": "string", "pattern": schemas.REQUEST_ID_PATTERN},
+        "description": "The same as `client_request_id` (both present must be equal)",
+    }
+
+
 def build_openapi() -> dict[str, Any]:
     """The whole document."""
     _, definitions = models_json_schema(
@@ -178,6 +206,7 @@ def build_openapi() -> dict[str, Any]:
             "post": {
                 "operationId": "startChat",
                 "summary": "Start an answer (idempotent with client_request_id)",
+                "parameters": [_idempotency_header()],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref(schemas.ChatRequest)}},
@@ -190,6 +219,36 @@ def build_openapi() -> dict[str, Any]:
                     **_errors(
                         400,
                         403,
+                        404,
+                        409,
+                        413,
+                        415,
+                        422,
+                        429,
+                        503,
+                        e400="Bad input, or an unknown model",
+                        e404="Unknown (or another session's) conversation_id",
+                        e403="Temporarily banned after too many limit violations "
+                        "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
+                    ),
+                },
+            }
+        },
+        "/api/ai-sdk/chat": {
+            "post": {
+                "operationId": "aiSdkChat",
+                "summary": "Vercel AI SDK (`useChat`): start an answer to the last message and "
+                "stream it",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(schemas.AiSdkChatRequest)}},
+                },
+                "responses": {
+                    "200": _ui_stream("The answer, from its start"),
+                    **_errors(
+                        400,
+                        403,
+                        404,
                         409,
                         413,
                         415,
@@ -199,7 +258,30 @@ def build_openapi() -> dict[str, Any]:
                         e400="Bad input, or an unknown model",
                         e403="Temporarily banned after too many limit violations "
                         "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
+                        e404="Not answered by this route (chats are created on first use)",
+                        e409="The same message (UIMessage id) is still starting; retry after "
+                        "Retry-After; or its id was used for another request",
                     ),
+                },
+            }
+        },
+        "/api/ai-sdk/chat/{chat_id}/stream": {
+            "get": {
+                "operationId": "aiSdkResume",
+                "summary": "Vercel AI SDK (`useChat` with `resume: true`): the chat's running "
+                "answer, replayed from its start",
+                "parameters": [
+                    {
+                        "name": "chat_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": schemas.ID_PATTERN},
+                    }
+                ],
+                "responses": {
+                    "200": _ui_stream("The running answer, from its start"),
+                    "204": {"description": "No answer of this chat runs: nothing to resume"},
+                    **_errors(404, 503, e404="A malformed chat id"),
                 },
             }
         },
@@ -226,6 +308,10 @@ def build_openapi() -> dict[str, Any]:
                     "200": {
                         "description": _SSE_DESCRIPTION,
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "204": {
+                        "description": "The answer has ended and nothing follows the resume "
+                        "position: nothing to stream (EventSource stops reconnecting)"
                     },
                     **_errors(
                         400,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from chatscale.server.statuses import ApiStatus, EndStatus
 
 from chatscale.server.store import TITLE_CHARS
 
@@ -15,12 +17,52 @@ REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 BLANK = " \t\n\r\f\v"
 #: A message that is not blank: one character outside :data:`BLANK`.
 NOT_BLANK_PATTERN = r"[^ \t\n\r\f\v]"
+#: The largest ``max_tokens`` a request may ask for (the model's own limit applies too).
+MAX_TOKENS_CAP = 1_000_000
+#: The range of ``temperature`` (OpenAI's).
+TEMPERATURE_MAX = 2.0
 
 
-class ChatRequest(BaseModel):
-    """``POST /api/chat``."""
+class GenerationOptions(BaseModel):
+    """Per-request options passed to the model (an OpenAI-compatible upstream takes them
+    all; the demo model honours ``max_tokens`` and ignores the others)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    system: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        pattern=NOT_BLANK_PATTERN,
+        description="System prompt: sent first, before the conversation (not stored in it); "
+        "at most MAX_MESSAGE_CHARS characters",
+    )
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=TEMPERATURE_MAX,
+        allow_inf_nan=False,
+        description="Sampling temperature, 0 to 2 (default: the model's)",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKENS_CAP,
+        description="Most tokens of the answer (default: the model's); an answer cut by it "
+        "ends with finish_reason `length`",
+    )
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        # JSON has one number type: 5.0 is an integer to JSON Schema (and to clients that
+        # send every number as a float), so it is one here too; 5.5, "5" and true are not.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+
+class ChatRequest(GenerationOptions):
+    """``POST /api/chat``."""
 
     message: StrictStr = Field(
         min_length=1, pattern=NOT_BLANK_PATTERN, description="The user's message (not blank)"
@@ -34,7 +76,8 @@ class ChatRequest(BaseModel):
     client_request_id: StrictStr | None = Field(
         default=None,
         pattern=REQUEST_ID_PATTERN,
-        description="Idempotency key: the same id returns the same stream",
+        description="Idempotency key (or the `Idempotency-Key` header): the same id with the "
+        "same request returns the same stream; with another request, 409",
     )
 
 
@@ -57,8 +100,12 @@ class ChatStarted(BaseModel):
 class AbortResult(BaseModel):
     """Answer of ``POST /api/chat/stream/{id}/abort``."""
 
-    aborted: bool
+    aborted: bool = Field(
+        description="The answer is stopped or stopping; false when it had already ended "
+        "(`status` says how)"
+    )
     acknowledged: bool = Field(description="The producing instance confirmed the stop")
+    status: ApiStatus = Field(description="The stream's status after the request")
 
 
 class StreamStatus(BaseModel):
@@ -66,7 +113,7 @@ class StreamStatus(BaseModel):
 
     stream_id: str
     conversation_id: str | None
-    status: Literal["running", "complete", "aborted", "error"]
+    status: ApiStatus
     text: str
     last_event_id: str | None
     created_at: float
@@ -78,7 +125,7 @@ class ActiveStream(BaseModel):
 
     stream_id: str
     conversation_id: str | None
-    status: str
+    status: Literal["running"]
     created_at: float
     resume_token: str = Field(description="As in the answer of `POST /api/chat`")
 
@@ -113,7 +160,7 @@ class StoredMessage(BaseModel):
     content: str
     created_at: float
     stream_id: str | None = None
-    status: Literal["done", "aborted", "error"] | None = None
+    status: EndStatus | None = None
     error: str | None = None
     model: str | None = None
 
@@ -153,7 +200,61 @@ class ModelList(BaseModel):
     default: str
 
 
+class FieldError(BaseModel):
+    """One invalid input."""
+
+    loc: list[str | int] = Field(
+        description='Where: `["body", "temperature"]`, `["header", "Idempotency-Key"]`, ...'
+    )
+    msg: str
+
+
 class ErrorBody(BaseModel):
     """Every error answer."""
 
     error: str
+    fields: list[FieldError] | None = Field(
+        default=None, description="The invalid inputs (422 answers)"
+    )
+
+
+class UIMessagePart(BaseModel):
+    """One part of an AI SDK ``UIMessage`` (only ``text`` parts are read; the others, such
+    as files, reasoning or tool calls, are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: StrictStr
+    text: StrictStr | None = None
+
+
+class UIMessage(BaseModel):
+    """An AI SDK ``UIMessage``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: StrictStr
+    role: Literal["system", "user", "assistant"]
+    parts: list[UIMessagePart]
+
+
+class AiSdkChatRequest(GenerationOptions):
+    """``POST /api/ai-sdk/chat``: what the AI SDK's ``DefaultChatTransport`` sends (plus
+    chatscale's options, from the transport's ``body``)."""
+
+    id: StrictStr = Field(
+        pattern=ID_PATTERN,
+        description="The chat id (`useChat`'s `id`): the conversation, created on first use",
+    )
+    messages: list[UIMessage] = Field(
+        min_length=1,
+        description="The chat's messages; the last one (a user message) is the one answered. "
+        "The history the model sees is the conversation the server stored",
+    )
+    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    messageId: StrictStr | None = Field(
+        default=None, description="The message to regenerate (not supported: 422)"
+    )
+    model: StrictStr | None = Field(
+        default=None, min_length=1, max_length=200, description="Model id (default: DEFAULT_MODEL)"
+    )

@@ -117,8 +117,17 @@ class EventStream:
         first: bytes = b"",
         heartbeat_s: float = HEARTBEAT_S,
         stall_timeout_s: float | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        reconnect_frame: bytes | None = None,
     ) -> None:
         self.frames = frames
+        #: Response headers (another protocol on SSE adds its own, e.g. the AI SDK's).
+        self.headers = _HEADERS if headers is None else [*_HEADERS, *headers]
+        #: What ends a stream cut by a drain or a backend failure (default: a ``reconnect``
+        #: event; a protocol without it ends the body instead).
+        self.reconnect_frame = (
+            frame("reconnect", {}, retry=RETRY_MS) if reconnect_frame is None else reconnect_frame
+        )
         self.registry = registry
         self.first = first
         self.heartbeat_s = heartbeat_s
@@ -153,7 +162,9 @@ class EventStream:
             raise ClientStalled from None
 
     async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._send(send, {"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        await self._send(
+            send, {"type": "http.response.start", "status": 200, "headers": self.headers}
+        )
         closing = self.registry.closing
         first, self.first = self.first, b""
         await self._send(
@@ -219,7 +230,7 @@ class EventStream:
                 log.warning("event stream failed: %r", failure)
                 self._reconnect = True
         if self._reconnect:
-            body = frame("reconnect", {}, retry=RETRY_MS)
+            body = self.reconnect_frame
         with contextlib.suppress(OSError):
             await self._send(send, {"type": "http.response.body", "body": body, "more_body": False})
 

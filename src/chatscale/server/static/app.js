@@ -367,12 +367,8 @@ async function send(text, retrying) {
   const requestId = retrying ? retrying.requestId : crypto.randomUUID();
   state.pending.add(requestId);
   updateComposer();
-  const body = JSON.stringify({
-    message: text,
-    conversation_id: state.conversation || undefined,
-    model: $("model").value || undefined,
-    client_request_id: requestId,
-  });
+  let conversation = state.conversation || undefined;
+  const model = $("model").value || undefined;
   let answer;
   if (retrying) {
     answer = retrying.answer;
@@ -389,6 +385,9 @@ async function send(text, retrying) {
   // The same client_request_id makes a retried POST return the same stream, never a second one.
   for (let attempt = 0; ; attempt += 1) {
     try {
+      const body = JSON.stringify({
+        message: text, conversation_id: conversation, model, client_request_id: requestId,
+      });
       const started = await api("/api/chat", { method: "POST", body });
       connection.ok("send");
       if (state.conversation !== started.conversation_id) {
@@ -402,6 +401,12 @@ async function send(text, retrying) {
       banner("");
       break;
     } catch (error) {
+      if (error instanceof ApiError && error.status === 404 && conversation) {
+        // The conversation is gone (its Redis data was lost, or it was deleted): the server
+        // creates none under a given id, so the message starts a new one.
+        conversation = undefined;
+        continue;
+      }
       console.warn("send failed:", error);
       const why = whyNotSent(error);
       const retriable = !(error instanceof ApiError) || [409, 502, 503, 504].includes(error.status);
