@@ -7,7 +7,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from chatscale.server.statuses import ApiStatus, EndStatus
-
 from chatscale.server.store import TITLE_CHARS
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,100}$"
