@@ -290,7 +290,12 @@ async def test_security_headers_on_the_page_and_no_store_on_the_api(
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["x-content-type-options"] == "nosniff"
     assert page.headers["referrer-policy"] == "no-referrer"
-    assert "no-store" not in page.headers.get("cache-control", "")
+    assert page.headers.get_list("cache-control") == ["no-cache"]
+    # The page's files are revalidated on every load (no mix of two releases' modules).
+    script = await client.get("/static/app.js")
+    assert script.headers.get_list("cache-control") == ["no-cache"]
+    again = await client.get("/static/app.js", headers={"if-none-match": script.headers["etag"]})
+    assert again.status_code == 304
     started = (await client.post("/api/chat", json=CHAT)).json()
     answers = [
         await client.get("/api/models"),

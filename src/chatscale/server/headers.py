@@ -3,6 +3,8 @@
 The page loads only its own script and style sheet (no inline code, no other origin), so the
 policy needs no ``'unsafe-inline'``; ``connect-src 'self'`` covers its fetch and EventSource
 calls. Answers under ``/api/`` are per-session, so no cache (browser or shared) may keep them.
+The page's files (``/`` and ``/static/``) are revalidated on every load (``no-cache``; they
+carry an ETag), so a browser never mixes modules of two releases after an upgrade.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"referrer-policy", b"no-referrer"),
 )
 _NO_STORE = (b"cache-control", b"no-store")
+_REVALIDATE = (b"cache-control", b"no-cache")
 
 
 class SecurityHeadersMiddleware:
     """Pure ASGI middleware adding :data:`SECURITY_HEADERS` (replacing any of the same name)
-    to every HTTP answer, and ``Cache-Control: no-store`` to those under ``/api/``."""
+    to every HTTP answer, ``Cache-Control: no-store`` to those under ``/api/`` and
+    ``no-cache`` to the page's files."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -34,8 +38,11 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         added = SECURITY_HEADERS
-        if scope["path"].startswith("/api/"):
+        path = scope["path"]
+        if path.startswith("/api/"):
             added = (*added, _NO_STORE)
+        elif path == "/" or path.startswith("/static/"):
+            added = (*added, _REVALIDATE)
         names = {name for name, _ in added}
 
         async def send_with_headers(message: Message) -> None:
