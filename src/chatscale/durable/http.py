@@ -233,12 +233,13 @@ class DurableStreamsApp:
         announced = False
         while True:
             position = result.end
-            if result.records:
-                yield data_event(content_type, result.records)
             finished = result.info.closed and result.up_to_date
             if result.records or not announced:
+                # A data event and its control event go out in one write: a reader never
+                # sees data without the offset that follows it.
+                data = data_event(content_type, result.records) if result.records else b""
                 cursor = next_cursor(cursor)
-                yield control_event(
+                yield data + control_event(
                     str(position), cursor, up_to_date=result.up_to_date, closed=finished
                 )
                 announced = True
