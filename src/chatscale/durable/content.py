@@ -19,10 +19,13 @@ def encode_record(content_type: str, body: bytes, *, allow_empty_array: bool) ->
 
     For ``application/json`` the body must be JSON; a top-level array is one level of
     batching (each element a message; ``[]`` is refused on POST, nothing on PUT), any other
-    value is one message. Messages are stored compact, joined by commas.
+    value is one message. Messages are stored compact, joined by commas. An empty body
+    stores nothing (a POST refuses it before, unless it only closes the stream).
     """
+    if not body:
+        return None
     if not is_json(content_type):
-        return Record(body, 1) if body else None
+        return Record(body, 1)
     try:
         value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:

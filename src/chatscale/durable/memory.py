@@ -9,10 +9,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from chatscale.durable import rules
+from chatscale.durable.content import encode_record
 from chatscale.durable.errors import ProtocolError
-from chatscale.durable.forks import check_fork_point, cut_record
+from chatscale.durable.forks import (
+    ForkKey,
+    Inherited,
+    check_fork_point,
+    check_same,
+    fork_key,
+    fork_records,
+    settle,
+)
 from chatscale.durable.model import (
-    DEFAULT_CONTENT_TYPE,
     AppendRequest,
     CreateRequest,
     ReadResult,
@@ -20,7 +29,6 @@ from chatscale.durable.model import (
     StreamInfo,
     WriteResult,
     is_json,
-    media_type,
 )
 from chatscale.durable.offsets import Offset, check_offset_bounds
 from chatscale.durable.rules import (
@@ -38,13 +46,9 @@ def _now_ms() -> int:
 @dataclass
 class _Stream:
     id: str
-    content_type: str
-    ttl: int | None
-    expires_at: str | None
-    expires_at_ms: int | None
-    # What the creating PUT asked for, compared on an idempotent PUT.
-    fork_spec: tuple[str, str | None, int] | None
-    source: str | None  # the stream whose data this fork inherited (holds a reference)
+    config: Inherited
+    fork: ForkKey | None  # the creating PUT's fork headers, compared on an idempotent PUT
+    source: str | None = None  # the stream this fork inherited from (holds a reference)
     records: list[Record] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     closed: bool = False
@@ -59,14 +63,15 @@ class _Stream:
         return Offset(len(self.records), self.ends[-1] if self.ends else 0)
 
     def info(self) -> StreamInfo:
+        config = self.config
         return StreamInfo(
-            self.id, self.content_type, self.ttl, self.expires_at, self.closed, self.tail
+            self.id, config.content_type, config.ttl, config.expires_at, self.closed, self.tail
         )
 
     def touch(self, now_ms: int) -> None:
         # A sliding TTL: every read and write restarts it (HEAD does not).
-        if self.ttl is not None:
-            self.deadline_ms = now_ms + self.ttl * 1000
+        if self.config.ttl is not None:
+            self.deadline_ms = now_ms + self.config.ttl * 1000
 
     def add(self, record: Record) -> None:
         self.records.append(record)
@@ -89,8 +94,9 @@ class MemoryStore:
         if stream is None:
             return None
         deadline = stream.deadline_ms
-        if stream.expires_at_ms is not None:
-            deadline = min(deadline or stream.expires_at_ms, stream.expires_at_ms)
+        fixed = stream.config.expires_at_ms
+        if fixed is not None:
+            deadline = min(deadline or fixed, fixed)
         if deadline is not None and now_ms >= deadline and not stream.deleted:
             self._drop(path, stream)
             return self._streams.get(path)
@@ -99,9 +105,9 @@ class MemoryStore:
     def _get(self, path: str, now_ms: int) -> _Stream:
         stream = self._find(path, now_ms)
         if stream is None:
-            raise ProtocolError(404, "no such stream")
+            raise ProtocolError(404, rules.NOT_FOUND)
         if stream.deleted:
-            raise ProtocolError(410, "the stream was deleted (forks still read its data)")
+            raise ProtocolError(410, rules.GONE)
         return stream
 
     def _drop(self, path: str, stream: _Stream) -> None:
@@ -136,13 +142,12 @@ class MemoryStore:
         if existing is not None:
             if existing.deleted:
                 raise ProtocolError(409, "a deleted stream still read by forks holds this path")
-            self._check_same(existing, request)
+            check_same(existing.config, existing.fork, request)
             return WriteResult(existing.info(), 200)
         stream = self._new_stream(request, now)
-        if request.body:
-            record = _record_of(request, stream.content_type)
-            if record is not None and record.messages:
-                stream.add(record)
+        record = encode_record(stream.config.content_type, request.body, allow_empty_array=True)
+        if record is not None:
+            stream.add(record)
         stream.closed = request.closed
         if request.fork is not None:
             source = self._streams[request.fork.source]
@@ -153,90 +158,35 @@ class MemoryStore:
 
     def _new_stream(self, request: CreateRequest, now: int) -> _Stream:
         fork = request.fork
-        content_type = request.content_type or DEFAULT_CONTENT_TYPE
-        ttl, expires_at, expires_at_ms = request.ttl, request.expires_at, request.expires_at_ms
         records: list[Record] = []
-        fork_spec = None
-        if fork is not None:
+        if fork is None:
+            settled = settle(request, None)
+        else:
             source = self._find(fork.source, now)
             if source is None:
-                raise ProtocolError(404, "the stream to fork (Stream-Forked-From) does not exist")
+                raise ProtocolError(404, rules.NO_SOURCE)
             if source.deleted:
-                raise ProtocolError(409, "the stream to fork (Stream-Forked-From) was deleted")
-            if request.content_type is None:
-                content_type = source.content_type
-            elif media_type(content_type) != media_type(source.content_type):
-                raise ProtocolError(
-                    409,
-                    f"Content-Type {content_type!r} differs from the forked stream's "
-                    f"{source.content_type!r}",
-                )
-            if ttl is None and expires_at is None:
-                ttl, expires_at, expires_at_ms = (
-                    source.ttl,
-                    source.expires_at,
-                    source.expires_at_ms,
-                )
+                raise ProtocolError(409, rules.DELETED_SOURCE)
+            settled = settle(request, source.config)
             point = fork.offset if fork.offset is not None else source.tail
             check_fork_point(source.ends, point)
-            records = source.records[: point.record]
-            if fork.sub_offset:
-                if point.record >= len(source.records):
-                    raise ProtocolError(
-                        400, "Stream-Fork-Sub-Offset needs an append at Stream-Fork-Offset"
-                    )
-                cut = cut_record(
-                    source.records[point.record], fork.sub_offset, is_json(content_type)
-                )
-                records = [*records, cut]
-            fork_spec = (
-                fork.source,
-                str(fork.offset) if fork.offset is not None else None,
+            cut_from = source.records[point.record] if point.record < len(source.records) else None
+            records = fork_records(
+                source.records[: point.record],
+                cut_from,
                 fork.sub_offset,
+                is_json(settled.content_type),
             )
-        stream = _Stream(
-            id=uuid.uuid4().hex[:16],
-            content_type=content_type,
-            ttl=ttl,
-            expires_at=expires_at,
-            expires_at_ms=expires_at_ms,
-            fork_spec=fork_spec,
-            source=None,
-        )
+        stream = _Stream(id=uuid.uuid4().hex[:16], config=settled, fork=fork_key(fork))
         for record in records:
             stream.add(record)
         stream.touch(now)
         return stream
 
-    @staticmethod
-    def _check_same(existing: _Stream, request: CreateRequest) -> None:
-        wanted = request.content_type
-        fork = request.fork
-        spec = (
-            None
-            if fork is None
-            else (
-                fork.source,
-                str(fork.offset) if fork.offset is not None else None,
-                fork.sub_offset,
-            )
-        )
-        same = (
-            (wanted is None and fork is not None)
-            or media_type(wanted or DEFAULT_CONTENT_TYPE) == media_type(existing.content_type)
-        ) and spec == existing.fork_spec
-        if fork is None:
-            same = same and (request.ttl, request.expires_at_ms) == (
-                existing.ttl,
-                existing.expires_at_ms,
-            )
-        if not same:
-            raise ProtocolError(409, "the stream exists with a different configuration")
-
     async def append(self, path: str, request: AppendRequest) -> WriteResult:
         now = _now_ms()
         stream = self._get(path, now)
-        check_content_type(stream.content_type, request)
+        check_content_type(stream.config.content_type, request)
         producer = request.producer
         if producer is not None:
             verdict = check_producer(stream.producers.get(producer.id), producer)
@@ -246,7 +196,7 @@ class MemoryStore:
         if stream.closed:
             if request.record is None and producer is None:
                 return WriteResult(stream.info(), 204)  # closing again: idempotent
-            raise _closed(stream)
+            raise rules.closed(str(stream.tail))
         check_stream_seq(stream.last_seq, request.seq)
         stream.touch(now)
         if request.record is not None:
@@ -280,7 +230,7 @@ class MemoryStore:
         if start.record > tail.record or (
             start.byte != (stream.ends[start.record - 1] if start.record else 0)
         ):
-            raise ProtocolError(400, f"offset {start} is not a position of this stream")
+            raise ProtocolError(400, f"offset {start} {rules.NOT_AN_OFFSET}")
         records: list[Record] = []
         size = 0
         index = start.record
@@ -305,17 +255,3 @@ class MemoryStore:
         for event in self._changed.values():
             event.set()
         self._changed.clear()
-
-
-def _closed(stream: _Stream) -> ProtocolError:
-    return ProtocolError(
-        409,
-        "the stream is closed",
-        {"Stream-Closed": "true", "Stream-Next-Offset": str(stream.tail)},
-    )
-
-
-def _record_of(request: CreateRequest, content_type: str) -> Record | None:
-    from chatscale.durable.content import encode_record
-
-    return encode_record(content_type, request.body, allow_empty_array=True)

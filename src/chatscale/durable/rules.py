@@ -28,29 +28,66 @@ def check_producer(state: tuple[int, int] | None, producer: Producer) -> Produce
     """
     if state is None:
         if producer.seq != 0:
-            raise _gap(0, producer.seq)
+            raise gap(0, producer.seq)
         return ProducerVerdict.ACCEPT
     epoch, last = state
     if producer.epoch < epoch:
-        raise ProtocolError(
-            403,
-            f"producer epoch {producer.epoch} is stale; the current epoch is {epoch}",
-            {"Producer-Epoch": str(epoch)},
-        )
+        raise stale_epoch(producer.epoch, epoch)
     if producer.epoch > epoch:
         if producer.seq != 0:
-            raise ProtocolError(
-                400, f"a new producer epoch must start at seq 0, got {producer.seq}"
-            )
+            raise new_epoch_not_at_zero(producer.seq)
         return ProducerVerdict.ACCEPT
     if producer.seq <= last:
         return ProducerVerdict.DUPLICATE
     if producer.seq != last + 1:
-        raise _gap(last + 1, producer.seq)
+        raise gap(last + 1, producer.seq)
     return ProducerVerdict.ACCEPT
 
 
-def _gap(expected: int, received: int) -> ProtocolError:
+# --- the refusals, one wording each (both stores raise them) ----------------------------
+
+
+def stale_epoch(given: int, current: int) -> ProtocolError:
+    """403: a zombie producer fenced by a newer epoch."""
+    return ProtocolError(
+        403,
+        f"producer epoch {given} is stale; the current epoch is {current}",
+        {"Producer-Epoch": str(current)},
+    )
+
+
+def new_epoch_not_at_zero(seq: int) -> ProtocolError:
+    """400: a new epoch starts at seq 0."""
+    return ProtocolError(400, f"a new producer epoch must start at seq 0, got {seq}")
+
+
+def closed(tail: str) -> ProtocolError:
+    """409: the stream is closed; its tail is in ``Stream-Next-Offset``."""
+    return ProtocolError(
+        409, "the stream is closed", {"Stream-Closed": "true", "Stream-Next-Offset": tail}
+    )
+
+
+def content_type_mismatch(given: str, stream_type: str) -> ProtocolError:
+    """409: an append of another media type than the stream's."""
+    return ProtocolError(409, f"Content-Type {given!r} does not match the stream's {stream_type!r}")
+
+
+def seq_regression(seq: str, last: str) -> ProtocolError:
+    """409: ``Stream-Seq`` did not grow."""
+    return ProtocolError(409, f"Stream-Seq {seq!r} is not greater than the last one ({last!r})")
+
+
+NOT_FOUND = "no such stream"
+GONE = "the stream was deleted (forks still read its data)"
+CONFLICTING_CONFIG = "the stream exists with a different configuration"
+NO_SOURCE = "the stream to fork (Stream-Forked-From) does not exist"
+DELETED_SOURCE = "the stream to fork (Stream-Forked-From) was deleted"
+NOT_AN_OFFSET = "is not a position of this stream"
+
+
+def gap(expected: int, received: int) -> ProtocolError:
+    """409: a producer sequence gap."""
     return ProtocolError(
         409,
         f"producer sequence gap: expected {expected}, received {received}",
@@ -71,6 +108,4 @@ def check_content_type(stream_type: str, request: AppendRequest) -> None:
     if request.record is None or given is None:
         return
     if media_type(given) != media_type(stream_type):
-        raise ProtocolError(
-            409, f"Content-Type {given!r} does not match the stream's {stream_type!r}"
-        )
+        raise content_type_mismatch(given, stream_type)

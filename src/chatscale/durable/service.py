@@ -47,9 +47,14 @@ class DurableService:
                 "streams; use it only on a trusted network",
                 self.settings.durable_streams_path,
             )
-        if redis is not None:
-            raise RuntimeError("Durable Streams on Redis are not implemented yet")
-        self._store = MemoryStore()
+        if redis is None:
+            self._store = MemoryStore()
+        else:
+            from chatscale.durable.redis_store import RedisDurableStore
+
+            store = RedisDurableStore(redis)
+            await store.start()
+            self._store = store
         log.info(
             "Durable Streams served under %s (%s)",
             self.settings.durable_streams_path,
