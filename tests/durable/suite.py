@@ -33,10 +33,22 @@ class SuiteResult:
     failures: list[str] = field(default_factory=list)
 
 
+#: vitest 4 runs on Node.js 20 or later.
+NODE_MAJOR = 20
+
+
 def node_tools_missing() -> str | None:
     """Why the suite cannot run here, or ``None``."""
     missing = [tool for tool in ("node", "npm", "npx") if shutil.which(tool) is None]
-    return f"{', '.join(missing)} not installed" if missing else None
+    if missing:
+        return f"{', '.join(missing)} not installed"
+    version = subprocess.run(
+        ["node", "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    major = version.lstrip("v").split(".", 1)[0]
+    if not major.isdigit() or int(major) < NODE_MAJOR:
+        return f"Node.js {NODE_MAJOR} or later is needed, found {version or 'nothing'}"
+    return None
 
 
 def _cache_root() -> Path:

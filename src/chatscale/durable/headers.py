@@ -22,6 +22,7 @@ _MAX_SAFE_INT = 2**53 - 1
 
 
 def _one(headers: Headers, name: str) -> str | None:
+    # ``name`` as it appears in errors; Starlette looks headers up case-insensitively.
     values = headers.getlist(name)
     if len(values) > 1:
         raise ProtocolError(400, f"{name} is given more than once")
@@ -51,13 +52,13 @@ def _uint(headers: Headers, name: str) -> int | None:
 
 def content_type(headers: Headers) -> str | None:
     """The request's Content-Type, ``None`` when absent or blank."""
-    value = _one(headers, "content-type")
+    value = _one(headers, "Content-Type")
     return value.strip() if value and value.strip() else None
 
 
 def _expiry(headers: Headers) -> tuple[int | None, str | None, int | None]:
-    ttl_text = _one(headers, "stream-ttl")
-    expires_text = _one(headers, "stream-expires-at")
+    ttl_text = _one(headers, "Stream-TTL")
+    expires_text = _one(headers, "Stream-Expires-At")
     if ttl_text is not None and expires_text is not None:
         raise ProtocolError(400, "Stream-TTL and Stream-Expires-At cannot be used together")
     ttl: int | None = None
@@ -87,9 +88,9 @@ def _expiry(headers: Headers) -> tuple[int | None, str | None, int | None]:
 def create_request(headers: Headers, body: bytes, stream_of: StreamPath) -> CreateRequest:
     """A PUT's headers and body."""
     ttl, expires_at, expires_at_ms = _expiry(headers)
-    fork_from = _one(headers, "stream-forked-from")
-    fork_offset_text = _one(headers, "stream-fork-offset")
-    sub_offset = _uint(headers, "stream-fork-sub-offset")
+    fork_from = _one(headers, "Stream-Forked-From")
+    fork_offset_text = _one(headers, "Stream-Fork-Offset")
+    sub_offset = _uint(headers, "Stream-Fork-Sub-Offset")
     fork: ForkSpec | None = None
     if fork_from is None:
         if fork_offset_text is not None or sub_offset is not None:
@@ -110,7 +111,7 @@ def create_request(headers: Headers, body: bytes, stream_of: StreamPath) -> Crea
         ttl=ttl,
         expires_at=expires_at,
         expires_at_ms=expires_at_ms,
-        closed=_flag(headers, "stream-closed"),
+        closed=_flag(headers, "Stream-Closed"),
         body=body,
         fork=fork,
     )
@@ -118,23 +119,23 @@ def create_request(headers: Headers, body: bytes, stream_of: StreamPath) -> Crea
 
 def append_request(headers: Headers, body: bytes) -> AppendRequest:
     """A POST's headers and body."""
-    close = _flag(headers, "stream-closed")
+    close = _flag(headers, "Stream-Closed")
     kind = content_type(headers)
     if not body and not close:
         raise ProtocolError(400, "the body is empty; an append needs at least one byte")
     if body and kind is None:
         raise ProtocolError(400, "Content-Type is missing; an append must name its type")
     record = encode_record(kind, body, allow_empty_array=False) if body and kind else None
-    seq = _one(headers, "stream-seq")
+    seq = _one(headers, "Stream-Seq")
     if seq is not None and not seq:
         raise ProtocolError(400, "Stream-Seq is empty")
     return AppendRequest(kind, record, seq, _producer(headers), close)
 
 
 def _producer(headers: Headers) -> Producer | None:
-    producer_id = _one(headers, "producer-id")
-    epoch = _uint(headers, "producer-epoch")
-    seq = _uint(headers, "producer-seq")
+    producer_id = _one(headers, "Producer-Id")
+    epoch = _uint(headers, "Producer-Epoch")
+    seq = _uint(headers, "Producer-Seq")
     given = [producer_id is not None, epoch is not None, seq is not None]
     if not any(given):
         return None
