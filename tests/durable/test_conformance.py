@@ -1,6 +1,7 @@
 """The public Durable Streams conformance suite (0.3.6) against ``chatscale serve``, in the
-four set-ups of issue 11: one instance in memory, one on Redis, three instances on one Redis
-behind HAProxy (round robin per request), and three on a Redis Cluster behind HAProxy.
+four set-ups of issue 11: one instance in memory, one on Redis (standalone, and through
+Sentinel), three instances on one Redis behind HAProxy (round robin per request), and three
+on a Redis Cluster behind HAProxy.
 
 Every test of the suite passes except the 6 the suite itself skips (its reserved
 subscription APIs). Each run takes about half a minute.
@@ -49,9 +50,16 @@ def check(url: str, tmp_path: Path) -> None:
 @pytest.fixture
 def one_instance(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     env = dict(ENV)
-    if request.param != "memory":
+    if request.param == "standalone":
         server: Any = request.getfixturevalue("redis_standalone")
         env |= {"USE_REDIS": "true", "REDIS_URI": server.url(), "REDIS_KEY_PREFIX": "dsone"}
+    elif request.param == "sentinel":
+        sentinel: Any = request.getfixturevalue("redis_sentinel")
+        env |= {
+            "USE_REDIS": "true",
+            "REDIS_URI": sentinel.sentinel_url(),
+            "REDIS_KEY_PREFIX": "dsone",
+        }
     serve = ServeProcess(env, tmp_path / "serve.log").start()
     try:
         yield serve.url
@@ -59,7 +67,11 @@ def one_instance(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str
         serve.kill()
 
 
-@pytest.mark.parametrize("one_instance", ["memory", "standalone"], indirect=True)
+@pytest.mark.parametrize(
+    "one_instance",
+    ["memory", "standalone", pytest.param("sentinel", marks=pytest.mark.sentinel)],
+    indirect=True,
+)
 def test_one_instance(one_instance: str, tmp_path: Path) -> None:
     check(one_instance, tmp_path)
 
