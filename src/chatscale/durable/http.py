@@ -66,6 +66,32 @@ class DurableStreamsApp:
         self.options = options
         self.auth = auth
         self.paths = parse.StreamPath(options.base_path)
+        self._ending: asyncio.Event | None = None
+
+    def end_live_reads(self) -> None:
+        """On drain: every long-poll answers now, every SSE read ends after what it has
+        sent (clients continue from their last offset on another instance), and new live
+        reads do not wait."""
+        self._ending_event().set()
+
+    def _ending_event(self) -> asyncio.Event:
+        if self._ending is None:
+            self._ending = asyncio.Event()
+        return self._ending
+
+    async def _wait(self, store: DurableStore, name: str, after: Offset, timeout_s: float) -> None:
+        """``store.wait``, cut short by :meth:`end_live_reads`."""
+        ending = self._ending_event()
+        if ending.is_set():
+            return
+        waiter = asyncio.ensure_future(store.wait(name, after, timeout_s))
+        stop = asyncio.ensure_future(ending.wait())
+        try:
+            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stop):
+                task.cancel()
+            await asyncio.gather(waiter, stop, return_exceptions=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -146,9 +172,9 @@ class DurableStreamsApp:
         deadline = time.monotonic() + self.options.long_poll_timeout_s
         while not result.records and not result.info.closed:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self._ending_event().is_set():
                 break
-            await store.wait(name, start, left)
+            await self._wait(store, name, start, left)
             result = await store.read(name, start, self.options.max_read_bytes)
         if result.records:
             return self._data_answer(request, result, next_cursor(cursor))
@@ -247,9 +273,9 @@ class DurableStreamsApp:
                 return
             if result.up_to_date:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._ending_event().is_set():
                     return
-                await store.wait(name, position, min(left, 15.0))
+                await self._wait(store, name, position, min(left, 15.0))
             try:
                 result = await store.read(name, position, self.options.max_read_bytes)
             except ProtocolError:

@@ -74,6 +74,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             attach(svc.lifecycle)
             if durable is not None:
                 await durable.start(svc.redis)
+                # Draining also ends the protocol's live reads (they hold connections open).
+                drain_services = svc.drain
+
+                async def drain() -> None:
+                    durable.app.end_live_reads()
+                    await drain_services()
+
+                svc.lifecycle.on_drain(drain)
             yield
         finally:
             if durable is not None:
