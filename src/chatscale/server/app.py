@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
+from chatscale.durable import chat_view
 from chatscale.durable.service import DurableService
 from chatscale.logs import configure_logging
 from chatscale.server import api_chat, api_misc
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *api_chat.routes,
             *api_misc.routes,
             *([Mount(settings.durable_streams_path, app=durable.app)] if durable else []),
+            *(chat_view.routes if durable else []),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         middleware=[
