@@ -7,7 +7,7 @@ Each server runs alone on a loopback port (started and stopped here; Redis is a 
   own stream as fast as answers come, for ``--seconds``;
 * ``catch-up``: ``--writers`` clients reading a 1,000-message stream (100 KB) from ``-1``
   again and again, for ``--seconds``;
-* ``live``: ``--readers`` long-poll readers on one stream, a writer appending 50 messages at
+* ``live``: ``--readers`` (50) long-poll readers on one stream, a writer appending 50 messages at
   20/s; a delivery's latency is the reader's receipt minus the writer's send.
 
 Reported per server and workload: operations per second, latency percentiles, and the
@@ -240,7 +240,7 @@ def main() -> None:
     )
     parser.add_argument("--servers", default="node,chatscale,chatscale-redis")
     parser.add_argument("--writers", type=int, default=20)
-    parser.add_argument("--readers", type=int, default=200)
+    parser.add_argument("--readers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     add_out_option(parser)
     args = parser.parse_args()

@@ -246,3 +246,16 @@ async def test_producer_retries_on_two_instances_store_once(two_instances: tuple
         )
         assert zombie.status_code == 403
         assert zombie.headers["producer-epoch"] == "1"
+
+
+async def test_memory_drops_expired_streams_nobody_reads() -> None:
+    from chatscale.durable.memory import MemoryStore
+    from chatscale.durable.model import CreateRequest
+
+    store = MemoryStore()
+    request = CreateRequest("text/plain", 1, None, None, closed=False, body=b"x", fork=None)
+    await store.create("short", request)
+    await asyncio.sleep(1.1)
+    store._swept_ms = 0  # the next create sweeps
+    await store.create("other", CreateRequest("text/plain", None, None, None, False, b"", None))
+    assert set(store._streams) == {"other"}

@@ -38,6 +38,8 @@ from chatscale.durable.rules import (
     check_stream_seq,
 )
 
+_SWEEP_EVERY_MS = 10_000
+
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
@@ -86,6 +88,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        self._swept_ms = 0
 
     # --- lookups and lifecycle ---------------------------------------------------------
 
@@ -136,8 +139,18 @@ class MemoryStore:
 
     # --- the protocol ------------------------------------------------------------------
 
+    def _sweep(self, now_ms: int) -> None:
+        # Expired streams nobody reads again would otherwise stay: at most every 10 s,
+        # creating a stream looks them all up (which drops the expired ones).
+        if now_ms - self._swept_ms < _SWEEP_EVERY_MS:
+            return
+        self._swept_ms = now_ms
+        for path in list(self._streams):
+            self._find(path, now_ms)
+
     async def create(self, path: str, request: CreateRequest) -> WriteResult:
         now = _now_ms()
+        self._sweep(now)
         existing = self._find(path, now)
         if existing is not None:
             if existing.deleted:
