@@ -22,6 +22,9 @@ from tests.server.rig import Rig, haproxy_path
 
 pytestmark = [
     pytest.mark.slow,
+    # One run takes 40-65 s, up to about 2 min on a loaded machine, plus npm ci the first
+    # time: above the suite's 120 s default.
+    pytest.mark.timeout(600),
     pytest.mark.skipif(
         node_tools_missing() is not None,
         reason=f"the conformance suite needs Node.js: {node_tools_missing()}",
