@@ -32,6 +32,8 @@ _SECRET_FIELDS = {
     "session_secret",
     "session_secret_previous",
     "openai_api_key",
+    "durable_streams_read_tokens",
+    "durable_streams_write_tokens",
 }
 #: Settings that are URIs and may carry credentials: printed through :func:`mask_uri`.
 _URI_FIELDS = {"redis_uri", "openai_base_url"}
@@ -144,6 +146,38 @@ def _optional_text(value: Any) -> Any:
     if isinstance(value, str) and not value.strip():
         return None
     return value
+
+
+def _base_path(value: Any) -> Any:
+    # Where the protocol is mounted: an absolute path, no trailing slash, none of the
+    # server's own path spaces.
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith("/") or text.endswith("/") or "//" in text or len(text) > 200:
+        raise ValueError("is not a base path; expected an absolute path such as /v1/stream")
+    if any(not (c.isalnum() or c in "/-._~") for c in text):
+        raise ValueError(
+            "has characters other than letters, digits and /-._~; expected e.g. /v1/stream"
+        )
+    taken = ("/api", "/static", "/openapi.json", "/healthz", "/readyz", "/metrics")
+    if any(text == t or text.startswith(t + "/") for t in taken):
+        raise ValueError(
+            f"is one of the server's own paths; expected a path outside {', '.join(taken)}"
+        )
+    return text
+
+
+def _tokens(value: Any) -> Any:
+    tokens = _csv(value)
+    if isinstance(tokens, tuple):
+        for token in tokens:
+            if len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token):
+                raise ValueError(
+                    "has a token shorter than 16 characters or with spaces; expected "
+                    "comma-separated tokens of 16 or more printable characters"
+                )
+    return tokens
 
 
 Bool = Annotated[bool, BeforeValidator(_strict_bool)]
@@ -273,6 +307,22 @@ class Settings(BaseSettings):
     stream_subscriber_buffer: Annotated[int, ints(1, 1_000_000, "events per subscriber")] = 10_000
     stream_replay_page: Annotated[int, ints(1, 100_000, "events per page")] = 1_000
     sse_stall_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 30
+    # --- Durable Streams protocol (docs/durable-streams.md) ------------------------------
+    durable_streams: Bool = False
+    durable_streams_path: Annotated[str, BeforeValidator(_base_path)] = "/v1/stream"
+    durable_streams_auth: Annotated[
+        Literal["token", "none"], BeforeValidator(_one_of("token", "none"))
+    ] = "token"
+    durable_streams_read_tokens: Annotated[
+        tuple[str, ...], NoDecode, BeforeValidator(_tokens), Field(repr=False)
+    ] = ()
+    durable_streams_write_tokens: Annotated[
+        tuple[str, ...], NoDecode, BeforeValidator(_tokens), Field(repr=False)
+    ] = ()
+    durable_streams_long_poll_timeout: Annotated[float, floats(0.1, 300, "seconds")] = 20.0
+    durable_streams_sse_duration: Annotated[float, floats(1, 3_600, "seconds")] = 60.0
+    durable_streams_max_body: Annotated[int, ints(1, 1_073_741_824, "bytes")] = 8 * 1_048_576
+    durable_streams_max_read: Annotated[int, ints(1_024, 1_073_741_824, "bytes")] = 1_048_576
     # --- Server and models --------------------------------------------------------------
     host: str = "127.0.0.1"
     port: Annotated[int, ints(0, 65_535, "a TCP port")] = 3080
@@ -317,6 +367,7 @@ class Settings(BaseSettings):
                 "USE_REDIS_STREAMS", "true", "needs Redis", "USE_REDIS=true with a REDIS_URI"
             )
         self._check_tls_files()
+        self._check_durable_streams()
         if not self.use_redis:
             self.redis = None
             return self
@@ -414,6 +465,18 @@ class Settings(BaseSettings):
                 "REDIS_PASSWORD or a password in REDIS_URI",
             )
         return replace(target, username=username, password=password)
+
+    def _check_durable_streams(self) -> None:
+        if not self.durable_streams or self.durable_streams_auth == "none":
+            return
+        if not self.durable_streams_read_tokens and not self.durable_streams_write_tokens:
+            raise ConfigError(
+                "DURABLE_STREAMS_WRITE_TOKENS",
+                None,
+                "DURABLE_STREAMS=true with DURABLE_STREAMS_AUTH=token needs at least one token",
+                "DURABLE_STREAMS_WRITE_TOKENS and/or DURABLE_STREAMS_READ_TOKENS, "
+                "or DURABLE_STREAMS_AUTH=none on a trusted network",
+            )
 
     def _check_tls_files(self) -> None:
         for name, path in (

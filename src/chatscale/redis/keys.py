@@ -16,6 +16,11 @@ Layout (``P`` is the deployment prefix; with no prefix the ``P::`` part is left 
     P::inst:{<instance>}:ctl             channel: aborts and moves addressed to one instance
     P::streams:instances                 instance heartbeats (ZSET, score = Redis time in ms)
     P::user:{<user>}:jobs                a user's jobs (ZSET)
+    P::ds:{<name>}:meta                  a Durable Streams stream's metadata (HASH)
+    P::ds:{<name>}:data                  its records, one per append (LIST)
+    P::ds:{<name>}:ends                  the byte offset after each record (LIST)
+    P::ds:{<name>}:prod                  its idempotent producers: id -> epoch:seq (HASH)
+    P::ds:{<name>}:ev                    channel: "the stream changed" (appends, close, delete)
 
 Channels carry the same prefix as keys: LibreChat leaves them unprefixed, so two deployments
 sharing one Redis hear each other's events. The ``{...}`` part is a Cluster hash tag: every key
@@ -141,6 +146,11 @@ class KeySpace:
         """Channel carrying one job's events as they are stored (same slot as its log, so
         the append script publishes them as a sharded message on Cluster)."""
         return self.tagged("stream", job_id, "ev")
+
+    def durable(self, name: str, part: str) -> str:
+        """A Durable Streams stream's key (``meta``, ``data``, ``ends``, ``prod``) or channel
+        (``ev``); every part of one stream shares its hash slot."""
+        return self.tagged("ds", name, part)
 
     def user_jobs(self, user: str) -> str:
         """A user's jobs, scored by creation time."""

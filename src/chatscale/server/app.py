@@ -17,6 +17,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
+from chatscale.durable import chat_view
+from chatscale.durable.service import DurableService
 from chatscale.logs import configure_logging
 from chatscale.server import api_ai_sdk, api_chat, api_misc
 from chatscale.server.bodylimit import BodyBound, BodyLimitMiddleware
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     check_settings(settings)  # a missing or weak SESSION_SECRET fails before serving
     svc = new_services(settings)
     document = build_openapi()
+    durable = DurableService(settings) if settings.durable_streams else None
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
@@ -70,8 +73,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             svc.tokens = ResumeTokens.for_sessions(session_holder.manager.config)
             session_holder.gate = svc.session_gate()
             attach(svc.lifecycle)
+            if durable is not None:
+                await durable.start(svc.redis)
+                # Draining also ends the protocol's live reads (they hold connections open).
+                drain_services = svc.drain
+
+                async def drain() -> None:
+                    durable.app.end_live_reads()
+                    await drain_services()
+
+                svc.lifecycle.on_drain(drain)
             yield
         finally:
+            if durable is not None:
+                await durable.close()
             if not svc.lifecycle.drained.is_set() and svc.streams is not None:
                 await svc.lifecycle.begin_drain()
             await svc.close()
@@ -84,6 +99,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *api_chat.routes,
             *api_ai_sdk.routes,
             *api_misc.routes,
+            *([Mount(settings.durable_streams_path, app=durable.app)] if durable else []),
+            *(chat_view.routes if durable else []),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         middleware=[
@@ -116,8 +133,12 @@ def body_bounds(settings: Settings) -> Callable[[Scope], BodyBound]:
     MAX_REQUEST_BODY_BYTES."""
     chat = api_chat.chat_body_bound(settings.max_message_chars)
     other = BodyBound(settings.max_request_body_bytes, "MAX_REQUEST_BODY_BYTES")
+    durable = BodyBound(settings.durable_streams_max_body, "DURABLE_STREAMS_MAX_BODY")
+    durable_prefix = settings.durable_streams_path + "/"
 
     def bound_for(scope: Scope) -> BodyBound:
+        if settings.durable_streams and scope["path"].startswith(durable_prefix):
+            return durable
         if scope["method"] != "POST":
             return other
         if scope["path"] == "/api/chat":

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 from chatscale.failures import FailureLog
 from chatscale.streams import codec
@@ -194,7 +195,15 @@ class _Link:
             command, channel = self._outbox[0]
             batch = [channel]
             self._outbox.popleft()
-            while self._outbox and self._outbox[0][0] == command and len(batch) < _CHUNK:
+            # On Cluster one SSUBSCRIBE / SUNSUBSCRIBE may only name channels of one slot
+            # (else CROSSSLOT, and the connection would be dropped over and over).
+            slot = key_slot(channel.encode()) if self.hub.sharded else None
+            while (
+                self._outbox
+                and self._outbox[0][0] == command
+                and len(batch) < _CHUNK
+                and (slot is None or key_slot(self._outbox[0][1].encode()) == slot)
+            ):
                 batch.append(self._outbox.popleft()[1])
             try:
                 async with asyncio.timeout(self.hub.probe_s):

@@ -17,11 +17,9 @@ class LuaScript:
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, package: str = "chatscale.streams") -> None:
         self.name = name
-        self.source = (
-            resources.files("chatscale.streams").joinpath("lua", f"{name}.lua").read_text("utf-8")
-        )
+        self.source = resources.files(package).joinpath("lua", f"{name}.lua").read_text("utf-8")
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: AnyRedis, keys: list[str], args: list[Any]) -> Any:

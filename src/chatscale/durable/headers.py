@@ -1,0 +1,175 @@
+"""Request headers of the protocol into typed requests; a bad header is a 400 naming it."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from starlette.datastructures import Headers
+
+from chatscale.durable.content import encode_record
+from chatscale.durable.errors import ProtocolError
+from chatscale.durable.model import AppendRequest, CreateRequest, ForkSpec, Producer
+from chatscale.durable.offsets import parse_offset
+
+_TTL = re.compile(r"^(0|[1-9][0-9]{0,9})$")
+_MAX_TTL_S = 10 * 366 * 86_400
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+_UINT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
+_MAX_SAFE_INT = 2**53 - 1
+
+
+def _one(headers: Headers, name: str) -> str | None:
+    # ``name`` as it appears in errors; Starlette looks headers up case-insensitively.
+    values = headers.getlist(name)
+    if len(values) > 1:
+        raise ProtocolError(400, f"{name} is given more than once")
+    return values[0] if values else None
+
+
+def _flag(headers: Headers, name: str) -> bool:
+    value = _one(headers, name)
+    if value is None:
+        return False
+    text = value.strip().lower()
+    if text not in ("true", "false"):
+        raise ProtocolError(400, f"{name} is {value[:40]!r}; expected true or false")
+    return text == "true"
+
+
+def _uint(headers: Headers, name: str) -> int | None:
+    value = _one(headers, name)
+    if value is None:
+        return None
+    if not _UINT.match(value) or int(value) > _MAX_SAFE_INT:
+        raise ProtocolError(
+            400, f"{name} is {value[:40]!r}; expected a whole number from 0 to 2^53-1"
+        )
+    return int(value)
+
+
+def content_type(headers: Headers) -> str | None:
+    """The request's Content-Type, ``None`` when absent or blank."""
+    value = _one(headers, "Content-Type")
+    return value.strip() if value and value.strip() else None
+
+
+def _expiry(headers: Headers) -> tuple[int | None, str | None, int | None]:
+    ttl_text = _one(headers, "Stream-TTL")
+    expires_text = _one(headers, "Stream-Expires-At")
+    if ttl_text is not None and expires_text is not None:
+        raise ProtocolError(400, "Stream-TTL and Stream-Expires-At cannot be used together")
+    ttl: int | None = None
+    if ttl_text is not None:
+        if not _TTL.match(ttl_text) or int(ttl_text) > _MAX_TTL_S:
+            raise ProtocolError(
+                400,
+                f"Stream-TTL is {ttl_text[:40]!r}; expected whole seconds without sign, "
+                f"leading zeros or decimals, at most {_MAX_TTL_S}",
+            )
+        ttl = int(ttl_text)
+    if expires_text is None:
+        return ttl, None, None
+    try:
+        if not _RFC3339.match(expires_text):
+            raise ValueError
+        moment = datetime.fromisoformat(expires_text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ProtocolError(
+            400,
+            f"Stream-Expires-At is {expires_text[:60]!r}; expected an RFC 3339 timestamp "
+            "such as 2030-01-01T00:00:00Z",
+        ) from None
+    return None, expires_text, int(moment.timestamp() * 1000)
+
+
+def create_request(headers: Headers, body: bytes, stream_of: StreamPath) -> CreateRequest:
+    """A PUT's headers and body."""
+    ttl, expires_at, expires_at_ms = _expiry(headers)
+    fork_from = _one(headers, "Stream-Forked-From")
+    fork_offset_text = _one(headers, "Stream-Fork-Offset")
+    sub_offset = _uint(headers, "Stream-Fork-Sub-Offset")
+    fork: ForkSpec | None = None
+    if fork_from is None:
+        if fork_offset_text is not None or sub_offset is not None:
+            raise ProtocolError(
+                400, "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From"
+            )
+    else:
+        offset = None
+        if fork_offset_text is not None and fork_offset_text != "-1":
+            offset = parse_offset(fork_offset_text)
+        elif fork_offset_text == "-1":
+            offset = parse_offset("0" * 16 + "_" + "0" * 16)
+        if sub_offset and fork_offset_text is None:
+            raise ProtocolError(400, "Stream-Fork-Sub-Offset needs Stream-Fork-Offset")
+        fork = ForkSpec(stream_of(fork_from), offset, sub_offset or 0)
+    return CreateRequest(
+        content_type=content_type(headers),
+        ttl=ttl,
+        expires_at=expires_at,
+        expires_at_ms=expires_at_ms,
+        closed=_flag(headers, "Stream-Closed"),
+        body=body,
+        fork=fork,
+    )
+
+
+def append_request(headers: Headers, body: bytes) -> AppendRequest:
+    """A POST's headers and body."""
+    close = _flag(headers, "Stream-Closed")
+    kind = content_type(headers)
+    if not body and not close:
+        raise ProtocolError(400, "the body is empty; an append needs at least one byte")
+    if body and kind is None:
+        raise ProtocolError(400, "Content-Type is missing; an append must name its type")
+    record = encode_record(kind, body, allow_empty_array=False) if body and kind else None
+    seq = _one(headers, "Stream-Seq")
+    if seq is not None and not seq:
+        raise ProtocolError(400, "Stream-Seq is empty")
+    return AppendRequest(kind, record, seq, _producer(headers), close)
+
+
+def _producer(headers: Headers) -> Producer | None:
+    producer_id = _one(headers, "Producer-Id")
+    epoch = _uint(headers, "Producer-Epoch")
+    seq = _uint(headers, "Producer-Seq")
+    given = [producer_id is not None, epoch is not None, seq is not None]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ProtocolError(
+            400, "Producer-Id, Producer-Epoch and Producer-Seq must be given together"
+        )
+    assert producer_id is not None and epoch is not None and seq is not None
+    if not producer_id.strip():
+        raise ProtocolError(400, "Producer-Id is empty")
+    return Producer(producer_id, epoch, seq)
+
+
+class StreamPath:
+    """Stream names from URL paths under the protocol's base path."""
+
+    MAX_LENGTH = 1024
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+
+    def __call__(self, path: str) -> str:
+        """The stream name of ``path`` (``/v1/stream/a/b`` -> ``a/b``); 400 if not one."""
+        prefix = self.base + "/"
+        if not path.startswith(prefix):
+            raise ProtocolError(400, f"{path[:100]!r} is not a stream path under {prefix}")
+        return self.name(path[len(prefix) :])
+
+    def name(self, name: str) -> str:
+        """Check a stream name: 1 to 1024 printable characters, no ``.``/``..`` segment."""
+        if not name or len(name) > self.MAX_LENGTH:
+            raise ProtocolError(
+                400, f"a stream name has 1 to {self.MAX_LENGTH} characters, got {len(name)}"
+            )
+        if not name.isprintable() or any(seg in (".", "..") for seg in name.split("/")):
+            raise ProtocolError(400, "the stream name has control characters or . / .. segments")
+        return name

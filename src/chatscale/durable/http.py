@@ -1,0 +1,326 @@
+"""The protocol's HTTP side: one ASGI application mounted at ``DURABLE_STREAMS_PATH``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from chatscale.durable import headers as parse
+from chatscale.durable.auth import BearerAuth
+from chatscale.durable.content import json_array
+from chatscale.durable.errors import ProtocolError
+from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json, is_text
+from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
+from chatscale.durable.sse import control_event, data_event
+from chatscale.durable.store import DurableStore
+
+log = logging.getLogger("chatscale.durable")
+
+_PROTOCOL_HEADERS = (
+    "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
+    "Stream-Expires-At, Stream-Seq, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+    "Producer-Expected-Seq, Producer-Received-Seq, ETag, Location"
+)
+_REQUEST_HEADERS = (
+    "Authorization, Content-Type, If-None-Match, Stream-TTL, Stream-Expires-At, Stream-Seq, "
+    "Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, "
+    "Producer-Id, Producer-Epoch, Producer-Seq"
+)
+#: On every answer: fetch() from other origins may read it (the token, not a cookie, is the
+#: credential), and the protocol's headers are visible to scripts.
+_COMMON = {
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": _PROTOCOL_HEADERS,
+}
+# Reads of immutable, per-token data: a private cache may keep them briefly.
+_CACHEABLE = "private, max-age=60, stale-while-revalidate=300"
+
+
+@dataclass(frozen=True)
+class DurableOptions:
+    """The settings the HTTP side needs (``DURABLE_STREAMS_*``)."""
+
+    base_path: str
+    long_poll_timeout_s: float
+    sse_duration_s: float
+    max_read_bytes: int
+
+
+class DurableStreamsApp:
+    """Serves ``{base_path}/{stream name}`` with PUT, POST, GET, HEAD, DELETE and OPTIONS.
+
+    ``store_of`` returns the store once the server has started (it needs Redis)."""
+
+    def __init__(
+        self, store_of: Callable[[], DurableStore], options: DurableOptions, auth: BearerAuth
+    ) -> None:
+        self.store_of = store_of
+        self.options = options
+        self.auth = auth
+        self.paths = parse.StreamPath(options.base_path)
+        self._ending: asyncio.Event | None = None
+
+    def end_live_reads(self) -> None:
+        """On drain: every long-poll answers now, every SSE read ends after what it has
+        sent (clients continue from their last offset on another instance), and new live
+        reads do not wait."""
+        self._ending_event().set()
+
+    def _ending_event(self) -> asyncio.Event:
+        if self._ending is None:
+            self._ending = asyncio.Event()
+        return self._ending
+
+    async def _wait(self, store: DurableStore, name: str, after: Offset, timeout_s: float) -> None:
+        """``store.wait``, cut short by :meth:`end_live_reads`."""
+        ending = self._ending_event()
+        if ending.is_set():
+            return
+        waiter = asyncio.ensure_future(store.wait(name, after, timeout_s))
+        stop = asyncio.ensure_future(ending.wait())
+        try:
+            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stop):
+                task.cancel()
+            await asyncio.gather(waiter, stop, return_exceptions=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.dispatch(request)
+        except ProtocolError as exc:
+            response = _refusal(exc, request.method)
+        response.headers.update(_COMMON)
+        await response(scope, receive, send)
+
+    async def dispatch(self, request: Request) -> Response:
+        """Route one request by method."""
+        method = request.method
+        if method == "OPTIONS":
+            return _preflight()
+        name = self.paths(request.url.path)
+        write = method in ("PUT", "POST", "DELETE")
+        if method not in ("PUT", "POST", "DELETE", "GET", "HEAD"):
+            raise ProtocolError(405, f"{method} is not a method of the protocol", {"Allow": _ALLOW})
+        self.auth.check(request.headers, write=write)
+        store = self.store_of()
+        if method == "PUT":
+            body = await request.body()
+            result = await store.create(
+                name, parse.create_request(request.headers, body, self.paths)
+            )
+            return self._written(request, result)
+        if method == "POST":
+            body = await request.body()
+            result = await store.append(name, parse.append_request(request.headers, body))
+            return self._written(request, result)
+        if method == "DELETE":
+            await store.delete(name)
+            return Response(status_code=204)
+        if method == "HEAD":
+            return _head(await store.head(name))
+        return await self._get(request, name, store)
+
+    def _written(self, request: Request, result: WriteResult) -> Response:
+        info = result.info
+        headers = {"Stream-Next-Offset": str(info.tail)}
+        if info.closed:
+            headers["Stream-Closed"] = "true"
+        if result.producer is not None:
+            headers["Producer-Epoch"] = str(result.producer[0])
+            headers["Producer-Seq"] = str(result.producer[1])
+        if request.method == "PUT":
+            headers["Content-Type"] = info.content_type
+            if result.status == 201:
+                headers["Location"] = str(request.url.replace(query=""))
+        return Response(status_code=result.status, headers=headers)
+
+    async def _get(self, request: Request, name: str, store: DurableStore) -> Response:
+        query = request.query_params
+        live_values = query.getlist("live")
+        live = live_values[0] if live_values else None
+        if live not in (None, "long-poll", "sse") or len(live_values) > 1:
+            raise ProtocolError(400, "live must be long-poll or sse")
+        offsets = query.getlist("offset")
+        wanted = parse_offset_query(offsets)
+        if live is not None and not offsets:
+            raise ProtocolError(
+                400, f"live={live} needs an offset parameter (-1, now or an offset)"
+            )
+        cursor = query.get("cursor")
+        if live == "sse":
+            return await self._sse(name, store, wanted.offset, wanted.now, cursor)
+        if wanted.now:
+            result = await store.read(name, None, self.options.max_read_bytes)
+            if live is None:
+                return self._tail_answer(result.info)
+            start = result.end
+        else:
+            start = wanted.offset or START
+        result = await store.read(name, start, self.options.max_read_bytes)
+        if live is None:
+            return self._data_answer(request, result, None)
+        deadline = time.monotonic() + self.options.long_poll_timeout_s
+        while not result.records and not result.info.closed:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._ending_event().is_set():
+                break
+            await self._wait(store, name, start, left)
+            result = await store.read(name, start, self.options.max_read_bytes)
+        if result.records:
+            return self._data_answer(request, result, next_cursor(cursor))
+        headers = {
+            "Stream-Next-Offset": str(result.end),
+            "Stream-Up-To-Date": "true",
+            "Cache-Control": "no-store",
+        }
+        if result.info.closed:
+            headers["Stream-Closed"] = "true"
+        else:
+            headers["Stream-Cursor"] = next_cursor(cursor)
+        return Response(status_code=204, headers=headers)
+
+    def _tail_answer(self, info: StreamInfo) -> Response:
+        headers = {
+            "Stream-Next-Offset": str(info.tail),
+            "Stream-Up-To-Date": "true",
+            "Cache-Control": "no-store",
+        }
+        if info.closed:
+            headers["Stream-Closed"] = "true"
+        headers["Content-Type"] = info.content_type
+        body = b"[]" if is_json(info.content_type) else b""
+        return Response(body, 200, headers)
+
+    def _data_answer(self, request: Request, result: ReadResult, cursor: str | None) -> Response:
+        info = result.info
+        closed_end = info.closed and result.up_to_date
+        etag = f'"{info.id}:{result.start}:{result.end}{":c" if closed_end else ""}"'
+        headers = {
+            "Stream-Next-Offset": str(result.end),
+            "ETag": etag,
+            "Cache-Control": _CACHEABLE,
+            "Stream-Cursor": cursor or next_cursor(request.query_params.get("cursor")),
+        }
+        if result.up_to_date:
+            headers["Stream-Up-To-Date"] = "true"
+        if closed_end:
+            headers["Stream-Closed"] = "true"
+        if etag in _etags(request.headers.get("if-none-match")):
+            return Response(status_code=304, headers=headers)
+        if is_json(info.content_type):
+            body = json_array(result.records)
+        else:
+            body = b"".join(r.data for r in result.records)
+        # Set directly: Starlette would add "; charset=utf-8" to a text media type.
+        headers["Content-Type"] = info.content_type
+        return Response(body, 200, headers)
+
+    async def _sse(
+        self,
+        name: str,
+        store: DurableStore,
+        start: Offset | None,
+        now: bool,
+        cursor: str | None,
+    ) -> Response:
+        first = await store.read(
+            name, None if now else (start or START), self.options.max_read_bytes
+        )
+        content_type = first.info.content_type
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+        if not is_text(content_type):
+            headers["Stream-SSE-Data-Encoding"] = "base64"
+        return StreamingResponse(
+            self._events(name, store, first, cursor),
+            headers=headers,
+        )
+
+    async def _events(
+        self, name: str, store: DurableStore, result: ReadResult, cursor: str | None
+    ) -> AsyncIterator[bytes]:
+        # The connection ends after DURABLE_STREAMS_SSE_DURATION (so CDNs can collapse
+        # readers), when the stream is closed and fully sent, or when it is deleted.
+        deadline = time.monotonic() + self.options.sse_duration_s
+        content_type = result.info.content_type
+        announced = False
+        while True:
+            position = result.end
+            finished = result.info.closed and result.up_to_date
+            if result.records or not announced:
+                # A data event and its control event go out in one write: a reader never
+                # sees data without the offset that follows it.
+                data = data_event(content_type, result.records) if result.records else b""
+                cursor = next_cursor(cursor)
+                yield data + control_event(
+                    str(position), cursor, up_to_date=result.up_to_date, closed=finished
+                )
+                announced = True
+            if finished:
+                return
+            if result.up_to_date:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._ending_event().is_set():
+                    return
+                await self._wait(store, name, position, min(left, 15.0))
+            try:
+                result = await store.read(name, position, self.options.max_read_bytes)
+            except ProtocolError:
+                return  # deleted while streaming
+            except asyncio.CancelledError:
+                raise
+
+
+_ALLOW = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+
+
+def _preflight() -> Response:
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Methods": _ALLOW,
+            "Access-Control-Allow-Headers": _REQUEST_HEADERS,
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+def _head(info: StreamInfo) -> Response:
+    headers = {
+        "Stream-Next-Offset": str(info.tail),
+        "Cache-Control": "no-store",
+        "Content-Type": info.content_type,
+    }
+    if info.ttl is not None:
+        headers["Stream-TTL"] = str(info.ttl)
+    if info.expires_at is not None:
+        headers["Stream-Expires-At"] = info.expires_at
+    if info.closed:
+        headers["Stream-Closed"] = "true"
+    return Response(status_code=200, headers=headers)
+
+
+def _etags(value: str | None) -> set[str]:
+    if not value:
+        return set()
+    return {part.strip().removeprefix("W/") for part in value.split(",")}
+
+
+def _refusal(exc: ProtocolError, method: str) -> Response:
+    headers = {**exc.headers, "Cache-Control": "no-store"}
+    if method == "HEAD":
+        return Response(status_code=exc.status, headers=headers)
+    return JSONResponse({"error": exc.message}, exc.status, headers)

@@ -1,0 +1,113 @@
+"""The protocol's requests and answers, independent of HTTP and of the storage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chatscale.durable.offsets import Offset
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def media_type(content_type: str) -> str:
+    """``Text/Plain; charset=utf-8`` -> ``text/plain``: what stream content types compare by."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str) -> bool:
+    """JSON mode (message boundaries, array flattening) applies to ``application/json``."""
+    return media_type(content_type) == "application/json"
+
+
+def is_text(content_type: str) -> bool:
+    """SSE sends text and JSON streams as text, everything else base64-encoded."""
+    return media_type(content_type).startswith("text/") or is_json(content_type)
+
+
+@dataclass(frozen=True)
+class Producer:
+    """An idempotent producer's headers: ``Producer-Id``, ``-Epoch`` and ``-Seq``."""
+
+    id: str
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class ForkSpec:
+    """``Stream-Forked-From`` (a stream path), ``Stream-Fork-Offset`` (``None``: the source's
+    tail) and ``Stream-Fork-Sub-Offset`` (bytes, or JSON messages, of the next append)."""
+
+    source: str
+    offset: Offset | None
+    sub_offset: int
+
+
+@dataclass(frozen=True)
+class Record:
+    """One append as stored: its bytes (for JSON streams the messages, compact, joined by
+    commas, without the enclosing brackets) and how many messages it holds."""
+
+    data: bytes
+    messages: int
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A PUT. ``content_type`` ``None`` means "not given" (default, or a fork's source's)."""
+
+    content_type: str | None
+    ttl: int | None
+    expires_at: str | None
+    expires_at_ms: int | None
+    closed: bool
+    body: bytes
+    fork: ForkSpec | None
+
+
+@dataclass(frozen=True)
+class AppendRequest:
+    """A POST: a record to append (``None`` for a close-only request), ``Stream-Seq``, an
+    idempotent producer, and whether it closes the stream."""
+
+    content_type: str | None
+    record: Record | None
+    seq: str | None
+    producer: Producer | None
+    close: bool
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What HEAD tells, and what every answer about a stream carries."""
+
+    id: str
+    content_type: str
+    ttl: int | None
+    expires_at: str | None
+    closed: bool
+    tail: Offset
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of a PUT or POST that was not refused."""
+
+    info: StreamInfo
+    status: int
+    producer: tuple[int, int] | None = None  # (epoch, highest accepted seq) to echo
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """Records from ``start`` to ``end`` (``end`` is the tail when ``up_to_date``)."""
+
+    info: StreamInfo
+    start: Offset
+    end: Offset
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether this answer reaches the tail."""
+        return self.end == self.info.tail

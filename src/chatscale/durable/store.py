@@ -1,0 +1,49 @@
+"""What a Durable Streams storage backend does (in memory or on Redis)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from chatscale.durable.model import (
+    AppendRequest,
+    CreateRequest,
+    ReadResult,
+    StreamInfo,
+    WriteResult,
+)
+from chatscale.durable.offsets import Offset
+
+
+class DurableStore(Protocol):
+    """Every method raises :class:`~chatscale.durable.errors.ProtocolError` for a refusal
+    (404 unknown stream, 410 a deleted stream forks still read, 409 conflicts...)."""
+
+    async def create(self, path: str, request: CreateRequest) -> WriteResult:
+        """PUT: create the stream (201), or confirm an identical one (200)."""
+        ...
+
+    async def append(self, path: str, request: AppendRequest) -> WriteResult:
+        """POST: append and/or close, atomically with the sequence and producer checks."""
+        ...
+
+    async def delete(self, path: str) -> None:
+        """DELETE the stream (kept, unreadable, while forks still read its data)."""
+        ...
+
+    async def head(self, path: str) -> StreamInfo:
+        """The stream's metadata; does not extend a sliding TTL."""
+        ...
+
+    async def read(self, path: str, start: Offset | None, max_bytes: int) -> ReadResult:
+        """Records from ``start`` (``None``: the tail) up to about ``max_bytes`` (at least one
+        record when there is one); extends a sliding TTL."""
+        ...
+
+    async def wait(self, path: str, after: Offset, timeout_s: float) -> None:
+        """Return once the tail is past ``after``, the stream is closed or gone, or after
+        ``timeout_s``; callers read again afterwards."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and tasks."""
+        ...
