@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -86,3 +87,85 @@ async def test_sentinel_master_killed_mid_stream(sentinel_factory: Any) -> None:
         await asyncio.to_thread(handle.master.kill)
 
     await _produce_through_fault(handle.sentinel_url(), kill_master)
+
+
+@pytest.mark.cluster
+async def test_a_dead_cluster_master_does_not_silence_other_shards_heartbeats(
+    cluster_factory: Any,
+) -> None:
+    """Checker cluster seeds 3014, 3044: after a master kill, an instance writing its jobs
+    to that master went silent for longer than the lease (redis-py rediscovers the cluster
+    before that client's next command, and the heartbeat waited behind it), although the
+    heartbeats live on another shard; the other instances took its jobs while it ran. Its
+    heartbeat now has a client of its own (redis-py also closes every connection of a
+    Cluster client on CLUSTERDOWN, in-flight beats included): it stays as fresh as an idle
+    instance's. (This guard did not reproduce the checker's case with the shared client in
+    four runs here: both instances were silent alike, 0.6 to 1.6 s.)"""
+    cluster = cluster_factory(masters=3, replicas_per_master=1)
+    settings = load_settings(
+        use_redis=True,
+        redis_uri=",".join(cluster.urls()),
+        redis_key_prefix=unique_prefix(),
+        # The fault checker's settings.
+        redis_connect_timeout=1000,
+        redis_socket_timeout=2000,
+        stream_lease_ttl=1500,
+    )
+    assert settings.redis is not None
+    connections = [await connect(settings.redis) for _ in range(2)]
+    client: Any = connections[0].client
+    keys = connections[0].keys
+    beats_on = client.get_node_from_key(keys.stream_instances).port
+    victim = next(m for m in cluster.masters() if m.port != beats_on)
+
+    def on_victim(key: str) -> bool:
+        return bool(client.get_node_from_key(key).port == victim.port)
+
+    # The busy instance: its jobs index and its job on the master that dies.
+    busy_id = next(
+        f"busy{i}" for i in range(10_000) if on_victim(keys.stream_instance_jobs(f"busy{i}"))
+    )
+    busy = create_stream_manager(settings, connections[0], instance_id=busy_id)
+    idle = create_stream_manager(settings, connections[1], instance_id="idle")
+    assert isinstance(busy, RedisStreamManager) and isinstance(idle, RedisStreamManager)
+    job_id = next(f"job{i}" for i in range(10_000) if on_victim(keys.stream_job(f"job{i}")))
+    gaps: dict[str, float] = {busy_id: 0.0, "idle": 0.0}
+    try:
+        await busy.start()
+        await idle.start()
+        producer = await busy.create(owner="u", job_id=job_id)
+
+        async def produce() -> None:
+            with contextlib.suppress(Exception):
+                for i in range(400):
+                    await producer.delta(f"w{i} ")
+                    await asyncio.sleep(0.02)
+
+        async def watch() -> None:
+            # Each instance's heartbeat as Redis sees it (by Redis's clock).
+            while True:
+                for instance in gaps:
+                    with contextlib.suppress(Exception):
+                        score = await idle.liveness.beat_client.zscore(
+                            keys.stream_instances, instance
+                        )
+                        now = await idle.liveness.now_ms()
+                        if score is not None:
+                            gaps[instance] = max(gaps[instance], (now - score) / 1000)
+                await asyncio.sleep(0.1)
+
+        producing = asyncio.create_task(produce())
+        watching = asyncio.create_task(watch())
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(victim.kill)
+        await asyncio.sleep(7.0)  # the failover (node timeout 1.5 s) and its aftermath
+        watching.cancel()
+        producing.cancel()
+        await asyncio.gather(watching, producing, return_exceptions=True)
+        assert idle.metrics.takeovers == 0, "a living instance's job was taken over"
+        assert gaps[busy_id] <= gaps["idle"] + 0.75, gaps
+    finally:
+        await busy.close()
+        await idle.close()
+        for connection in connections:
+            await connection.close()

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from chatscale.redis.client import create_client
+from chatscale.redis.connection import close_client
 from chatscale.streams import codec
 from chatscale.streams.base import StreamManager
 from chatscale.streams.errors import InvalidEvent, JobExists, JobNotFound
@@ -95,9 +97,18 @@ class RedisStreamManager(StreamManager):
             on_fenced=self._fence,
             on_stored_end=self._stored_end,
         )
+        # On Cluster the heartbeat has a client of its own: redis-py answers a connection
+        # error to one node by rediscovering the cluster before the client's next command,
+        # so the writes of this instance's jobs to a dead master held its heartbeat (to a
+        # healthy shard) past the lease, and living instances' jobs were taken (checker
+        # cluster seeds 3014, 3044).
+        self._beat_client: Any = (
+            create_client(redis.config) if isinstance(self.client, RedisCluster) else None
+        )
         self.liveness = Liveness(
             self.client,
             self.keys,
+            beat_client=self._beat_client,
             instance_id=self.instance_id,
             lease_s=self.lease_s,
             jobs_ttl_s=self.writer.index_ttl,
@@ -153,6 +164,8 @@ class RedisStreamManager(StreamManager):
             self._unregister_ping()
         await self._cancel_runs()
         await self.liveness.close()
+        if self._beat_client is not None:
+            await close_client(self._beat_client)
         await self.writer.close()
         for task in self._tasks:
             await stop_task(task)

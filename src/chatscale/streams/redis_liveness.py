@@ -54,8 +54,12 @@ class Liveness:
         jobs_ttl_s: int,
         claim: Claimer,
         local_jobs: Callable[[], set[str]],
+        beat_client: Any = None,
     ) -> None:
         self.client = client
+        #: What the heartbeats and the instance index go through: on Cluster a client of
+        #: their own, that talks only to the index's shard (see ``RedisStreamManager``).
+        self.beat_client = beat_client if beat_client is not None else client
         self.keys = keys
         self.instance_id = instance_id
         self.lease_ms = int(lease_s * 1000)
@@ -90,7 +94,7 @@ class Liveness:
     # --- clock and heartbeat ------------------------------------------------------------
     async def now_ms(self) -> int:
         """Redis's clock, in milliseconds."""
-        return int(await BEAT(self.client, [self.keys.stream_instances], ["", ""]))
+        return int(await BEAT(self.beat_client, [self.keys.stream_instances], ["", ""]))
 
     async def beat(self, score: int | None = None) -> int:
         """Write this instance's heartbeat (``score`` 0 hands its jobs over); Redis time."""
@@ -98,11 +102,18 @@ class Liveness:
         try:
             if self._sentinel_pool is not None:
                 await self._follow_master(self._sentinel_pool)
-            now, _, _ = await asyncio.gather(
-                BEAT(self.client, [self.keys.stream_instances], args),
-                self.client.expire(self._jobs_key, self.jobs_ttl_s),
-                self._replication(),
-            )
+            if self.beat_client is self.client:
+                now, _, _ = await asyncio.gather(
+                    BEAT(self.client, [self.keys.stream_instances], args),
+                    self.client.expire(self._jobs_key, self.jobs_ttl_s),
+                    self._replication(),
+                )
+            else:
+                # The beat first, on its own client; then the index of this instance's
+                # jobs (another shard, maybe the one failing), which fails this beat as
+                # seen from here but not as seen by the others.
+                now = await BEAT(self.beat_client, [self.keys.stream_instances], args)
+                await self.client.expire(self._jobs_key, self.jobs_ttl_s)
         except Exception:
             self.contact_since = self.last_beat = None
             raise
@@ -207,13 +218,13 @@ class Liveness:
 
     async def dead(self, instance: str) -> bool:
         """Whether ``instance`` stopped beating (by Redis's clock)."""
-        score = await self.client.zscore(self.keys.stream_instances, instance)
+        score = await self.beat_client.zscore(self.keys.stream_instances, instance)
         return score is None or score < await self.now_ms() - self.lease_ms
 
     async def alive_others(self) -> list[str]:
         """Other instances with a fresh heartbeat."""
         cutoff = await self.now_ms() - self.lease_ms
-        found = await self.client.zrangebyscore(self.keys.stream_instances, cutoff, "+inf")
+        found = await self.beat_client.zrangebyscore(self.keys.stream_instances, cutoff, "+inf")
         return [i.decode() for i in found if i.decode() != self.instance_id]
 
     async def _reap_loop(self) -> None:
@@ -241,7 +252,7 @@ class Liveness:
         now = await self.now_ms()
         if not self.may_claim(now):
             return
-        dead = await self.client.zrangebyscore(
+        dead = await self.beat_client.zrangebyscore(
             self.keys.stream_instances, "-inf", now - self.lease_ms, withscores=True
         )
         limit = asyncio.Semaphore(_CLAIM_CONCURRENCY)
@@ -262,7 +273,7 @@ class Liveness:
                 )
             await asyncio.gather(*(self._bounded(limit, instance, job) for job in jobs))
             if not await self.client.scard(jobs_key):
-                await self.client.zrem(self.keys.stream_instances, instance)
+                await self.beat_client.zrem(self.keys.stream_instances, instance)
         local = self._local_jobs()
         mine = [j.decode() for j in await self.client.smembers(self._jobs_key)]
         orphans = [j for j in mine if j not in local and j not in self.claiming]
