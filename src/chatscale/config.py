@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatscale.cache.namespaces import DEFAULT_FORCED_IN_MEMORY, CacheKeys
+from chatscale.db.url import DEFAULT_DATABASE_URL, DatabaseTarget, parse_database_url
 from chatscale.errors import ConfigError
 from chatscale.masking import mask_uri
 from chatscale.redis.keys import prefix_problem
@@ -34,7 +35,7 @@ _SECRET_FIELDS = {
     "openai_api_key",
 }
 #: Settings that are URIs and may carry credentials: printed through :func:`mask_uri`.
-_URI_FIELDS = {"redis_uri", "openai_base_url"}
+_URI_FIELDS = {"redis_uri", "openai_base_url", "database_url"}
 
 
 def _env_name(field: str) -> str:
@@ -273,6 +274,9 @@ class Settings(BaseSettings):
     stream_subscriber_buffer: Annotated[int, ints(1, 1_000_000, "events per subscriber")] = 10_000
     stream_replay_page: Annotated[int, ints(1, 100_000, "events per page")] = 1_000
     sse_stall_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 30
+    # --- Database (docs/configuration.md) ------------------------------------------------
+    database_url: OptStr = Field(default=None, repr=False)  # may carry a password
+    database_migrate: Bool = True
     # --- Server and models --------------------------------------------------------------
     host: str = "127.0.0.1"
     port: Annotated[int, ints(0, 65_535, "a TCP port")] = 3080
@@ -306,6 +310,9 @@ class Settings(BaseSettings):
     # Derived in the validator below; excluded from the environment.
     redis: RedisConfig | None = Field(default=None, exclude=True)
     key_prefix: str = Field(default="", exclude=True)
+    #: Where conversations (and, without Redis, sessions) live: DATABASE_URL, else the
+    #: default SQLite file unless USE_REDIS keeps them on Redis (None).
+    database: DatabaseTarget | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -317,6 +324,12 @@ class Settings(BaseSettings):
                 "USE_REDIS_STREAMS", "true", "needs Redis", "USE_REDIS=true with a REDIS_URI"
             )
         self._check_tls_files()
+        if self.database_url is not None:
+            self.database = parse_database_url(self.database_url)
+        elif not self.use_redis:
+            self.database = parse_database_url(DEFAULT_DATABASE_URL)
+        else:
+            self.database = None
         if not self.use_redis:
             self.redis = None
             return self
@@ -447,7 +460,7 @@ class Settings(BaseSettings):
         """The effective settings as environment names and printable values, secrets masked."""
         shown: dict[str, Any] = {}
         for name in type(self).model_fields:
-            if name in {"redis", "key_prefix"}:
+            if name in {"redis", "key_prefix", "database"}:
                 continue
             value = getattr(self, name)
             if name in _SECRET_FIELDS:
@@ -462,6 +475,7 @@ class Settings(BaseSettings):
                 value = str(value)
             shown[_env_name(name)] = value
         shown["(effective key prefix)"] = self.key_prefix
+        shown["(database)"] = self.database.shown if self.database is not None else None
         if self.redis is not None:
             shown["(topology)"] = self.redis.topology.value
             shown["(tls)"] = self.redis.tls is not None

@@ -13,9 +13,12 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatscale.redis.connection import RedisConnection
+
+if TYPE_CHECKING:
+    from chatscale.db.database import Database
 
 Message = dict[str, Any]
 
@@ -42,7 +45,11 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
 return 1
 """
-
+_RENAME = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'title', ARGV[1])
+return 1
+"""
 
 #: The ``client_request_id`` of the ``POST /api/chat`` being served, for
 #: :meth:`ConversationStore.add_user_message` callers that do not pass ``request_id``
@@ -84,6 +91,14 @@ class ConversationStore(Protocol):
 
     async def get(self, user: str, conversation_id: str) -> dict[str, Any] | None:
         """One conversation with its messages, or None."""
+        ...
+
+    async def rename(self, user: str, conversation_id: str, title: str) -> bool:
+        """Set the conversation's title; False when it does not exist."""
+        ...
+
+    async def delete(self, user: str, conversation_id: str) -> bool:
+        """Delete the conversation with its messages; False when it does not exist."""
         ...
 
 
@@ -178,6 +193,18 @@ class MemoryConversationStore:
             return None
         return {**conversation.summary(), "messages": [dict(m) for m in conversation.messages]}
 
+    async def rename(self, user: str, conversation_id: str, title: str) -> bool:
+        """Set the conversation's title."""
+        conversation = self._live(user).get(conversation_id)
+        if conversation is None:
+            return False
+        conversation.title = title
+        return True
+
+    async def delete(self, user: str, conversation_id: str) -> bool:
+        """Delete the conversation."""
+        return self._live(user).pop(conversation_id, None) is not None
+
 
 class RedisConversationStore:
     """Conversations on Redis: a meta HASH, a message LIST and an index ZSET per user."""
@@ -189,6 +216,7 @@ class RedisConversationStore:
         self.retention_s = retention_s
         self._add_user = self._client.register_script(_ADD_USER)
         self._store_answer = self._client.register_script(_STORE_ANSWER)
+        self._rename = self._client.register_script(_RENAME)
 
     def _parts(self, user: str, conversation_id: str) -> tuple[str, str, str, str]:
         keys = self._keys
@@ -269,6 +297,20 @@ class RedisConversationStore:
             return None
         return {**_summary(conversation_id, found), "messages": [json.loads(m) for m in raw]}
 
+    async def rename(self, user: str, conversation_id: str, title: str) -> bool:
+        """Set the conversation's title (HSET only where the meta hash exists)."""
+        meta = self._keys.conversation(user, conversation_id, "meta")
+        return bool(await self._rename(keys=[meta], args=[title]))
+
+    async def delete(self, user: str, conversation_id: str) -> bool:
+        """Delete the conversation's keys and its index entry."""
+        meta, msgs, answers, index = self._parts(user, conversation_id)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(meta, msgs, answers)
+            pipe.zrem(index, conversation_id)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
 
 def _dump(message: Message) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
@@ -284,9 +326,14 @@ def _summary(conversation_id: str, meta: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 def create_conversation_store(
-    connection: RedisConnection | None, retention_s: int
+    connection: RedisConnection | None, retention_s: int, database: Database | None = None
 ) -> ConversationStore:
-    """Redis when connected, else memory."""
+    """The database's store when there is one (a :class:`chatscale.db.database.Database`),
+    else Redis when connected, else memory."""
+    if database is not None:
+        from chatscale.db.conversations import SqlConversationStore
+
+        return SqlConversationStore(database.engine)
     if connection is None:
         return MemoryConversationStore(retention_s)
     return RedisConversationStore(connection, retention_s)

@@ -1,0 +1,251 @@
+"""Conversations in a SQL database: :class:`SqlConversationStore`.
+
+The guarantees of :class:`chatscale.server.store.ConversationStore` rest on unique
+constraints, not on reading first: a user message is inserted with
+``ON CONFLICT DO NOTHING`` against ``(user, conversation, request_id)`` and an answer against
+``(user, conversation, stream_id)``, so two instances (or two tasks) storing the same one at
+the same moment store it once, and the loser learns it from the empty ``RETURNING``.
+Conversations are kept until deleted (CONVERSATION_RETENTION applies to memory and Redis).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from chatscale.db.schema import conversations, messages
+
+Message = dict[str, Any]
+
+#: Most conversations :meth:`SqlConversationStore.list` returns (the Redis store's bound);
+#: :meth:`SqlConversationStore.page` walks past it.
+LIST_LIMIT = 1_000
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a user's conversation list, most recently updated first."""
+
+    conversations: list[dict[str, Any]]
+    #: Pass as ``before`` for the next page; None on the last one.
+    next_cursor: str | None
+
+
+class SqlConversationStore:
+    """Conversations, their messages and their guarantees in one SQL database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def _insert_ignoring_duplicates(self, table: Any, values: dict[str, Any]) -> Insert:
+        # No conflict target: any unique constraint makes the row a duplicate.
+        statement: Insert = self._insert(table).values(**values).on_conflict_do_nothing()
+        return statement
+
+    async def add_user_message(
+        self,
+        user: str,
+        conversation_id: str,
+        message: Message,
+        *,
+        title: str,
+        request_id: str | None = None,
+    ) -> bool:
+        """Append the user's message once per ``request_id`` (one transaction)."""
+        now = time.time()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                self._insert_ignoring_duplicates(
+                    conversations,
+                    {
+                        "user_id": user,
+                        "id": conversation_id,
+                        "title": title,
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                )
+            )
+            return await self._append(conn, user, conversation_id, message, now, request_id, None)
+
+    async def store_answer(
+        self, user: str, conversation_id: str, stream_id: str, message: Message
+    ) -> bool:
+        """Append a finished answer once per ``stream_id``; False when it was there already
+        or the conversation is gone."""
+        now = time.time()
+        try:
+            async with self._engine.begin() as conn:
+                found = await conn.scalar(
+                    select(conversations.c.id).where(_one(user, conversation_id))
+                )
+                if found is None:
+                    return False
+                return await self._append(
+                    conn, user, conversation_id, message, now, None, stream_id
+                )
+        except IntegrityError:
+            # The conversation was deleted between the check and the insert (foreign key).
+            return False
+
+    async def _append(
+        self,
+        conn: AsyncConnection,
+        user: str,
+        conversation_id: str,
+        message: Message,
+        now: float,
+        request_id: str | None,
+        stream_id: str | None,
+    ) -> bool:
+        statement = self._insert_ignoring_duplicates(
+            messages,
+            {
+                "user_id": user,
+                "conversation_id": conversation_id,
+                "role": str(message.get("role", "")),
+                "body": json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+                "request_id": request_id,
+                "stream_id": stream_id,
+                "created_at": now,
+            },
+        ).returning(messages.c.seq)
+        inserted = (await conn.execute(statement)).first()
+        if inserted is None:
+            return False
+        await conn.execute(
+            update(conversations).where(_one(user, conversation_id)).values(updated_at=now)
+        )
+        return True
+
+    async def list(self, user: str) -> list[dict[str, Any]]:
+        """The user's conversations, most recently updated first (at most LIST_LIMIT)."""
+        return (await self.page(user, limit=LIST_LIMIT)).conversations
+
+    async def page(self, user: str, *, limit: int, before: str | None = None) -> Page:
+        """Up to ``limit`` conversations after the cursor ``before`` (from a previous page).
+
+        Keyset paging on the (user, updated_at, id) index: a page costs the same however far
+        down the list it is. Raises ValueError for a cursor this store did not make.
+        """
+        query = select(
+            conversations.c.id,
+            conversations.c.title,
+            conversations.c.created_at,
+            conversations.c.updated_at,
+        ).where(conversations.c.user_id == user)
+        if before is not None:
+            updated_at, conversation_id = parse_cursor(before)
+            query = query.where(
+                or_(
+                    conversations.c.updated_at < updated_at,
+                    and_(
+                        conversations.c.updated_at == updated_at,
+                        conversations.c.id < conversation_id,
+                    ),
+                )
+            )
+        query = query.order_by(
+            conversations.c.updated_at.desc(), conversations.c.id.desc()
+        ).limit(limit + 1)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        found = [_summary(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        cursor = make_cursor(found[-1]["updated_at"], found[-1]["id"]) if more else None
+        return Page(found, cursor)
+
+    async def count(self, user: str) -> int:
+        """How many conversations the user has."""
+        async with self._engine.connect() as conn:
+            total = await conn.scalar(
+                select(func.count()).select_from(conversations).where(
+                    conversations.c.user_id == user
+                )
+            )
+        return int(total or 0)
+
+    async def get(self, user: str, conversation_id: str) -> dict[str, Any] | None:
+        """One conversation with its messages in the order they were stored."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        conversations.c.id,
+                        conversations.c.title,
+                        conversations.c.created_at,
+                        conversations.c.updated_at,
+                    ).where(_one(user, conversation_id))
+                )
+            ).first()
+            if row is None:
+                return None
+            bodies = (
+                await conn.scalars(
+                    select(messages.c.body)
+                    .where(
+                        messages.c.user_id == user, messages.c.conversation_id == conversation_id
+                    )
+                    .order_by(messages.c.seq)
+                )
+            ).all()
+        return {**_summary(row), "messages": [json.loads(body) for body in bodies]}
+
+    async def rename(self, user: str, conversation_id: str, title: str) -> bool:
+        """Give the conversation a new title; False when it does not exist."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(conversations).where(_one(user, conversation_id)).values(title=title)
+            )
+        return bool(result.rowcount)
+
+    async def delete(self, user: str, conversation_id: str) -> bool:
+        """Delete the conversation and its messages; False when it does not exist."""
+        async with self._engine.begin() as conn:
+            # Messages first: does not depend on the database enforcing ON DELETE CASCADE.
+            await conn.execute(
+                delete(messages).where(
+                    messages.c.user_id == user, messages.c.conversation_id == conversation_id
+                )
+            )
+            result = await conn.execute(delete(conversations).where(_one(user, conversation_id)))
+        return bool(result.rowcount)
+
+
+def _one(user: str, conversation_id: str) -> Any:
+    return and_(conversations.c.user_id == user, conversations.c.id == conversation_id)
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "created_at": float(row.created_at),
+        "updated_at": float(row.updated_at),
+    }
+
+
+def make_cursor(updated_at: float, conversation_id: str) -> str:
+    """An opaque paging cursor: the last row's sort key."""
+    return f"{updated_at!r}~{conversation_id}"
+
+
+def parse_cursor(cursor: str) -> tuple[float, str]:
+    """The sort key in ``cursor``; ValueError naming what is wrong."""
+    stamp, sep, conversation_id = cursor.partition("~")
+    try:
+        updated_at = float(stamp)
+    except ValueError:
+        updated_at = float("nan")
+    if not sep or not conversation_id or updated_at != updated_at:
+        raise ValueError(f"{cursor!r} is not a cursor from a previous page")
+    return updated_at, conversation_id
