@@ -72,6 +72,8 @@ async def upgrade(engine: AsyncEngine, target: DatabaseTarget) -> str | None:
 
 
 def _upgrade(connection: Connection) -> None:
+    # Alembic logs each step at INFO; chatscale logs one line for the whole upgrade.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

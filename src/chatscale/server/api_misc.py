@@ -75,7 +75,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """``GET /readyz``: not draining, started, and Redis answers (when used)."""
+    """``GET /readyz``: not draining, started, and Redis and the database answer (when
+    used)."""
     svc = services(request)
     if svc.lifecycle.draining:
         return JSONResponse({"status": "draining", "error": "draining"}, status_code=503)
@@ -89,6 +90,13 @@ async def readyz(request: Request) -> Response:
             message = f"redis unreachable: {type(exc).__name__}"
             return JSONResponse({"status": "unavailable", "error": message}, status_code=503)
         svc.metrics.redis_latency.observe(latency)
+    if svc.database is not None:
+        try:
+            async with asyncio.timeout(_READY_PING_S):
+                await svc.database.ping()
+        except Exception as exc:
+            message = f"database unreachable: {type(exc).__name__}"
+            return JSONResponse({"status": "unavailable", "error": message}, status_code=503)
     body: dict[str, object] = {"status": "ready", "instance": svc.instance_id}
     if svc.registry is not None and svc.registry.upstreams():
         # Detail only: the demo model still answers, so an unreachable upstream does not
