@@ -269,6 +269,77 @@ async def _cache_clear(settings: Settings, namespaces: list[Any]) -> int:
         await connection.close()
 
 
+@cli.group("db")
+def db_group() -> None:
+    """The database of conversations (DATABASE_URL): schema migrations."""
+
+
+@db_group.command("upgrade")
+@friendly_errors
+def db_upgrade_command() -> None:
+    """Bring the database's schema to this version's (Alembic ``upgrade head``).
+
+    Safe while other instances run or start: on PostgreSQL the migration holds an advisory
+    lock and runs in one transaction. ``chatscale serve`` does the same at start-up unless
+    DATABASE_MIGRATE=false.
+    """
+    database = _database_or_exit()
+    revision = asyncio.run(_db_upgrade(database))
+    click.echo(f"database {database.shown} is at schema revision {revision}")
+
+
+@db_group.command("status")
+@friendly_errors
+def db_status_command() -> None:
+    """Print the schema revision of the database and the one this version needs (exit 1
+    when they differ)."""
+    from chatscale.db.migrate import head_revision
+
+    database = _database_or_exit()
+    current = asyncio.run(_db_current(database))
+    head = head_revision()
+    click.echo(f"database {database.shown}: revision {current or '(none)'}, needed {head}")
+    if current != head:
+        sys.exit(1)
+
+
+def _database_or_exit() -> Any:
+    settings = settings_or_exit()
+    if settings.database is None:
+        _fail(
+            "db: no database is used (USE_REDIS without DATABASE_URL keeps conversations on "
+            "Redis, or FORCED_IN_MEMORY_CACHE_NAMESPACES has CONVERSATIONS)",
+            2,
+        )
+    return settings.database
+
+
+async def _db_upgrade(target: Any) -> str | None:
+    from chatscale.db.database import Database, DatabaseError
+    from chatscale.db.migrate import upgrade
+
+    database = Database(target)
+    try:
+        return await upgrade(database.engine, target)
+    except Exception as exc:
+        raise DatabaseError(f"database {target.shown}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await database.close()
+
+
+async def _db_current(target: Any) -> str | None:
+    from chatscale.db.database import Database, DatabaseError
+    from chatscale.db.migrate import current_revision
+
+    database = Database(target)
+    try:
+        return await current_revision(database.engine)
+    except Exception as exc:
+        raise DatabaseError(f"database {target.shown}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await database.close()
+
+
 @cli.command("serve")
 @click.option("--host", default=None, help="Interface to listen on (default: HOST, 127.0.0.1).")
 @click.option("--port", default=None, help="TCP port (default: PORT, 3080).")

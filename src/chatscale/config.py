@@ -324,12 +324,7 @@ class Settings(BaseSettings):
                 "USE_REDIS_STREAMS", "true", "needs Redis", "USE_REDIS=true with a REDIS_URI"
             )
         self._check_tls_files()
-        if self.database_url is not None:
-            self.database = parse_database_url(self.database_url)
-        elif not self.use_redis:
-            self.database = parse_database_url(DEFAULT_DATABASE_URL)
-        else:
-            self.database = None
+        self.database = self._resolve_database()
         if not self.use_redis:
             self.redis = None
             return self
@@ -381,6 +376,16 @@ class Settings(BaseSettings):
             ),
         )
         return self
+
+    def _resolve_database(self) -> DatabaseTarget | None:
+        # Validated even when unused, so that a typo never waits for the day it is used.
+        explicit = parse_database_url(self.database_url) if self.database_url else None
+        if CacheKeys.CONVERSATIONS in self.forced_in_memory_cache_namespaces:
+            return None  # conversations (and sessions) in process memory, as asked
+        if explicit is not None:
+            return explicit
+        # USE_REDIS without DATABASE_URL: conversations stay on Redis (not durable).
+        return None if self.use_redis else parse_database_url(DEFAULT_DATABASE_URL)
 
     def _resolve_prefix(self) -> str:
         if self.redis_key_prefix is not None and self.redis_key_prefix_var is not None:

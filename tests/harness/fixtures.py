@@ -33,6 +33,7 @@ from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
+from .postgres import PostgresServer, postgres_bin_dir, start_postgres
 from .servers import (
     AclRedisServer,
     ClusterHandle,
@@ -45,7 +46,6 @@ from .servers import (
     start_sentinel,
     start_standalone,
 )
-from .postgres import PostgresServer, postgres_bin_dir, start_postgres
 from .tls import TLSError, TLSFiles, make_tls
 
 __all__ = [

@@ -229,7 +229,16 @@ class PostgresServer:
         """A new empty database (a fresh name when none is given); its URL."""
         name = name or f"t{uuid.uuid4().hex[:12]}"
         done = subprocess.run(
-            [str(self.bin_dir / "createdb"), "-h", LOOPBACK, "-p", str(self.port), "-U", USER, name],
+            [
+                str(self.bin_dir / "createdb"),
+                "-h",
+                LOOPBACK,
+                "-p",
+                str(self.port),
+                "-U",
+                USER,
+                name,
+            ],
             env={**os.environ, "PGPASSWORD": self.password},
             capture_output=True,
             text=True,

@@ -154,9 +154,9 @@ class SqlConversationStore:
                     ),
                 )
             )
-        query = query.order_by(
-            conversations.c.updated_at.desc(), conversations.c.id.desc()
-        ).limit(limit + 1)
+        query = query.order_by(conversations.c.updated_at.desc(), conversations.c.id.desc()).limit(
+            limit + 1
+        )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         found = [_summary(row) for row in rows[:limit]]
@@ -168,9 +168,9 @@ class SqlConversationStore:
         """How many conversations the user has."""
         async with self._engine.connect() as conn:
             total = await conn.scalar(
-                select(func.count()).select_from(conversations).where(
-                    conversations.c.user_id == user
-                )
+                select(func.count())
+                .select_from(conversations)
+                .where(conversations.c.user_id == user)
             )
         return int(total or 0)
 

@@ -21,9 +21,7 @@ class SqlSessionStore:
 
     def __init__(self, engine: AsyncEngine, *, sweep_every: int = SWEEP_EVERY) -> None:
         self._engine = engine
-        self._insert = (
-            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        )
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._sweep_every = sweep_every
         self._saves = 0
 

@@ -59,9 +59,7 @@ def parse_database_url(value: str, variable: str = "DATABASE_URL") -> DatabaseTa
         raise ConfigError(variable, text, "is not a database URL", _ACCEPTED)
     dialect = _SCHEMES.get(scheme.lower())
     if dialect is None:
-        raise ConfigError(
-            variable, text, f"uses the unsupported scheme {scheme!r}", _ACCEPTED
-        )
+        raise ConfigError(variable, text, f"uses the unsupported scheme {scheme!r}", _ACCEPTED)
     url = f"{_DRIVERS[dialect]}://{rest}"
     if dialect == "sqlite":
         return _sqlite(variable, text, url, rest)

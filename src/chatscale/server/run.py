@@ -70,6 +70,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
     sock = preflight.listen_socket(settings)
     try:
         preflight.check_redis(settings)
+        preflight.check_database(settings)
     except BaseException:
         sock.close()
         raise

@@ -62,7 +62,7 @@ class Services:
         if settings.redis is not None:
             self.redis = await connect(settings.redis)
         forced = settings.forced_in_memory_cache_namespaces
-        if settings.database is not None and CacheKeys.CONVERSATIONS not in forced:
+        if settings.database is not None:
             self.database = Database(settings.database)
             await self.database.start(migrate=settings.database_migrate)
         self.streams = create_stream_manager(settings, self.redis, instance_id=self.instance_id)
