@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from chatscale.db.conversations import SqlConversationStore, make_cursor, parse_cursor
+from chatscale.db.conversations import SqlConversationStore
 from chatscale.db.database import Database
+from chatscale.paging import make_cursor, parse_cursor
 
 
 def user_message(text: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Insert, and_, delete, func, or_, select, update
@@ -21,21 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chatscale.db.schema import conversations, messages
+from chatscale.paging import MAX_PAGE, Page, page_of_rows, parse_cursor
 
 Message = dict[str, Any]
 
-#: Most conversations :meth:`SqlConversationStore.list` returns (the Redis store's bound);
-#: :meth:`SqlConversationStore.page` walks past it.
-LIST_LIMIT = 1_000
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a user's conversation list, most recently updated first."""
-
-    conversations: list[dict[str, Any]]
-    #: Pass as ``before`` for the next page; None on the last one.
-    next_cursor: str | None
 
 
 class SqlConversationStore:
@@ -128,8 +116,8 @@ class SqlConversationStore:
         return True
 
     async def list(self, user: str) -> list[dict[str, Any]]:
-        """The user's conversations, most recently updated first (at most LIST_LIMIT)."""
-        return (await self.page(user, limit=LIST_LIMIT)).conversations
+        """The user's conversations, most recently updated first (at most MAX_PAGE)."""
+        return (await self.page(user, limit=MAX_PAGE)).conversations
 
     async def page(self, user: str, *, limit: int, before: str | None = None) -> Page:
         """Up to ``limit`` conversations after the cursor ``before`` (from a previous page).
@@ -159,10 +147,7 @@ class SqlConversationStore:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        found = [_summary(row) for row in rows[:limit]]
-        more = len(rows) > limit
-        cursor = make_cursor(found[-1]["updated_at"], found[-1]["id"]) if more else None
-        return Page(found, cursor)
+        return page_of_rows((_summary(row) for row in rows), limit)
 
     async def count(self, user: str) -> int:
         """How many conversations the user has."""
@@ -232,20 +217,3 @@ def _summary(row: Any) -> dict[str, Any]:
         "created_at": float(row.created_at),
         "updated_at": float(row.updated_at),
     }
-
-
-def make_cursor(updated_at: float, conversation_id: str) -> str:
-    """An opaque paging cursor: the last row's sort key."""
-    return f"{updated_at!r}~{conversation_id}"
-
-
-def parse_cursor(cursor: str) -> tuple[float, str]:
-    """The sort key in ``cursor``; ValueError naming what is wrong."""
-    stamp, sep, conversation_id = cursor.partition("~")
-    try:
-        updated_at = float(stamp)
-    except ValueError:
-        updated_at = float("nan")
-    if not sep or not conversation_id or updated_at != updated_at:
-        raise ValueError(f"{cursor!r} is not a cursor from a previous page")
-    return updated_at, conversation_id
