@@ -7,12 +7,16 @@ paging: a conversation updated meanwhile moves to the top instead of shifting th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 #: Largest page (and the size of the unpaged list, the Redis store's bound).
 MAX_PAGE = 1_000
+#: What a cursor looks like: a time (repr of a float) and a conversation id.
+CURSOR_PATTERN = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?~[A-Za-z0-9_-]{1,100}$"
+_CURSOR = re.compile(CURSOR_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,10 @@ def make_cursor(updated_at: float, conversation_id: str) -> str:
 
 def parse_cursor(cursor: str) -> tuple[float, str]:
     """The sort key in ``cursor``; ValueError naming what is wrong."""
-    stamp, sep, conversation_id = cursor.partition("~")
-    try:
-        updated_at = float(stamp)
-    except ValueError:
-        updated_at = float("nan")
-    if not sep or not conversation_id or updated_at != updated_at:
-        raise ValueError(f"before={cursor!r} is not a cursor from a previous page")
-    return updated_at, conversation_id
+    if not _CURSOR.match(cursor):
+        raise ValueError(f"before={cursor[:120]!r} is not a cursor from a previous page")
+    stamp, _, conversation_id = cursor.partition("~")
+    return float(stamp), conversation_id
 
 
 def page_of_rows(rows: Iterable[dict[str, Any]], limit: int) -> Page:

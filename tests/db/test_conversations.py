@@ -141,10 +141,11 @@ async def test_paging_walks_the_whole_list_once(store: SqlConversationStore) -> 
 
 
 async def test_a_foreign_cursor_is_refused(store: SqlConversationStore) -> None:
-    for bad in ("", "abc", "1.5", "nan~x", "~x", "1.5~"):
+    for bad in ("", "abc", "1.5", "nan~x", "inf~x", "~x", "1.5~", "1.5~a\x00b", "1.5~a~b"):
         with pytest.raises(ValueError, match="not a cursor"):
             await store.page("u1", limit=5, before=bad)
-    assert parse_cursor(make_cursor(1.25, "a~b")) == (1.25, "a~b")
+    for stamp in (1.25, 1795937017.8849218, 1e16, 1e-7, 0.0):
+        assert parse_cursor(make_cursor(stamp, "a-b_c")) == (stamp, "a-b_c")
 
 
 async def test_concurrent_retries_store_the_message_once(

@@ -160,30 +160,38 @@ class SqlConversationStore:
         return int(total or 0)
 
     async def get(self, user: str, conversation_id: str) -> dict[str, Any] | None:
-        """One conversation with its messages in the order they were stored."""
+        """One conversation with its messages in the order they were stored.
+
+        One statement (an outer join), so the summary and the messages come from one
+        snapshot: two reads could see an answer without the update of ``updated_at`` that
+        came with it.
+        """
+        query = (
+            select(
+                conversations.c.id,
+                conversations.c.title,
+                conversations.c.created_at,
+                conversations.c.updated_at,
+                messages.c.body,
+            )
+            .select_from(
+                conversations.outerjoin(
+                    messages,
+                    and_(
+                        messages.c.user_id == conversations.c.user_id,
+                        messages.c.conversation_id == conversations.c.id,
+                    ),
+                )
+            )
+            .where(_one(user, conversation_id))
+            .order_by(messages.c.seq)
+        )
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(
-                        conversations.c.id,
-                        conversations.c.title,
-                        conversations.c.created_at,
-                        conversations.c.updated_at,
-                    ).where(_one(user, conversation_id))
-                )
-            ).first()
-            if row is None:
-                return None
-            bodies = (
-                await conn.scalars(
-                    select(messages.c.body)
-                    .where(
-                        messages.c.user_id == user, messages.c.conversation_id == conversation_id
-                    )
-                    .order_by(messages.c.seq)
-                )
-            ).all()
-        return {**_summary(row), "messages": [json.loads(body) for body in bodies]}
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            return None
+        bodies = [row.body for row in rows if row.body is not None]
+        return {**_summary(rows[0]), "messages": [json.loads(body) for body in bodies]}
 
     async def rename(self, user: str, conversation_id: str, title: str) -> bool:
         """Give the conversation a new title; False when it does not exist."""

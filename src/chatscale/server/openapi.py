@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chatscale import __version__
-from chatscale.paging import MAX_PAGE
+from chatscale.paging import CURSOR_PATTERN, MAX_PAGE
 from chatscale.server import schemas
 from chatscale.server.sse import EVENT_ID_PATTERN
 
@@ -296,7 +296,7 @@ def build_openapi() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "description": "`next_cursor` of the previous page",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": CURSOR_PATTERN},
                     },
                 ],
                 "responses": {
