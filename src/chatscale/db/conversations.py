@@ -14,11 +14,12 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import Insert, and_, delete, func, or_, select, update
+from sqlalchemy import Insert, and_, delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from chatscale.db.engine import write_transaction
 from chatscale.db.schema import conversations, messages
 from chatscale.paging import MAX_PAGE, Page, page_of_rows, parse_cursor
 
@@ -50,7 +51,7 @@ class SqlConversationStore:
     ) -> bool:
         """Append the user's message once per ``request_id`` (one transaction)."""
         now = time.time()
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 self._insert_ignoring_duplicates(
                     conversations,
@@ -72,17 +73,12 @@ class SqlConversationStore:
         or the conversation is gone."""
         now = time.time()
         try:
-            async with self._engine.begin() as conn:
-                found = await conn.scalar(
-                    select(conversations.c.id).where(_one(user, conversation_id))
-                )
-                if found is None:
-                    return False
+            async with write_transaction(self._engine) as conn:
                 return await self._append(
-                    conn, user, conversation_id, message, now, None, stream_id
+                    conn, user, conversation_id, message, now, None, stream_id, must_exist=True
                 )
         except IntegrityError:
-            # The conversation was deleted between the check and the insert (foreign key).
+            # The conversation was deleted while the answer was inserted (foreign key).
             return False
 
     async def _append(
@@ -94,20 +90,30 @@ class SqlConversationStore:
         now: float,
         request_id: str | None,
         stream_id: str | None,
+        *,
+        must_exist: bool = False,
     ) -> bool:
-        statement = self._insert_ignoring_duplicates(
-            messages,
-            {
-                "user_id": user,
-                "conversation_id": conversation_id,
-                "role": str(message.get("role", "")),
-                "body": json.dumps(message, ensure_ascii=False, separators=(",", ":")),
-                "request_id": request_id,
-                "stream_id": stream_id,
-                "created_at": now,
-            },
-        ).returning(messages.c.seq)
-        inserted = (await conn.execute(statement)).first()
+        values = {
+            "user_id": user,
+            "conversation_id": conversation_id,
+            "role": str(message.get("role", "")),
+            "body": json.dumps(message, ensure_ascii=False, separators=(",", ":")),
+            "request_id": request_id,
+            "stream_id": stream_id,
+            "created_at": now,
+        }
+        if must_exist:
+            # One statement (INSERT ... SELECT ... WHERE EXISTS): the transaction writes from
+            # its start, so SQLite never has to turn a reader into a writer (which fails at
+            # once, without waiting, when another process wrote meanwhile).
+            row = select(*(literal(v, messages.c[k].type).label(k) for k, v in values.items()))
+            row = row.where(select(conversations.c.id).where(_one(user, conversation_id)).exists())
+            # The dialect's insert (postgresql/sqlite) has on_conflict_do_nothing.
+            statement: Any = self._insert(messages).from_select(list(values), row)
+            statement = statement.on_conflict_do_nothing()
+        else:
+            statement = self._insert_ignoring_duplicates(messages, values)
+        inserted = (await conn.execute(statement.returning(messages.c.seq))).first()
         if inserted is None:
             return False
         await conn.execute(
@@ -133,14 +139,11 @@ class SqlConversationStore:
         ).where(conversations.c.user_id == user)
         if before is not None:
             updated_at, conversation_id = parse_cursor(before)
+            # A row-value comparison: both SQLite and PostgreSQL turn it into one range of
+            # the (user_id, updated_at, id) index.
             query = query.where(
-                or_(
-                    conversations.c.updated_at < updated_at,
-                    and_(
-                        conversations.c.updated_at == updated_at,
-                        conversations.c.id < conversation_id,
-                    ),
-                )
+                tuple_(conversations.c.updated_at, conversations.c.id)
+                < tuple_(literal(updated_at), literal(conversation_id))
             )
         query = query.order_by(conversations.c.updated_at.desc(), conversations.c.id.desc()).limit(
             limit + 1
@@ -195,7 +198,7 @@ class SqlConversationStore:
 
     async def rename(self, user: str, conversation_id: str, title: str) -> bool:
         """Give the conversation a new title; False when it does not exist."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             result = await conn.execute(
                 update(conversations).where(_one(user, conversation_id)).values(title=title)
             )
@@ -203,7 +206,7 @@ class SqlConversationStore:
 
     async def delete(self, user: str, conversation_id: str) -> bool:
         """Delete the conversation and its messages; False when it does not exist."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             # Messages first: does not depend on the database enforcing ON DELETE CASCADE.
             await conn.execute(
                 delete(messages).where(

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chatscale.db.engine import write_transaction
 from chatscale.db.schema import sessions
 from chatscale.sessions.store import StoredSession
 
@@ -50,7 +51,7 @@ class SqlSessionStore:
             index_elements=[sessions.c.id_hash],
             set_={"state": statement.excluded.state, "expires_at": statement.excluded.expires_at},
         )
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(statement)
             self._saves += 1
             if self._saves % self._sweep_every == 0:
@@ -58,7 +59,7 @@ class SqlSessionStore:
 
     async def touch(self, id_hash: str, ttl: int) -> None:
         """See :meth:`SessionStore.touch`."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 update(sessions)
                 .where(sessions.c.id_hash == id_hash)
@@ -67,7 +68,7 @@ class SqlSessionStore:
 
     async def delete(self, id_hash: str) -> None:
         """See :meth:`SessionStore.delete`."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))
 
     async def aclose(self) -> None:
