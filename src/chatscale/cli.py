@@ -125,12 +125,28 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
         report: dict[str, Any] = {
             "status": "ok",
             "backend": "memory",
-            "detail": "USE_REDIS is off: caches, sessions, limits and streams live in memory",
+            "detail": "USE_REDIS is off: caches, limits and streams live in memory, sessions "
+            + ("in the database" if settings.database is not None else "in memory"),
             "key_prefix": settings.key_prefix,
         }
     else:
         report = await _doctor_redis(settings)
     warnings: list[str] = list(report.pop("warnings", []))
+    if settings.database is not None:
+        database = await _doctor_database(settings)
+        report["database"] = database
+        if "error" in database:
+            report["status"] = "error"
+            report.setdefault("problems", []).append(f"database: {database['error']}")
+        elif database["revision"] != database["needed"]:
+            if settings.database_migrate:
+                warnings.append("the database's schema is older: serve will migrate it")
+            else:
+                report["status"] = "error"
+                report.setdefault("problems", []).append(
+                    "the database's schema is older and DATABASE_MIGRATE is off: "
+                    "run chatscale db upgrade"
+                )
     upstream = await _doctor_upstream(settings)
     if upstream is not None:
         report["upstream"] = upstream
@@ -141,6 +157,22 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
             report["status"] = "warning"
         report["warnings"] = warnings
     return report
+
+
+async def _doctor_database(settings: Settings) -> dict[str, Any]:
+    """The database's URL (masked), schema revision and the one needed; never migrates."""
+    assert settings.database is not None
+    found: dict[str, Any] = {"url": settings.database.shown}
+    try:
+        from chatscale.db.migrate import head_revision
+    except ImportError as exc:
+        return {**found, "error": f"needs the 'server' extra: {exc}"}
+    try:
+        found["revision"] = await _db_current(settings.database)
+    except ChatscaleError as exc:
+        return {**found, "error": str(exc)}
+    found["needed"] = head_revision()
+    return found
 
 
 async def _doctor_upstream(settings: Settings) -> dict[str, Any] | None:

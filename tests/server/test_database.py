@@ -5,6 +5,7 @@ working directory, and a database that cannot be used stops the start on one lin
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -184,3 +185,42 @@ def test_an_unmigrated_database_without_migrate_is_refused(tmp_path: Path) -> No
     )
     assert upgraded.returncode == 0, upgraded.stderr
     assert "is at schema revision 0001" in upgraded.stdout
+
+
+def test_doctor_reports_the_database_without_migrating_it(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}",
+        "SESSION_SECRET": SECRET,
+    }
+
+    def doctor(**more: str) -> tuple[int, dict[str, Any]]:
+        done = subprocess.run(
+            [CHATSCALE, "doctor", "--json"],
+            env={**env, **more},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        report: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
+        return done.returncode, report
+
+    status, report = doctor()
+    assert status == 0 and report["status"] == "warning", report
+    assert report["database"]["revision"] is None and report["database"]["needed"] == "0001"
+    assert "serve will migrate it" in report["warnings"][0]
+    assert "sessions in the database" in report["detail"]
+    status, report = doctor(DATABASE_MIGRATE="false")
+    assert status == 1 and "run chatscale db upgrade" in report["problems"][0]
+    upgraded = subprocess.run(
+        [CHATSCALE, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    status, report = doctor()
+    assert status == 0 and report["status"] == "ok", report
+    assert report["database"]["revision"] == "0001"
+    status, report = doctor(DATABASE_URL="postgresql://chat:hunter2@127.0.0.1:1/chat")
+    assert status == 1 and report["status"] == "error"
+    assert "hunter2" not in json.dumps(report)
+    assert "chat:***@127.0.0.1:1/chat" in report["database"]["url"]
