@@ -37,7 +37,7 @@ __all__ = ["PostgresServer", "postgres_bin_dir", "start_postgres"]
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 _START_ATTEMPTS = 3
-#: The superuser initdb creates, and the database every test URL defaults to.
+#: The superuser initdb creates.
 USER = "chatscale"
 
 
@@ -89,7 +89,7 @@ class PostgresServer:
         """stdout/stderr of the server."""
         return self.dir / "postgres.log"
 
-    def url(self, database: str = USER, driver: str = "postgresql+asyncpg") -> str:
+    def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
         """A URL for ``database`` with the superuser's credentials."""
         return f"{driver}://{USER}:{self.password}@{LOOPBACK}:{self.port}/{database}"
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from chatscale.db.url import DatabaseTarget
 
@@ -23,7 +24,11 @@ def create_engine(target: DatabaseTarget) -> AsyncEngine:
     if target.dialect == "sqlite":
         if target.path is not None:
             target.path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(target.url)
+            engine = create_async_engine(target.url)
+        else:
+            # In memory: every connection would have a database of its own; one shared
+            # connection keeps one database (for the life of the process).
+            engine = create_async_engine(target.url, poolclass=StaticPool)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # pre-ping: a pooled connection that PostgreSQL (or a proxy) closed is replaced
