@@ -108,6 +108,16 @@ async def test_unicode_and_large_messages_round_trip(store: SqlConversationStore
     assert found is not None and found["messages"][0]["content"] == text
 
 
+async def test_a_nul_in_a_title_is_stored(store: SqlConversationStore) -> None:
+    # PostgreSQL's text cannot hold NUL: it becomes U+FFFD in titles (messages keep it).
+    await store.add_user_message("u1", "c1", user_message("a\x00b"), title="a\x00b")
+    assert await store.rename("u1", "c1", "c\x00d")
+    found = await store.get("u1", "c1")
+    assert found is not None
+    assert found["title"] == "c\ufffdd"
+    assert found["messages"][0]["content"] == "a\x00b"
+
+
 async def test_paging_walks_the_whole_list_once(store: SqlConversationStore) -> None:
     for i in range(23):
         await store.add_user_message("u1", f"c{i:02}", user_message(str(i)), title=str(i))

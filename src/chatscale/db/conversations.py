@@ -26,6 +26,11 @@ from chatscale.paging import MAX_PAGE, Page, page_of_rows, parse_cursor
 Message = dict[str, Any]
 
 
+def _storable(title: str) -> str:
+    # PostgreSQL's text cannot hold NUL (messages are JSON, where it is escaped; a title is
+    # stored as is).
+    return title.replace("\x00", "\ufffd")
+
 
 class SqlConversationStore:
     """Conversations, their messages and their guarantees in one SQL database."""
@@ -50,21 +55,31 @@ class SqlConversationStore:
         request_id: str | None = None,
     ) -> bool:
         """Append the user's message once per ``request_id`` (one transaction)."""
-        now = time.time()
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(
-                self._insert_ignoring_duplicates(
-                    conversations,
-                    {
-                        "user_id": user,
-                        "id": conversation_id,
-                        "title": title,
-                        "created_at": now,
-                        "updated_at": now,
-                    },
-                )
-            )
-            return await self._append(conn, user, conversation_id, message, now, request_id, None)
+        for attempt in range(2):
+            now = time.time()
+            try:
+                async with write_transaction(self._engine) as conn:
+                    await conn.execute(
+                        self._insert_ignoring_duplicates(
+                            conversations,
+                            {
+                                "user_id": user,
+                                "id": conversation_id,
+                                "title": _storable(title),
+                                "created_at": now,
+                                "updated_at": now,
+                            },
+                        )
+                    )
+                    return await self._append(
+                        conn, user, conversation_id, message, now, request_id, None
+                    )
+            except IntegrityError:
+                # The conversation was deleted between the two inserts (foreign key): the
+                # message starts it again, as it would have a moment later.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def store_answer(
         self, user: str, conversation_id: str, stream_id: str, message: Message
@@ -200,7 +215,9 @@ class SqlConversationStore:
         """Give the conversation a new title; False when it does not exist."""
         async with write_transaction(self._engine) as conn:
             result = await conn.execute(
-                update(conversations).where(_one(user, conversation_id)).values(title=title)
+                update(conversations)
+                .where(_one(user, conversation_id))
+                .values(title=_storable(title))
             )
         return bool(result.rowcount)
 
