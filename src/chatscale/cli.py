@@ -139,14 +139,18 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
             report["status"] = "error"
             report.setdefault("problems", []).append(f"database: {database['error']}")
         elif database["revision"] != database["needed"]:
-            if settings.database_migrate:
-                warnings.append("the database's schema is older: serve will migrate it")
-            else:
+            if not settings.database_migrate:
                 report["status"] = "error"
                 report.setdefault("problems", []).append(
-                    "the database's schema is older and DATABASE_MIGRATE is off: "
-                    "run chatscale db upgrade"
+                    f"the database is at schema revision {database['revision'] or '(none)'} "
+                    "and DATABASE_MIGRATE is off: run chatscale db upgrade"
                 )
+            elif database["revision"] is not None:
+                warnings.append(
+                    f"the database is at schema revision {database['revision']}: serve will "
+                    f"migrate it to {database['needed']}"
+                )
+            # else: a new, empty database: serve creates the schema (the first run).
     upstream = await _doctor_upstream(settings)
     if upstream is not None:
         report["upstream"] = upstream
@@ -167,11 +171,15 @@ async def _doctor_database(settings: Settings) -> dict[str, Any]:
         from chatscale.db.migrate import head_revision
     except ImportError as exc:
         return {**found, "error": f"needs the 'server' extra: {exc}"}
+    found["needed"] = head_revision()
+    path = settings.database.path
+    if path is not None and not path.exists():
+        # Connecting would create the file: doctor leaves no trace.
+        return {**found, "revision": None, "note": "the file does not exist yet: serve creates it"}
     try:
         found["revision"] = await _db_current(settings.database)
     except ChatscaleError as exc:
         return {**found, "error": str(exc)}
-    found["needed"] = head_revision()
     return found
 
 
