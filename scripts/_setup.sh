@@ -31,6 +31,24 @@ ensure_apt_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+ensure_postgresql() {
+  # Debian's postgresql package, for the PostgreSQL server the tests start themselves
+  # (tests/harness/postgres.py). Its binaries live in /usr/lib/postgresql/<version>/bin.
+  if command -v postgres >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "warning: PostgreSQL is missing (install postgresql; its tests will skip)" >&2
+    return 0
+  fi
+  echo "installing Debian packages: postgresql"
+  # The tests run their own server: no system cluster on port 5432 is created for them.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/chatscale-tests.conf
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+}
+
 ensure_venv() {
   # ensure_venv EXTRAS: create .venv and install the project with those extras.
   local extras=$1

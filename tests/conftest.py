@@ -6,8 +6,9 @@ never see each other's keys or channels.
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,27 @@ from chatscale.config import RedisConfig, load_settings
 from chatscale.redis import RedisConnection, connect
 
 pytest_plugins = ["tests.harness.fixtures"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database_outside_the_repository(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """Without DATABASE_URL the server writes ``chatscale.db`` into its working directory:
+    every app and ``chatscale serve`` of the tests uses a file in a temporary folder instead
+    (their child processes inherit the variable). Tests of the Redis conversation store set
+    DATABASE_URL empty; tests of the default clear it and change directory."""
+    # Also over a developer's own DATABASE_URL: the tests must not write into it.
+    previous = os.environ.get("DATABASE_URL")
+    folder = tmp_path_factory.mktemp("database")
+    os.environ["DATABASE_URL"] = f"sqlite+aiosqlite:///{folder / 'tests.db'}"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("DATABASE_URL", None)
+        else:
+            os.environ["DATABASE_URL"] = previous
 
 
 def unique_prefix() -> str:

@@ -522,3 +522,100 @@ def test_log_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         exc = error(monkeypatch, **{name: bad})
         assert exc.variable == name and accepted in str(exc) and "\n" not in str(exc)
         monkeypatch.delenv(name)
+
+
+# --- DATABASE_URL (docs/configuration.md#database) ------------------------------------
+
+
+def test_default_database_is_a_sqlite_file_in_the_working_directory() -> None:
+    settings = load_settings()
+    assert settings.database is not None
+    assert settings.database.dialect == "sqlite"
+    assert settings.database.url == "sqlite+aiosqlite:///chatscale.db"
+    assert settings.database.path == Path("chatscale.db")
+    assert settings.database_migrate is True
+
+
+def test_use_redis_without_database_url_keeps_conversations_on_redis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert env(monkeypatch, USE_REDIS="true", REDIS_URI="redis://h:6379").database is None
+
+
+@pytest.mark.parametrize(
+    ("url", "dialect", "driver_url"),
+    [
+        ("sqlite:///data/chat.db", "sqlite", "sqlite+aiosqlite:///data/chat.db"),
+        ("sqlite+aiosqlite:////var/lib/chat.db", "sqlite", "sqlite+aiosqlite:////var/lib/chat.db"),
+        ("sqlite://", "sqlite", "sqlite+aiosqlite://"),
+        ("postgres://u:p@db:5432/chat", "postgresql", "postgresql+asyncpg://u:p@db:5432/chat"),
+        ("postgresql://u:p@db/chat", "postgresql", "postgresql+asyncpg://u:p@db/chat"),
+        ("postgresql+asyncpg://db/chat?ssl=require", "postgresql", None),
+        (
+            "postgresql:///chat?host=/run/postgresql",
+            "postgresql",
+            "postgresql+asyncpg:///chat?host=/run/postgresql",
+        ),
+    ],
+)
+def test_database_url_accepted_forms(
+    monkeypatch: pytest.MonkeyPatch, url: str, dialect: str, driver_url: str | None
+) -> None:
+    settings = env(monkeypatch, DATABASE_URL=url, USE_REDIS="true", REDIS_URI="redis://h")
+    assert settings.database is not None  # DATABASE_URL wins over Redis for conversations
+    assert settings.database.dialect == dialect
+    assert settings.database.url == (driver_url or url)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://u:pw@h/db", "unsupported scheme 'mysql'"),
+        ("chat.db", "is not a database URL"),
+        ("sqlite://host/chat.db", "a SQLite URL has no host"),
+        ("postgresql://u:pw@h", "names no database"),
+        ("postgresql://u:pw@/db", "has no host"),
+        ("postgresql://u:pw@h:99999/db", "is not a valid URL"),
+        ("postgresql://u:pw@h:0/db", "has port 0"),
+    ],
+)
+def test_bad_database_url_is_named_with_its_password_masked(
+    monkeypatch: pytest.MonkeyPatch, url: str, problem: str
+) -> None:
+    err = error(monkeypatch, DATABASE_URL=url)
+    assert err.variable == "DATABASE_URL"
+    assert problem in str(err)
+    assert "pw" not in str(err).replace("postgresql+asyncpg", "")
+    assert "postgresql+asyncpg://user:password@host:5432/database" in str(err)
+
+
+def test_database_url_pointing_at_a_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    err = error(monkeypatch, DATABASE_URL=f"sqlite:///{tmp_path}")
+    assert "names a directory" in str(err)
+
+
+def test_database_url_is_masked_when_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = env(monkeypatch, DATABASE_URL="postgres://chat:s3cret@db/chat").describe()
+    assert shown["DATABASE_URL"] == "postgres://chat:***@db/chat"
+    assert shown["(database)"] == "postgresql+asyncpg://chat:***@db/chat"
+    assert "s3cret" not in repr(shown)
+
+
+def test_conversations_forced_in_memory_use_no_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = env(
+        monkeypatch,
+        FORCED_IN_MEMORY_CACHE_NAMESPACES="CONVERSATIONS",
+        DATABASE_URL="postgres://h/db",
+    )
+    assert settings.database is None
+    # Still validated: a typo does not wait for the day the namespace is not forced.
+    err = error(monkeypatch, DATABASE_URL="nonsense")
+    assert err.variable == "DATABASE_URL"
+
+
+def test_database_migrate_is_a_strict_boolean(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert env(monkeypatch, DATABASE_MIGRATE="false").database_migrate is False
+    err = error(monkeypatch, DATABASE_MIGRATE="maybe")
+    assert err.variable == "DATABASE_MIGRATE"

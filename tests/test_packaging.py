@@ -18,7 +18,17 @@ from tests.server.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The server extra's libraries: none of them may be needed to import the library parts.
-SERVER_ONLY = ("starlette", "uvicorn", "limits", "prometheus_client", "openai")
+SERVER_ONLY = (
+    "starlette",
+    "uvicorn",
+    "limits",
+    "prometheus_client",
+    "openai",
+    "sqlalchemy",
+    "alembic",
+    "aiosqlite",
+    "asyncpg",
+)
 
 IMPORT_CHECK = f"""
 import sys

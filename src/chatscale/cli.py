@@ -125,12 +125,32 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
         report: dict[str, Any] = {
             "status": "ok",
             "backend": "memory",
-            "detail": "USE_REDIS is off: caches, sessions, limits and streams live in memory",
+            "detail": "USE_REDIS is off: caches, limits and streams live in memory, sessions "
+            + ("in the database" if settings.database is not None else "in memory"),
             "key_prefix": settings.key_prefix,
         }
     else:
         report = await _doctor_redis(settings)
     warnings: list[str] = list(report.pop("warnings", []))
+    if settings.database is not None:
+        database = await _doctor_database(settings)
+        report["database"] = database
+        if "error" in database:
+            report["status"] = "error"
+            report.setdefault("problems", []).append(f"database: {database['error']}")
+        elif database["revision"] != database["needed"]:
+            if not settings.database_migrate:
+                report["status"] = "error"
+                report.setdefault("problems", []).append(
+                    f"the database is at schema revision {database['revision'] or '(none)'} "
+                    "and DATABASE_MIGRATE is off: run chatscale db upgrade"
+                )
+            elif database["revision"] is not None:
+                warnings.append(
+                    f"the database is at schema revision {database['revision']}: serve will "
+                    f"migrate it to {database['needed']}"
+                )
+            # else: a new, empty database: serve creates the schema (the first run).
     upstream = await _doctor_upstream(settings)
     if upstream is not None:
         report["upstream"] = upstream
@@ -141,6 +161,26 @@ async def _doctor(settings: Settings) -> dict[str, Any]:
             report["status"] = "warning"
         report["warnings"] = warnings
     return report
+
+
+async def _doctor_database(settings: Settings) -> dict[str, Any]:
+    """The database's URL (masked), schema revision and the one needed; never migrates."""
+    assert settings.database is not None
+    found: dict[str, Any] = {"url": settings.database.shown}
+    try:
+        from chatscale.db.migrate import head_revision
+    except ImportError as exc:
+        return {**found, "error": f"needs the 'server' extra: {exc}"}
+    found["needed"] = head_revision()
+    path = settings.database.path
+    if path is not None and not path.exists():
+        # Connecting would create the file: doctor leaves no trace.
+        return {**found, "revision": None, "note": "the file does not exist yet: serve creates it"}
+    try:
+        found["revision"] = await _db_current(settings.database)
+    except ChatscaleError as exc:
+        return {**found, "error": str(exc)}
+    return found
 
 
 async def _doctor_upstream(settings: Settings) -> dict[str, Any] | None:
@@ -267,6 +307,77 @@ async def _cache_clear(settings: Settings, namespaces: list[Any]) -> int:
             await Invalidator(connection).publish(name)
     finally:
         await connection.close()
+
+
+@cli.group("db")
+def db_group() -> None:
+    """The database of conversations (DATABASE_URL): schema migrations."""
+
+
+@db_group.command("upgrade")
+@friendly_errors
+def db_upgrade_command() -> None:
+    """Bring the database's schema to this version's (Alembic ``upgrade head``).
+
+    Safe while other instances run or start: on PostgreSQL the migration holds an advisory
+    lock and runs in one transaction. ``chatscale serve`` does the same at start-up unless
+    DATABASE_MIGRATE=false.
+    """
+    database = _database_or_exit()
+    revision = asyncio.run(_db_upgrade(database))
+    click.echo(f"database {database.shown} is at schema revision {revision}")
+
+
+@db_group.command("status")
+@friendly_errors
+def db_status_command() -> None:
+    """Print the schema revision of the database and the one this version needs (exit 1
+    when they differ)."""
+    from chatscale.db.migrate import head_revision
+
+    database = _database_or_exit()
+    current = asyncio.run(_db_current(database))
+    head = head_revision()
+    click.echo(f"database {database.shown}: revision {current or '(none)'}, needed {head}")
+    if current != head:
+        sys.exit(1)
+
+
+def _database_or_exit() -> Any:
+    settings = settings_or_exit()
+    if settings.database is None:
+        _fail(
+            "db: no database is used (USE_REDIS without DATABASE_URL keeps conversations on "
+            "Redis, or FORCED_IN_MEMORY_CACHE_NAMESPACES has CONVERSATIONS)",
+            2,
+        )
+    return settings.database
+
+
+async def _db_upgrade(target: Any) -> str | None:
+    from chatscale.db.database import Database, DatabaseError
+    from chatscale.db.migrate import upgrade
+
+    database = Database(target)
+    try:
+        return await upgrade(database.engine, target)
+    except Exception as exc:
+        raise DatabaseError(f"database {target.shown}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await database.close()
+
+
+async def _db_current(target: Any) -> str | None:
+    from chatscale.db.database import Database, DatabaseError
+    from chatscale.db.migrate import current_revision
+
+    database = Database(target)
+    try:
+        return await current_revision(database.engine)
+    except Exception as exc:
+        raise DatabaseError(f"database {target.shown}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        await database.close()
 
 
 @cli.command("serve")

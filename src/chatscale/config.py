@@ -18,6 +18,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from chatscale.cache.namespaces import DEFAULT_FORCED_IN_MEMORY, CacheKeys
+from chatscale.db.url import DEFAULT_DATABASE_URL, DatabaseTarget, parse_database_url
 from chatscale.errors import ConfigError
 from chatscale.masking import mask_uri
 from chatscale.redis.keys import prefix_problem
@@ -36,7 +37,7 @@ _SECRET_FIELDS = {
     "durable_streams_write_tokens",
 }
 #: Settings that are URIs and may carry credentials: printed through :func:`mask_uri`.
-_URI_FIELDS = {"redis_uri", "openai_base_url"}
+_URI_FIELDS = {"redis_uri", "openai_base_url", "database_url"}
 
 
 def _env_name(field: str) -> str:
@@ -323,6 +324,11 @@ class Settings(BaseSettings):
     durable_streams_sse_duration: Annotated[float, floats(1, 3_600, "seconds")] = 60.0
     durable_streams_max_body: Annotated[int, ints(1, 1_073_741_824, "bytes")] = 8 * 1_048_576
     durable_streams_max_read: Annotated[int, ints(1_024, 1_073_741_824, "bytes")] = 1_048_576
+
+    # --- Database (docs/configuration.md) ------------------------------------------------
+    database_url: OptStr = Field(default=None, repr=False)  # may carry a password
+    database_migrate: Bool = True
+
     # --- Server and models --------------------------------------------------------------
     host: str = "127.0.0.1"
     port: Annotated[int, ints(0, 65_535, "a TCP port")] = 3080
@@ -356,6 +362,9 @@ class Settings(BaseSettings):
     # Derived in the validator below; excluded from the environment.
     redis: RedisConfig | None = Field(default=None, exclude=True)
     key_prefix: str = Field(default="", exclude=True)
+    #: Where conversations (and, without Redis, sessions) live: DATABASE_URL, else the
+    #: default SQLite file unless USE_REDIS keeps them on Redis (None).
+    database: DatabaseTarget | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _derive(self) -> Settings:
@@ -368,6 +377,7 @@ class Settings(BaseSettings):
             )
         self._check_tls_files()
         self._check_durable_streams()
+        self.database = self._resolve_database()
         if not self.use_redis:
             self.redis = None
             return self
@@ -419,6 +429,16 @@ class Settings(BaseSettings):
             ),
         )
         return self
+
+    def _resolve_database(self) -> DatabaseTarget | None:
+        # Validated even when unused, so that a typo never waits for the day it is used.
+        explicit = parse_database_url(self.database_url) if self.database_url else None
+        if CacheKeys.CONVERSATIONS in self.forced_in_memory_cache_namespaces:
+            return None  # conversations (and sessions) in process memory, as asked
+        if explicit is not None:
+            return explicit
+        # USE_REDIS without DATABASE_URL: conversations stay on Redis (not durable).
+        return None if self.use_redis else parse_database_url(DEFAULT_DATABASE_URL)
 
     def _resolve_prefix(self) -> str:
         if self.redis_key_prefix is not None and self.redis_key_prefix_var is not None:
@@ -510,7 +530,7 @@ class Settings(BaseSettings):
         """The effective settings as environment names and printable values, secrets masked."""
         shown: dict[str, Any] = {}
         for name in type(self).model_fields:
-            if name in {"redis", "key_prefix"}:
+            if name in {"redis", "key_prefix", "database"}:
                 continue
             value = getattr(self, name)
             if name in _SECRET_FIELDS:
@@ -525,6 +545,7 @@ class Settings(BaseSettings):
                 value = str(value)
             shown[_env_name(name)] = value
         shown["(effective key prefix)"] = self.key_prefix
+        shown["(database)"] = self.database.shown if self.database is not None else None
         if self.redis is not None:
             shown["(topology)"] = self.redis.topology.value
             shown["(tls)"] = self.redis.tls is not None

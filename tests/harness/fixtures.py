@@ -18,7 +18,9 @@ topologies for tests that break them (kill nodes, fail over...).
 
 A fixture skips when ``redis-server``/``redis-cli``/``openssl`` is missing or
 its topology cannot be started.  Set ``CHATSCALE_REQUIRE_REDIS=1`` (e.g. in
-CI) to turn those skips into failures so that breakage cannot hide.
+CI) to turn those skips into failures so that breakage cannot hide.  The same
+variable applies to the PostgreSQL server of :func:`postgres_server` (Debian's
+``postgresql`` package, which ``scripts/test`` installs).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
+from .postgres import PostgresServer, postgres_bin_dir, start_postgres
 from .servers import (
     AclRedisServer,
     ClusterHandle,
@@ -51,6 +54,8 @@ __all__ = [
     "SentinelFactory",
     "StandaloneFactory",
     "cluster_factory",
+    "postgres_database",
+    "postgres_server",
     "pytest_configure",
     "redis_acl",
     "redis_cluster",
@@ -181,6 +186,25 @@ def redis_acl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server shared by the session (see :mod:`tests.harness.postgres`); tests
+    take a fresh database of it with :func:`postgres_database`."""
+    if postgres_bin_dir() is None:
+        _unavailable("PostgreSQL: cannot start, Debian's postgresql package is not installed")
+    server = _start_or_skip("PostgreSQL", start_postgres, tools=())
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> str:
+    """The URL (``postgresql+asyncpg://``) of a new, empty database for this test."""
+    return postgres_server.create_database()
 
 
 # --------------------------------------------------------------------------

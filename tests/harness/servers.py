@@ -162,10 +162,21 @@ def _pdeathsig_prefix() -> list[str]:
     return _pdeathsig_prefix_cache[0]
 
 
-def _spawn(argv: list[str], cwd: Path, output: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], cwd: Path, output: Path, setpriv_options: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as a registered child; ``setpriv_options`` (e.g. ``--reuid``) run it
+    as another user, in the same ``setpriv`` as the parent-death signal: a change of user
+    after it would clear that signal."""
     # The parent-death signal fires when the *thread* that forked exits, so it
     # is only safe for processes started from the main thread.
     prefix = _pdeathsig_prefix() if threading.current_thread() is threading.main_thread() else []
+    if setpriv_options:
+        prefix = (
+            [*prefix[:-1], *setpriv_options, "--"]
+            if prefix
+            else [_exe("setpriv"), *setpriv_options, "--"]
+        )
     with output.open("ab") as out:
         proc = subprocess.Popen(
             [*prefix, *argv],

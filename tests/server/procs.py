@@ -20,9 +20,15 @@ class ServeProcess:
     """One ``chatscale serve`` on a loopback port; output goes to ``log``."""
 
     def __init__(
-        self, env: dict[str, str], log: Path, port: int | None = None, args: tuple[str, ...] = ()
+        self,
+        env: dict[str, str],
+        log: Path,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        cwd: Path | None = None,
     ) -> None:
         self.args = args  # more options of ``chatscale serve`` (``--workers``)
+        self.cwd = cwd  # the working directory (the default SQLite file goes there)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -49,6 +55,7 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             [*CHATSCALE, "serve", "--port", str(self.port), *self.args],
             env=self.env,
+            cwd=self.cwd,
             stdout=handle,
             stderr=subprocess.STDOUT,
         )

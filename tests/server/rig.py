@@ -72,6 +72,8 @@ class Rig:
             "CHAT_RATE_LIMIT": "1000/minute",
             "CHAT_CONCURRENCY_LIMIT": "0",
             "SESSION_CREATE_LIMIT": "100000/minute",
+            # Conversations on Redis unless the test passes a DATABASE_URL (PostgreSQL).
+            "DATABASE_URL": "",
             **env,
         }
         self.servers = [ServeProcess(self.env, workdir / f"serve{i}.log") for i in range(instances)]

@@ -1,5 +1,7 @@
 """Three instances on Redis behind HAProxy: every client ends with the whole answer once.
 
+The conversations are on Redis, or in PostgreSQL (DATABASE_URL) for the ``postgresql`` cases.
+
 Clients resume on whichever instance the load balancer picks; the instance generating an
 answer is killed with SIGKILL (another one takes the job over and continues it); all three
 are restarted one after the other (SIGTERM: drain and hand over) while answers stream.
@@ -11,6 +13,7 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +32,34 @@ pytestmark = [
 ]
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where the instances keep their state: Redis, and conversations on Redis or in a
+    PostgreSQL database (a fresh one, migrated by the three instances starting at once)."""
+
+    redis_uri: str
+    env: dict[str, str]
+
+
 @pytest.fixture(
     params=[
         pytest.param("standalone", id="standalone"),
         pytest.param("cluster", id="cluster", marks=pytest.mark.cluster),
+        pytest.param("postgresql", id="postgresql"),
     ]
 )
-def redis_uri(request: pytest.FixtureRequest) -> str:
-    if request.param == "standalone":
-        return str(request.getfixturevalue("redis_standalone").url())
-    return ",".join(request.getfixturevalue("redis_cluster").urls())
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "cluster":
+        return Backend(",".join(request.getfixturevalue("redis_cluster").urls()), {})
+    uri = str(request.getfixturevalue("redis_standalone").url())
+    if request.param == "postgresql":
+        return Backend(uri, {"DATABASE_URL": request.getfixturevalue("postgres_database")})
+    return Backend(uri, {})
 
 
-def _rig(redis_uri: str, tmp_path: Path, tokens_per_s: int, tokens: int) -> Iterator[Rig]:
+def _rig(backend: Backend, tmp_path: Path, tokens_per_s: int, tokens: int) -> Iterator[Rig]:
     env = {"DEMO_TOKENS_PER_SECOND": str(tokens_per_s), "DEMO_RESPONSE_TOKENS": str(tokens)}
-    rig = Rig(redis_uri, tmp_path, env)
+    rig = Rig(backend.redis_uri, tmp_path, {**env, **backend.env})
     try:
         yield rig.start()
     finally:
@@ -78,9 +94,9 @@ async def stored_once(url: str, outcome: Outcome, cookies: httpx.Cookies) -> Non
     raise AssertionError("the answer was never stored")
 
 
-async def test_clients_resume_on_any_instance(redis_uri: str, tmp_path: Path) -> None:
+async def test_clients_resume_on_any_instance(backend: Backend, tmp_path: Path) -> None:
     tokens = 60
-    for rig in _rig(redis_uri, tmp_path, 40, tokens):
+    for rig in _rig(backend, tmp_path, 40, tokens):
         messages = [f"question {i}" for i in range(6)]
         outcomes = await asyncio.gather(
             *(
@@ -110,9 +126,9 @@ async def _follow_chat(
     return outcome
 
 
-async def test_kill_9_of_the_producing_instance(redis_uri: str, tmp_path: Path) -> None:
+async def test_kill_9_of_the_producing_instance(backend: Backend, tmp_path: Path) -> None:
     tokens = 60
-    for rig in _rig(redis_uri, tmp_path, 20, tokens):
+    for rig in _rig(backend, tmp_path, 20, tokens):
         messages = [f"killed {i}" for i in range(3)]
         box: dict[str, Any] = {}
         flags = [asyncio.Event() for _ in messages]
@@ -139,9 +155,9 @@ async def test_kill_9_of_the_producing_instance(redis_uri: str, tmp_path: Path) 
         assert takeovers >= 1
 
 
-async def test_rolling_restart_while_answers_stream(redis_uri: str, tmp_path: Path) -> None:
+async def test_rolling_restart_while_answers_stream(backend: Backend, tmp_path: Path) -> None:
     tokens = 160
-    for rig in _rig(redis_uri, tmp_path, 20, tokens):
+    for rig in _rig(backend, tmp_path, 20, tokens):
         messages = [f"rolling {i}" for i in range(4)]
         box: dict[str, Any] = {}
         flags = [asyncio.Event() for _ in messages]

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from chatscale.db.conversations import SqlConversationStore
+from chatscale.paging import MAX_PAGE, page_of_list
 from chatscale.server.api_chat import _respond, services, user_of
 from chatscale.server.bodies import read_json_object, validate
 from chatscale.server.errors import ApiError
@@ -24,10 +26,32 @@ _READY_PING_S = 2.0
 
 
 async def list_conversations(request: Request) -> Response:
-    """``GET /api/conversations``: this session's conversations."""
+    """``GET /api/conversations[?limit=N&before=CURSOR]``: this session's conversations,
+    most recently updated first, a page at a time (``next_cursor`` gives the next one)."""
     svc = services(request)
     assert svc.conversations is not None
-    return JSONResponse({"conversations": await svc.conversations.list(user_of(request))})
+    limit = _page_size(request.query_params.get("limit"))
+    before = request.query_params.get("before")
+    user = user_of(request)
+    try:
+        if isinstance(svc.conversations, SqlConversationStore):
+            page = await svc.conversations.page(user, limit=limit, before=before)
+        else:
+            page = page_of_list(await svc.conversations.list(user), limit, before)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    body: dict[str, object] = {"conversations": page.conversations}
+    if page.next_cursor is not None:  # only when there is a next page
+        body["next_cursor"] = page.next_cursor
+    return JSONResponse(body)
+
+
+def _page_size(text: str | None) -> int:
+    if text is None:
+        return MAX_PAGE
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise ApiError(400, f"limit={text[:40]!r}: expected a whole number from 1 to {MAX_PAGE}")
+    return int(text)
 
 
 def _conversation_id(request: Request) -> str:
@@ -118,7 +142,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """``GET /readyz``: not draining, started, and Redis answers (when used)."""
+    """``GET /readyz``: not draining, started, and Redis and the database answer (when
+    used)."""
     svc = services(request)
     if svc.lifecycle.draining:
         return JSONResponse({"status": "draining", "error": "draining"}, status_code=503)
@@ -132,6 +157,13 @@ async def readyz(request: Request) -> Response:
             message = f"redis unreachable: {type(exc).__name__}"
             return JSONResponse({"status": "unavailable", "error": message}, status_code=503)
         svc.metrics.redis_latency.observe(latency)
+    if svc.database is not None:
+        try:
+            async with asyncio.timeout(_READY_PING_S):
+                await svc.database.ping()
+        except Exception as exc:
+            message = f"database unreachable: {type(exc).__name__}"
+            return JSONResponse({"status": "unavailable", "error": message}, status_code=503)
     body: dict[str, object] = {"status": "ready", "instance": svc.instance_id}
     if svc.registry is not None and svc.registry.upstreams():
         # Detail only: the demo model still answers, so an unreachable upstream does not

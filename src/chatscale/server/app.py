@@ -69,7 +69,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.services = svc
         try:
             await svc.start()
-            session_holder.manager = create_session_manager(settings, svc.redis)
+            session_holder.manager = create_session_manager(
+                settings, svc.redis, svc.session_store()
+            )
             svc.tokens = ResumeTokens.for_sessions(session_holder.manager.config)
             session_holder.gate = svc.session_gate()
             attach(svc.lifecycle)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatscale.db.errors import TRANSIENT_DB_ERRORS
 from chatscale.llm import ChatMessage, Chunk, CompletionRequest, ProviderRegistry
 from chatscale.server.events import SessionEvents
 from chatscale.server.statuses import end_status
@@ -38,6 +39,13 @@ Measure = Callable[[str, AsyncIterator[Chunk]], AsyncIterator[Chunk]]
 #: A finished answer's storing is retried this long (seconds), from the first delay on.
 _STORE_RETRY_S = 30.0
 _STORE_RETRY_FIRST_S = 0.1
+#: Failures of the conversation store that a retry gets past (failover, restart).
+_TRANSIENT: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    TimeoutError,
+    *TRANSIENT_DB_ERRORS,
+)
 
 
 class ConversationNotFound(Exception):
@@ -318,7 +326,7 @@ class ChatService:
             try:
                 await self.conversations.store_answer(user, conversation_id, stream_id, message)
                 return
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+            except _TRANSIENT as exc:
                 if time.monotonic() + delay > deadline:
                     log.error("cannot store the answer of stream %s: %s", stream_id, exc)
                     return

@@ -13,9 +13,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatscale.db.errors import TRANSIENT_DB_ERRORS
 from chatscale.errors import RedisUnavailableError
 
 log = logging.getLogger("chatscale.server")
+
+#: Errors of a backend (Redis, the database) that a retry will likely get past: 503.
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisError,
+    RedisUnavailableError,
+    ConnectionError,
+    TimeoutError,
+    *TRANSIENT_DB_ERRORS,
+)
 
 
 #: One invalid input of a request: where it is (``["body", "temperature"]``,
@@ -110,8 +120,9 @@ class CatchAllMiddleware:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
             return  # the client left while sending its request: nobody to answer
-        except (RedisError, RedisUnavailableError, ConnectionError, TimeoutError) as exc:
-            # Redis failing over or unreachable: a retry (here or elsewhere) will do.
+        except _UNAVAILABLE as exc:
+            # Redis or the database failing over or unreachable: a retry (here or elsewhere)
+            # will do.
             log.warning(
                 "backend unavailable on %s %s: %r", scope.get("method"), scope.get("path"), exc
             )

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chatscale import __version__
+from chatscale.paging import CURSOR_PATTERN, MAX_PAGE
 from chatscale.server import schemas
 from chatscale.server.sse import EVENT_ID_PATTERN
 
@@ -74,7 +75,7 @@ _ERROR_TEXT = {
     415: "Not JSON",
     422: "Invalid fields: `fields` names each (`loc`, `msg`)",
     429: "Rate or concurrency limit; see Retry-After",
-    503: "Draining, starting or Redis unavailable; see Retry-After",
+    503: "Draining, starting, or Redis or the database unavailable; see Retry-After",
 }
 
 
@@ -374,10 +375,26 @@ def build_openapi() -> dict[str, Any]:
         "/api/conversations": {
             "get": {
                 "operationId": "listConversations",
-                "summary": "This session's conversations",
+                "summary": "This session's conversations, most recently updated first, by page",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "description": "Page size (default and most: 1000)",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                    },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "required": False,
+                        "description": "`next_cursor` of the previous page",
+                        "schema": {"type": "string", "pattern": CURSOR_PATTERN},
+                    },
+                ],
                 "responses": {
                     "200": _json(schemas.ConversationList, "Conversations"),
-                    **_errors(503),
+                    **_errors(400, 503),
                 },
             }
         },

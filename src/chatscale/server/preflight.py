@@ -48,3 +48,22 @@ def check_redis(settings: Settings) -> None:
         await connection.close()
 
     asyncio.run(probe())
+
+
+def check_database(settings: Settings) -> None:
+    """Open the database once and bring its schema to this version (DATABASE_MIGRATE), or
+    check it is there: a bad URL, a refused connection or an old schema fails here, on one
+    line, before the server announces itself (and before ``--workers`` fork)."""
+    if settings.database is None:
+        return
+    from chatscale.db.database import Database
+
+    async def probe() -> None:
+        assert settings.database is not None
+        database = Database(settings.database)
+        try:
+            await database.start(migrate=settings.database_migrate)
+        finally:
+            await database.close()
+
+    asyncio.run(probe())

@@ -49,6 +49,8 @@ def describe(settings: Settings, port: int | None = None) -> str:
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "") else host
     backend = f"Redis ({settings.redis.topology.value})" if settings.redis else "in-memory backends"
+    if settings.database is not None:
+        backend += f", conversations in {settings.database.dialect}"
     models = "demo model" + (
         " + OpenAI-compatible" if settings.openai_api_key or settings.openai_base_url else ""
     )
@@ -68,6 +70,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
     sock = preflight.listen_socket(settings)
     try:
         preflight.check_redis(settings)
+        preflight.check_database(settings)
     except BaseException:
         sock.close()
         raise

@@ -148,6 +148,8 @@ class ConversationList(BaseModel):
     """Answer of ``GET /api/conversations``."""
 
     conversations: list[ConversationSummary]
+    #: ``before`` of the next page; absent on the last page.
+    next_cursor: str | None = None
 
 
 class StoredMessage(BaseModel):

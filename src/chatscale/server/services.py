@@ -11,6 +11,8 @@ from starlette.responses import Response
 
 from chatscale.cache.namespaces import CacheKeys
 from chatscale.config import Settings
+from chatscale.db.database import Database
+from chatscale.db.sessions import SqlSessionStore
 from chatscale.llm import ProviderRegistry, build_registry
 from chatscale.ratelimit import RateLimits
 from chatscale.ratelimit.guard import refusal_response
@@ -26,6 +28,7 @@ from chatscale.server.resume import ResumeTokens
 from chatscale.server.sse import Streams
 from chatscale.server.store import ConversationStore, create_conversation_store
 from chatscale.sessions.middleware import NewSessionGate
+from chatscale.sessions.store import SessionStore
 from chatscale.streams import StreamManager, create_stream_manager
 
 log = logging.getLogger("chatscale.server")
@@ -41,6 +44,8 @@ class Services:
     metrics: ServerMetrics
     sse: Streams
     redis: RedisConnection | None = None
+    #: The SQL database of conversations (and sessions without Redis), when configured.
+    database: Database | None = None
     streams: StreamManager | None = None
     registry: ProviderRegistry | None = None
     conversations: ConversationStore | None = None
@@ -56,6 +61,10 @@ class Services:
         settings = self.settings
         if settings.redis is not None:
             self.redis = await connect(settings.redis)
+        forced = settings.forced_in_memory_cache_namespaces
+        if settings.database is not None:
+            self.database = Database(settings.database)
+            await self.database.start(migrate=settings.database_migrate)
         self.streams = create_stream_manager(settings, self.redis, instance_id=self.instance_id)
         await self.streams.start()
         # Every visitor of this server is anonymous (no login): counted by session, a
@@ -63,11 +72,11 @@ class Services:
         self.limits = await RateLimits.create(settings, self.redis, anonymous_by_ip=True)
         self.registry = build_registry(settings)
         self.metrics.watch_models(self.registry.token_counts)
-        forced = settings.forced_in_memory_cache_namespaces
         # FORCED_IN_MEMORY_CACHE_NAMESPACES applies to the server's namespaces too.
         self.conversations = create_conversation_store(
             None if CacheKeys.CONVERSATIONS in forced else self.redis,
             settings.conversation_retention,
+            self.database,
         )
         self.idempotency = create_idempotency_store(
             None if CacheKeys.IDEMPOTENCY in forced else self.redis
@@ -84,6 +93,13 @@ class Services:
         )
         self.metrics.watch_streams(lambda: self.streams.metrics if self.streams else None)
         self.lifecycle.on_drain(self.drain)
+
+    def session_store(self) -> SessionStore | None:
+        """Sessions in the database when Redis is not used (they survive a restart), else
+        None: the sessions package's own choice (Redis)."""
+        if self.redis is not None or self.database is None:
+            return None
+        return SqlSessionStore(self.database.engine)
 
     def session_gate(self) -> NewSessionGate | None:
         """SESSION_CREATE_LIMIT, per client address, on requests that would create a session."""
@@ -131,6 +147,8 @@ class Services:
             await self.limits.aclose()
         if self.redis is not None:
             await self.redis.close()
+        if self.database is not None:
+            await self.database.close()
 
 
 def new_services(settings: Settings) -> Services:

@@ -13,9 +13,12 @@ import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chatscale.redis.connection import RedisConnection
+
+if TYPE_CHECKING:
+    from chatscale.db.database import Database
 
 Message = dict[str, Any]
 
@@ -41,6 +44,7 @@ return 1
 """
 _STORE_ANSWER = """
 if redis.call('HEXISTS', KEYS[3], '!deleted') == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HSETNX', KEYS[3], ARGV[1], '1') == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
@@ -340,9 +344,14 @@ def _summary(conversation_id: str, meta: dict[bytes, bytes]) -> dict[str, Any]:
 
 
 def create_conversation_store(
-    connection: RedisConnection | None, retention_s: int
+    connection: RedisConnection | None, retention_s: int, database: Database | None = None
 ) -> ConversationStore:
-    """Redis when connected, else memory."""
+    """The database's store when there is one (a :class:`chatscale.db.database.Database`),
+    else Redis when connected, else memory."""
+    if database is not None:
+        from chatscale.db.conversations import SqlConversationStore
+
+        return SqlConversationStore(database.engine)
     if connection is None:
         return MemoryConversationStore(retention_s)
     return RedisConversationStore(connection, retention_s)

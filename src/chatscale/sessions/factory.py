@@ -97,7 +97,14 @@ def create_session_store(
 
 
 def create_session_manager(
-    settings: Settings, connection: RedisConnection | None = None
+    settings: Settings,
+    connection: RedisConnection | None = None,
+    store: SessionStore | None = None,
 ) -> SessionManager:
-    """Everything :class:`~chatscale.sessions.SessionMiddleware` needs, from the settings."""
-    return SessionManager(create_session_store(settings, connection), session_config(settings))
+    """Everything :class:`~chatscale.sessions.SessionMiddleware` needs, from the settings.
+
+    ``store`` replaces the one :func:`create_session_store` would choose (the server passes
+    its database's when Redis is not used).
+    """
+    chosen = store if store is not None else create_session_store(settings, connection)
+    return SessionManager(chosen, session_config(settings))
