@@ -71,6 +71,7 @@ from bench.chaos_topology import (  # noqa: E402
     Topology,
     start_topology,
 )
+from bench.http_client import commit  # noqa: E402
 from tests.harness.servers import kill_all_children  # noqa: E402
 
 TOPOLOGIES = ("standalone", "sentinel", "cluster")
@@ -334,6 +335,9 @@ def _write(report: dict[str, Any], results: list[ScheduleResult], options: Optio
     path = options.out / f"chaos-{report['topology']}-{options.seed}.json"
     body = {
         **{k: v for k, v in report.items() if k != "schedules"},
+        # The logs' folder by name only (no machine path in a committed result).
+        "workdir": Path(report["workdir"]).name,
+        "commit": commit(),
         "options": {
             "instances": options.instances,
             "schedules": options.schedules,

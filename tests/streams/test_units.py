@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatscale.redis.keys import KeySpace
 from chatscale.streams import Event, InvalidEventId, parse_event_id
 from chatscale.streams.codec import pack, unpack
+from chatscale.streams.redis_liveness import Liveness
 from chatscale.streams.redis_reader import Follow as _Follow
 
 
@@ -70,3 +74,30 @@ def test_event_data_that_cannot_be_stored_exactly_is_refused(data: dict[str, obj
 
     with pytest.raises(InvalidEvent, match="not JSON"):
         check_event("tool", data)
+
+
+def test_a_claimer_needs_two_leases_of_its_own_contact() -> None:
+    """Checker cluster seed 3011: an instance back in contact for one lease after a Cluster
+    failover judged dead two living instances that had not yet rediscovered the slot map."""
+    async def claim(instance: str, job_id: str) -> None:
+        raise AssertionError("not called")
+
+    liveness = Liveness(
+        None,
+        KeySpace("p"),
+        instance_id="i",
+        lease_s=1.5,
+        jobs_ttl_s=60,
+        claim=claim,
+        local_jobs=set,
+    )
+    now = 1_000_000
+    assert not liveness.may_claim(now)  # never in contact
+    liveness.last_beat = now
+    liveness._last_beat_mono = time.monotonic()
+    liveness.contact_since = now - 1_600  # one lease (and a bit)
+    assert not liveness.may_claim(now)
+    liveness.contact_since = now - 3_000  # two leases
+    assert liveness.may_claim(now)
+    liveness._last_beat_mono = time.monotonic() - 5  # the last beat is stale
+    assert not liveness.may_claim(now)
