@@ -240,3 +240,58 @@ async def test_with_two_replicas_an_end_waits_for_both(sentinel_factory: Any) ->
     finally:
         await manager.close()
         await connection.close()
+
+
+@pytest.mark.sentinel
+async def test_an_end_read_from_the_log_is_told_only_once_a_replica_has_it(
+    sentinel_factory: Any,
+) -> None:
+    """Checker Sentinel seeds 2038, 2102: a former master back from a pause took an end
+    (held from publication, but in the log); a client that resumed there read it in the
+    log and was told ``done`` while the new master still had the answer running. A final
+    event read from the log is now told only once the replicas have it."""
+    deployment = sentinel_factory()
+    settings = load_settings(
+        use_redis=True, redis_uri=deployment.sentinel_url(), redis_key_prefix=unique_prefix()
+    )
+    assert settings.redis is not None
+    connection = await connect(settings.redis)
+    manager = create_stream_manager(settings, connection)
+    assert isinstance(manager, RedisStreamManager)
+    await manager.start()
+    connection.replication.saw(1)
+    replica = deployment.replica
+    assert replica.pid is not None
+    events: list[Event] = []
+    try:
+        producer = await manager.create(owner="u")
+        await producer.delta("hello")
+        await manager.writer.flushed()
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            ending = asyncio.ensure_future(producer.complete())
+            job = manager.store
+
+            async def end_stored() -> bool:
+                record = await job.job(producer.job_id)
+                return record is not None and record.status.value == "complete"
+
+            await _wait_for(end_stored, 3)  # in the log, not yet on the replica
+
+            async def follow() -> None:
+                async for event in manager.subscribe(producer.job_id):
+                    events.append(event)
+
+            follower = asyncio.ensure_future(follow())
+            await asyncio.sleep(1.0)
+            assert events and not any(e.final for e in events), "told done from the log"
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        async with asyncio.timeout(10):
+            await follower
+            await ending
+        assert events[-1].final and events[-1].type == "done"
+        assert [e.id for e in events] == [str(i) for i in range(1, len(events) + 1)]
+    finally:
+        await manager.close()
+        await connection.close()

@@ -80,6 +80,7 @@ class RedisStreamManager(StreamManager):
             self.metrics,
             max_listeners=self.max_listeners,
             subscriber_buffer=self.subscriber_buffer,
+            replication=None if isinstance(self.client, RedisCluster) else redis.replication,
         )
         self.writer = Writer(
             self.client,

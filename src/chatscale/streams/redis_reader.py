@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chatscale.redis.keys import KeySpace
+from chatscale.redis.replication import CONFIRM_S, Replication
 from chatscale.streams import codec
 from chatscale.streams.errors import InvalidEventId, JobNotFound, TooManyListeners
 from chatscale.streams.metrics import StreamMetrics
@@ -81,6 +82,10 @@ class Follow:
             self.texts.extend(str(e.data["text"]) for e in out if e.type == "delta")
         return out
 
+    def unread(self, event: Event) -> None:
+        """Take back the final ``event`` (not delivered: it is read again later)."""
+        self.last = int(event.id) - 1
+
     def accept(self, record: Record) -> list[Event] | None:
         """The new events of a published batch; ``None`` for a gap."""
         return self.take(record[1], record[2])
@@ -98,8 +103,12 @@ class Reader:
         *,
         max_listeners: int,
         subscriber_buffer: int,
+        replication: Replication | None = None,
     ) -> None:
         self.store = store
+        #: Outside Cluster: a final event read from the log is delivered only once the
+        #: replicas have it (see ``_durable_end``).
+        self.replication = replication
         self.hub = hub
         self.keys = keys
         self.metrics = metrics
@@ -159,6 +168,7 @@ class Reader:
         channel = self.keys.stream_events(job_id)
         first_pass = True
         gone = 0
+        held = False
         while not self.hub.closed:
             # 1. The log after our position (the listener already queues what comes next).
             listener.reset()
@@ -173,6 +183,12 @@ class Reader:
                 metrics.events_delivered += len(events)
                 for event in events:
                     if event.final:
+                        if not await self._durable_end(job_id):
+                            # Stored, but not yet on a replica: not told yet (the writer
+                            # publishes it once a replica has it; the log is read again).
+                            state.unread(event)
+                            held = True
+                            break
                         yield await self._with_text(state, event)
                         return
                     yield event
@@ -188,7 +204,8 @@ class Reader:
                     return
                 else:
                     gone = 0
-            quiet = state.last == before and listener.stale
+            quiet = (state.last == before or held) and listener.stale
+            held = False
             listener.patience = min(_MAX_PATIENCE, listener.patience * 2) if quiet else 1
             first_pass = False
             # 2. Live batches, until the end or anything that calls for the log again.
@@ -216,6 +233,22 @@ class Reader:
                         yield await self._with_text(state, event)
                         return
                     yield event
+
+    async def _durable_end(self, job_id: str) -> bool:
+        """Whether a final event just read from the log may be told: as for the writer's
+        own publication, once the replicas have it, or once it was stored CONFIRM_S ago (the
+        writer takes it as stored by then), or at once without replicas or with replication
+        degraded. A former master back from a pause takes writes until the sentinels demote
+        it: a client that read an end there was told ``done`` for an answer the new master
+        still had running (checker Sentinel seeds 2038, 2102)."""
+        replication = self.replication
+        if replication is None or not replication.waits or replication.degraded:
+            return True
+        count, now = await self.store.replicated(replication.wanted)
+        if replication.confirms(count):
+            return True
+        job = await self.store.job(job_id)
+        return job is not None and now - job.updated_at >= CONFIRM_S
 
     async def _with_text(self, state: Follow, event: Event) -> Event:
         """A final event with its ``text`` (stored once, as the deltas)."""

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatscale.redis.keys import KeySpace
+from chatscale.redis.replication import WAIT_MS
 from chatscale.streams import codec
 from chatscale.streams.metrics import StreamMetrics
 from chatscale.streams.model import Event, JobStatus
@@ -134,6 +136,25 @@ class JobStore:
             del self._job_reads[job_id]
         if not done.cancelled():
             done.exception()  # retrieved here: every waiter may have gone
+
+    async def replicated(self, wanted: int) -> tuple[int, float]:
+        """How many replicas have every write the master took so far, and Redis's clock
+        (``TIME`` then ``WAIT`` on one connection: Redis sets a client's wait offset to the
+        master's after each of its commands, so the WAIT covers what other connections wrote
+        before). ``(0, 0.0)`` when Redis could not be asked."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.execute_command("WAIT", wanted, WAIT_MS)
+                (seconds, micros), count = await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError):
+            return 0, 0.0
+        except ResponseError:
+            # Not allowed to ask (an ACL without TIME or WAIT): as if every replica had it,
+            # which is how the stream heartbeat treats a user without INFO.
+            return wanted, 0.0
+        self.metrics.redis_round_trips += 1
+        return int(count), int(seconds) + int(micros) / 1e6
 
     async def batches(self, job_id: str, after: int = 0) -> AsyncIterator[list[Batch]]:
         """The log's entries holding events after ``after``, a page per round trip."""
