@@ -606,6 +606,46 @@ async def test_a_refused_message_says_when_to_retry(browser: Any) -> None:
         await context.close()
 
 
+async def test_a_refused_regeneration_keeps_the_answer_and_retries(browser: Any) -> None:
+    settings = load_settings(
+        demo_tokens_per_second=10, demo_response_tokens=40, chat_concurrency_limit=1
+    )
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        await _send(page, "keep me")
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        kept_url = page.url
+        kept = await page.locator(".msg.assistant").get_attribute("data-raw")
+        await page.click("#new-chat")
+        await _send(page, "long one")  # runs on the server while the first is regenerated
+        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        await page.goto(kept_url)
+        await page.reload()  # goto only changed the #hash
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
+        await page.locator(".action.regenerate").click()
+        refused = page.locator(".msg.assistant[data-status='unsent']")
+        await refused.wait_for(timeout=10_000)
+        note = await refused.locator(".note").text_content() or ""
+        assert note.startswith("Not regenerated. Too many of your answers"), note
+        assert await refused.get_attribute("data-raw") == kept  # the old answer stays
+        for _ in range(100):
+            active = await page.request.get(server.url + "/api/chat/active")
+            if not (await active.json())["streams"]:
+                break
+            await asyncio.sleep(0.1)
+        await page.wait_for_function(
+            "() => !document.querySelector('.msg.assistant .action.retry').disabled",
+            timeout=10_000,
+        )
+        await refused.locator(".action.retry").click()
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        assert await page.locator(".msg.assistant").count() == 1
+        assert await page.locator(".msg.user").count() == 1
+        assert await page.locator(".msg.assistant").get_attribute("data-raw") == kept
+        assert problems == []
+        await context.close()
+
+
 async def test_rename_and_delete_from_the_list(browser: Any) -> None:
     settings = load_settings(demo_tokens_per_second=200, demo_response_tokens=10)
     with ServerThread(settings) as server:
