@@ -6,7 +6,7 @@
 // the session (its Redis store was reset), the token still proves the answer is ours.
 import { codeOf, renderMarkdown } from "./markdown.js";
 import {
-  ApiError, CONVERSATION_GONE, LOST_ANSWER, LOST_CONVERSATION, retryAfterOf, whyAnswerFailed, whyNotSent,
+  ANSWER_RUNNING, ApiError, CONVERSATION_GONE, LOST_ANSWER, LOST_CONVERSATION, retryAfterOf, whyAnswerFailed, whyNotSent,
 } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
@@ -477,9 +477,13 @@ async function regenerate(answer, retrying) {
       break;
     } catch (error) {
       console.warn("regenerate failed:", error);
+      // An answer running in the conversation (another tab's) is not waited for: it becomes
+      // the last answer, and this one is no longer the one to replace.
+      const running = error instanceof ApiError && error.status === 409 && /running/.test(error.message);
       const why = error instanceof ApiError && error.status === 404
-        ? { text: CONVERSATION_GONE, wait: null, final: true } : whyNotSent(error);
-      const retriable = !(error instanceof ApiError) || [409, 502, 503, 504].includes(error.status);
+        ? { text: CONVERSATION_GONE, wait: null, final: true }
+        : running ? { text: ANSWER_RUNNING, wait: null } : whyNotSent(error);
+      const retriable = !running && (!(error instanceof ApiError) || [409, 502, 503, 504].includes(error.status));
       if (!retriable || attempt >= 8) {
         connection.ok("send");
         state.pending.delete(requestId);
@@ -501,9 +505,12 @@ async function regenerate(answer, retrying) {
 // again as a new turn (regenerating replaces only the last answer).
 function again(answer) {
   if (busy()) return;
-  if (answer.dataset.status === "unsent" && answer.retry) {
-    if (answer.retry.regenerate) regenerate(answer, answer.retry);
-    else send(answer.retry.text, { requestId: answer.retry.requestId, answer });
+  if (answer.dataset.status === "unsent" && answer.retry && !answer.retry.regenerate) {
+    send(answer.retry.text, { requestId: answer.retry.requestId, answer });
+    return;
+  }
+  if (answer.retry?.regenerate && isLastAnswer(answer)) {
+    regenerate(answer, answer.retry);
     return;
   }
   if (isLastAnswer(answer) && answer.dataset.status !== "unsent") {
