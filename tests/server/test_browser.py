@@ -674,6 +674,9 @@ async def test_rename_and_delete_from_the_list(browser: Any) -> None:
         )
         assert await page.locator("#empty").is_visible()  # it was the open one
         await page.reload()
+        # The list is read after the page loads: wait for it (it was read too early on a
+        # loaded machine).
+        await page.wait_for_selector("#conversations li .title")
         assert await page.locator("#conversations li .title").all_text_contents() == [
             "Renamed trip"
         ]
