@@ -212,3 +212,30 @@ async def test_concurrent_new_conversations_and_answers(store: SqlConversationSt
     for i in range(30):
         found = await store.get(f"u{i % 3}", f"c{i}")
         assert found is not None and len(found["messages"]) == 2
+
+
+async def test_concurrent_regenerations_drop_one_answer_each_at_most(
+    database: Database, open_database: Callable[[], Database]
+) -> None:
+    other = open_database()
+    await other.start(migrate=False)
+    stores = [SqlConversationStore(d.engine) for d in (database, other)]
+    await stores[0].add_user_message("u1", "c1", user_message("q1"), title="q1")
+    await stores[0].store_answer("u1", "c1", "s1", answer("s1", "a1"))
+    await stores[0].add_user_message("u1", "c1", user_message("q2"), title="q1")
+    await stores[0].store_answer("u1", "c1", "s2", answer("s2", "a2"))
+    # Two "instances" repeat the same regeneration, and a second one races them: the last
+    # answer is dropped once; the answer before it (after a user message) is never touched.
+    results = await asyncio.gather(
+        *(
+            s.drop_last_answer("u1", "c1", request_id=key)
+            for s in stores
+            for key in ("r1", "r1", "r2")
+        )
+    )
+    assert results.count(True) == 1
+    found = await stores[1].get("u1", "c1")
+    assert found is not None
+    assert [m["content"] for m in found["messages"]] == ["q1", "a1", "q2"]
+    # The dropped answer's row keeps its stream id taken.
+    assert not await stores[1].store_answer("u1", "c1", "s2", answer("s2", "late"))

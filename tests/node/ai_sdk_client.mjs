@@ -7,7 +7,9 @@
 // It sends a message to the instance at `post`, cuts the connection after `cutAfter`
 // text deltas (as a network failure does), resumes the stream (`resumeStream`, which GETs
 // {api}/{chatId}/stream) on the instance at `resume`, then asks to resume once more after
-// the end (chatscale must answer 204: nothing runs). It prints what the chat holds as JSON.
+// the end (chatscale must answer 204: nothing runs). With `"regenerate": true` it then
+// regenerates the last answer (`regenerate()`, trigger "regenerate-message") and waits for
+// its end. It prints what the chat holds as JSON.
 // The transport's `api` is a fixed base URL; its `fetch` plays the load balancer, sending
 // each request to the instance the test chose, so the transport itself runs unchanged.
 import { AbstractChat, DefaultChatTransport } from "ai";
@@ -43,6 +45,7 @@ class Chat extends AbstractChat {
 
 const requests = [];
 let cuts = 0;
+let posts = 0;
 
 // Cuts a response body after `count` text deltas: the chunks before it arrive, then the
 // body fails as a dropped connection does ("network error": the chat can resume).
@@ -79,7 +82,9 @@ async function balancer(url, init = {}) {
     protocol: response.headers.get("x-vercel-ai-ui-message-stream"),
     instance: response.headers.get("x-chatscale-instance"),
   });
-  if (method === "POST" && response.ok && options.cutAfter) {
+  if (method === "POST") posts += 1;
+  // Only the first POST is cut (the message); a regeneration runs whole.
+  if (method === "POST" && posts === 1 && response.ok && options.cutAfter) {
     return new Response(cutAfter(response.body, options.cutAfter), {
       status: response.status,
       headers: response.headers,
@@ -104,6 +109,21 @@ const partial = textOf(chat.messages.at(-1));
 const statusAfterCut = chat.status;
 await chat.resumeStream();
 const afterEnd = await transport.reconnectToStream({ chatId: chat.id });
+const before = chat.messages.map((m) => ({ id: m.id, role: m.role, text: textOf(m) }));
+let regenerated = null;
+let stored = null;
+if (options.regenerate) {
+  await chat.regenerate();
+  regenerated = chat.messages.map((m) => ({ id: m.id, role: m.role, text: textOf(m) }));
+  // What the server holds, once the new answer is stored (just after its final event).
+  const newId = chat.messages.at(-1).id;
+  for (let i = 0; i < 100; i += 1) {
+    const found = await fetch(`${options.post}/api/conversations/${chat.id}`, { headers: { cookie } });
+    stored = (await found.json()).messages;
+    if (stored.some((m) => m.stream_id === newId)) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 console.log(JSON.stringify({
   chatId: chat.id,
@@ -119,5 +139,9 @@ console.log(JSON.stringify({
     textParts: m.parts.filter((p) => p.type === "text").length,
   })),
   afterEnd: afterEnd === null ? null : "a stream",
+  before,
+  regenerated,
+  stored,
+  statusAfterRegenerate: chat.status,
   requests,
 }));

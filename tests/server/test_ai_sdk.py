@@ -128,7 +128,8 @@ async def test_resume_replays_a_running_answer_and_is_204_otherwise(
 @pytest.mark.parametrize(
     ("change", "loc"),
     [
-        ({"trigger": "regenerate-message", "messageId": "m0"}, ["body", "trigger"]),
+        ({"trigger": "regenerate"}, ["body", "trigger"]),
+        ({"trigger": "regenerate-message", "messageId": 5}, ["body", "messageId"]),
         ({"id": "../x"}, ["body", "id"]),
         ({"messages": []}, ["body", "messages"]),
         ({"temperature": 5}, ["body", "temperature"]),
@@ -204,9 +205,9 @@ def _node_project() -> Path:
     return target
 
 
-def _run_client(post: str, resume: str, message: str) -> dict[str, Any]:
+def _run_client(post: str, resume: str, message: str, **more: Any) -> dict[str, Any]:
     project = _node_project()
-    options = {"post": post, "resume": resume, "message": message, "cutAfter": 3}
+    options = {"post": post, "resume": resume, "message": message, "cutAfter": 3, **more}
     done = subprocess.run(
         ["node", SCRIPT, json.dumps(options)],
         cwd=project,
@@ -238,6 +239,81 @@ def test_the_ai_sdk_client_resumes_a_cut_answer_whole_and_once(
 ) -> None:
     result = _run_client(slow_server.url, slow_server.url, "hello from useChat")
     _check_whole_and_once(result, "hello from useChat", 30)
+
+
+def test_the_ai_sdk_client_regenerates_the_last_answer_in_place(
+    slow_server: ServerThread,
+) -> None:
+    result = _run_client(slow_server.url, slow_server.url, "again please", regenerate=True)
+    answer = expected("again please", 30)
+    (user, old) = result["before"]
+    assert old["text"] == answer
+    assert [m["role"] for m in result["regenerated"]] == ["user", "assistant"]
+    assert result["regenerated"][0] == user
+    new = result["regenerated"][1]
+    # A new answer (its own stream), written from the history without the old one: the
+    # demo writes the same text for the same history.
+    assert new["id"] != old["id"] and new["text"] == answer
+    assert result["statusAfterRegenerate"] == "ready" and result["errors"] == [
+        "TypeError: network error"  # the cut of the first answer
+    ]
+    # The server holds the same: one answer, the new one.
+    stored = result["stored"]
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", user["text"]),
+        ("assistant", answer),
+    ]
+    assert stored[1]["stream_id"] == new["id"]
+    assert [(r["method"], r["status"]) for r in result["requests"]][-1] == ("POST", 200)
+
+
+async def test_regenerate_message_replaces_the_stored_answer(client: httpx.AsyncClient) -> None:
+    async with client.stream("POST", API, json=_body("hello", "chat-r")) as response:
+        first = await _parts(response)
+    old_id = first[0]["messageId"]
+    await _stored_answer(client, "chat-r", old_id)
+    # What regenerate() sends: the messages up to the user message, and the answer replaced.
+    body = _body("hello", "chat-r", trigger="regenerate-message", messageId=old_id)
+    async with client.stream("POST", API, json=body) as response:
+        assert response.status_code == 200
+        again = await _parts(response)
+    new_id = again[0]["messageId"]
+    assert new_id != old_id and _text(again) == expected("hello")
+    stored = await _stored_answer(client, "chat-r", new_id)
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    # The same POST again (a retry) is the same regeneration: its stream, no second drop.
+    async with client.stream("POST", API, json=body) as response:
+        retried = await _parts(response)
+    assert retried[0]["messageId"] == new_id
+    assert (await _stored_answer(client, "chat-r", new_id)) == stored
+
+
+async def test_regenerate_message_needs_a_stored_idle_chat(slow_server: ServerThread) -> None:
+    async with httpx.AsyncClient(base_url=slow_server.url, timeout=10) as client:
+        body = _body("hello", "chat-new", trigger="regenerate-message")
+        unknown = await client.post(API, json=body)
+        assert unknown.status_code == 404, unknown.text
+        assert (await client.get("/api/conversations/chat-new")).status_code == 404
+        async with client.stream("POST", API, json=_body("hello", "chat-busy")) as response:
+            async for line in response.aiter_lines():
+                if '"text-delta"' in line:
+                    break  # the answer runs on
+            busy = await client.post(
+                API, json=_body("hello", "chat-busy", trigger="regenerate-message")
+            )
+        assert busy.status_code == 409, busy.text
+        assert "running" in busy.json()["error"]
+
+
+async def _stored_answer(client: httpx.AsyncClient, chat_id: str, stream_id: str) -> list[Any]:
+    """The chat's stored messages once the answer of ``stream_id`` is among them."""
+    messages: list[Any] = []
+    for _ in range(300):
+        messages = (await client.get(f"/api/conversations/{chat_id}")).json()["messages"]
+        if any(m.get("stream_id") == stream_id for m in messages):
+            return messages
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the chat holds {messages}")
 
 
 @pytest.fixture(

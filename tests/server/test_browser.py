@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chatscale.config import load_settings
+from chatscale.llm import ChatMessage
 from tests.llm.fake_openai import MODELS, FakeOpenAI, Recorded
 from tests.server.helpers import ServerThread, expected
 from tests.server.procs import ServeProcess
@@ -478,16 +479,68 @@ async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
             "first",
             "second, too early",
         ]
-        # Regenerate is on the last answer only; it asks the last question again.
+        # Regenerate is on the last answer only; it replaces that answer in place.
         assert await page.locator(".action.regenerate").count() == 1
-        await page.locator(".msg.assistant").last.locator(".action.regenerate").click()
-        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=2", timeout=20_000)
-        assert await page.locator(".msg.user .text").all_text_contents() == [
-            "first",
-            "second, too early",
-            "second, too early",
-        ]
+        last = page.locator(".msg.assistant").last
+        old_stream = await last.get_attribute("data-stream-id")
+        await last.locator(".action.regenerate").click()
+        await page.wait_for_function(
+            "old => { const el = [...document.querySelectorAll('.msg.assistant')].at(-1);"
+            " return el.dataset.status === 'done' && el.dataset.streamId !== old; }",
+            arg=old_stream,
+            timeout=20_000,
+        )
+        await _one_answer_each(page, ["first", "second, too early"], old_stream)
+        # The server holds the same: a reload shows one answer to each question.
+        await page.reload()
+        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=1", timeout=10_000)
+        await _one_answer_each(page, ["first", "second, too early"], old_stream)
         assert problems == []
+        await context.close()
+
+
+async def _one_answer_each(page: Any, questions: list[str], replaced: str | None) -> None:
+    """The page shows one answer to each question, the last one a regeneration (not the
+    answer of stream ``replaced``) written without seeing the answer it replaced."""
+    assert await page.locator(".msg.user .text").all_text_contents() == questions
+    answers = page.locator(".msg.assistant")
+    assert await answers.count() == len(questions)
+    assert await answers.last.get_attribute("data-stream-id") != replaced
+    first = expected(questions[0], 60)
+    history = [ChatMessage("user", questions[0]), ChatMessage("assistant", first)]
+    # The demo's text depends on the history: a re-sent question (which saw the first
+    # answer to it) would read otherwise.
+    new = expected(questions[1], 60, history=history)
+    resent = [*history, ChatMessage("user", questions[1]), ChatMessage("assistant", new)]
+    assert new != expected(questions[1], 60, history=resent)
+    assert await answers.last.get_attribute("data-raw") == new
+
+
+async def test_another_tab_replaces_the_answer_another_regenerates(browser: Any) -> None:
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=TOKENS)
+    with ServerThread(settings) as server:
+        context = await browser.new_context()  # one context: one session cookie
+        first = await context.new_page()
+        await first.goto(server.url + "/")
+        await _send(first, "regenerate me")
+        await first.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        second = await context.new_page()
+        await second.goto(first.url)  # the same conversation (#c=...)
+        await second.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
+        await asyncio.sleep(0.3)  # the second tab's event feed is open
+        old = await first.locator(".msg.assistant").last.get_attribute("data-stream-id")
+        await first.locator(".action.regenerate").click()
+        for page in (first, second):
+            await page.wait_for_function(
+                "old => { const el = [...document.querySelectorAll('.msg.assistant')].at(-1);"
+                " return el.dataset.status === 'done' && el.dataset.streamId !== old; }",
+                arg=old,
+                timeout=20_000,
+            )
+            assert await page.locator(".msg.assistant").count() == 1
+            assert await page.locator(".msg.user").count() == 1
+            text = await page.locator(".msg.assistant").last.get_attribute("data-raw")
+            assert text == expected("regenerate me", TOKENS)
         await context.close()
 
 
@@ -503,10 +556,16 @@ async def test_failed_answers_say_so_in_words_and_retry(
     assert note == "This answer could not be finished."
     assert "crashed" not in (await page.text_content("body") or "")  # no upstream text
     await _shot(page, "error-retry")
+    failed_stream = await failed.get_attribute("data-stream-id")
     await _choose(page, "demo")
+    # Retry of a failed answer regenerates it in place, with the model now chosen.
     await failed.locator(".action.retry").click()
     await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
-    assert await page.locator(".msg.assistant").count() == 2
+    answer = page.locator(".msg.assistant")
+    assert await answer.count() == 1 and await page.locator(".msg.user").count() == 1
+    assert await answer.get_attribute("data-stream-id") != failed_stream
+    assert await answer.get_attribute("data-raw") == expected("fail please", 12)
+    assert await answer.locator(".note").is_hidden()
     assert problems == []
     await context.close()
 
@@ -547,6 +606,46 @@ async def test_a_refused_message_says_when_to_retry(browser: Any) -> None:
         await context.close()
 
 
+async def test_a_refused_regeneration_keeps_the_answer_and_retries(browser: Any) -> None:
+    settings = load_settings(
+        demo_tokens_per_second=10, demo_response_tokens=40, chat_concurrency_limit=1
+    )
+    with ServerThread(settings) as server:
+        context, page, problems = await _page(browser, server.url + "/")
+        await _send(page, "keep me")
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        kept_url = page.url
+        kept = await page.locator(".msg.assistant").get_attribute("data-raw")
+        await page.click("#new-chat")
+        await _send(page, "long one")  # runs on the server while the first is regenerated
+        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        await page.goto(kept_url)
+        await page.reload()  # goto only changed the #hash
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
+        await page.locator(".action.regenerate").click()
+        refused = page.locator(".msg.assistant[data-status='unsent']")
+        await refused.wait_for(timeout=10_000)
+        note = await refused.locator(".note").text_content() or ""
+        assert note.startswith("Not regenerated. Too many of your answers"), note
+        assert await refused.get_attribute("data-raw") == kept  # the old answer stays
+        for _ in range(100):
+            active = await page.request.get(server.url + "/api/chat/active")
+            if not (await active.json())["streams"]:
+                break
+            await asyncio.sleep(0.1)
+        await page.wait_for_function(
+            "() => !document.querySelector('.msg.assistant .action.retry').disabled",
+            timeout=10_000,
+        )
+        await refused.locator(".action.retry").click()
+        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        assert await page.locator(".msg.assistant").count() == 1
+        assert await page.locator(".msg.user").count() == 1
+        assert await page.locator(".msg.assistant").get_attribute("data-raw") == kept
+        assert problems == []
+        await context.close()
+
+
 async def test_rename_and_delete_from_the_list(browser: Any) -> None:
     settings = load_settings(demo_tokens_per_second=200, demo_response_tokens=10)
     with ServerThread(settings) as server:
@@ -575,6 +674,9 @@ async def test_rename_and_delete_from_the_list(browser: Any) -> None:
         )
         assert await page.locator("#empty").is_visible()  # it was the open one
         await page.reload()
+        # The list is read after the page loads: wait for it (it was read too early on a
+        # loaded machine).
+        await page.wait_for_selector("#conversations li .title")
         assert await page.locator("#conversations li .title").all_text_contents() == [
             "Renamed trip"
         ]

@@ -83,3 +83,56 @@ async def test_list_pages_the_same_everywhere(store: ConversationStore) -> None:
     assert first.next_cursor is not None
     second = page_of_list(whole, 2, first.next_cursor)
     assert [c["id"] for c in second.conversations] == ["c2", "c1"]
+
+
+def _answer(stream_id: str, text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": text, "created_at": 2.0, "stream_id": stream_id}
+
+
+async def test_drop_last_answer(store: ConversationStore) -> None:
+    await store.add_user_message("u1", "c1", _message("q1"), title="q1")
+    await store.store_answer("u1", "c1", "s1", _answer("s1", "a1"))
+    await store.add_user_message("u1", "c1", _message("q2"), title="q1")
+    await store.store_answer("u1", "c1", "s2", _answer("s2", "a2"))
+    assert await store.drop_last_answer("u2", "c1", request_id="r1") is False  # another user's
+    assert await store.drop_last_answer("u1", "missing", request_id="r1") is False
+    assert await store.get("u1", "missing") is None  # created nothing
+    assert await store.drop_last_answer("u1", "c1", request_id="r1") is True
+    found = await store.get("u1", "c1")
+    assert found is not None
+    assert [m["content"] for m in found["messages"]] == ["q1", "a1", "q2"]
+    # The last message is the user's now: nothing more to drop, whatever the request.
+    assert await store.drop_last_answer("u1", "c1", request_id="r2") is False
+    # The dropped answer's stream id stays taken: a late store of it does not come back.
+    assert await store.store_answer("u1", "c1", "s2", _answer("s2", "a2 again")) is False
+    # The new answer is stored and is the last message.
+    assert await store.store_answer("u1", "c1", "s3", _answer("s3", "a3")) is True
+    found = await store.get("u1", "c1")
+    assert found is not None
+    assert [m["content"] for m in found["messages"]] == ["q1", "a1", "q2", "a3"]
+    assert [c["id"] for c in await store.list("u1")] == ["c1"]
+
+
+async def test_drop_last_answer_once_per_request(store: ConversationStore) -> None:
+    await store.add_user_message("u1", "c1", _message("q1"), title="q1")
+    await store.store_answer("u1", "c1", "s1", _answer("s1", "a1"))
+    assert await store.drop_last_answer("u1", "c1", request_id="r1") is True
+    await store.store_answer("u1", "c1", "s2", _answer("s2", "a2"))
+    # The same request again (a retry, a write repeated after a failover) drops no second
+    # answer; another request does.
+    assert await store.drop_last_answer("u1", "c1", request_id="r1") is False
+    found = await store.get("u1", "c1")
+    assert found is not None
+    assert [m["content"] for m in found["messages"]] == ["q1", "a2"]
+    assert await store.drop_last_answer("u1", "c1", request_id="r2") is True
+    found = await store.get("u1", "c1")
+    assert found is not None
+    assert [m["content"] for m in found["messages"]] == ["q1"]
+
+
+async def test_drop_last_answer_keeps_user_messages(store: ConversationStore) -> None:
+    await store.add_user_message("u1", "c1", _message("q1"), title="q1")
+    assert await store.drop_last_answer("u1", "c1", request_id="r1") is False
+    found = await store.get("u1", "c1")
+    assert found is not None
+    assert [m["content"] for m in found["messages"]] == ["q1"]

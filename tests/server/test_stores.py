@@ -236,3 +236,22 @@ async def test_a_recorded_answer_waits_for_a_replica(sentinel_factory: Any) -> N
             assert replica.hlen(conn.keys.conversation("u", "c", "answers")) == 1
     finally:
         await conn.close()
+
+
+async def test_regenerating_drops_the_last_answer_once_on_every_topology(
+    backend: RedisConnection | None,
+) -> None:
+    # One script on the user's hash-tagged keys: also on Cluster (one slot) and through the
+    # durable write path on Sentinel (a repeat after a failover drops nothing more).
+    store = _store(backend)
+    user, conversation = f"u-{unique_prefix()}", "c1"
+    await store.add_user_message(
+        user, conversation, {"role": "user", "content": "q", "created_at": 1.0}, title="q"
+    )
+    answer = {"role": "assistant", "content": "a", "created_at": 2.0, "stream_id": "s1"}
+    assert await store.store_answer(user, conversation, "s1", answer) is True
+    assert await store.drop_last_answer(user, conversation, request_id="r1") is True
+    assert await store.drop_last_answer(user, conversation, request_id="r1") is False
+    assert await store.store_answer(user, conversation, "s1", answer) is False  # stays dropped
+    found = await store.get(user, conversation)
+    assert [m["role"] for m in found["messages"]] == ["user"]

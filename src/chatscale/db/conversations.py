@@ -4,7 +4,9 @@ The guarantees of :class:`chatscale.server.store.ConversationStore` rest on uniq
 constraints, not on reading first: a user message is inserted with
 ``ON CONFLICT DO NOTHING`` against ``(user, conversation, request_id)`` and an answer against
 ``(user, conversation, stream_id)``, so two instances (or two tasks) storing the same one at
-the same moment store it once, and the loser learns it from the empty ``RETURNING``.
+the same moment store it once, and the loser learns it from the empty ``RETURNING``. An
+answer dropped by a regeneration keeps its row, with the role :data:`DROPPED` (never read
+back), so its stream id stays taken.
 Conversations are kept until deleted (CONVERSATION_RETENTION applies to memory and Redis).
 """
 
@@ -24,6 +26,10 @@ from chatscale.db.schema import conversations, messages
 from chatscale.paging import MAX_PAGE, Page, page_of_rows, parse_cursor
 
 Message = dict[str, Any]
+
+#: The role of an answer dropped by a regeneration: its row stays (the unique stream id keeps
+#: a late store of it out; its ``request_id`` is the regeneration's, which drops one answer).
+DROPPED = "dropped"
 
 
 def _storable(title: str) -> str:
@@ -95,6 +101,31 @@ class SqlConversationStore:
         except IntegrityError:
             # The conversation was deleted while the answer was inserted (foreign key).
             return False
+
+    async def drop_last_answer(self, user: str, conversation_id: str, *, request_id: str) -> bool:
+        """Drop the last message if it is an answer, once per ``request_id`` (one statement
+        in one transaction; writing from its start, see :meth:`_append`)."""
+        mine = and_(messages.c.user_id == user, messages.c.conversation_id == conversation_id)
+        last = select(func.max(messages.c.seq)).where(mine, messages.c.role != DROPPED)
+        done = select(messages.c.seq).where(mine, messages.c.request_id == request_id)
+        now = time.time()
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(
+                update(messages)
+                .where(
+                    mine,
+                    messages.c.seq == last.scalar_subquery(),
+                    messages.c.role == "assistant",
+                    ~done.exists(),
+                )
+                .values(role=DROPPED, request_id=request_id)
+            )
+            if not result.rowcount:
+                return False
+            await conn.execute(
+                update(conversations).where(_one(user, conversation_id)).values(updated_at=now)
+            )
+        return True
 
     async def _append(
         self,
@@ -198,6 +229,7 @@ class SqlConversationStore:
                     and_(
                         messages.c.user_id == conversations.c.user_id,
                         messages.c.conversation_id == conversations.c.id,
+                        messages.c.role != DROPPED,
                     ),
                 )
             )

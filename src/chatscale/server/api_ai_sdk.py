@@ -9,6 +9,8 @@ and storage are the same, and a resume works on any instance.
 The chat id is the conversation id, created on first use (the AI SDK makes chat ids on the
 client). The model sees the conversation the server stored, plus the new user message: the
 history the client sends is not trusted (it could put words in the assistant's mouth).
+``trigger: "regenerate-message"`` (``regenerate()``) is ``POST /api/chat`` with
+``regenerate``: the stored last answer is replaced by a new answer to the last user message.
 """
 
 from __future__ import annotations
@@ -46,20 +48,27 @@ async def chat(request: Request) -> Response:
     """``POST /api/ai-sdk/chat``: start an answer to the last (user) message and stream it."""
     svc = services(request)
     body, text = _read(await read_json_object(request), svc.settings.max_message_chars)
-    # A retried POST of the same message (same UIMessage id) is the same request.
-    request_id = f"ai-sdk:{body.messages[-1].id}"
+    regenerate = body.trigger == "regenerate-message"
+    if regenerate:
+        # A retried POST of the same regeneration names the same answer to replace.
+        request_id = f"ai-sdk-regen:{body.messageId}" if body.messageId else None
+    else:
+        # A retried POST of the same message (same UIMessage id) is the same request.
+        request_id = f"ai-sdk:{body.messages[-1].id}"
     user = user_of(request)
     started = await begin(
         svc,
         request,
         user,
         StartRequest(
-            message=text,
+            message="" if regenerate else text,
             conversation_id=body.id,
             model=body.model,
             options=Options(body.system, body.temperature, body.max_tokens),
-            request_id=request_id if _REQUEST_ID.fullmatch(request_id) else None,
-            create=True,
+            request_id=request_id if request_id and _REQUEST_ID.fullmatch(request_id) else None,
+            # A regeneration answers a stored conversation: an unknown chat is a 404.
+            create=not regenerate,
+            regenerate=regenerate,
         ),
     )
     return _respond(svc, manager_of(svc), started["stream_id"], user)
@@ -70,12 +79,8 @@ def _read(payload: dict[str, object], max_chars: int) -> tuple[AiSdkChatRequest,
     system = payload.get("system")
     check_length("system", system if isinstance(system, str) else None, max_chars)
     body = validate(AiSdkChatRequest, payload)
-    if body.trigger != "submit-message":
-        raise invalid(
-            ["body", "trigger"],
-            "only submit-message is supported (regenerating replaces a stored answer, which "
-            "chatscale does not do: send the message again)",
-        )
+    # Also for a regeneration: the AI SDK sends the messages up to the user message whose
+    # answer is replaced (the stored conversation is what the model sees, as for a submit).
     last = body.messages[-1]
     where: list[str | int] = ["body", "messages", len(body.messages) - 1]
     if last.role != "user":

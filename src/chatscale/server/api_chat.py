@@ -120,19 +120,33 @@ async def read_chat_request(request: Request, max_chars: int) -> ChatRequest:
     if isinstance(message, str) and not message.strip(BLANK):
         # Also in the schema (NOT_BLANK_PATTERN); checked first for a clearer message.
         raise invalid(["body", "message"], "must not be blank")
-    return validate(ChatRequest, payload)
+    body = validate(ChatRequest, payload)
+    # The rules between fields (the schema's if/then/else).
+    if body.regenerate:
+        if body.message is not None:
+            raise invalid(
+                ["body", "message"],
+                "must be absent with regenerate (the last user message is answered again)",
+            )
+        if body.conversation_id is None:
+            raise invalid(["body", "conversation_id"], "required with regenerate")
+    elif body.message is None:
+        raise invalid(["body", "message"], "Field required")
+    return body
 
 
 async def start_chat(request: Request) -> Response:
-    """``POST /api/chat``: start an answer (idempotent with ``client_request_id``)."""
+    """``POST /api/chat``: start an answer, or regenerate the last one (idempotent with
+    ``client_request_id``)."""
     svc = services(request)
     body = await read_chat_request(request, svc.settings.max_message_chars)
     start = StartRequest(
-        message=body.message,
+        message=body.message or "",
         conversation_id=body.conversation_id,
         model=body.model,
         options=Options(body.system, body.temperature, body.max_tokens),
         request_id=request_id_of(request, body.client_request_id),
+        regenerate=body.regenerate,
     )
     user = user_of(request)
     started = await begin(svc, request, user, start)

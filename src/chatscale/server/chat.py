@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatscale.db.errors import TRANSIENT_DB_ERRORS
-from chatscale.llm import ChatMessage, Chunk, CompletionRequest, ProviderRegistry
+from chatscale.llm import ChatMessage, Chunk, CompletionRequest, Provider, ProviderRegistry
 from chatscale.server.events import SessionEvents
 from chatscale.server.statuses import end_status
 from chatscale.server.store import ConversationStore, Message, title_of
@@ -50,6 +50,14 @@ _TRANSIENT: tuple[type[Exception], ...] = (
 
 class ConversationNotFound(Exception):
     """The conversation to continue does not exist (or is another user's)."""
+
+
+class AnswerRunning(Exception):
+    """An answer is still running in the conversation to regenerate in."""
+
+
+class NothingToRegenerate(Exception):
+    """The conversation has no user message to answer again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +208,93 @@ class ChatService:
         if added:
             earlier = [*earlier, {"role": "user", "content": message}]
         # else: a retry; its failed attempt stored the message already (it is in earlier)
+        return await self._launch(
+            user,
+            conversation_id,
+            earlier,
+            message,
+            model_name=model_name,
+            provider=provider,
+            options=options,
+            client_request_id=client_request_id,
+            limit_identity=limit_identity,
+            on_end=on_end,
+        )
+
+    async def regenerate(
+        self,
+        user: str,
+        conversation_id: str,
+        *,
+        model: str | None,
+        client_request_id: str | None,
+        request_key: str,
+        options: Options | None = None,
+        limit_identity: str | None = None,
+        on_end: Callable[[], Awaitable[None]] | None = None,
+    ) -> Started:
+        """Answer the conversation's last user message again, replacing its answer.
+
+        The last message is dropped when it is an answer (once per ``request_key``: a retry
+        drops no second one), and the model sees the history up to the last user message.
+        Raises :class:`ConversationNotFound`, :class:`AnswerRunning` (an answer of the
+        conversation runs: it would be stored after the regenerated one is started) and
+        :class:`NothingToRegenerate`; the other arguments are :meth:`start`'s.
+        """
+        model_name, provider = await self.registry.resolve(model)
+        found = await self.conversations.get(user, conversation_id)
+        if found is None:
+            raise ConversationNotFound(conversation_id)
+        if not any(m.get("role") == "user" for m in found["messages"]):
+            raise NothingToRegenerate(conversation_id)
+        # Checked on this instance's view of the running jobs: two regenerations sent at the
+        # same moment can both pass (each drops at most one answer; both answers are kept).
+        for job in await self.streams.list_active(user):
+            if job.meta.get("conversation_id") == conversation_id:
+                raise AnswerRunning(conversation_id)
+        await self.conversations.drop_last_answer(user, conversation_id, request_id=request_key)
+        found = await self.conversations.get(user, conversation_id)
+        if found is None:
+            raise ConversationNotFound(conversation_id)  # deleted in between
+        messages: list[Message] = found["messages"]
+        asked = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+        if not asked:
+            raise NothingToRegenerate(conversation_id)
+        # Up to the last user message: an answer stored after it (one this request did not
+        # drop, see drop_last_answer) is not history for its new answer.
+        earlier = messages[: asked[-1] + 1]
+        question = earlier[-1].get("content")
+        return await self._launch(
+            user,
+            conversation_id,
+            earlier,
+            question if isinstance(question, str) else "",
+            model_name=model_name,
+            provider=provider,
+            options=options or Options(),
+            client_request_id=client_request_id,
+            limit_identity=limit_identity,
+            on_end=on_end,
+            regenerate=True,
+        )
+
+    async def _launch(
+        self,
+        user: str,
+        conversation_id: str,
+        earlier: list[Message],
+        message: str,
+        *,
+        model_name: str,
+        provider: Provider,
+        options: Options,
+        client_request_id: str | None,
+        limit_identity: str | None,
+        on_end: Callable[[], Awaitable[None]] | None,
+        regenerate: bool = False,
+    ) -> Started:
+        """Start the answer to ``earlier`` (which ends with the user's ``message``) and
+        announce it to the user's other tabs."""
         meta: dict[str, Any] = {
             "conversation_id": conversation_id,
             "model": model_name,
@@ -214,17 +309,17 @@ class ChatService:
         task = self.streams.run(producer, self._chunks(model_name, provider.stream(request)))
         if on_end is not None:
             task.add_done_callback(lambda _: self._background.spawn(self._ended(producer, on_end)))
-        await self.events.publish(
-            user,
-            "started",
-            {
-                "stream_id": producer.job_id,
-                "conversation_id": conversation_id,
-                "client_request_id": client_request_id,
-                "message": message,
-                "created_at": producer.created_at,
-            },
-        )
+        started: dict[str, Any] = {
+            "stream_id": producer.job_id,
+            "conversation_id": conversation_id,
+            "client_request_id": client_request_id,
+            "message": message,
+            "created_at": producer.created_at,
+        }
+        if regenerate:
+            # Other tabs replace the conversation's last answer instead of adding a turn.
+            started["regenerate"] = True
+        await self.events.publish(user, "started", started)
         return Started(producer.job_id, conversation_id)
 
     def continuation(self, info: JobInfo) -> AsyncIterator[Chunk]:

@@ -206,7 +206,8 @@ def build_openapi() -> dict[str, Any]:
         "/api/chat": {
             "post": {
                 "operationId": "startChat",
-                "summary": "Start an answer (idempotent with client_request_id)",
+                "summary": "Start an answer, or regenerate the last one (idempotent with "
+                "client_request_id)",
                 "parameters": [_idempotency_header()],
                 "requestBody": {
                     "required": True,
@@ -229,6 +230,10 @@ def build_openapi() -> dict[str, Any]:
                         503,
                         e400="Bad input, or an unknown model",
                         e404="Unknown (or another session's) conversation_id",
+                        e409="The idempotency key was used for another request, or a request "
+                        "with it is still starting (retry after Retry-After); or, with "
+                        "`regenerate`, an answer is running in the conversation (or it has no "
+                        "message to answer)",
                         e403="Temporarily banned after too many limit violations "
                         "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
                     ),
@@ -259,9 +264,11 @@ def build_openapi() -> dict[str, Any]:
                         e400="Bad input, or an unknown model",
                         e403="Temporarily banned after too many limit violations "
                         "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
-                        e404="Not answered by this route (chats are created on first use)",
+                        e404="A regeneration (`regenerate-message`) in a chat never stored (other "
+                        "chats are created on first use)",
                         e409="The same message (UIMessage id) is still starting; retry after "
-                        "Retry-After; or its id was used for another request",
+                        "Retry-After; or its id was used for another request; or, to "
+                        "regenerate, an answer is running in the chat",
                     ),
                 },
             }

@@ -60,14 +60,40 @@ class GenerationOptions(BaseModel):
         return value
 
 
-class ChatRequest(GenerationOptions):
-    """``POST /api/chat``."""
+#: The rules between the fields of ``POST /api/chat`` (JSON Schema 2020-12 conditionals;
+#: the route checks the same, naming the field: chatscale.server.api_chat).
+_CHAT_REQUEST_RULES: dict[str, Any] = {
+    "if": {"properties": {"regenerate": {"const": True}}, "required": ["regenerate"]},
+    "then": {
+        "required": ["conversation_id"],
+        "properties": {"message": {"type": "null"}, "conversation_id": {"type": "string"}},
+    },
+    "else": {"required": ["message"], "properties": {"message": {"type": "string"}}},
+}
 
-    message: StrictStr = Field(
-        min_length=1, pattern=NOT_BLANK_PATTERN, description="The user's message (not blank)"
+
+class ChatRequest(GenerationOptions):
+    """``POST /api/chat``: a new message, or (``regenerate``) the last one answered again."""
+
+    model_config = ConfigDict(json_schema_extra=_CHAT_REQUEST_RULES)
+
+    message: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        pattern=NOT_BLANK_PATTERN,
+        description="The user's message (not blank); required unless `regenerate`, absent with it",
     )
     conversation_id: StrictStr | None = Field(
-        default=None, pattern=ID_PATTERN, description="Continue this conversation"
+        default=None,
+        pattern=ID_PATTERN,
+        description="Continue this conversation (required with `regenerate`)",
+    )
+    regenerate: bool = Field(
+        default=False,
+        description="Answer the conversation's last user message again, replacing its "
+        "answer: the last message is dropped when it is an answer (once per idempotency "
+        "key), and the model sees the history up to the last user message. 409 while an "
+        "answer runs in the conversation",
     )
     model: StrictStr | None = Field(
         default=None, min_length=1, max_length=200, description="Model id (default: DEFAULT_MODEL)"
@@ -252,9 +278,16 @@ class AiSdkChatRequest(GenerationOptions):
         description="The chat's messages; the last one (a user message) is the one answered. "
         "The history the model sees is the conversation the server stored",
     )
-    trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
+    trigger: Literal["submit-message", "regenerate-message"] = Field(
+        default="submit-message",
+        description="`regenerate-message` replaces the chat's last answer with a new answer "
+        "to its last user message (as `regenerate` of `POST /api/chat`; 404 for a chat never "
+        "stored, 409 while an answer runs in it)",
+    )
     messageId: StrictStr | None = Field(
-        default=None, description="The message to regenerate (not supported: 422)"
+        default=None,
+        description="With `regenerate-message`: the answer being replaced (a retried request "
+        "with the same id regenerates once)",
     )
     model: StrictStr | None = Field(
         default=None, min_length=1, max_length=200, description="Model id (default: DEFAULT_MODEL)"

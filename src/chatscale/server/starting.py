@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,13 @@ from starlette.requests import Request
 
 from chatscale.llm import ProviderError
 from chatscale.ratelimit import ConcurrencyLimitExceeded, Lease, RateLimits
-from chatscale.server.chat import ConversationNotFound, Options
+from chatscale.server.chat import (
+    AnswerRunning,
+    ConversationNotFound,
+    NothingToRegenerate,
+    Options,
+    Started,
+)
 from chatscale.server.errors import ApiError
 from chatscale.server.idempotency import StillStarting
 from chatscale.server.services import Services
@@ -33,10 +40,15 @@ class StartRequest:
     #: Create the conversation with ``conversation_id`` when missing (AI SDK chats, whose
     #: ids the client makes); else an unknown conversation is a 404.
     create: bool = False
+    #: Answer the last user message of ``conversation_id`` again, replacing its answer
+    #: (``message`` is unused).
+    regenerate: bool = False
 
     def fingerprint(self) -> str:
         """What a reused idempotency key must repeat: the whole request."""
-        what = [self.message, self.conversation_id, self.model, self.options.as_dict()]
+        what: list[Any] = [self.message, self.conversation_id, self.model, self.options.as_dict()]
+        if self.regenerate:
+            what.append("regenerate")
         return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -70,29 +82,20 @@ async def begin(svc: Services, request: Request, user: str, start: StartRequest)
         release = None
         if lease is not None and svc.limits is not None:
             release = _releaser(svc.limits, lease)
-        conversation_id = start.conversation_id
-        create = start.create
-        key = None
-        if request_id is not None:
-            key = _request_key(user, request_id, start.message)
-            if conversation_id is None:
-                # A retry must land in the conversation its failed attempt may have created.
-                conversation_id, create = key[:32], True
         try:
-            started = await svc.chat.start(
-                user,
-                start.message,
-                conversation_id=conversation_id,
-                model=start.model,
-                client_request_id=request_id,
-                options=start.options,
-                create=create,
-                request_key=key,
-                limit_identity=lease.user if lease is not None else None,
-                on_end=release,
+            started = await _start(
+                svc, user, start, lease.user if lease is not None else None, release
             )
         except ConversationNotFound:
             raise ApiError(404, "conversation not found") from None
+        except AnswerRunning:
+            raise ApiError(
+                409,
+                "an answer is running in this conversation: stop it or wait for its end, "
+                "then regenerate",
+            ) from None
+        except NothingToRegenerate:
+            raise ApiError(409, "this conversation has no message to answer again") from None
         except ProviderError as exc:
             raise ApiError(400, str(exc)) from None
         except ManagerClosed:
@@ -114,6 +117,57 @@ async def begin(svc: Services, request: Request, user: str, start: StartRequest)
         )
     svc.metrics.chats.inc()
     return started.as_json()
+
+
+async def _start(
+    svc: Services,
+    user: str,
+    start: StartRequest,
+    limit_identity: str | None,
+    on_end: Callable[[], Awaitable[None]] | None,
+) -> Started:
+    """The chat service's start (or regeneration) of ``start``."""
+    assert svc.chat is not None
+    request_id = start.request_id
+    if start.regenerate:
+        assert start.conversation_id is not None  # validated by the routes
+        # Without a client key the drop still needs one: a write repeated after a failover
+        # must not drop a second answer.
+        key = (
+            _request_key(user, request_id, "\x00regenerate")
+            if request_id is not None
+            else uuid.uuid4().hex
+        )
+        return await svc.chat.regenerate(
+            user,
+            start.conversation_id,
+            model=start.model,
+            client_request_id=request_id,
+            request_key=key,
+            options=start.options,
+            limit_identity=limit_identity,
+            on_end=on_end,
+        )
+    conversation_id = start.conversation_id
+    create = start.create
+    request_key = None
+    if request_id is not None:
+        request_key = _request_key(user, request_id, start.message)
+        if conversation_id is None:
+            # A retry must land in the conversation its failed attempt may have created.
+            conversation_id, create = request_key[:32], True
+    return await svc.chat.start(
+        user,
+        start.message,
+        conversation_id=conversation_id,
+        model=start.model,
+        client_request_id=request_id,
+        options=start.options,
+        create=create,
+        request_key=request_key,
+        limit_identity=limit_identity,
+        on_end=on_end,
+    )
 
 
 def _request_key(user: str, request_id: str, message: str) -> str:

@@ -5,6 +5,8 @@ one transaction or script. A finished answer is stored once per stream id, whoev
 it (after a takeover the new producer does, and a retry cannot add it twice). A user message
 sent with a ``client_request_id`` is stored once per id in its conversation, so a retried
 ``POST /api/chat`` whose first attempt failed after storing it does not add it again.
+Regenerating drops the last answer once per request, and the dropped answer's stream id stays
+taken: a late or repeated store of that answer does not bring it back.
 """
 
 from __future__ import annotations
@@ -50,6 +52,23 @@ redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return 1
+"""
+# Regenerating: drop the last message when it is an answer, once per request (the field
+# ``regen:<key>`` of the ``answers`` hash), so a write repeated after a failover drops one.
+# The answer's stream id stays in ``answers``: that answer is never stored again.
+_DROP_ANSWER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HEXISTS', KEYS[3], 'regen:' .. ARGV[1]) == 1 then return 0 end
+local last = redis.call('LINDEX', KEYS[2], -1)
+if not last then return 0 end
+local ok, message = pcall(cjson.decode, last)
+if not ok or type(message) ~= 'table' or message['role'] ~= 'assistant' then return 0 end
+redis.call('RPOP', KEYS[2])
+redis.call('HSET', KEYS[3], 'regen:' .. ARGV[1], '1')
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return 1
 """
 _RENAME = """
@@ -101,6 +120,13 @@ class ConversationStore(Protocol):
         """Append a finished answer once per ``stream_id``; False when it was already there."""
         ...
 
+    async def drop_last_answer(self, user: str, conversation_id: str, *, request_id: str) -> bool:
+        """Remove the conversation's last message if it is an answer (regenerating it), once
+        per ``request_id``: True when one was dropped; False when the last message is not an
+        answer, the conversation does not exist, or this request dropped one already. The
+        dropped answer's stream id stays taken (:meth:`store_answer` refuses it)."""
+        ...
+
     async def list(self, user: str) -> list[dict[str, Any]]:
         """The user's conversations, most recently updated first (no messages)."""
         ...
@@ -130,6 +156,7 @@ class _Conversation:
     messages: list[Message] = field(default_factory=list)
     answers: set[str] = field(default_factory=set)
     requests: set[str] = field(default_factory=set)
+    regenerations: set[str] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -200,6 +227,19 @@ class MemoryConversationStore:
         self._touch(user, conversation)
         return True
 
+    async def drop_last_answer(self, user: str, conversation_id: str, *, request_id: str) -> bool:
+        """Drop the last message if it is an answer, once per ``request_id``."""
+        conversation = self._live(user).get(conversation_id)
+        if conversation is None or request_id in conversation.regenerations:
+            return False
+        if not conversation.messages or conversation.messages[-1].get("role") != "assistant":
+            return False
+        # Its stream id stays in ``answers``: a late store of it is refused.
+        conversation.messages.pop()
+        conversation.regenerations.add(request_id)
+        self._touch(user, conversation)
+        return True
+
     async def list(self, user: str) -> list[dict[str, Any]]:
         """The user's conversations, most recently updated first."""
         return [c.summary() for c in reversed(self._live(user).values())]
@@ -234,6 +274,7 @@ class RedisConversationStore:
         self.retention_s = retention_s
         self._add_user = self._client.register_script(_ADD_USER)
         self._store_answer = self._client.register_script(_STORE_ANSWER)
+        self._drop_answer = self._client.register_script(_DROP_ANSWER)
         self._rename = self._client.register_script(_RENAME)
         self._delete = self._client.register_script(_DELETE)
 
@@ -278,6 +319,15 @@ class RedisConversationStore:
             self._store_answer,
             list(self._parts(user, conversation_id)),
             [stream_id, _dump(message), repr(now), self.retention_s, conversation_id],
+        )
+
+    async def drop_last_answer(self, user: str, conversation_id: str, *, request_id: str) -> bool:
+        """Drop the last message if it is an answer, once per ``request_id`` (one atomic
+        script; a repeat after a failover drops nothing more)."""
+        return await self._durable(
+            self._drop_answer,
+            list(self._parts(user, conversation_id)),
+            [request_id, repr(time.time()), self.retention_s, conversation_id],
         )
 
     async def _durable(self, script: Any, keys: list[str], args: list[Any]) -> bool:

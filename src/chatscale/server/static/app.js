@@ -6,7 +6,7 @@
 // the session (its Redis store was reset), the token still proves the answer is ours.
 import { codeOf, renderMarkdown } from "./markdown.js";
 import {
-  ApiError, CONVERSATION_GONE, LOST_ANSWER, LOST_CONVERSATION, retryAfterOf, whyAnswerFailed, whyNotSent,
+  ANSWER_RUNNING, ApiError, CONVERSATION_GONE, LOST_ANSWER, LOST_CONVERSATION, retryAfterOf, whyAnswerFailed, whyNotSent,
 } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
@@ -413,7 +413,7 @@ async function send(text, retrying) {
       if (!retriable || attempt >= 8) {
         connection.ok("send");
         state.pending.delete(requestId);
-        notSent(answer, text, requestId, why);
+        notSent(answer, { text, requestId }, why);
         break;
       }
       connection.lost("send");
@@ -426,15 +426,16 @@ async function send(text, retrying) {
 }
 
 // A message the server did not take: say why, and offer Retry (after the wait a limit asks).
-function notSent(answer, text, requestId, why) {
+// `retry` is what Retry sends again: {text, requestId} (a message) or {regenerate, requestId}.
+function notSent(answer, retry, why, what = "Not sent.") {
   answer.classList.remove("streaming");
   answer.classList.add("error");
   answer.dataset.status = "unsent";
-  answer.retry = why.final ? null : { text, requestId };
+  answer.retry = why.final ? null : retry;
   const until = Date.now() + (why.wait || 0) * 1000;
   const tick = () => {
     const left = Math.ceil((until - Date.now()) / 1000);
-    note(answer, left > 0 ? `Not sent. ${why.text} Retry in ${left} s.` : `Not sent. ${why.text}`);
+    note(answer, left > 0 ? `${what} ${why.text} Retry in ${left} s.` : `${what} ${why.text}`);
     const button = answer.querySelector(".action.retry");
     if (button) { button.dataset.wait = String(Math.max(0, left)); updateComposer(); }
     if (left > 0 && answer.isConnected) setTimeout(tick, 1000);
@@ -444,12 +445,76 @@ function notSent(answer, text, requestId, why) {
   tick();
 }
 
-// Retry (after a failure) and Regenerate (the last answer): a message not taken by the
-// server is sent again with its request id; an answer that ran is asked for again.
+// Regenerate (and Retry of a failed answer) when it is the conversation's last answer: the
+// server drops that answer and writes a new one to the same question, which replaces it
+// here in place. Idempotent like a send: a retried POST drops no second answer.
+async function regenerate(answer, retrying) {
+  if (busy() || !state.conversation) return;
+  const requestId = retrying ? retrying.requestId : crypto.randomUUID();
+  const conversation = state.conversation;
+  state.pending.add(requestId);
+  answer.retry = null;
+  note(answer, "");
+  delete answer.dataset.status;
+  answer.classList.remove("error");
+  answer.classList.add("streaming");
+  actions(answer);
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const body = JSON.stringify({
+        regenerate: true, conversation_id: conversation, model: $("model").value || undefined,
+        client_request_id: requestId,
+      });
+      const started = await api("/api/chat", { method: "POST", body });
+      connection.ok("send");
+      state.pending.delete(requestId);
+      if (state.conversation !== conversation) break; // another one was opened meanwhile
+      if (answer.dataset.streamId) saved.forget(answer.dataset.streamId);
+      saved.remember(started.stream_id, started.resume_token, started.conversation_id);
+      setText(answer, ""); // the new answer starts from nothing, in the old one's place
+      if (!state.followers.has(started.stream_id)) new Follower(started.stream_id, answer, started.resume_token);
+      banner("");
+      break;
+    } catch (error) {
+      console.warn("regenerate failed:", error);
+      // An answer running in the conversation (another tab's) is not waited for: it becomes
+      // the last answer, and this one is no longer the one to replace.
+      const running = error instanceof ApiError && error.status === 409 && /running/.test(error.message);
+      const why = error instanceof ApiError && error.status === 404
+        ? { text: CONVERSATION_GONE, wait: null, final: true }
+        : running ? { text: ANSWER_RUNNING, wait: null } : whyNotSent(error);
+      const retriable = !running && (!(error instanceof ApiError) || [409, 502, 503, 504].includes(error.status));
+      if (!retriable || attempt >= 8) {
+        connection.ok("send");
+        state.pending.delete(requestId);
+        // The old answer's text stays, with why it was not replaced and a Retry.
+        notSent(answer, { regenerate: true, requestId }, why, "Not regenerated.");
+        break;
+      }
+      connection.lost("send");
+      await sleep(Math.min(4000, (why.wait ? why.wait * 1000 : 300 * 2 ** attempt)));
+    }
+  }
+  state.pending.delete(requestId);
+  updateComposer();
+  loadConversations();
+}
+
+// Retry and Regenerate: a message not taken by the server is sent again with its request id;
+// the last answer is regenerated in place; an earlier failed answer's question is asked
+// again as a new turn (regenerating replaces only the last answer).
 function again(answer) {
   if (busy()) return;
-  if (answer.dataset.status === "unsent" && answer.retry) {
+  if (answer.dataset.status === "unsent" && answer.retry && !answer.retry.regenerate) {
     send(answer.retry.text, { requestId: answer.retry.requestId, answer });
+    return;
+  }
+  if (answer.retry?.regenerate && isLastAnswer(answer)) {
+    regenerate(answer, answer.retry);
+    return;
+  }
+  if (isLastAnswer(answer) && answer.dataset.status !== "unsent") {
+    regenerate(answer);
     return;
   }
   const question = questionOf(answer);
@@ -748,8 +813,18 @@ function listenForEvents() {
     const s = JSON.parse(event.data);
     if (state.pending.has(s.client_request_id) || state.followers.has(s.stream_id)) return;
     if (s.conversation_id === state.conversation) {
-      if (s.message) bubble("user", s.message);
-      new Follower(s.stream_id, bubble("assistant", ""));
+      // A regeneration (from another tab) replaces the last answer in place.
+      const answers = $("messages").querySelectorAll(".msg.assistant");
+      const last = answers[answers.length - 1];
+      if (s.regenerate && last && !state.followers.has(last.dataset.streamId)) {
+        note(last, "");
+        last.classList.remove("error");
+        setText(last, "");
+        new Follower(s.stream_id, last);
+      } else {
+        if (s.message) bubble("user", s.message);
+        new Follower(s.stream_id, bubble("assistant", ""));
+      }
     } else if (state.conversation === null && !$("messages").children.length) {
       openConversation(s.conversation_id); // an empty tab shows what another tab started
       return;

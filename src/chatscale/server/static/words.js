@@ -68,5 +68,7 @@ export const LOST_CONVERSATION =
   "The server lost this conversation's history (its storage was reset); the answer below is what was received.";
 export const LOST_ANSWER =
   "This answer is no longer on the server (it expired, or the server's storage was reset); the text above is what was received.";
+export const ANSWER_RUNNING =
+  "Another answer is being written in this conversation (in another tab?). Retry when it is done.";
 export const CONVERSATION_GONE =
   "This conversation is no longer on the server (it was deleted, it expired, or the server's storage was reset).";
