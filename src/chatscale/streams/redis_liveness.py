@@ -109,11 +109,11 @@ class Liveness:
                     self._replication(),
                 )
             else:
-                # The beat first, on its own client; then the index of this instance's
-                # jobs (another shard, maybe the one failing), which fails this beat as
-                # seen from here but not as seen by the others.
+                # The beat alone, on its own client: the index of this instance's jobs
+                # lives on another shard, maybe the failing one, and is kept by the reaper
+                # (a refresh waiting on a dead master in the beat delayed the next beats
+                # past the lease).
                 now = await BEAT(self.beat_client, [self.keys.stream_instances], args)
-                await self.client.expire(self._jobs_key, self.jobs_ttl_s)
         except Exception:
             self.contact_since = self.last_beat = None
             raise
@@ -178,8 +178,13 @@ class Liveness:
         self._tasks = [loop.create_task(self._beat_loop()), loop.create_task(self._reap_loop())]
 
     async def _beat_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.period_s)
+            # Beats keep their period whatever one of them cost (a beat that waited its
+            # whole deadline must not push the next one a period later).
+            due = max(due + self.period_s, loop.time())
+            await asyncio.sleep(due - loop.time())
             if not self.beating:
                 continue
             try:
@@ -233,6 +238,9 @@ class Liveness:
             if not self.reaping:
                 continue
             try:
+                if self.beat_client is not self.client:
+                    # On Cluster the beat leaves this to the reaper (see ``beat``).
+                    await self.client.expire(self._jobs_key, self.jobs_ttl_s)
                 await self.reap()
             except asyncio.CancelledError:
                 raise
