@@ -15,10 +15,10 @@ from starlette.routing import Route
 from chatscale.db.conversations import SqlConversationStore
 from chatscale.paging import MAX_PAGE, page_of_list
 from chatscale.server.api_chat import _respond, services, user_of
-from chatscale.server.bodies import read_json_object, validate
 from chatscale.server.errors import ApiError
 from chatscale.server.schemas import ID_PATTERN, RenameConversation
 from chatscale.server.sse import frame
+from chatscale.server.validation import read_json_object, validate
 from chatscale.streams import JobNotFound
 
 _ID = re.compile(ID_PATTERN)
