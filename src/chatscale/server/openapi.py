@@ -49,6 +49,12 @@ _UI_STREAM_DESCRIPTION = (
 )
 
 
+#: The 403 of the routes that start an answer (the ban of repeated limit violations).
+_BANNED = (
+    "Temporarily banned after too many limit violations (BAN_VIOLATION_LIMIT, BAN_DURATION); "
+    "see Retry-After"
+)
+
 def _ui_stream(description: str) -> dict[str, Any]:
     return {
         "description": f"{description}. {_UI_STREAM_DESCRIPTION}",
@@ -234,8 +240,7 @@ def build_openapi() -> dict[str, Any]:
                         "with it is still starting (retry after Retry-After); or, with "
                         "`regenerate`, an answer is running in the conversation (or it has no "
                         "message to answer)",
-                        e403="Temporarily banned after too many limit violations "
-                        "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
+                        e403=_BANNED,
                     ),
                 },
             }
@@ -262,8 +267,7 @@ def build_openapi() -> dict[str, Any]:
                         429,
                         503,
                         e400="Bad input, or an unknown model",
-                        e403="Temporarily banned after too many limit violations "
-                        "(BAN_VIOLATION_LIMIT, BAN_DURATION); see Retry-After",
+                        e403=_BANNED,
                         e404="A regeneration (`regenerate-message`) in a chat never stored (other "
                         "chats are created on first use)",
                         e409="The same message (UIMessage id) is still starting; retry after "
