@@ -362,6 +362,36 @@ function updateComposer() {
 
 // --- sending --------------------------------------------------------------------------------
 
+// Whether a failed start may be sent again as it is: no answer from the server, a start
+// with the same id still under way (409), or the server or Redis unavailable.
+function transient(error) {
+  return !(error instanceof ApiError) || [409, 502, 503, 504].includes(error.status);
+}
+
+// POST /api/chat with `body()` until the server takes it or refuses it for good. The same
+// client_request_id makes a retried POST return the same stream, never a second one.
+// `explain(error)` says why a try failed: {again: true} sends again at once (the body
+// changed), else {text, wait, final, retriable} (retried with a growing delay, at most 8
+// times). Resolves to {started} or {why}.
+async function startChat(body, explain) {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const started = await api("/api/chat", { method: "POST", body: JSON.stringify(body()) });
+      connection.ok("send");
+      return { started };
+    } catch (error) {
+      const why = explain(error);
+      if (why.again) continue;
+      if (!why.retriable || attempt >= 8) {
+        connection.ok("send");
+        return { why };
+      }
+      connection.lost("send");
+      await sleep(Math.min(4000, (why.wait ? why.wait * 1000 : 300 * 2 ** attempt)));
+    }
+  }
+}
+
 async function send(text, retrying) {
   if (busy()) return;
   const requestId = retrying ? retrying.requestId : crypto.randomUUID();
@@ -382,43 +412,31 @@ async function send(text, retrying) {
     refreshActions(); // Regenerate moves to the new last answer
   }
   answer.classList.add("streaming");
-  // The same client_request_id makes a retried POST return the same stream, never a second one.
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      const body = JSON.stringify({
-        message: text, conversation_id: conversation, model, client_request_id: requestId,
-      });
-      const started = await api("/api/chat", { method: "POST", body });
-      connection.ok("send");
-      if (state.conversation !== started.conversation_id) {
-        state.conversation = started.conversation_id;
-        history.replaceState(null, "", `#c=${encodeURIComponent(started.conversation_id)}`);
-        showTitle(text);
-      }
-      saved.remember(started.stream_id, started.resume_token, started.conversation_id, text);
-      state.pending.delete(requestId);
-      if (!state.followers.has(started.stream_id)) new Follower(started.stream_id, answer, started.resume_token);
-      banner("");
-      break;
-    } catch (error) {
+  const { started, why } = await startChat(
+    () => ({ message: text, conversation_id: conversation, model, client_request_id: requestId }),
+    (error) => {
       if (error instanceof ApiError && error.status === 404 && conversation) {
         // The conversation is gone (its Redis data was lost, or it was deleted): the server
         // creates none under a given id, so the message starts a new one.
         conversation = undefined;
-        continue;
+        return { again: true };
       }
       console.warn("send failed:", error);
-      const why = whyNotSent(error);
-      const retriable = !(error instanceof ApiError) || [409, 502, 503, 504].includes(error.status);
-      if (!retriable || attempt >= 8) {
-        connection.ok("send");
-        state.pending.delete(requestId);
-        notSent(answer, { text, requestId }, why);
-        break;
-      }
-      connection.lost("send");
-      await sleep(Math.min(4000, (why.wait ? why.wait * 1000 : 300 * 2 ** attempt)));
+      return { ...whyNotSent(error), retriable: transient(error) };
+    },
+  );
+  state.pending.delete(requestId);
+  if (started) {
+    if (state.conversation !== started.conversation_id) {
+      state.conversation = started.conversation_id;
+      history.replaceState(null, "", `#c=${encodeURIComponent(started.conversation_id)}`);
+      showTitle(text);
     }
+    saved.remember(started.stream_id, started.resume_token, started.conversation_id, text);
+    if (!state.followers.has(started.stream_id)) new Follower(started.stream_id, answer, started.resume_token);
+    banner("");
+  } else {
+    notSent(answer, { text, requestId }, why);
   }
   state.pending.delete(requestId);
   updateComposer();
@@ -459,41 +477,34 @@ async function regenerate(answer, retrying) {
   answer.classList.remove("error");
   answer.classList.add("streaming");
   actions(answer);
-  for (let attempt = 0; ; attempt += 1) {
-    try {
-      const body = JSON.stringify({
-        regenerate: true, conversation_id: conversation, model: $("model").value || undefined,
-        client_request_id: requestId,
-      });
-      const started = await api("/api/chat", { method: "POST", body });
-      connection.ok("send");
-      state.pending.delete(requestId);
-      if (state.conversation !== conversation) break; // another one was opened meanwhile
+  const { started, why } = await startChat(
+    () => ({
+      regenerate: true, conversation_id: conversation, model: $("model").value || undefined,
+      client_request_id: requestId,
+    }),
+    (error) => {
+      console.warn("regenerate failed:", error);
+      // An answer running in the conversation (another tab's) is not waited for: it becomes
+      // the last answer, and this one is no longer the one to replace.
+      const running = error instanceof ApiError && error.status === 409 && /running/.test(error.message);
+      const reason = error instanceof ApiError && error.status === 404
+        ? { text: CONVERSATION_GONE, wait: null, final: true }
+        : running ? { text: ANSWER_RUNNING, wait: null } : whyNotSent(error);
+      return { ...reason, retriable: !running && transient(error) };
+    },
+  );
+  state.pending.delete(requestId);
+  if (started) {
+    if (state.conversation === conversation) { // (else another one was opened meanwhile)
       if (answer.dataset.streamId) saved.forget(answer.dataset.streamId);
       saved.remember(started.stream_id, started.resume_token, started.conversation_id);
       setText(answer, ""); // the new answer starts from nothing, in the old one's place
       if (!state.followers.has(started.stream_id)) new Follower(started.stream_id, answer, started.resume_token);
       banner("");
-      break;
-    } catch (error) {
-      console.warn("regenerate failed:", error);
-      // An answer running in the conversation (another tab's) is not waited for: it becomes
-      // the last answer, and this one is no longer the one to replace.
-      const running = error instanceof ApiError && error.status === 409 && /running/.test(error.message);
-      const why = error instanceof ApiError && error.status === 404
-        ? { text: CONVERSATION_GONE, wait: null, final: true }
-        : running ? { text: ANSWER_RUNNING, wait: null } : whyNotSent(error);
-      const retriable = !running && (!(error instanceof ApiError) || [409, 502, 503, 504].includes(error.status));
-      if (!retriable || attempt >= 8) {
-        connection.ok("send");
-        state.pending.delete(requestId);
-        // The old answer's text stays, with why it was not replaced and a Retry.
-        notSent(answer, { regenerate: true, requestId }, why, "Not regenerated.");
-        break;
-      }
-      connection.lost("send");
-      await sleep(Math.min(4000, (why.wait ? why.wait * 1000 : 300 * 2 ** attempt)));
     }
+  } else {
+    // The old answer's text stays, with why it was not replaced and a Retry.
+    notSent(answer, { regenerate: true, requestId }, why, "Not regenerated.");
   }
   state.pending.delete(requestId);
   updateComposer();
