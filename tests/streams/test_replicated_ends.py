@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from chatscale.config import load_settings
-from chatscale.redis import connect
+from chatscale.redis import RedisConnection, connect
 from chatscale.redis.replication import CONFIRM_S
 from chatscale.streams import Event, create_stream_manager
 from chatscale.streams.redis import RedisStreamManager
@@ -107,6 +107,17 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
     finally:
         await manager.close()
         await connection.close()
+
+
+async def _started_manager(uri: str) -> tuple[RedisConnection, RedisStreamManager]:
+    """A connection to ``uri`` and a started stream manager on it (a fresh key prefix)."""
+    settings = load_settings(use_redis=True, redis_uri=uri, redis_key_prefix=unique_prefix())
+    assert settings.redis is not None
+    connection = await connect(settings.redis)
+    manager = create_stream_manager(settings, connection)
+    assert isinstance(manager, RedisStreamManager)
+    await manager.start()
+    return connection, manager
 
 
 async def _degraded_manager(make: Any) -> RedisStreamManager:
@@ -211,14 +222,7 @@ async def test_with_two_replicas_an_end_waits_for_both(sentinel_factory: Any) ->
     (checker sentinel-ha seed 2020: writes a returning former master took, confirmed by its
     unpromotable replica alone, were lost, and every instance took its own jobs back)."""
     deployment = sentinel_factory(replicas=2)
-    settings = load_settings(
-        use_redis=True, redis_uri=deployment.sentinel_url(), redis_key_prefix=unique_prefix()
-    )
-    assert settings.redis is not None
-    connection = await connect(settings.redis)
-    manager = create_stream_manager(settings, connection)
-    assert isinstance(manager, RedisStreamManager)
-    await manager.start()
+    connection, manager = await _started_manager(deployment.sentinel_url())
     connection.replication.saw(2)  # what the heartbeat's INFO reports
     stopped = deployment.extra_replicas[0]
     assert stopped.pid is not None
@@ -251,14 +255,7 @@ async def test_an_end_read_from_the_log_is_told_only_once_a_replica_has_it(
     log and was told ``done`` while the new master still had the answer running. A final
     event read from the log is now told only once the replicas have it."""
     deployment = sentinel_factory()
-    settings = load_settings(
-        use_redis=True, redis_uri=deployment.sentinel_url(), redis_key_prefix=unique_prefix()
-    )
-    assert settings.redis is not None
-    connection = await connect(settings.redis)
-    manager = create_stream_manager(settings, connection)
-    assert isinstance(manager, RedisStreamManager)
-    await manager.start()
+    connection, manager = await _started_manager(deployment.sentinel_url())
     connection.replication.saw(1)
     replica = deployment.replica
     assert replica.pid is not None
