@@ -150,6 +150,36 @@ async def test_every_key_expires(standalone_streams: MakeManager) -> None:
     assert await keys_without_ttl(b) == []
 
 
+async def test_ttls_go_with_the_first_and_final_batch_and_a_periodic_refresh(
+    standalone_streams: MakeManager,
+) -> None:
+    # Refreshing both TTLs at every window was two of append.lua's seven commands; they are
+    # now sent with a job's first batch (which creates its log), its final one, and once per
+    # ``ttl_refresh_s`` in between.
+    manager = await standalone_streams(stream_running_ttl=600, stream_finished_ttl=300)
+    assert isinstance(manager, RedisStreamManager)
+    client, keys = manager.client, manager.keys
+    producer = await manager.create(owner="u")
+    job, log = keys.stream_job(producer.job_id), keys.stream_log(producer.job_id)
+
+    async def ttls() -> list[int]:
+        await manager.writer.flush()
+        return [await client.ttl(job), await client.ttl(log)]
+
+    await producer.delta("a")
+    assert all(590 <= ttl <= 600 for ttl in await ttls())
+    await client.expire(job, 100)
+    await client.expire(log, 100)
+    await producer.delta("b")
+    assert all(90 <= ttl <= 100 for ttl in await ttls())  # not refreshed at every window
+    manager.writer.ttl_refresh_s = 0
+    await producer.delta("c")
+    assert all(590 <= ttl <= 600 for ttl in await ttls())
+    await producer.complete()
+    assert all(290 <= ttl <= 300 for ttl in await ttls())
+    assert text_of(await collect(manager, producer.job_id)) == "abc"
+
+
 async def test_a_job_recreated_at_its_end_is_stored_as_ended(
     standalone_streams: MakeManager,
 ) -> None:

@@ -49,6 +49,9 @@ _STALL_CHECK_S = 1.0
 VERIFY_S = 120.0
 #: Most ends under such a check at once (the oldest stop being checked first).
 VERIFY_MAX = 10_000
+#: Most batches in one append.lua call (outside Cluster): a window with more jobs is sent
+#: as several calls in one pipeline, so that no single script holds Redis for long.
+CALL_BATCHES = 128
 
 
 @dataclass(slots=True)
@@ -74,6 +77,10 @@ class JobWrite:
     #: Redis lost some of the job's log since the end was told: tell it again once
     #: written again.
     repaired: bool = False
+    #: When (``time.monotonic``) an append last carried the job's TTL (0 = never): the
+    #: TTLs are set with the first and the final batch and refreshed now and then, not
+    #: with every window (two commands of the five an append costs Redis).
+    ttl_sent: float = 0.0
 
     def release(self) -> None:
         """Wake whoever waits for the end to be stored (:meth:`Writer.stored_end`)."""
@@ -133,6 +140,9 @@ class Writer:
         self.coalesce_s = coalesce_s
         self.running_ttl = running_ttl
         self.finished_ttl = finished_ttl
+        #: How often a running job's TTLs are refreshed: a tenth of their length, so that a
+        #: key never comes near expiring while its job runs.
+        self.ttl_refresh_s = running_ttl / 10
         self.stall_s = stall_s
         #: Expiry of the indexes a job is listed in (a running job's life, then its
         #: finished life).
@@ -367,24 +377,19 @@ class Writer:
         if cluster and finals:
             self.replication.saw(len(self.client.get_replicas()))
         ending = finals and self.replication.waits
-        args = [self._append_args(job, batch, hold=ending) for job, batch in calls]
+        now = time.monotonic()
+        args = [self._append_args(job, batch, now, hold=ending) for job, batch in calls]
         replies: list[Any]
         # Per call: whether the replicas confirmed it (``None``: not waited for), and the
         # state of replication it was waited under.
         acked: list[tuple[bool | None, Replication]] = [(None, self.replication)] * len(calls)
         if cluster:
-            # redis-py's Cluster pipeline does not run EVALSHA; concurrent calls still share
-            # round trips per node. A job's batches go in order: one call chain per job.
+            # One slot per script: one call per batch. redis-py's Cluster pipeline does not
+            # run EVALSHA; concurrent calls still share round trips per node. A job's
+            # batches go in order: one call chain per job.
             replies = await self._write_cluster(calls, args, acked, wait=ending)
-        elif len(calls) == 1 and not ending:
-            replies = [await APPEND(self.client, *args[0])]
         else:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, argv in args:
-                pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
-            if ending:
-                pipe.execute_command("WAIT", self.replication.wanted, WAIT_MS)
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await self._write_pipelined(args, wait=ending)
             if ending:
                 reply = replies.pop()
                 count = reply if isinstance(reply, int) else 0
@@ -403,6 +408,42 @@ class Writer:
                 continue
             await self._outcome(job, batch, reply, confirmed, state)
 
+    async def _write_pipelined(
+        self, args: list[tuple[list[str], list[Any]]], *, wait: bool
+    ) -> list[Any]:
+        """Every batch in as few append.lua calls as :data:`CALL_BATCHES` allows, in one
+        round trip (followed by a WAIT when ``wait``). Returns one reply (or exception) per
+        batch, then the WAIT's."""
+        groups = [args[i : i + CALL_BATCHES] for i in range(0, len(args), CALL_BATCHES)]
+        if len(groups) == 1 and not wait:
+            keys, argv = self._call(groups[0])
+            answers: list[Any] = [await APPEND(self.client, keys, argv)]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for group in groups:
+                keys, argv = self._call(group)
+                pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
+            if wait:
+                pipe.execute_command("WAIT", self.replication.wanted, WAIT_MS)
+            answers = await pipe.execute(raise_on_error=False)
+        replies: list[Any] = []
+        for group, answer in zip(groups, answers, strict=False):
+            if isinstance(answer, BaseException):
+                replies.extend([answer] * len(group))
+            else:
+                replies.extend(answer[i : i + 3] for i in range(0, len(answer), 3))
+        replies.extend(answers[len(groups) :])
+        return replies
+
+    def _call(self, group: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
+        """One append.lua call's keys and arguments, for batches ``group``."""
+        keys: list[str] = []
+        argv: list[Any] = [time.time(), self.publish_cmd]
+        for batch_keys, batch_argv in group:
+            keys += batch_keys
+            argv += batch_argv
+        return keys, argv
+
     async def _write_cluster(
         self,
         calls: list[tuple[JobWrite, Batch]],
@@ -420,10 +461,11 @@ class Writer:
             for index in indexes:
                 job, batch = calls[index]
                 try:
+                    keys, argv = self._call([args[index]])
                     if wait and self._final(job, batch):
-                        replies[index], acked[index] = await self._append_on_shard(*args[index])
+                        replies[index], acked[index] = await self._append_on_shard(keys, argv)
                     else:
-                        replies[index] = await APPEND(self.client, *args[index])
+                        replies[index] = (await APPEND(self.client, keys, argv))[:3]
                 except Exception as exc:
                     replies[index] = exc
 
@@ -469,10 +511,10 @@ class Writer:
             # Moved (a failover, a resharding) or the script unknown there: the Cluster
             # client follows the redirect and loads the script; the end stays unconfirmed
             # and is waited for again on the next round.
-            return await APPEND(self.client, keys, argv), (False, shard)
+            return (await APPEND(self.client, keys, argv))[:3], (False, shard)
         count = waited if isinstance(waited, int) else 0
         shard.acked(count)
-        return reply, (shard.confirms(count), shard)
+        return reply[:3], (shard.confirms(count), shard)
 
     @staticmethod
     def _final(job: JobWrite, batch: Batch) -> bool:
@@ -480,13 +522,23 @@ class Writer:
         return batch.last == job.handed and bool(job.final_status)
 
     def _append_args(
-        self, job: JobWrite, batch: Batch, *, hold: bool = False
+        self, job: JobWrite, batch: Batch, now: float, *, hold: bool = False
     ) -> tuple[list[str], list[Any]]:
-        """append.lua's keys and arguments; ``hold``: a final batch is not published."""
+        """One batch's keys and arguments in an append.lua call; ``hold``: a final batch is
+        not published. The TTLs go with the first batch (it creates the log), the final one
+        and, for a running job, once per :attr:`ttl_refresh_s`."""
         producer = job.producer
         job_id = producer.job_id
         final = self._final(job, batch)
         status = job.final_status if final else ""
+        ttl = 0
+        if status:
+            ttl = self.finished_ttl
+        elif batch.first == 1 or now - job.ttl_sent >= self.ttl_refresh_s:
+            ttl = self.running_ttl
+            # Taken as sent: a batch that fails goes again with the next flush, and a
+            # refresh that is lost leaves nine tenths of the TTL.
+            job.ttl_sent = now
         keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
         argv = [
             producer.epoch,
@@ -494,10 +546,8 @@ class Writer:
             batch.last,
             batch.items,
             status,
-            time.time(),
-            self.finished_ttl if status else self.running_ttl,
-            self.keys.stream_events(job_id),
-            "" if hold and final else self.publish_cmd,
+            ttl,
+            "" if hold and final else self.keys.stream_events(job_id),
         ]
         return keys, argv
 
@@ -553,9 +603,7 @@ class Writer:
                 await self._verified(job, batch, acked)
                 return
             now = time.monotonic()
-            if acked is False and (replication or self.replication).patient(
-                job.unconfirmed or now
-            ):
+            if acked is False and (replication or self.replication).patient(job.unconfirmed or now):
                 # No replica has the end yet (a failover under way, or a replica behind):
                 # keep the job and send its last batch again (idempotent) with another WAIT.
                 job.unconfirmed = job.unconfirmed or now
@@ -677,4 +725,3 @@ def _batch(events: list[Event]) -> Batch:
         int(events[-1].id),
         codec.dumps(codec.pack(events, final_text=False)),
     )
-

@@ -1,32 +1,65 @@
--- Append a batch of one job's events, fenced by the producer's epoch, and publish it.
--- KEYS[1] job hash, KEYS[2] log. ARGV: epoch, first seq, last seq, items json, final
--- status ("" while running), now (s), ttl (s), channel, publish command (PUBLISH or
--- SPUBLISH; "" holds the publication back: the writer publishes a job's end itself once a
--- replica has it).
+-- Append batches of events, each to its job's log, fenced by the job producer's epoch, and
+-- publish each: one call carries every batch of a coalescing window (outside Cluster, where
+-- the keys of many jobs may meet in one script), or one batch (on Cluster, one slot a call).
+-- KEYS: per batch i (from 0), KEYS[2i+1] job hash, KEYS[2i+2] log.
+-- ARGV[1] now (s), ARGV[2] publish command (PUBLISH or SPUBLISH), then per batch 7 values
+-- from ARGV[3+7i]: epoch, first seq, last seq, items json, final status ("" while running),
+-- ttl (s; "0" leaves the TTLs alone: the writer sets them with a job's first batch and its
+-- final one and refreshes them now and then, not at every window), channel ("" holds the publication back: the writer publishes a job's end itself
+-- once a replica has it).
+-- Batches of one job come in order; each is checked against what the batches before it
+-- stored.
 -- Storing and publishing happen in one script: whatever a subscriber receives live is
 -- already in the log, and nothing a fenced producer writes is stored or published.
--- Returns {code, stored seq, abort requested (0/1)}: code 1 appended, 0 already stored
--- (a retried batch), -1 no job (Redis lost it: re-create and resend), -2 fenced (another
--- producer owns the job now), -3 gap (resend from stored seq + 1), -4 the job has ended.
-local h = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'status', 'abort')
-if not h[1] then return {-1, 0, 0} end
-if h[1] ~= ARGV[1] then return {-2, 0, 0} end
-local seq = tonumber(h[2])
-local first = tonumber(ARGV[2])
-local last = tonumber(ARGV[3])
-local abort = h[4] and 1 or 0
-if last <= seq then return {0, seq, abort} end
-if first ~= seq + 1 then return {-3, seq, abort} end
-if h[3] ~= 'running' then return {-4, seq, abort} end
-redis.call('XADD', KEYS[2], '0-' .. ARGV[3], 's', ARGV[2], 'e', ARGV[4])
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'updated', ARGV[6], 'status', ARGV[5])
-else
-  redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'updated', ARGV[6])
+-- Returns, per batch, 3 integers: code, stored seq, abort requested (0/1). Code 1 appended,
+-- 0 already stored (a retried batch), -1 no job (Redis lost it: re-create and resend),
+-- -2 fenced (another producer owns the job now), -3 gap (resend from stored seq + 1),
+-- -4 the job has ended.
+local out = {}
+local now = ARGV[1]
+local publish = ARGV[2]
+for i = 0, #KEYS / 2 - 1 do
+  local job = KEYS[2 * i + 1]
+  local log = KEYS[2 * i + 2]
+  local a = 3 + 7 * i
+  local epoch, first, last = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local code, seq, abort = 1, last, 0
+  local h = redis.call('HMGET', job, 'epoch', 'seq', 'status', 'abort')
+  if not h[1] then
+    code, seq = -1, 0
+  elseif h[1] ~= epoch then
+    code, seq = -2, 0
+  else
+    seq = tonumber(h[2])
+    abort = h[4] and 1 or 0
+    if last <= seq then
+      code = 0
+    elseif first ~= seq + 1 then
+      code = -3
+    elseif h[3] ~= 'running' then
+      code = -4
+    else
+      redis.call('XADD', log, '0-' .. ARGV[a + 2], 's', ARGV[a + 1], 'e', ARGV[a + 3])
+      local status = ARGV[a + 4]
+      if status ~= '' then
+        redis.call('HSET', job, 'seq', ARGV[a + 2], 'updated', now, 'status', status)
+      else
+        redis.call('HSET', job, 'seq', ARGV[a + 2], 'updated', now)
+      end
+      local ttl = ARGV[a + 5]
+      if ttl ~= '0' then
+        redis.call('EXPIRE', job, ttl)
+        redis.call('EXPIRE', log, ttl)
+      end
+      local channel = ARGV[a + 6]
+      if channel ~= '' then
+        redis.call(publish, channel, '[' .. epoch .. ',' .. ARGV[a + 1] .. ',' .. ARGV[a + 3] .. ']')
+      end
+      seq = last
+    end
+  end
+  out[3 * i + 1] = code
+  out[3 * i + 2] = seq
+  out[3 * i + 3] = abort
 end
-redis.call('EXPIRE', KEYS[1], ARGV[7])
-redis.call('EXPIRE', KEYS[2], ARGV[7])
-if ARGV[9] ~= '' then
-  redis.call(ARGV[9], ARGV[8], '[' .. ARGV[1] .. ',' .. ARGV[2] .. ',' .. ARGV[4] .. ']')
-end
-return {1, last, abort}
+return out
