@@ -115,7 +115,7 @@ def draw(workload: str, chosen: list[Chosen], out: Path, log: bool) -> None:
     fig, axes = plt.subplots(
         len(chosen),
         1,
-        figsize=(12, 3.6 * len(chosen)),
+        figsize=(14, 3.6 * len(chosen)),
         sharex=True,
         sharey=True,
         squeeze=False,
@@ -181,7 +181,7 @@ def draw(workload: str, chosen: list[Chosen], out: Path, log: bool) -> None:
         if log:
             ax.set_yscale("log")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", fontsize=7, ncols=3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)  # off the data
     axes[-1, 0].set_xlabel("seconds since the producers were released (arrival time)")
     systems = ", ".join(c.system for c in chosen)
     fig.suptitle(
