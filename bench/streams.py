@@ -50,6 +50,8 @@ from bench._common import (  # noqa: E402
     read_stamp_digits,
     setting_overrides,
 )
+from bench._timeline import Recording  # noqa: E402
+from bench.http_client import commit  # noqa: E402
 from redis.asyncio import ConnectionPool  # noqa: E402
 
 from chatscale.errors import ChatscaleError  # noqa: E402
@@ -305,6 +307,8 @@ class Tally:
     """What the consumers saw."""
 
     latencies_us: list[int] = field(default_factory=list)
+    #: When each latency of ``latencies_us`` was seen (parallel list, for the timeline).
+    arrivals_us: list[int] = field(default_factory=list)
     deliveries: int = 0
     messages: int = 0
     last_seen_us: int = 0
@@ -327,6 +331,7 @@ async def _consume(
         previous = stamps[-1]
         if live:
             tally.latencies_us.extend([arrived - stamp for stamp in map(int, stamps)])
+            tally.arrivals_us.extend([arrived] * len(stamps))
         seen += len(stamps)
         if seen > expected:
             raise BenchError(f"stream {stream_id}: {seen} chunks, expected {expected}")
@@ -426,13 +431,14 @@ async def _run(workload: Workload, backend: Backend) -> dict[str, Any]:
         setup_s = time.perf_counter() - setup_start
         before = Usage.now()
         start_us = now_us()
-        await asyncio.gather(
-            *(
-                _consume(backend, p.stream_id, workload.chunks, tally, live=False)
-                for p in producers
-                for _ in range(workload.consumers)
+        with Recording(start_us) as recording:
+            await asyncio.gather(
+                *(
+                    _consume(backend, p.stream_id, workload.chunks, tally, live=False)
+                    for p in producers
+                    for _ in range(workload.consumers)
+                )
             )
-        )
     else:
         consumers = [
             asyncio.create_task(_consume(backend, p.stream_id, workload.chunks, tally, live=True))
@@ -443,19 +449,20 @@ async def _run(workload: Workload, backend: Backend) -> dict[str, Any]:
         await asyncio.sleep(SETTLE_S)
         before = Usage.now()
         start_us = now_us()
-        streams = len(producers)
-        writers = [
-            asyncio.create_task(
-                _produce(p, workload, start_us, i / streams / (workload.rate or 1), lag)
-            )
-            for i, p in enumerate(producers)
-        ]
-        try:
-            await asyncio.gather(*writers, *consumers)
-        finally:
-            for task in (*writers, *consumers):
-                task.cancel()
-            await asyncio.gather(*writers, *consumers, return_exceptions=True)
+        with Recording(start_us) as recording:
+            streams = len(producers)
+            writers = [
+                asyncio.create_task(
+                    _produce(p, workload, start_us, i / streams / (workload.rate or 1), lag)
+                )
+                for i, p in enumerate(producers)
+            ]
+            try:
+                await asyncio.gather(*writers, *consumers)
+            finally:
+                for task in (*writers, *consumers):
+                    task.cancel()
+                await asyncio.gather(*writers, *consumers, return_exceptions=True)
     after = Usage.now()
     # CPU % is over the whole measured window (until every consumer has ended), which can
     # be a little longer than wall_s (until the last chunk arrived).
@@ -484,6 +491,8 @@ async def _run(workload: Workload, backend: Backend) -> dict[str, Any]:
         )
     else:
         result.update(lat_p50_ms=None, lat_p99_ms=None, lat_max_ms=None)
+    # Latency over time (issue 14): whether the tail is periodic, and what stalls the loop.
+    result.update(recording.report(tally.arrivals_us, tally.latencies_us))
     ideal = workload.ideal_s
     result["ideal_s"] = ideal
     result["kept_up"] = None if ideal is None else wall_s <= ideal * KEPT_UP_FACTOR
@@ -515,6 +524,7 @@ def _versions(redis_url: str | None) -> dict[str, Any]:
         "redis_py": redis.__version__,
         "hiredis": hiredis.__version__,
         "hiredis_parser": redis.utils.HIREDIS_AVAILABLE,
+        "commit": commit(),
     }
     if redis_url:
         with redis.Redis.from_url(redis_url) as client:
@@ -587,11 +597,14 @@ _MEDIAN_FIELDS = (
     "redis_mem_ratio",
     "messages",
 )
+#: Series of one run: a summary keeps them only in ``runs`` (a median has no timeline).
+_PER_RUN_FIELDS = ("timeline", "gc_pauses", "loop_lag")
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians of the numeric figures of several runs (the runs are kept too)."""
-    summary = {k: v for k, v in runs[0].items() if k not in _MEDIAN_FIELDS}
+    skip = {*_MEDIAN_FIELDS, *_PER_RUN_FIELDS}
+    summary = {k: v for k, v in runs[0].items() if k not in skip}
     for name in _MEDIAN_FIELDS:
         values = [r[name] for r in runs if isinstance(r.get(name), int | float)]
         summary[name] = round(median(values), 4) if values else None

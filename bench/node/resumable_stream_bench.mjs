@@ -13,7 +13,11 @@
 // producer's memory), so c measures a follower joining a stream that holds 20,000 chunks and
 // has not finished; redis_mem_ratio is null because no chunk is stored in Redis.
 
+import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PerformanceObserver, constants as perfConstants, performance } from "node:perf_hooks";
 import { createClient } from "redis";
 import { createResumableStreamContext } from "resumable-stream";
 
@@ -27,6 +31,14 @@ const WORKLOADS = {
 const CHUNK = 16;
 const KEPT_UP_FACTOR = 1.1;
 const SETTLE_MS = 300;
+const BUCKET_MS = 100;
+const LAG_INTERVAL_MS = 50;
+const GC_KINDS = {
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR]: "minor",
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: "major",
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: "incremental",
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: "weakcb",
+};
 
 function fail(message, extra = {}) {
   process.stdout.write(JSON.stringify({ backend: "resumable-stream", ...extra, error: message }) + "\n");
@@ -67,6 +79,83 @@ function readStamps(text) {
 function percentile(sorted, q) {
   if (!sorted.length) return null;
   return sorted[Math.max(1, Math.ceil((q / 100) * sorted.length)) - 1];
+}
+
+// Deliveries grouped by arrival time, as bench/_timeline.py's bucket_latencies: count,
+// nearest-rank p50 and p99, and max per bucket of BUCKET_MS since the release.
+function bucketLatencies(arrivals, latencies, originUs, bucketMs = BUCKET_MS) {
+  const widthUs = bucketMs * 1000;
+  const groups = [];
+  for (let i = 0; i < arrivals.length; i++) {
+    const index = Math.max(0, Math.floor((arrivals[i] - originUs) / widthUs));
+    (groups[index] ??= []).push(latencies[i]);
+  }
+  const out = { bucket_ms: bucketMs, t_s: [], n: [], p50_ms: [], p99_ms: [], max_ms: [] };
+  const ms = (us) => +(us / 1000).toFixed(3);
+  for (let index = 0; index < groups.length; index++) {
+    const values = Float64Array.from(groups[index] ?? []).sort();
+    const empty = values.length === 0;
+    out.t_s.push(+((index * bucketMs) / 1000).toFixed(3));
+    out.n.push(values.length);
+    out.p50_ms.push(empty ? null : ms(percentile(values, 50)));
+    out.p99_ms.push(empty ? null : ms(percentile(values, 99)));
+    out.max_ms.push(empty ? null : ms(values[values.length - 1]));
+  }
+  return out;
+}
+
+// GC pauses (PerformanceObserver "gc" entries) and event-loop lag (a timer every
+// LAG_INTERVAL_MS that notes how late it fires) from the release on.
+function startRecording(originUs) {
+  const perfOrigin = performance.now();
+  const gcEntries = [];
+  const observer = new PerformanceObserver((list) => gcEntries.push(...list.getEntries()));
+  observer.observe({ entryTypes: ["gc"] });
+  const lag = { interval_ms: LAG_INTERVAL_MS, t_s: [], lag_ms: [] };
+  let timer = null;
+  const schedule = () => {
+    const dueUs = nowUs() + LAG_INTERVAL_MS * 1000;
+    timer = setTimeout(() => {
+      lag.t_s.push(+((dueUs - originUs) / 1e6).toFixed(4));
+      // libuv counts timers from the loop's cached time, so one may fire up to about 1 ms
+      // before an hrtime deadline: that is no lag.
+      lag.lag_ms.push(+(Math.max(0, nowUs() - dueUs) / 1000).toFixed(3));
+      schedule();
+    }, LAG_INTERVAL_MS);
+  };
+  schedule();
+  let endMs = null;
+  return {
+    stop() {
+      clearTimeout(timer);
+      endMs = performance.now();
+    },
+    // After a turn of the loop or more: the observer gets its entries asynchronously.
+    report() {
+      observer.disconnect();
+      const gc = { t_s: [], ms: [], kind: [], total_ms: {} };
+      for (const entry of gcEntries) {
+        if (entry.startTime < perfOrigin || entry.startTime > endMs) continue;
+        const kind = GC_KINDS[entry.detail?.kind] ?? String(entry.detail?.kind);
+        gc.t_s.push(+((entry.startTime - perfOrigin) / 1000).toFixed(4));
+        gc.ms.push(+entry.duration.toFixed(3));
+        gc.kind.push(kind);
+        gc.total_ms[kind] = +((gc.total_ms[kind] ?? 0) + entry.duration).toFixed(3);
+      }
+      return { gc_pauses: gc, loop_lag: lag };
+    },
+  };
+}
+
+function gitCommit() {
+  const cwd = dirname(fileURLToPath(import.meta.url));
+  try {
+    const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd, encoding: "utf8" }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd, encoding: "utf8" }).trim();
+    return dirty ? `${head}+dirty` : head;
+  } catch {
+    return "unknown";
+  }
 }
 
 function parseCommandstats(text) {
@@ -130,7 +219,10 @@ async function follow(ctx, streamId, expected, tally, live) {
     for (const stamp of readStamps(value)) {
       if (stamp < previous) throw new Error(`stream ${streamId}: chunk out of order`);
       previous = stamp;
-      if (live) tally.latencies.push(arrived - stamp);
+      if (live) {
+        tally.latencies.push(arrived - stamp);
+        tally.arrivals.push(arrived);
+      }
       seen += 1;
     }
     if (seen > expected) throw new Error(`stream ${streamId}: ${seen} chunks, expected ${expected}`);
@@ -160,7 +252,7 @@ async function run(name, workload, redisUrl) {
     publisher,
     subscriber,
   });
-  const tally = { latencies: [], deliveries: 0, messages: 0, lastSeenUs: 0 };
+  const tally = { latencies: [], arrivals: [], deliveries: 0, messages: 0, lastSeenUs: 0 };
   const state = { lagMs: 0, hold: null, written: null };
   let t0 = 0;
   const startUs = () => t0;
@@ -170,6 +262,7 @@ async function run(name, workload, redisUrl) {
   if (!workload.replay) await admin.sendCommand(["CONFIG", "RESETSTAT"]);
   const setupStart = performance.now();
   let before;
+  let recording;
   let release = null;
   const producers = [];
   if (workload.replay) {
@@ -185,6 +278,7 @@ async function run(name, workload, redisUrl) {
     result.setup_s = (performance.now() - setupStart) / 1000;
     before = { cpu: process.cpuUsage() };
     t0 = nowUs();
+    recording = startRecording(t0);
     await follow(ctx, id, workload.chunks, tally, false);
     release = releaseHold;
   } else {
@@ -221,9 +315,11 @@ async function run(name, workload, redisUrl) {
     await sleep(SETTLE_MS);
     before = { cpu: process.cpuUsage() };
     t0 = nowUs();
+    recording = startRecording(t0);
     openGate();
     await Promise.all(followers);
   }
+  recording.stop();
   const cpu = process.cpuUsage(before.cpu);
   // CPU % is over the whole measured window (until every follower has ended).
   const windowS = (nowUs() - t0) / 1e6;
@@ -253,6 +349,9 @@ async function run(name, workload, redisUrl) {
     producer_lag_max_ms: ideal === null ? null : +state.lagMs.toFixed(3),
     redis_calls_per_chunk: +(stats.total / total).toFixed(4),
     redis_commands: stats.perCommand,
+    // Latency over time (issue 14): whether the tail is periodic, and what stalls the loop.
+    timeline: bucketLatencies(tally.arrivals, tally.latencies, t0),
+    ...recording.report(),
   });
   result.setup_s = +result.setup_s.toFixed(4);
   if (workload.replay) {
@@ -263,6 +362,7 @@ async function run(name, workload, redisUrl) {
   result.versions = {
     node: process.versions.node,
     redis_server: /redis_version:([^\r\n]+)/.exec(server)?.[1] ?? null,
+    commit: gitCommit(),
   };
   await Promise.all([publisher.quit(), subscriber.quit(), admin.quit()]);
   return result;

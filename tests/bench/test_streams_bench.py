@@ -51,6 +51,11 @@ def check_live(result: dict[str, Any], workload: str, backend: str) -> None:
     assert result["wall_s"] > 0 and result["chunks_per_s"] > 0
     assert 0 <= result["lat_p50_ms"] <= result["lat_p99_ms"] <= result["lat_max_ms"]
     assert result["cpu_s"] >= 0 and result["peak_rss_mb"] > 0
+    timeline = result["timeline"]
+    assert sum(timeline["n"]) == result["deliveries"]
+    assert max(m for m in timeline["max_ms"] if m is not None) == result["lat_max_ms"]
+    assert len(result["loop_lag"]["t_s"]) == len(result["loop_lag"]["lag_ms"])
+    assert set(result["gc_pauses"]["gen"]) <= {0, 1, 2}
 
 
 def test_memory_backend_runs_workload_a() -> None:
