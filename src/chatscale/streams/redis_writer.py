@@ -166,6 +166,8 @@ class Writer:
         self._stall_checked = time.monotonic()
         self._background = Background("stream writer")
         self._inflight: asyncio.Future[None] | None = None
+        #: Jobs a write left with unsent batches (refused, failed): written again next.
+        self._owed: dict[str, JobWrite] = {}
         #: When the next round of checks of unconfirmed ends is due (``time.monotonic``).
         self._verify_round = 0.0
         #: How long an unconfirmed end is checked (:data:`VERIFY_S`).
@@ -271,18 +273,30 @@ class Writer:
         """Number every dirty producer's events and write every job's unsent batches."""
         waiter, self._flushed = self._flushed, None
         try:
-            self._take_dirty()
+            # Only the jobs with new events, those a write left owing, and once a second
+            # every job (the checks of ends) are looked at: a window must not cost as many
+            # steps as there are running jobs.
+            owed, self._owed = self._owed, {}
+            self._take_dirty(owed)
             self._check_stalls()
-            self._check_ends()
+            if self._check_ends():
+                owed = dict(self.jobs)
             calls = [
                 (job, batch)
-                for job in list(self.jobs.values())
+                for job in owed.values()
                 if job.handed > job.stored
                 for batch in job.unsent()
             ]
-            if calls:
-                await self._write(calls)
-            if any(job.handed > job.stored for job in self.jobs.values()):
+            try:
+                if calls:
+                    await self._write(calls)
+            finally:
+                self._owed = {
+                    job_id: job
+                    for job_id, job in owed.items()
+                    if job.handed > job.stored and self.jobs.get(job_id) is job
+                }
+            if self._owed:
                 self._retry_later()  # failed or refused batches go again
             else:
                 self._retry_s = _RETRY_FIRST_S
@@ -290,7 +304,8 @@ class Writer:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    def _take_dirty(self) -> None:
+    def _take_dirty(self, into: dict[str, JobWrite]) -> None:
+        """Number the events every producer buffered; their jobs go ``into``."""
         now = time.monotonic()
         for producer in self.backlog.take():
             events = producer._take()
@@ -299,6 +314,7 @@ class Writer:
                 continue  # ended, or a stale producer (see ``adopt``): its events go nowhere
             job.touched = now
             job.batches.append(_batch(events))
+            into[producer.job_id] = job
             if events[-1].final:
                 job.final_status = status_of(events[-1].type).value
 
@@ -316,11 +332,12 @@ class Writer:
                     reason="stalled",
                 )
 
-    def _check_ends(self) -> None:
+    def _check_ends(self) -> bool:
         """Send again, with a WAIT, the final batch of every end under check whose last
-        round is over (see ``_verify``); drop the checks that ran out of time."""
+        round is over (see ``_verify``); drop the checks that ran out of time. Whether a
+        round ran (once per :data:`_STALL_CHECK_S`)."""
         if self._verify_round > time.monotonic():
-            return
+            return False
         self._verify_round = time.monotonic() + _STALL_CHECK_S
         checked = [job for job in self.jobs.values() if job.verify_until]
         for job in checked[: max(0, len(checked) - VERIFY_MAX)]:
@@ -330,6 +347,7 @@ class Writer:
                 self._stop_verifying(job, f"no replica confirmed it in {self.verify_s:.0f} s")
             elif job.stored >= job.handed and job.batches:
                 job.stored = job.batches[-1].first - 1
+        return True
 
     def _stop_verifying(self, job: JobWrite, why: str) -> None:
         log.warning("end of job %s: stops being checked (%s)", job.producer.job_id, why)
