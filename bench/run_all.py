@@ -44,7 +44,7 @@ def _ensure_node_modules() -> None:
 
 
 def _command(
-    system: str, workload: str, url: str, scale: float, loop: str, extra: list[str]
+    system: str, workload: str, url: str, scale: float, loop: str, gc: str, extra: list[str]
 ) -> list[str]:
     if system == "resumable-stream":
         node = shutil.which("node") or "node"
@@ -52,7 +52,7 @@ def _command(
         return [node, script, workload, "--redis-url", url, "--scale", str(scale)]
     backend = {"chatscale": "redis"}.get(system, system)
     argv = [sys.executable, str(ROOT / "bench" / "streams.py"), workload, "--backend", backend]
-    argv += ["--scale", str(scale), "--loop", loop]
+    argv += ["--scale", str(scale), "--loop", loop, "--gc", gc]
     if backend in {"redis", "baseline"}:
         argv += ["--redis-url", url]
     return argv + (extra if system in {"chatscale", "memory"} else [])
@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         "--with-queue", action="store_true", help="also the harness floor (asyncio.Queue)"
     )
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument(
+        "--gc",
+        choices=("default", "tuned"),
+        default="default",
+        help="garbage collector of every Python system (tuned: as chatscale serve sets it)",
+    )
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--redis-url", help="use this Redis instead of a private one")
     parser.add_argument("--out", type=Path, help="write every run as JSON here")
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     if server is not None:
                         _flush(url)  # a private server: every run starts from an empty one
                     argv_ = _command(
-                        system, workload, url, args.scale, args.loop, args.chatscale_arg
+                        system, workload, url, args.scale, args.loop, args.gc, args.chatscale_arg
                     )
                     started = time.monotonic()
                     result = _run(argv_, 400 + 5 * ideal)

@@ -56,6 +56,7 @@ from redis.asyncio import ConnectionPool  # noqa: E402
 
 from chatscale.errors import ChatscaleError  # noqa: E402
 from chatscale.redis import RedisConnection  # noqa: E402
+from chatscale.runtime import tune_gc  # noqa: E402
 from chatscale.streams import StreamManager  # noqa: E402
 
 BACKENDS = ("memory", "redis", "baseline", "queue")
@@ -541,6 +542,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the workload (0..1]")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument(
+        "--gc",
+        choices=("default", "tuned"),
+        default="default",
+        help="tuned: chatscale.runtime.tune_gc() before the run, as chatscale serve does",
+    )
+    parser.add_argument(
         "--setting",
         action="append",
         default=[],
@@ -570,8 +577,11 @@ def run_once(args: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
         "rate_per_stream": workload.rate,
         "scale": args.scale,
         "loop": args.loop,
+        "gc": args.gc,
         "settings": setting_overrides(args.setting),
     }
+    if args.gc == "tuned":
+        tune_gc()
     coroutine = run_workload(workload, backend, _budget(workload, args.timeout))
     if args.loop == "uvloop":
         import uvloop
@@ -618,6 +628,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _child(args: argparse.Namespace, redis_url: str | None) -> dict[str, Any]:
     argv = [sys.executable, str(Path(__file__).resolve()), args.workload, "--runs", "1"]
     argv += ["--backend", args.backend, "--scale", str(args.scale), "--loop", args.loop]
+    argv += ["--gc", args.gc]
     for pair in args.setting:
         argv += ["--setting", pair]
     if redis_url:

@@ -460,6 +460,8 @@ def test_http_edge_limits(monkeypatch: pytest.MonkeyPatch) -> None:
         ("MAX_REQUEST_HEADER_BYTES", "100", "out of range"),
         ("REQUEST_HEADER_TIMEOUT", "soon", "not a whole number"),
         ("HTTP_KEEP_ALIVE_TIMEOUT", "0", "out of range"),
+        ("GC_THRESHOLD", "-1", "out of range"),
+        ("GC_THRESHOLD", "lots", "not a whole number"),
     ],
 )
 def test_http_edge_limit_errors_name_the_variable(

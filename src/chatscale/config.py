@@ -358,6 +358,8 @@ class Settings(BaseSettings):
         "text"
     )
     access_log: Bool = False
+    # --- The process (docs/deployment.md) ---------------------------------------------
+    gc_threshold: Annotated[int, ints(0, 100_000_000, "allocations")] = 20_000
 
     # Derived in the validator below; excluded from the environment.
     redis: RedisConfig | None = Field(default=None, exclude=True)

@@ -20,6 +20,7 @@ from chatscale.config import Settings, load_settings
 from chatscale.durable import chat_view
 from chatscale.durable.service import DurableService
 from chatscale.logs import configure_logging
+from chatscale.runtime import tune_gc
 from chatscale.server import api_ai_sdk, api_chat, api_misc
 from chatscale.server.bodylimit import BodyBound, BodyLimitMiddleware
 from chatscale.server.errors import (
@@ -204,4 +205,6 @@ def app_from_env() -> Starlette:
     settings = load_settings()
     # A --workers child (a fresh interpreter): log like the parent.
     configure_logging(settings.log_level, settings.log_format, settings.access_log)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc(settings.gc_threshold)
+    return app

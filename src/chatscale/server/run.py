@@ -12,6 +12,7 @@ from uvicorn.supervisors import Multiprocess
 from chatscale.config import Settings
 from chatscale.logs import configure_logging
 from chatscale.ratelimit.identity import TrustedProxies
+from chatscale.runtime import tune_gc
 from chatscale.server import preflight
 from chatscale.server.app import create_app
 from chatscale.server.lifecycle import DrainingServer
@@ -76,6 +77,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
         raise
     announced = describe(settings, sock.getsockname()[1])
     if app is not None:
+        tune_gc(settings.gc_threshold)
         server = DrainingServer(_config(app, settings))
         click.echo(announced, err=True)
         server.run(sockets=[sock])
