@@ -80,3 +80,10 @@ def test_good_prefixes() -> None:
 )
 def test_mask_uri(uri: str, masked: str) -> None:
     assert mask_uri(uri) == masked
+
+
+@pytest.mark.parametrize("job_id", ["j1", "a b:{c}*", "é/ü"])
+def test_a_jobs_channel_is_its_hash_name_with_ev_for_job(job_id: str) -> None:
+    # streams/lua/append.lua derives the channel it publishes on from the job's hash key.
+    for keys in (KeySpace(), KeySpace("app")):
+        assert keys.stream_events(job_id) == keys.stream_job(job_id)[: -len("job")] + "ev"

@@ -81,6 +81,8 @@ class JobWrite:
     #: TTLs are set with the first and the final batch and refreshed now and then, not
     #: with every window (two commands of the five an append costs Redis).
     ttl_sent: float = 0.0
+    #: The job's hash and log keys (encoded once: they go with every batch).
+    keys: list[bytes] = field(default_factory=list)
 
     def release(self) -> None:
         """Wake whoever waits for the end to be stored (:meth:`Writer.stored_end`)."""
@@ -182,7 +184,9 @@ class Writer:
         stale = self.jobs.get(producer.job_id)
         if stale is not None:
             self._on_fenced(stale)
-        job = JobWrite(producer, list(batches), stored=stored)
+        job_id = producer.job_id
+        keys = [self.keys.stream_job(job_id).encode(), self.keys.stream_log(job_id).encode()]
+        job = JobWrite(producer, list(batches), stored=stored, keys=keys)
         self.jobs[producer.job_id] = job
         return job
 
@@ -427,7 +431,7 @@ class Writer:
             await self._outcome(job, batch, reply, confirmed, state)
 
     async def _write_pipelined(
-        self, args: list[tuple[list[str], list[Any]]], *, wait: bool
+        self, args: list[tuple[list[bytes], bytes]], *, wait: bool
     ) -> list[Any]:
         """Every batch in as few append.lua calls as :data:`CALL_BATCHES` allows, in one
         round trip (followed by a WAIT when ``wait``). Returns one reply (or exception) per
@@ -453,19 +457,19 @@ class Writer:
         replies.extend(answers[len(groups) :])
         return replies
 
-    def _call(self, group: list[tuple[list[str], list[Any]]]) -> tuple[list[str], list[Any]]:
+    def _call(self, group: list[tuple[list[bytes], bytes]]) -> tuple[list[bytes], list[Any]]:
         """One append.lua call's keys and arguments, for batches ``group``."""
-        keys: list[str] = []
+        keys: list[bytes] = []
         argv: list[Any] = [time.time(), self.publish_cmd]
-        for batch_keys, batch_argv in group:
+        for batch_keys, arg in group:
             keys += batch_keys
-            argv += batch_argv
+            argv.append(arg)
         return keys, argv
 
     async def _write_cluster(
         self,
         calls: list[tuple[JobWrite, Batch]],
-        args: list[tuple[list[str], list[Any]]],
+        args: list[tuple[list[bytes], bytes]],
         acked: list[tuple[bool | None, Replication]],
         *,
         wait: bool,
@@ -491,7 +495,7 @@ class Writer:
         return replies
 
     async def _append_on_shard(
-        self, keys: list[str], argv: list[Any]
+        self, keys: list[bytes], argv: list[Any]
     ) -> tuple[Any, tuple[bool | None, Replication]]:
         """On Cluster: a final batch's append and a WAIT, pipelined on one connection of the
         master that serves the job's slot (WAIT covers only its own connection's writes).
@@ -541,33 +545,29 @@ class Writer:
 
     def _append_args(
         self, job: JobWrite, batch: Batch, now: float, *, hold: bool = False
-    ) -> tuple[list[str], list[Any]]:
-        """One batch's keys and arguments in an append.lua call; ``hold``: a final batch is
+    ) -> tuple[list[bytes], bytes]:
+        """One batch's keys and argument in an append.lua call; ``hold``: a final batch is
         not published. The TTLs go with the first batch (it creates the log), the final one
         and, for a running job, once per :attr:`ttl_refresh_s`."""
-        producer = job.producer
-        job_id = producer.job_id
         final = self._final(job, batch)
-        status = job.final_status if final else ""
         ttl = 0
-        if status:
+        if final:
             ttl = self.finished_ttl
         elif batch.first == 1 or now - job.ttl_sent >= self.ttl_refresh_s:
             ttl = self.running_ttl
             # Taken as sent: a batch that fails goes again with the next flush, and a
             # refresh that is lost leaves nine tenths of the TTL.
             job.ttl_sent = now
-        keys = [self.keys.stream_job(job_id), self.keys.stream_log(job_id)]
-        argv = [
-            producer.epoch,
+        head = b"%d %d %d %d %d" % (
+            job.producer.epoch,
             batch.first,
             batch.last,
-            batch.items,
-            status,
             ttl,
-            "" if hold and final else self.keys.stream_events(job_id),
-        ]
-        return keys, argv
+            0 if hold and final else 1,
+        )
+        if final:
+            head += b" " + job.final_status.encode()
+        return job.keys, head + b"\n" + batch.items
 
     async def _outcome(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -22,7 +23,9 @@ class LuaScript:
         self.source = resources.files(package).joinpath("lua", f"{name}.lua").read_text("utf-8")
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    async def __call__(self, client: AnyRedis, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(
+        self, client: AnyRedis, keys: Sequence[str | bytes], args: Sequence[Any]
+    ) -> Any:
         """Run the script on ``keys`` (all in one Cluster slot)."""
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)

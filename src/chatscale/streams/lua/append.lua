@@ -2,11 +2,13 @@
 -- publish each: one call carries every batch of a coalescing window (outside Cluster, where
 -- the keys of many jobs may meet in one script), or one batch (on Cluster, one slot a call).
 -- KEYS: per batch i (from 0), KEYS[2i+1] job hash, KEYS[2i+2] log.
--- ARGV[1] now (s), ARGV[2] publish command (PUBLISH or SPUBLISH), then per batch 7 values
--- from ARGV[3+7i]: epoch, first seq, last seq, items json, final status ("" while running),
--- ttl (s; "0" leaves the TTLs alone: the writer sets them with a job's first batch and its
--- final one and refreshes them now and then, not at every window), channel ("" holds the publication back: the writer publishes a job's end itself
--- once a replica has it).
+-- ARGV[1] now (s), ARGV[2] publish command (PUBLISH or SPUBLISH), then ARGV[3+i] batch i:
+--   "<epoch> <first seq> <last seq> <ttl> <publish 0/1>[ <final status>]\n<items json>"
+-- (one argument a batch: packing a command costs the client per argument). ttl "0" leaves
+-- the TTLs alone: the writer sets them with a job's first batch and its final one and
+-- refreshes them now and then, not at every window. publish 0 holds the publication back:
+-- the writer publishes a job's end itself once a replica has it. A job's channel is its
+-- hash's name with "ev" for "job" (chatscale.redis.keys).
 -- Batches of one job come in order; each is checked against what the batches before it
 -- stored.
 -- Storing and publishing happen in one script: whatever a subscriber receives live is
@@ -21,8 +23,11 @@ local publish = ARGV[2]
 for i = 0, #KEYS / 2 - 1 do
   local job = KEYS[2 * i + 1]
   local log = KEYS[2 * i + 2]
-  local a = 3 + 7 * i
-  local epoch, first, last = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local arg = ARGV[3 + i]
+  local nl = string.find(arg, '\n', 1, true)
+  local epoch, sfirst, slast, ttl, tell, status =
+    string.match(string.sub(arg, 1, nl - 1), '^(%d+) (%d+) (%d+) (%d+) ([01]) ?(%a*)$')
+  local first, last = tonumber(sfirst), tonumber(slast)
   local code, seq, abort = 1, last, 0
   local h = redis.call('HMGET', job, 'epoch', 'seq', 'status', 'abort')
   if not h[1] then
@@ -39,21 +44,20 @@ for i = 0, #KEYS / 2 - 1 do
     elseif h[3] ~= 'running' then
       code = -4
     else
-      redis.call('XADD', log, '0-' .. ARGV[a + 2], 's', ARGV[a + 1], 'e', ARGV[a + 3])
-      local status = ARGV[a + 4]
+      local items = string.sub(arg, nl + 1)
+      redis.call('XADD', log, '0-' .. slast, 's', sfirst, 'e', items)
       if status ~= '' then
-        redis.call('HSET', job, 'seq', ARGV[a + 2], 'updated', now, 'status', status)
+        redis.call('HSET', job, 'seq', slast, 'updated', now, 'status', status)
       else
-        redis.call('HSET', job, 'seq', ARGV[a + 2], 'updated', now)
+        redis.call('HSET', job, 'seq', slast, 'updated', now)
       end
-      local ttl = ARGV[a + 5]
       if ttl ~= '0' then
         redis.call('EXPIRE', job, ttl)
         redis.call('EXPIRE', log, ttl)
       end
-      local channel = ARGV[a + 6]
-      if channel ~= '' then
-        redis.call(publish, channel, '[' .. epoch .. ',' .. ARGV[a + 1] .. ',' .. ARGV[a + 3] .. ']')
+      if tell == '1' then
+        redis.call(publish, string.sub(job, 1, -4) .. 'ev',
+          '[' .. epoch .. ',' .. sfirst .. ',' .. items .. ']')
       end
       seq = last
     end
