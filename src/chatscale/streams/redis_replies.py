@@ -29,7 +29,7 @@ class Replies:
         parser = conn._parser
         # redis-py is pinned to a release whose default parser is hiredis (a dependency).
         if not isinstance(parser, _AsyncHiredisParser) or conn._reader is None:
-            raise TypeError("the pub/sub connection needs redis-py's hiredis parser")
+            raise TypeError("the pub/sub connection must be connected, with the hiredis parser")
         reader: Any = parser._reader
         self._stream = conn._reader
         self._feed = reader.feed
