@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +27,7 @@ from redis.crc import key_slot
 
 from chatscale.failures import FailureLog
 from chatscale.streams import codec
+from chatscale.streams.redis_replies import MORE, Replies
 from chatscale.streams.tasks import Background, stop_task
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,12 @@ class _Link:
         self.confirmed: set[str] = set()
         self._unconfirmed: dict[str, int] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
-        self._ping_sent = False
+        #: Liveness of the connection being read (see :meth:`check`): when it last brought
+        #: anything, when the pending ping went out, and why it was given up.
+        self._reading: Any = None
+        self._heard = 0.0
+        self._ping_at: float | None = None
+        self._abandoned: Exception | None = None
         self._outbox: deque[tuple[str, str]] = deque()
         self._sender: asyncio.Task[None] | None = None
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -192,14 +197,14 @@ class _Link:
     async def _send_all(self) -> None:
         conn = self.conn
         while self._outbox and conn is not None and conn is self.conn:
-            command, channel = self._outbox[0]
-            batch = [channel]
-            self._outbox.popleft()
+            command, channel = self._outbox.popleft()
+            batch = [channel] if channel else []
             # On Cluster one SSUBSCRIBE / SUNSUBSCRIBE may only name channels of one slot
             # (else CROSSSLOT, and the connection would be dropped over and over).
-            slot = key_slot(channel.encode()) if self.hub.sharded else None
+            slot = key_slot(channel.encode()) if self.hub.sharded and channel else None
             while (
-                self._outbox
+                batch
+                and self._outbox
                 and self._outbox[0][0] == command
                 and len(batch) < _CHUNK
                 and (slot is None or key_slot(self._outbox[0][1].encode()) == slot)
@@ -209,28 +214,65 @@ class _Link:
                 async with asyncio.timeout(self.hub.probe_s):
                     await conn.send_command(command, *batch, check_health=False)
             except Exception as exc:
-                # A send that fails or hangs (a black-holed connection never drains) drops
-                # the connection; the reading task then reconnects.
+                # A send that fails or hangs (a black-holed connection never drains) gives
+                # the connection up; the reading task then reconnects.
                 log.debug("pub/sub send on %s failed: %s", self.name, exc)
-                with contextlib.suppress(Exception):
-                    await conn.disconnect(nowait=True)
+                self._abandon(conn, exc)
                 return
+
+    # --- liveness -----------------------------------------------------------------------
+    def check(self, now: float) -> None:
+        """Called every quarter of ``probe_s``: a connection silent for ``probe_s`` is sent
+        a ``PING``; one that still brought nothing ``probe_s`` later is given up (a
+        black-holed connection would otherwise leave every listener waiting for nothing).
+        Checking from outside keeps the reads free of a timeout each."""
+        conn = self._reading
+        if conn is None or conn is not self.conn:
+            return
+        if self._ping_at is not None:
+            if now - self._ping_at >= self.hub.probe_s:
+                self._abandon(
+                    conn, ConnectionError("no answer to a ping on the pub/sub connection")
+                )
+        elif now - self._heard >= self.hub.probe_s:
+            self._ping_at = now
+            self._enqueue("PING", "")
+
+    def reconnect(self) -> None:
+        """Give the current connection up (the link connects again)."""
+        self._abandon(self._reading, ConnectionError("pub/sub connection dropped to reconnect"))
+
+    def _abandon(self, conn: Any, exc: Exception) -> None:
+        """Give ``conn`` up: its reading task stops waiting on it and reconnects."""
+        if conn is None or conn is not self._reading or self._abandoned is not None:
+            return
+        # Cancelling the read (as asyncio.timeout does) works whatever state the socket is
+        # in: closing a transport whose send buffer never drains does not end a read.
+        self._abandoned = exc
+        self.task.cancel()
 
     # --- the reading task ---------------------------------------------------------------
     async def _run(self) -> None:
         delay = _RETRY_FIRST_S
         while not self.hub.closed:
             try:
-                self.conn = await self._opener()
-                self._failures.succeeded()
-                self._unconfirmed.clear()
-                self._outbox.clear()
-                self._ping_sent = False
-                for channel in sorted(self.wanted):
-                    self._enqueue(self.hub.subscribe_cmd, channel)
-                delay = _RETRY_FIRST_S
-                while self.conn is not None:
-                    await self._read_one()
+                try:
+                    conn = self.conn = await self._opener()
+                    self._failures.succeeded()
+                    self._unconfirmed.clear()
+                    self._outbox.clear()
+                    for channel in sorted(self.wanted):
+                        self._enqueue(self.hub.subscribe_cmd, channel)
+                    delay = _RETRY_FIRST_S
+                    await self._read(conn)
+                except asyncio.CancelledError:
+                    abandoned, self._abandoned = self._abandoned, None
+                    task = self.task
+                    if abandoned is None or self.hub.closed or task.uncancel() > 0:
+                        raise
+                    raise abandoned from None
+                finally:
+                    self._reading = None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -244,24 +286,25 @@ class _Link:
             if await self.hub.reroute(self):
                 return  # a Cluster node that no longer serves these channels
 
-    async def _read_one(self) -> None:
-        conn = self.conn
-        try:
-            async with asyncio.timeout(self.hub.probe_s):
-                # push_request: under RESP3 (redis-py's default) pub/sub messages arrive as
-                # pushes, which read_response would otherwise hand to a push handler.
-                reply = await conn.read_response(timeout=math.inf, push_request=True)
-        except TimeoutError:
-            # Silence: make sure the connection still carries anything (a black-holed
-            # connection would otherwise leave every listener waiting for nothing).
-            if self._ping_sent:
-                raise ConnectionError("no answer to a ping on the pub/sub connection") from None
-            self._ping_sent = True
-            async with asyncio.timeout(self.hub.probe_s):  # a send can hang as well
-                await conn.send_command("PING", check_health=False)
-            return
-        self._ping_sent = False
-        self._handle(reply)
+    async def _read(self, conn: Any) -> None:
+        """Handle every reply of ``conn`` until it fails (or is given up)."""
+        replies = Replies(conn)
+        clock = asyncio.get_running_loop().time
+        self._abandoned = None
+        self._ping_at = None
+        self._heard = clock()
+        self._reading = conn
+        handle = self._handle
+        while True:
+            reply = replies.next()
+            if reply is MORE:
+                await replies.fill()
+                self._heard = clock()
+                self._ping_at = None
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                handle(reply)
 
     def _handle(self, reply: Any) -> None:
         if not isinstance(reply, list) or len(reply) < 2:
@@ -328,6 +371,7 @@ class Hub:
         self._route: dict[str, _Link] = {}
         self._background = Background("pub/sub hub")
         self._ticker: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     # --- listeners ----------------------------------------------------------------------
     async def join(self, channel: str, listener: Listener) -> None:
@@ -435,6 +479,15 @@ class Hub:
                         sub.quiet = 0
                     sub.seen = sub.pushed
 
+    async def _watch(self) -> None:
+        """Probe the connections that went silent (see :meth:`_Link.check`)."""
+        loop = asyncio.get_running_loop()
+        while not self.closed:
+            await asyncio.sleep(self.probe_s / 4)
+            now = loop.time()
+            for link in list(self._links.values()):
+                link.check(now)
+
     # --- connections --------------------------------------------------------------------
     def _link_of(self, channel: str) -> _Link:
         link = self._route.get(channel)
@@ -444,6 +497,8 @@ class Hub:
         link = self._links.get(name)
         if link is None or link.task.done():
             link = self._links[name] = _Link(self, name, opener)
+            if self._watchdog is None:
+                self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         self._route[channel] = link
         return link
 
@@ -499,9 +554,7 @@ class Hub:
         """Drop every pub/sub connection (they reconnect to the current master, and their
         listeners re-read the log)."""
         for link in self._links.values():
-            conn = link.conn
-            if conn is not None:
-                self.spawn(conn.disconnect(nowait=True))
+            link.reconnect()
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background (its failure is logged)."""
@@ -511,6 +564,7 @@ class Hub:
         """Close every connection and end every listener's wait."""
         self.closed = True
         await stop_task(self._ticker)
+        await stop_task(self._watchdog)
         for link in list(self._links.values()):
             await stop_task(link.task)
             await stop_task(link._sender)
