@@ -37,21 +37,26 @@ class _Job:
     updated_at: float
     status: JobStatus = JobStatus.RUNNING
     events: list[Event] = field(default_factory=list)
-    changed: asyncio.Future[None] | None = None
+    #: One future per subscriber waiting for the next events.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
     listeners: int = 0
     expires_at: float = 0.0
 
     def notify(self) -> None:
-        waiter = self.changed
-        if waiter is not None:
-            self.changed = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def wait(self) -> asyncio.Future[None]:
-        if self.changed is None:
-            self.changed = asyncio.get_running_loop().create_future()
-        return self.changed
+        # A future of its own per subscriber: a cancelled subscriber (a client going away)
+        # cancels only its own, with none of the extra future and callbacks a shield of a
+        # shared one costs on every wake-up.
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        return waiter
 
 
 class MemoryStreamManager(StreamManager):
@@ -187,9 +192,7 @@ class MemoryStreamManager(StreamManager):
                     # Closed, or resumed after the final event: nothing more will come.
                     return
                 else:
-                    # Shielded: the future is shared by every subscriber of the job, and a
-                    # cancelled subscriber (a client going away) must not cancel the others.
-                    await asyncio.shield(job.wait())
+                    await job.wait()
         finally:
             job.listeners -= 1
             metrics.subscribers -= 1
