@@ -95,7 +95,7 @@ class MemoryStreamManager(StreamManager):
     ) -> Producer:
         """Register a new running job and return its producer."""
         job_id = self._check_create(owner, meta, job_id)
-        self._expire(time.time())
+        self._expire_one(job_id, time.time())
         if job_id in self._jobs:
             raise JobExists(job_id)
         now = time.time()
@@ -146,8 +146,7 @@ class MemoryStreamManager(StreamManager):
 
     # --- subscriber side ----------------------------------------------------------------
     def _job(self, job_id: str, owner: str | None) -> _Job:
-        self._expire(time.time())
-        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        job = self._expire_one(job_id, time.time()) if isinstance(job_id, str) else None
         if job is None or (owner is not None and owner != job.owner):
             raise JobNotFound(str(job_id))
         return job
@@ -257,6 +256,16 @@ class MemoryStreamManager(StreamManager):
         self._flush()
 
     # --- expiry -------------------------------------------------------------------------
+    def _expire_one(self, job_id: str, now: float) -> _Job | None:
+        """The job ``job_id`` unless it expired (then it is removed). A request looks at its
+        own job only: the sweeper (every 0.25 s) expires the others and ends stalled
+        producers, where a scan of every job on every request cost O(jobs) each."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.expires_at and job.expires_at <= now and job.listeners == 0:
+            del self._jobs[job_id]
+            return None
+        return job
+
     def _expire(self, now: float) -> None:
         for job in [j for j in self._jobs.values() if j.expires_at and j.expires_at <= now]:
             if job.listeners == 0:
