@@ -2,6 +2,18 @@
 200 tokens each, on one ``chatscale serve`` (memory backends).
 
     .venv/bin/python bench/http_h2.py [--chats 1000] [--tokens 200] [--rate 50] [--ramp 2]
+        [--provider demo|openai] [--store memory|sqlite] [--loop auto|asyncio|uvloop]
+        [--profile FILE]
+
+``--provider openai`` serves the chats with the OpenAI-compatible provider streaming from
+``bench/fake_openai.py`` (its own process, same pace and length, words varying per request),
+so the SDK's per-chunk work is part of the server's cost; the upstream's CPU is reported
+apart (``upstream_cpu_s``), never as the server's. Its token *n* is sent at the upstream
+request's arrival + *n*/rate, so the latency also holds the job's way to the upstream.
+``--store memory`` (the default) keeps conversations and sessions in memory, as the other
+backends; ``--store sqlite`` uses ``serve``'s default SQLite file (in a temporary directory).
+``--loop`` sets SERVER_EVENT_LOOP; ``--profile FILE`` records the server with py-spy (raw
+collapsed stacks, 250 Hz, GIL holders only) while the chats run.
 
 Each client: ``POST /api/chat`` (its own session), ``GET .../status`` for the job's start
 time, then the event stream. The demo model emits token n of a job at ``created_at + n/rate``
@@ -17,8 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +68,9 @@ class Chat:
     setup_ms: float = 0.0
 
 
-async def one_chat(port: int, index: int, delay: float, rate: float, tokens: int) -> Chat:
+async def one_chat(
+    port: int, index: int, delay: float, rate: float, tokens: int, model: str | None = None
+) -> Chat:
     chat = Chat()
     await asyncio.sleep(delay)
     t0 = time.monotonic()
@@ -66,7 +83,7 @@ async def one_chat(port: int, index: int, delay: float, rate: float, tokens: int
             port,
             "POST",
             "/api/chat",
-            {"message": f"benchmark chat {index}"},
+            {"message": f"benchmark chat {index}", **({"model": model} if model else {})},
             cookie,
         )
         if status != 202:
@@ -104,8 +121,18 @@ async def one_chat(port: int, index: int, delay: float, rate: float, tokens: int
     return chat
 
 
-async def run(chats: int, tokens: int, rate: float, ramp: float) -> dict[str, object]:
-    raise_nofile(chats * 4 + 1024)
+@dataclass
+class Setup:
+    """How the server runs: its model's provider, where it stores, its event loop."""
+
+    provider: str = "demo"
+    store: str = "memory"
+    loop: str | None = None
+    profile: Path | None = None
+
+
+def server_env(setup: Setup, tokens: int, rate: float, tmp: Path) -> dict[str, str]:
+    """The server's environment for ``setup``."""
     env = {
         "DEMO_TOKENS_PER_SECOND": str(rate),
         "DEMO_RESPONSE_TOKENS": str(tokens),
@@ -115,28 +142,103 @@ async def run(chats: int, tokens: int, rate: float, ramp: float) -> dict[str, ob
         "CHAT_CONCURRENCY_LIMIT": "0",
         "SESSION_CREATE_LIMIT": "100000/minute",
     }
+    if setup.store == "memory":
+        env["FORCED_IN_MEMORY_CACHE_NAMESPACES"] = "CONFIG_STORE,APP_CONFIG,CONVERSATIONS"
+    else:
+        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp / 'h2.db'}"
+    if setup.loop is not None:
+        env["SERVER_EVENT_LOOP"] = setup.loop
+    return env
+
+
+def start_upstream(rate: float, tokens: int) -> tuple[subprocess.Popen[str], int]:
+    """``bench/fake_openai.py`` in its own process, and its port."""
+    popen = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "fake_openai.py"), "--rate", str(rate),
+         "--tokens", str(tokens)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert popen.stdout is not None
+    line = popen.stdout.readline()
+    if not line.startswith("ready "):
+        popen.kill()
+        raise RuntimeError(f"the fake upstream did not start: {line!r}")
+    return popen, int(line.split()[1])
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` until it is interrupted."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [spy, "record", "-r", "250", "-f", "raw", "--gil", "--nonblocking"]
+    return subprocess.Popen([*command, "-o", str(out), "--pid", str(pid)])
+
+
+async def run(
+    chats: int, tokens: int, rate: float, ramp: float, setup: Setup | None = None
+) -> dict[str, object]:
+    setup = setup or Setup()
+    raise_nofile(chats * 4 + 1024)
+    upstream: subprocess.Popen[str] | None = None
+    spy: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_server(env, Path(tmp) / "serve.log")
+        env = server_env(setup, tokens, rate, Path(tmp))
+        model = None
+        if setup.provider == "openai":
+            upstream, upstream_port = start_upstream(rate, tokens)
+            model = "fake-bench"
+            env.update(
+                OPENAI_BASE_URL=f"http://127.0.0.1:{upstream_port}/v1",
+                OPENAI_MODELS=model,
+                DEFAULT_MODEL=model,
+            )
         try:
+            server = start_server(env, Path(tmp) / "serve.log")
+        except BaseException:
+            if upstream is not None:
+                upstream.terminate()
+                upstream.wait(10)
+            raise
+        try:
+            if setup.profile is not None:
+                spy = start_profile(server.popen.pid, setup.profile)
             rng = random.Random(1)
             client_cpu = resource.getrusage(resource.RUSAGE_SELF)
+            upstream_before = process_cpu_s(upstream.pid) if upstream else 0.0
+            load_before = os.getloadavg()[0]
             cpu_before, began = server.cpu_s(), time.monotonic()
             results = await asyncio.gather(
                 *(
-                    one_chat(server.port, i, rng.uniform(0, ramp), rate, tokens)
+                    one_chat(server.port, i, rng.uniform(0, ramp), rate, tokens, model)
                     for i in range(chats)
                 )
             )
             wall = time.monotonic() - began
             cpu = server.cpu_s() - cpu_before
+            upstream_cpu = process_cpu_s(upstream.pid) - upstream_before if upstream else None
             used = resource.getrusage(resource.RUSAGE_SELF)
             client_s = used.ru_utime - client_cpu.ru_utime + used.ru_stime - client_cpu.ru_stime
         finally:
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
             server.stop()
+            if upstream is not None:
+                upstream.terminate()
+                upstream.wait(10)
     latencies = [x for r in results for x in r.latencies_ms]
     errors = [r.error for r in results if r.error]
     return {
         "workload": "h2",
+        "provider": setup.provider,
+        "store": setup.store,
+        "loop": setup.loop or "default",
         "chats": chats,
         "tokens_per_chat": tokens,
         "rate_tokens_per_s": rate,
@@ -153,10 +255,13 @@ async def run(chats: int, tokens: int, rate: float, ramp: float) -> dict[str, ob
         "setup_ms_p99": round(percentile([r.setup_ms for r in results], 99), 1),
         "wall_s": round(wall, 2),
         "ideal_wall_s": round(ramp + tokens / rate, 2),
+        "server_cpu_s": round(cpu, 2),
         "server_cpu_pct": round(100 * cpu / wall, 1),
         # Robust against a busy machine: CPU the server spent per token it delivered.
         "server_cpu_us_per_token": round(1e6 * cpu / max(1, sum(r.tokens for r in results)), 1),
         "client_cpu_pct": round(100 * client_s / wall, 1),
+        "upstream_cpu_s": None if upstream_cpu is None else round(upstream_cpu, 2),
+        "load_average_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -167,12 +272,25 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--ramp", type=float, default=2.0)
+    parser.add_argument("--provider", choices=("demo", "openai"), default="demo")
+    parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=None)
+    parser.add_argument("--profile", type=Path, help="record the server with py-spy here")
     add_out_option(parser)
     args = parser.parse_args()
     if args.chats < 1 or args.tokens < 1 or args.rate <= 0 or args.ramp < 0:
         parser.error("--chats, --tokens and --rate must be positive, --ramp not negative")
-    result = asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp))
-    options = {"chats": args.chats, "tokens": args.tokens, "rate": args.rate, "ramp": args.ramp}
+    setup = Setup(args.provider, args.store, args.loop, args.profile)
+    result = asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp, setup))
+    options = {
+        "chats": args.chats,
+        "tokens": args.tokens,
+        "rate": args.rate,
+        "ramp": args.ramp,
+        "provider": args.provider,
+        "store": args.store,
+        "loop": args.loop,
+    }
     print(json.dumps(result, indent=2))
     print(f"kept in {keep_result('http-h2', options, result, args.out)}", file=sys.stderr)
 

@@ -349,6 +349,10 @@ class Settings(BaseSettings):
     max_request_header_bytes: Annotated[int, ints(1_024, 16_777_216, "bytes")] = 32_768
     request_header_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 10
     http_keep_alive_timeout: Annotated[int, ints(1, 3_600, "seconds")] = 75
+    server_event_loop: Annotated[
+        Literal["auto", "uvloop", "asyncio"],
+        BeforeValidator(_one_of("auto", "uvloop", "asyncio")),
+    ] = "auto"
     # --- Logs (docs/server.md) ----------------------------------------------------------
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"],

@@ -19,6 +19,16 @@ RUNS = [
     pytest.param("h1", ["--connections", "20", "--hold", "1", "--batch", "20"], id="h1"),
     pytest.param("h2", ["--chats", "5", "--tokens", "10", "--ramp", "0.5"], id="h2"),
     pytest.param(
+        "h2",
+        ["--chats", "3", "--tokens", "10", "--ramp", "0.5", "--provider", "openai"],
+        id="h2-openai",
+    ),
+    pytest.param(
+        "h2",
+        ["--chats", "3", "--tokens", "5", "--ramp", "0.5", "--store", "sqlite"],
+        id="h2-sqlite",
+    ),
+    pytest.param(
         "h3", ["--chats", "5", "--tokens", "10", "--ramp", "0.5", "--every", "0.2"], id="h3"
     ),
 ]
@@ -42,6 +52,12 @@ def test_run_is_kept_as_json(workload: str, args: list[str], tmp_path: Path) -> 
     assert kept["result"]["workload"] == workload
     assert kept["options"] and kept["commit"] and kept["utc"] and kept["load_average"]
     assert str(out) in done.stderr
+    if workload == "h2":
+        result = kept["result"]
+        assert result["completed"] == result["chats"], result["errors"]
+        if "openai" in args:
+            # The fake upstream served them, in a process of its own.
+            assert result["provider"] == "openai" and result["upstream_cpu_s"] is not None
 
 
 def test_default_place_is_bench_results(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ Models: ``fake-1`` streams ``tokens`` tokens ``tok0 tok1 ...`` every ``delay`` s
 OpenAI does); ``fake-midfail`` sends two tokens then an error payload;
 ``fake-hang`` sends one token then nothing until the client leaves; ``fake-cut`` sends two
 tokens then ends the response cleanly without a ``finish_reason`` or ``[DONE]`` (an upstream
-that stops mid-answer); ``fake-reset`` sends two tokens then breaks the connection.
+that stops mid-answer); ``fake-reset`` sends two tokens then breaks the connection;
+``fake-tools`` sends a token, a second choice's token (``index`` 1), a tool call in two
+deltas and ends with ``finish_reason`` ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-MODELS = ("fake-1", "fake-500", "fake-401", "fake-midfail", "fake-hang", "fake-cut", "fake-reset")
+MODELS = (
+    "fake-1",
+    "fake-500",
+    "fake-401",
+    "fake-midfail",
+    "fake-hang",
+    "fake-cut",
+    "fake-reset",
+    "fake-tools",
+)
 
 
 @dataclass
@@ -103,6 +114,11 @@ class FakeOpenAI:
 
     async def _events(self, record: Recorded, model: str) -> AsyncIterator[bytes]:
         try:
+            if model == "fake-tools":
+                for chunk in _tool_chunks(model):
+                    yield chunk
+                record.completed = True
+                return
             count = {"fake-midfail": 2, "fake-hang": 1, "fake-cut": 2, "fake-reset": 2}.get(
                 model, self.tokens
             )
@@ -128,15 +144,27 @@ class FakeOpenAI:
             record.ended.set()
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> bytes:
     payload = {
         "id": "chatcmpl-test",
         "object": "chat.completion.chunk",
         "created": 0,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
     }
     return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _tool_chunks(model: str) -> list[bytes]:
+    call = {"index": 0, "id": "call_1", "type": "function"}
+    return [
+        _chunk(model, {"role": "assistant", "content": "tok0 "}),
+        _chunk(model, {"content": "other choice "}, index=1),
+        _chunk(model, {"tool_calls": [{**call, "function": {"name": "f", "arguments": ""}}]}),
+        _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": '{"a":1}'}}]}),
+        _chunk(model, {}, finish="tool_calls"),
+        b"data: [DONE]\n\n",
+    ]
 
 
 def _free_port() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from chatscale.llm import (
     ProviderError,
     build_registry,
 )
+from chatscale.llm.demo import PACE_QUANTUM_S, Pacer
 
 
 def _request(text: str = "hello", partial: str = "") -> CompletionRequest:
@@ -82,3 +84,31 @@ async def test_unknown_model_and_registry() -> None:
 def test_bad_demo_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         DemoProvider(tokens_per_second=0, tokens=1)
+
+
+async def test_the_pacer_wakes_every_waiter_of_a_quantum_never_early() -> None:
+    pacer = Pacer()
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    instants = [now + 0.01 + i * 0.0002 for i in range(20)]  # 20 waiters in ~4 quanta
+    woke: list[float] = []
+
+    async def wait(when: float) -> None:
+        await pacer.until(when)
+        woke.append(loop.time() - when)
+
+    cancelled = asyncio.ensure_future(pacer.until(now + 0.01))
+    cancelled.cancel()  # an aborted stream: the others of its quantum still wake
+    async with asyncio.timeout(2):
+        await asyncio.gather(*(wait(t) for t in instants))
+    assert len(woke) == 20
+    # loop.time() can lag the timer by its own resolution, never by a whole quantum more.
+    assert min(woke) > -PACE_QUANTUM_S
+    assert max(woke) < 0.05
+
+
+def test_the_pacer_follows_the_running_loop() -> None:
+    provider = DemoProvider(tokens_per_second=500, tokens=5)
+    for _ in range(2):  # one provider, two loops in turn (as tests and restarts do)
+        text, finish = asyncio.run(_collect(provider, _request()))
+        assert text == "".join(provider.full_answer(_request())) and finish == "stop"

@@ -43,6 +43,36 @@ async def test_streams_the_answer(fake_openai: FakeOpenAI) -> None:
     assert fake_openai.requests[0].completed
 
 
+async def test_tool_calls_other_choices_and_the_finish_reason(fake_openai: FakeOpenAI) -> None:
+    provider = _provider(fake_openai)
+    try:
+        chunks = [c async for c in provider.stream(_request("fake-tools"))]
+    finally:
+        await provider.aclose()
+    assert chunks == [
+        Chunk(text="tok0 "),  # the second choice's text is not part of the answer
+        Chunk(event="tool", data={"index": 0, "id": "call_1", "name": "f", "arguments": ""}),
+        Chunk(event="tool", data={"index": 0, "id": None, "name": None, "arguments": '{"a":1}'}),
+        Chunk(finish_reason="tool_calls"),
+    ]
+
+
+async def test_options_are_sent_and_max_tokens_says_length(fake_openai: FakeOpenAI) -> None:
+    provider = _provider(fake_openai)
+    request = CompletionRequest(
+        "fake-1", [ChatMessage("system", "be brief"), ChatMessage("user", "hi")],
+        max_tokens=7, temperature=0.5,
+    )  # fmt: skip
+    try:
+        chunks = [c async for c in provider.stream(request)]
+    finally:
+        await provider.aclose()
+    body = fake_openai.requests[0].body
+    assert (body["max_tokens"], body["temperature"], body["model"]) == (7, 0.5, "fake-1")
+    assert body["messages"][0] == {"role": "system", "content": "be brief"}
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+
+
 async def test_closing_the_stream_closes_the_upstream_request(fake_openai: FakeOpenAI) -> None:
     provider = _provider(fake_openai)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
+import math
 from collections.abc import AsyncIterator
 
 from chatscale.llm.base import Chunk, CompletionRequest, ModelInfo, ProviderError
@@ -41,6 +41,40 @@ def demo_tokens(seed_text: str, count: int) -> list[str]:
     return tokens
 
 
+#: The demo streams due within the same millisecond wake together, on one timer.
+PACE_QUANTUM_S = 0.001
+
+
+class Pacer:
+    """Wakes waiters at their instant (rounded up to :data:`PACE_QUANTUM_S`), with one timer
+    per quantum shared by every stream due in it instead of one per token: ``asyncio.sleep``
+    per token was the demo model's largest cost per delivered token."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due: dict[int, list[asyncio.Future[None]]] = {}
+
+    def until(self, when: float) -> asyncio.Future[None]:
+        """A future done at ``when`` (``loop.time()``), or at most a quantum later."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # Another loop (tests run one per test): its clock and timers are its own.
+            self._loop, self._due = loop, {}
+        slot = math.ceil(when / PACE_QUANTUM_S)
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self._due.get(slot)
+        if waiters is None:
+            waiters = self._due[slot] = []
+            loop.call_at(slot * PACE_QUANTUM_S, self._wake, slot)
+        waiters.append(waiter)
+        return waiter
+
+    def _wake(self, slot: int) -> None:
+        for waiter in self._due.pop(slot, ()):
+            if not waiter.done():  # a cancelled stream (an abort) cancelled its own
+                waiter.set_result(None)
+
+
 class DemoProvider:
     """The ``demo`` model: ``tokens`` tokens of deterministic text at ``tokens_per_second``."""
 
@@ -51,6 +85,7 @@ class DemoProvider:
             raise ValueError("the demo model needs a positive speed and length")
         self.tokens_per_second = tokens_per_second
         self.tokens = tokens
+        self._pacer = Pacer()
 
     async def models(self) -> list[ModelInfo]:
         """One model, labelled as a demo in the UI."""
@@ -88,11 +123,12 @@ class DemoProvider:
             yield Chunk(text=head)
             start += 1
         interval = 1.0 / self.tokens_per_second
-        began = time.monotonic()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         for n, token in enumerate(tokens[start:], 1):
-            delay = began + n * interval - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            due = began + n * interval
+            if due > loop.time():
+                await self._pacer.until(due)
             yield Chunk(text=token)
         # As an upstream says it: "length" when max_tokens cut the answer short.
         yield Chunk(finish_reason="length" if self._length(request) < self.tokens else "stop")

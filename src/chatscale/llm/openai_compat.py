@@ -2,6 +2,12 @@
 
 Built on the official ``openai`` SDK. Closing the stream closes the HTTP response, so an
 abort stops the upstream generation instead of letting it run to the end unread.
+
+The answer is requested through the SDK's client (its retries, timeouts, error types, SSE
+decoding, ``[DONE]`` and mid-stream ``error`` handling), but each streamed chunk is read as
+the plain JSON object the SDK decoded, not built into its typed ``ChatCompletionChunk``:
+that model building cost more server CPU per token than everything else on the way to the
+client (docs/benchmarks.md, h2).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 
 from chatscale.llm.base import ChatMessage, Chunk, CompletionRequest, ModelInfo, ProviderError
 
@@ -126,35 +132,41 @@ class OpenAICompatibleProvider:
             extra["max_tokens"] = request.max_tokens
         if request.temperature is not None:
             extra["temperature"] = request.temperature
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            "stream": True,
+            **extra,
+        }
         try:
-            upstream = await self._client.chat.completions.create(
-                model=request.model, messages=messages, stream=True, **extra
+            # The SDK's own request path (retries, timeouts, errors), with chunks left as the
+            # decoded JSON objects (cast to ``object``): see the module's docstring.
+            upstream = await self._client.post(
+                "/chat/completions",
+                cast_to=object,
+                body=body,
+                stream=True,
+                stream_cls=AsyncStream[object],
             )
         except openai.OpenAIError as exc:
             raise ProviderError(_public(exc)) from exc
         finish: str | None = None
         try:
-            async for chunk in upstream:
-                for choice in chunk.choices:
-                    if choice.index != 0:
-                        continue
-                    delta = choice.delta
-                    if delta.content:
-                        yield Chunk(text=delta.content)
-                    if delta.tool_calls:
-                        for call in delta.tool_calls:
-                            function = call.function
-                            yield Chunk(
-                                event="tool",
-                                data={
-                                    "index": call.index,
-                                    "id": call.id,
-                                    "name": function.name if function else None,
-                                    "arguments": function.arguments if function else None,
-                                },
-                            )
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
+            async for data in upstream:
+                for choice in _choices(data):
+                    delta = choice.get("delta")
+                    if isinstance(delta, dict):
+                        content = delta.get("content")
+                        if content and isinstance(content, str):
+                            yield Chunk(text=content)
+                        calls = delta.get("tool_calls")
+                        if calls and isinstance(calls, list):
+                            for call in calls:
+                                if isinstance(call, dict):
+                                    yield Chunk(event="tool", data=_tool_call(call))
+                    reason = choice.get("finish_reason")
+                    if reason and isinstance(reason, str):
+                        finish = reason
         except openai.APIConnectionError as exc:
             if isinstance(exc, openai.APITimeoutError):
                 raise AnswerCutOff(f"{CUT_OFF}: the model server stopped sending") from exc
@@ -173,6 +185,26 @@ class OpenAICompatibleProvider:
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.close()
+
+
+def _choices(data: object) -> list[dict[str, Any]]:
+    """The first choice (``index`` 0, the only one asked for) of one streamed chunk."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list):
+        return []
+    return [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0]
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    if not isinstance(function, dict):
+        function = None
+    return {
+        "index": call.get("index"),
+        "id": call.get("id"),
+        "name": function.get("name") if function else None,
+        "arguments": function.get("arguments") if function else None,
+    }
 
 
 def _payload(messages: Sequence[ChatMessage], partial: str) -> list[Any]:

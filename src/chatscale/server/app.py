@@ -37,6 +37,7 @@ from chatscale.server.preflight import check_settings
 from chatscale.server.requestid import RequestIdMiddleware
 from chatscale.server.resume import ResumeTokens
 from chatscale.server.services import new_services
+from chatscale.server.shortcut import ShortcutStarlette
 from chatscale.sessions import (
     OriginCheckMiddleware,
     SessionManager,
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await svc.close()
 
     session_holder = _SessionHolder()
-    app = Starlette(
+    # Event streams send their body past the middleware below (chatscale.server.shortcut).
+    app = ShortcutStarlette(
         routes=[
             Route("/", index, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),

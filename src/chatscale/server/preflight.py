@@ -4,11 +4,12 @@ socket and Redis. Each failure is a :class:`ChatscaleError` printed on one line.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 
 from chatscale.config import Settings
-from chatscale.errors import ChatscaleError
+from chatscale.errors import ChatscaleError, ConfigError
 from chatscale.redis import connect_or_refused
 from chatscale.sessions.factory import session_config
 
@@ -18,6 +19,26 @@ def check_settings(settings: Settings) -> None:
     weak SESSION_SECRET with USE_REDIS); :class:`ConfigError` on failure."""
     if settings.use_redis or settings.session_secret is not None:
         session_config(settings)
+    event_loop(settings)
+
+
+def event_loop(settings: Settings) -> str:
+    """The event loop uvicorn runs (SERVER_EVENT_LOOP): ``uvloop`` when it is installed
+    (``auto``, the default; ``uvicorn[standard]`` brings it everywhere but on Windows), else
+    ``asyncio``; :class:`ConfigError` when ``uvloop`` is asked for and missing."""
+    wanted = settings.server_event_loop
+    if wanted == "asyncio":
+        return wanted
+    if importlib.util.find_spec("uvloop") is not None:
+        return "uvloop"
+    if wanted == "uvloop":
+        raise ConfigError(
+            "SERVER_EVENT_LOOP",
+            wanted,
+            "needs uvloop, which is not installed (it does not exist on Windows)",
+            "auto or asyncio",
+        )
+    return "asyncio"
 
 
 def listen_socket(settings: Settings) -> socket.socket:

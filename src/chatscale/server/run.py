@@ -41,6 +41,9 @@ def _config(target: object, settings: Settings, **extra: Any) -> uvicorn.Config:
         timeout_graceful_shutdown=5,
         # Idle keep-alive connections from a load balancer: longer than its own timeout.
         timeout_keep_alive=settings.http_keep_alive_timeout,
+        # uvloop unless SERVER_EVENT_LOOP says otherwise or it is missing (docs/benchmarks.md,
+        # h2: less CPU per delivered token than asyncio's loop).
+        loop=preflight.event_loop(settings),
         **extra,
     )
 
@@ -56,7 +59,8 @@ def describe(settings: Settings, port: int | None = None) -> str:
         " + OpenAI-compatible" if settings.openai_api_key or settings.openai_base_url else ""
     )
     port = settings.port if port is None else port
-    return f"chatscale: serving on http://{shown}:{port}/ ({backend}, {models})"
+    loop = preflight.event_loop(settings)
+    return f"chatscale: serving on http://{shown}:{port}/ ({backend}, {models}, {loop} event loop)"
 
 
 def serve(settings: Settings, workers: int = 1) -> None:

@@ -23,10 +23,12 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from chatscale.server.errors import ApiError
+from chatscale.server.shortcut import body_send
 from chatscale.streams import Event
 
 log = logging.getLogger("chatscale.server")
@@ -75,6 +77,19 @@ def frame(event: str, data: Any, event_id: str | None = None, retry: int | None 
     return "".join(parts).encode()
 
 
+def _delta_frame(event_id: str, text: str) -> bytes:
+    """A delta's frame, as :func:`frame` writes it, in a tenth of the time: orjson encodes
+    a string exactly as ``json.dumps(ensure_ascii=False)`` does (its floats differ, hence
+    only deltas). A string orjson refuses (a lone surrogate) raises ``TypeError``."""
+    return (
+        b"id: "
+        + event_id.encode()
+        + b'\nevent: delta\ndata: {"text":'
+        + orjson.dumps(text)
+        + b"}\n\n"
+    )
+
+
 def encode(event: Event) -> bytes:
     """One stored event as an SSE frame (``id`` always set).
 
@@ -83,6 +98,13 @@ def encode(event: Event) -> bytes:
     every connection's last frame is what made each stalled reader hold a whole answer.
     """
     data = event.data
+    if event.type == "delta" and len(data) == 1:
+        text = data.get("text")
+        if type(text) is str:
+            try:
+                return _delta_frame(event.id, text)
+            except TypeError:
+                pass  # frame() below fails on it the way it always has
     if event.final and "text" in data:
         data = {key: value for key, value in data.items() if key != "text"}
     return frame(event.type, data, event.id)
@@ -136,6 +158,13 @@ class EventStream:
         self.stall_timeout_s = stall_timeout_s
         self._pump: asyncio.Task[None] | None = None
         self._reconnect = False
+        #: The pump's sends: how many started, when the one under way started (None: none
+        #: is), and the timer that checks it against the stall timeout.
+        self._sends = 0
+        self._sending_since: float | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._stalled = False
+        self._scope: Scope = {}
 
     def reconnect(self) -> None:
         """Stop the stream with a ``reconnect`` event."""
@@ -162,6 +191,7 @@ class EventStream:
             raise ClientStalled from None
 
     async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._scope = scope
         await self._send(
             send, {"type": "http.response.start", "status": 200, "headers": self.headers}
         )
@@ -200,6 +230,8 @@ class EventStream:
                 break
             if disconnect in done:
                 return
+            if self._stalled:
+                raise ClientStalled
             if self._pump.done() and not self._pump.cancelled():
                 stalled = self._pump.exception()
                 if isinstance(stalled, ClientStalled):
@@ -209,6 +241,8 @@ class EventStream:
             return  # the client went away while we wrote
         finally:
             self.registry.open.discard(self)
+            if self._watch is not None:
+                self._watch.cancel()
             for task in waiting:
                 task.cancel()
             for task in waiting:
@@ -218,8 +252,36 @@ class EventStream:
                 await self.frames.aclose()  # type: ignore[attr-defined]
 
     async def _run_pump(self, send: Send) -> None:
+        # Past the middleware (see chatscale.server.shortcut), and without a timeout scope
+        # per frame: one timer per stall timeout watches the send under way (_watch_sends).
+        send = body_send(self._scope, send)
+        stall = self.stall_timeout_s
+        loop = asyncio.get_running_loop()
         async for chunk in self.frames:
-            await self._send(send, {"type": "http.response.body", "body": chunk, "more_body": True})
+            message = {"type": "http.response.body", "body": chunk, "more_body": True}
+            if stall is None:
+                await send(message)
+                continue
+            self._sends += 1
+            self._sending_since = began = loop.time()
+            if self._watch is None:
+                self._watch = loop.call_at(began + stall, self._watch_sends, self._sends)
+            await send(message)
+            self._sending_since = None
+
+    def _watch_sends(self, watched: int) -> None:
+        """Drop the client when send number ``watched`` is still under way, a stall timeout
+        after it started; else watch the send under way, if any."""
+        self._watch = None
+        since, pump = self._sending_since, self._pump
+        if since is None or pump is None or pump.done() or self.stall_timeout_s is None:
+            return
+        if self._sends == watched:
+            self._stalled = True
+            pump.cancel()
+            return
+        loop = asyncio.get_running_loop()
+        self._watch = loop.call_at(since + self.stall_timeout_s, self._watch_sends, self._sends)
 
     async def _close(self, send: Send) -> None:
         body = b""

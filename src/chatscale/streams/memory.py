@@ -37,21 +37,26 @@ class _Job:
     updated_at: float
     status: JobStatus = JobStatus.RUNNING
     events: list[Event] = field(default_factory=list)
-    changed: asyncio.Future[None] | None = None
+    #: One future per subscriber waiting for the next events.
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
     listeners: int = 0
     expires_at: float = 0.0
 
     def notify(self) -> None:
-        waiter = self.changed
-        if waiter is not None:
-            self.changed = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def wait(self) -> asyncio.Future[None]:
-        if self.changed is None:
-            self.changed = asyncio.get_running_loop().create_future()
-        return self.changed
+        # A future of its own per subscriber: a cancelled subscriber (a client going away)
+        # cancels only its own, with none of the extra future and callbacks a shield of a
+        # shared one costs on every wake-up.
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        return waiter
 
 
 class MemoryStreamManager(StreamManager):
@@ -90,7 +95,7 @@ class MemoryStreamManager(StreamManager):
     ) -> Producer:
         """Register a new running job and return its producer."""
         job_id = self._check_create(owner, meta, job_id)
-        self._expire(time.time())
+        self._expire_one(job_id, time.time())
         if job_id in self._jobs:
             raise JobExists(job_id)
         now = time.time()
@@ -141,8 +146,7 @@ class MemoryStreamManager(StreamManager):
 
     # --- subscriber side ----------------------------------------------------------------
     def _job(self, job_id: str, owner: str | None) -> _Job:
-        self._expire(time.time())
-        job = self._jobs.get(job_id) if isinstance(job_id, str) else None
+        job = self._expire_one(job_id, time.time()) if isinstance(job_id, str) else None
         if job is None or (owner is not None and owner != job.owner):
             raise JobNotFound(str(job_id))
         return job
@@ -187,9 +191,7 @@ class MemoryStreamManager(StreamManager):
                     # Closed, or resumed after the final event: nothing more will come.
                     return
                 else:
-                    # Shielded: the future is shared by every subscriber of the job, and a
-                    # cancelled subscriber (a client going away) must not cancel the others.
-                    await asyncio.shield(job.wait())
+                    await job.wait()
         finally:
             job.listeners -= 1
             metrics.subscribers -= 1
@@ -254,6 +256,16 @@ class MemoryStreamManager(StreamManager):
         self._flush()
 
     # --- expiry -------------------------------------------------------------------------
+    def _expire_one(self, job_id: str, now: float) -> _Job | None:
+        """The job ``job_id`` unless it expired (then it is removed). A request looks at its
+        own job only: the sweeper (every 0.25 s) expires the others and ends stalled
+        producers, where a scan of every job on every request cost O(jobs) each."""
+        job = self._jobs.get(job_id)
+        if job is not None and job.expires_at and job.expires_at <= now and job.listeners == 0:
+            del self._jobs[job_id]
+            return None
+        return job
+
     def _expire(self, now: float) -> None:
         for job in [j for j in self._jobs.values() if j.expires_at and j.expires_at <= now]:
             if job.listeners == 0:
