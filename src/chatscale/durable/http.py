@@ -66,32 +66,41 @@ class DurableStreamsApp:
         self.options = options
         self.auth = auth
         self.paths = parse.StreamPath(options.base_path)
-        self._ending: asyncio.Event | None = None
+        self._ending = False
+        self._waiting: set[asyncio.Task[object]] = set()
+        self._cut: set[asyncio.Task[object]] = set()
+        self._events_sent: dict[tuple[str, Offset, Offset], bytes] = {}
 
     def end_live_reads(self) -> None:
         """On drain: every long-poll answers now, every SSE read ends after what it has
         sent (clients continue from their last offset on another instance), and new live
         reads do not wait."""
-        self._ending_event().set()
-
-    def _ending_event(self) -> asyncio.Event:
-        if self._ending is None:
-            self._ending = asyncio.Event()
-        return self._ending
+        self._ending = True
+        for task in self._waiting:
+            self._cut.add(task)
+            task.cancel()
 
     async def _wait(self, store: DurableStore, name: str, after: Offset, timeout_s: float) -> None:
-        """``store.wait``, cut short by :meth:`end_live_reads`."""
-        ending = self._ending_event()
-        if ending.is_set():
+        """``store.wait``, cut short by :meth:`end_live_reads`.
+
+        The drain cancels the waiting tasks (and takes its cancellation back) instead of
+        racing each wait against an event: a live read waits once per delivery, and two
+        extra tasks per wait were a large part of its cost."""
+        if self._ending:
             return
-        waiter = asyncio.ensure_future(store.wait(name, after, timeout_s))
-        stop = asyncio.ensure_future(ending.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
         try:
-            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await store.wait(name, after, timeout_s)
+        except asyncio.CancelledError:
+            # Cut by the drain alone: the read answers with what it has; any other
+            # cancellation (the client left, shutdown) goes on.
+            if task not in self._cut or task.uncancel() > 0:
+                raise
         finally:
-            for task in (waiter, stop):
-                task.cancel()
-            await asyncio.gather(waiter, stop, return_exceptions=True)
+            self._waiting.discard(task)
+            self._cut.discard(task)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -172,7 +181,7 @@ class DurableStreamsApp:
         deadline = time.monotonic() + self.options.long_poll_timeout_s
         while not result.records and not result.info.closed:
             left = deadline - time.monotonic()
-            if left <= 0 or self._ending_event().is_set():
+            if left <= 0 or self._ending:
                 break
             await self._wait(store, name, start, left)
             result = await store.read(name, start, self.options.max_read_bytes)
@@ -263,7 +272,7 @@ class DurableStreamsApp:
             if result.records or not announced:
                 # A data event and its control event go out in one write: a reader never
                 # sees data without the offset that follows it.
-                data = data_event(content_type, result.records) if result.records else b""
+                data = self._data_event(content_type, result) if result.records else b""
                 cursor = next_cursor(cursor)
                 yield data + control_event(
                     str(position), cursor, up_to_date=result.up_to_date, closed=finished
@@ -273,7 +282,7 @@ class DurableStreamsApp:
                 return
             if result.up_to_date:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._ending_event().is_set():
+                if left <= 0 or self._ending:
                     return
                 await self._wait(store, name, position, min(left, 15.0))
             try:
@@ -284,6 +293,21 @@ class DurableStreamsApp:
                 raise
 
 
+    def _data_event(self, content_type: str, result: ReadResult) -> bytes:
+        """The data event of ``result``, encoded once for every SSE reader of the same
+        records (a stream with many subscribers sends each append to all of them)."""
+        key = (result.info.id, result.start, result.end)
+        event = self._events_sent.get(key)
+        if event is None:
+            event = data_event(content_type, result.records)
+            if len(self._events_sent) >= _EVENTS_KEPT:
+                del self._events_sent[next(iter(self._events_sent))]
+            self._events_sent[key] = event
+        return event
+
+
+#: Encoded data events kept for other readers: the latest few, at most max_read each.
+_EVENTS_KEPT = 16
 _ALLOW = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 
 
