@@ -260,7 +260,9 @@ class MemoryStore:
         end = Offset(index, stream.ends[index - 1] if index else 0)
         return ReadResult(stream.info(), start, end, records)
 
-    async def wait(self, path: str, after: Offset, timeout_s: float) -> None:
+    async def wait(
+        self, path: str, after: Offset, timeout_s: float, seen: int | None = None
+    ) -> None:
         stream = self._find(path, _now_ms())
         if stream is None or stream.deleted or stream.closed or stream.tail > after:
             return
