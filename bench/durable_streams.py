@@ -63,6 +63,7 @@ CATCHUP_MESSAGES = 200
 CATCHUP_BYTES = 1024
 #: A message of the live workloads: ``m<9 digits>.`` then padding, 256 bytes in all.
 MARK = re.compile(rb"m(\d{9})\.")
+SCRIPT_CALLS = ("cmdstat_eval", "cmdstat_evalsha", "cmdstat_eval_ro", "cmdstat_evalsha_ro")
 NEXT_OFFSET = re.compile(rb'"streamNextOffset":"([^"]+)"')
 
 
@@ -92,7 +93,13 @@ class Server:
         self.kind = kind
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ}
+        # The chatscale of this checkout, whatever the virtualenv has installed.
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+            ),
+        }
         if kind == "node":
             if not (NODE_DIR / "node_modules").is_dir():
                 subprocess.run(
@@ -175,14 +182,16 @@ class System:
     def peak_rss_mb(self) -> float:
         return sum(peak_rss_mb(s.proc.pid) for s in self.servers)
 
-    def redis_counters(self) -> tuple[int, float]:
-        """(commands executed, CPU seconds) of Redis so far, not counting INFO itself."""
+    def redis_counters(self) -> tuple[int, int, float]:
+        """Redis so far: commands executed (those Lua scripts run included, INFO not),
+        script calls (EVAL, EVALSHA), CPU seconds."""
         if self.info is None:
-            return 0, 0.0
+            return 0, 0, 0.0
         stats: dict[str, Any] = self.info.info("commandstats")
         calls = sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+        scripts = sum(int(stats.get(k, {}).get("calls", 0)) for k in SCRIPT_CALLS)
         cpu: dict[str, Any] = self.info.info("cpu")
-        return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+        return calls, scripts, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
 
     def stop(self) -> None:
         for server in self.servers:
@@ -198,12 +207,12 @@ async def measured(
 ) -> dict[str, Any]:
     """Run ``body`` (which returns the operation count and latencies in ms) and summarise
     it with the server's, the client's and Redis' resource use over the same interval."""
-    calls0, rcpu0 = system.redis_counters()
+    calls0, scripts0, rcpu0 = system.redis_counters()
     cpu0, client0, t0 = system.cpu(), client_cpu_s(), time.monotonic()
     ops, latencies = await body()
     elapsed = time.monotonic() - t0
     cpu, client = system.cpu() - cpu0, client_cpu_s() - client0
-    calls1, rcpu1 = system.redis_counters()
+    calls1, scripts1, rcpu1 = system.redis_counters()
     ordered = sorted(latencies)
     result: dict[str, Any] = {
         "ops": ops,
@@ -217,6 +226,7 @@ async def measured(
     }
     if system.info is not None:
         result["redis_commands_per_op"] = round((calls1 - calls0) / max(1, ops), 2)
+        result["redis_scripts_per_op"] = round((scripts1 - scripts0) / max(1, ops), 2)
         result["redis_cpu_us_per_op"] = round(1e6 * (rcpu1 - rcpu0) / max(1, ops), 1)
     return result
 
@@ -543,11 +553,17 @@ LABELS = {
 }
 
 
+def _redis_calls(r: dict[str, Any]) -> str:
+    if "redis_commands_per_op" not in r:
+        return ""
+    return f"{r['redis_commands_per_op']} ({r['redis_scripts_per_op']})"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The run as the table of docs/benchmarks.md."""
     lines = [
         "| system | workload | ops/s | p50 ms | p99 ms | server CPU µs/op | "
-        "Redis cmds/op | Redis CPU µs/op | client CPU share | peak RSS MB |",
+        "Redis cmds (scripts)/op | Redis CPU µs/op | client CPU share | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for system, workloads in results.items():
@@ -557,7 +573,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {LABELS.get(system, system)} | {workload} | {r['ops_per_s']:,} "
                 f"| {r['latency_ms_p50']} | {r['latency_ms_p99']} "
-                f"| {r['server_cpu_us_per_op']:,} | {r.get('redis_commands_per_op', '')} "
+                f"| {r['server_cpu_us_per_op']:,} | {_redis_calls(r)} "
                 f"| {r.get('redis_cpu_us_per_op', '')} | {r['client_cpu_share']} "
                 f"| {workloads['peak_rss_mb']} |"
             )
