@@ -40,8 +40,32 @@ _COMMON = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": _PROTOCOL_HEADERS,
 }
+_COMMON_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _COMMON.items()]
 # Reads of immutable, per-token data: a private cache may keep them briefly.
 _CACHEABLE = "private, max-age=60, stale-while-revalidate=300"
+
+
+class Answer:
+    """An answer sent as two raw ASGI messages: what Starlette's ``Response`` sends (the
+    same headers, lower-cased, with ``content-length`` and the common headers), without
+    its per-request header objects; every append and live delivery sends one."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None
+    ) -> None:
+        self.body = body
+        self.status = status
+        self.headers = headers or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        if self.status >= 200 and self.status not in (204, 304):
+            raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
+        raw.extend(_COMMON_RAW)
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 @dataclass(frozen=True)
@@ -66,32 +90,44 @@ class DurableStreamsApp:
         self.options = options
         self.auth = auth
         self.paths = parse.StreamPath(options.base_path)
-        self._ending: asyncio.Event | None = None
+        self._ending = False
+        self._waiting: set[asyncio.Task[object]] = set()
+        self._cut: set[asyncio.Task[object]] = set()
+        self._live_reads: dict[tuple[str, Offset], asyncio.Future[ReadResult]] = {}
+        self._events_sent: dict[tuple[str, Offset, Offset], bytes] = {}
 
     def end_live_reads(self) -> None:
         """On drain: every long-poll answers now, every SSE read ends after what it has
         sent (clients continue from their last offset on another instance), and new live
         reads do not wait."""
-        self._ending_event().set()
+        self._ending = True
+        for task in self._waiting:
+            self._cut.add(task)
+            task.cancel()
 
-    def _ending_event(self) -> asyncio.Event:
-        if self._ending is None:
-            self._ending = asyncio.Event()
-        return self._ending
+    async def _wait(
+        self, store: DurableStore, name: str, after: ReadResult, timeout_s: float
+    ) -> None:
+        """``store.wait``, cut short by :meth:`end_live_reads`.
 
-    async def _wait(self, store: DurableStore, name: str, after: Offset, timeout_s: float) -> None:
-        """``store.wait``, cut short by :meth:`end_live_reads`."""
-        ending = self._ending_event()
-        if ending.is_set():
+        The drain cancels the waiting tasks (and takes its cancellation back) instead of
+        racing each wait against an event: a live read waits once per delivery, and two
+        extra tasks per wait were a large part of its cost."""
+        if self._ending:
             return
-        waiter = asyncio.ensure_future(store.wait(name, after, timeout_s))
-        stop = asyncio.ensure_future(ending.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
         try:
-            await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await store.wait(name, after.end, timeout_s, after.seen)
+        except asyncio.CancelledError:
+            # Cut by the drain alone: the read answers with what it has; any other
+            # cancellation (the client left, shutdown) goes on.
+            if task not in self._cut or task.uncancel() > 0:
+                raise
         finally:
-            for task in (waiter, stop):
-                task.cancel()
-            await asyncio.gather(waiter, stop, return_exceptions=True)
+            self._waiting.discard(task)
+            self._cut.discard(task)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -99,15 +135,17 @@ class DurableStreamsApp:
             response = await self.dispatch(request)
         except ProtocolError as exc:
             response = _refusal(exc, request.method)
-        response.headers.update(_COMMON)
+        if not isinstance(response, Answer):
+            response.headers.update(_COMMON)
         await response(scope, receive, send)
 
-    async def dispatch(self, request: Request) -> Response:
+    async def dispatch(self, request: Request) -> Response | Answer:
         """Route one request by method."""
         method = request.method
         if method == "OPTIONS":
             return _preflight()
-        name = self.paths(request.url.path)
+        # The scope's path is the request's full path (Starlette keeps it under a Mount).
+        name = self.paths(request.scope["path"])
         write = method in ("PUT", "POST", "DELETE")
         if method not in ("PUT", "POST", "DELETE", "GET", "HEAD"):
             raise ProtocolError(405, f"{method} is not a method of the protocol", {"Allow": _ALLOW})
@@ -125,12 +163,12 @@ class DurableStreamsApp:
             return self._written(request, result)
         if method == "DELETE":
             await store.delete(name)
-            return Response(status_code=204)
+            return Answer(status=204)
         if method == "HEAD":
             return _head(await store.head(name))
         return await self._get(request, name, store)
 
-    def _written(self, request: Request, result: WriteResult) -> Response:
+    def _written(self, request: Request, result: WriteResult) -> Answer:
         info = result.info
         headers = {"Stream-Next-Offset": str(info.tail)}
         if info.closed:
@@ -142,9 +180,9 @@ class DurableStreamsApp:
             headers["Content-Type"] = info.content_type
             if result.status == 201:
                 headers["Location"] = str(request.url.replace(query=""))
-        return Response(status_code=result.status, headers=headers)
+        return Answer(status=result.status, headers=headers)
 
-    async def _get(self, request: Request, name: str, store: DurableStore) -> Response:
+    async def _get(self, request: Request, name: str, store: DurableStore) -> Answer | Response:
         query = request.query_params
         live_values = query.getlist("live")
         live = live_values[0] if live_values else None
@@ -172,10 +210,10 @@ class DurableStreamsApp:
         deadline = time.monotonic() + self.options.long_poll_timeout_s
         while not result.records and not result.info.closed:
             left = deadline - time.monotonic()
-            if left <= 0 or self._ending_event().is_set():
+            if left <= 0 or self._ending:
                 break
-            await self._wait(store, name, start, left)
-            result = await store.read(name, start, self.options.max_read_bytes)
+            await self._wait(store, name, result, left)
+            result = await self._live_read(store, name, start)
         if result.records:
             return self._data_answer(request, result, next_cursor(cursor))
         headers = {
@@ -187,9 +225,9 @@ class DurableStreamsApp:
             headers["Stream-Closed"] = "true"
         else:
             headers["Stream-Cursor"] = next_cursor(cursor)
-        return Response(status_code=204, headers=headers)
+        return Answer(status=204, headers=headers)
 
-    def _tail_answer(self, info: StreamInfo) -> Response:
+    def _tail_answer(self, info: StreamInfo) -> Answer:
         headers = {
             "Stream-Next-Offset": str(info.tail),
             "Stream-Up-To-Date": "true",
@@ -199,9 +237,9 @@ class DurableStreamsApp:
             headers["Stream-Closed"] = "true"
         headers["Content-Type"] = info.content_type
         body = b"[]" if is_json(info.content_type) else b""
-        return Response(body, 200, headers)
+        return Answer(body, 200, headers)
 
-    def _data_answer(self, request: Request, result: ReadResult, cursor: str | None) -> Response:
+    def _data_answer(self, request: Request, result: ReadResult, cursor: str | None) -> Answer:
         info = result.info
         closed_end = info.closed and result.up_to_date
         etag = f'"{info.id}:{result.start}:{result.end}{":c" if closed_end else ""}"'
@@ -216,14 +254,14 @@ class DurableStreamsApp:
         if closed_end:
             headers["Stream-Closed"] = "true"
         if etag in _etags(request.headers.get("if-none-match")):
-            return Response(status_code=304, headers=headers)
+            return Answer(status=304, headers=headers)
         if is_json(info.content_type):
             body = json_array(result.records)
         else:
             body = b"".join(r.data for r in result.records)
         # Set directly: Starlette would add "; charset=utf-8" to a text media type.
         headers["Content-Type"] = info.content_type
-        return Response(body, 200, headers)
+        return Answer(body, 200, headers)
 
     async def _sse(
         self,
@@ -263,7 +301,7 @@ class DurableStreamsApp:
             if result.records or not announced:
                 # A data event and its control event go out in one write: a reader never
                 # sees data without the offset that follows it.
-                data = data_event(content_type, result.records) if result.records else b""
+                data = self._data_event(content_type, result) if result.records else b""
                 cursor = next_cursor(cursor)
                 yield data + control_event(
                     str(position), cursor, up_to_date=result.up_to_date, closed=finished
@@ -273,23 +311,74 @@ class DurableStreamsApp:
                 return
             if result.up_to_date:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._ending_event().is_set():
+                if left <= 0 or self._ending:
                     return
-                await self._wait(store, name, position, min(left, 15.0))
+                await self._wait(store, name, result, min(left, 15.0))
             try:
-                result = await store.read(name, position, self.options.max_read_bytes)
+                result = await self._live_read(store, name, position)
             except ProtocolError:
                 return  # deleted while streaming
             except asyncio.CancelledError:
                 raise
 
+    async def _live_read(self, store: DurableStore, name: str, start: Offset) -> ReadResult:
+        """A live reader's read after a wake, shared with the readers at the same position
+        that ask while it runs: an append wakes every reader of the stream at once.
 
+        Only these reads are shared (a plain GET, which must see every append acknowledged
+        before it, never joins an earlier read). A reader woken by a later change than the
+        one that started the read may get it without that change: its next wait then
+        returns at once (the tail is past it, or the store heard of a change since the
+        read's ``seen``) and it reads again."""
+        key = (name, start)
+        running = self._live_reads.get(key)
+        if running is not None:
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not running.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The reader that ran it left: read alone.
+        running = asyncio.get_running_loop().create_future()
+        self._live_reads[key] = running
+        try:
+            result = await store.read(name, start, self.options.max_read_bytes)
+        except asyncio.CancelledError:
+            running.cancel()
+            raise
+        except BaseException as exc:
+            running.set_exception(exc)
+            running.exception()  # retrieved: nobody may have joined
+            raise
+        else:
+            running.set_result(result)
+            return result
+        finally:
+            if self._live_reads.get(key) is running:
+                del self._live_reads[key]
+
+    def _data_event(self, content_type: str, result: ReadResult) -> bytes:
+        """The data event of ``result``, encoded once for every SSE reader of the same
+        records (a stream with many subscribers sends each append to all of them)."""
+        key = (result.info.id, result.start, result.end)
+        event = self._events_sent.get(key)
+        if event is None:
+            event = data_event(content_type, result.records)
+            if len(self._events_sent) >= _EVENTS_KEPT:
+                del self._events_sent[next(iter(self._events_sent))]
+            self._events_sent[key] = event
+        return event
+
+
+#: Encoded data events kept for other readers: the latest few, at most max_read each.
+_EVENTS_KEPT = 16
 _ALLOW = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 
 
-def _preflight() -> Response:
-    return Response(
-        status_code=204,
+def _preflight() -> Answer:
+    return Answer(
+        status=204,
         headers={
             "Access-Control-Allow-Methods": _ALLOW,
             "Access-Control-Allow-Headers": _REQUEST_HEADERS,
@@ -298,7 +387,7 @@ def _preflight() -> Response:
     )
 
 
-def _head(info: StreamInfo) -> Response:
+def _head(info: StreamInfo) -> Answer:
     headers = {
         "Stream-Next-Offset": str(info.tail),
         "Cache-Control": "no-store",
@@ -310,7 +399,7 @@ def _head(info: StreamInfo) -> Response:
         headers["Stream-Expires-At"] = info.expires_at
     if info.closed:
         headers["Stream-Closed"] = "true"
-    return Response(status_code=200, headers=headers)
+    return Answer(status=200, headers=headers)
 
 
 def _etags(value: str | None) -> set[str]:

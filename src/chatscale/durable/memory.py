@@ -87,7 +87,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
-        self._changed: dict[str, asyncio.Event] = {}
+        # Per stream, the futures of the readers waiting for a change: one future each,
+        # rather than an Event and a task per wait (a live read waits once per delivery).
+        self._changed: dict[str, set[asyncio.Future[None]]] = {}
         self._swept_ms = 0
 
     # --- lookups and lifecycle ---------------------------------------------------------
@@ -133,9 +135,11 @@ class MemoryStore:
             source = parent.source
 
     def _notify(self, path: str) -> None:
-        event = self._changed.pop(path, None)
-        if event is not None:
-            event.set()
+        waiters = self._changed.pop(path, None)
+        if waiters is not None:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     # --- the protocol ------------------------------------------------------------------
 
@@ -256,15 +260,24 @@ class MemoryStore:
         end = Offset(index, stream.ends[index - 1] if index else 0)
         return ReadResult(stream.info(), start, end, records)
 
-    async def wait(self, path: str, after: Offset, timeout_s: float) -> None:
+    async def wait(
+        self, path: str, after: Offset, timeout_s: float, seen: int | None = None
+    ) -> None:
         stream = self._find(path, _now_ms())
         if stream is None or stream.deleted or stream.closed or stream.tail > after:
             return
-        event = self._changed.setdefault(path, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._changed.setdefault(path, set())
+        waiters.add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await waiter
+        finally:
+            waiters.discard(waiter)
+            if not waiters and self._changed.get(path) is waiters:
+                del self._changed[path]
 
     async def close(self) -> None:
-        for event in self._changed.values():
-            event.set()
-        self._changed.clear()
+        for path in list(self._changed):
+            self._notify(path)

@@ -106,6 +106,9 @@ class ReadResult:
     start: Offset
     end: Offset
     records: list[Record] = field(default_factory=list)
+    #: The store's count of changes it had heard of on this stream when the read began
+    #: (``None``: it was not listening); passed back to ``wait`` it spares a re-check.
+    seen: int | None = None
 
     @property
     def up_to_date(self) -> bool:

@@ -67,6 +67,7 @@ class RedisDurableStore:
         self.keys = redis.keys
         probe = max(1.0, redis.config.socket_timeout_s)
         self.hub = Hub(self.client, probe_s=probe, idle_s=_RECHECK_S)
+        self._watches: dict[str, _Watch] = {}
 
     async def start(self) -> None:
         """Nothing to prepare: scripts load on first use, channels on first wait."""
@@ -204,10 +205,18 @@ class RedisDurableStore:
         return (await self._read(path, None, 0, touch=False)).info
 
     async def read(self, path: str, start: Offset | None, max_bytes: int) -> ReadResult:
-        return await self._read(path, start, max_bytes, touch=True)
+        watch = self._watches.get(path)
+        seen = watch.changes if watch is not None and watch.ready else None
+        return await self._read(path, start, max_bytes, touch=True, seen=seen)
 
     async def _read(
-        self, path: str, start: Offset | None, max_bytes: int, *, touch: bool
+        self,
+        path: str,
+        start: Offset | None,
+        max_bytes: int,
+        *,
+        touch: bool,
+        seen: int | None = None,
     ) -> ReadResult:
         args = [
             "" if start is None else start.record,
@@ -225,27 +234,93 @@ class RedisDurableStore:
         first = Offset(int(reply[8]), int(reply[9]))
         end = Offset(int(reply[10]), int(reply[11]))
         records = [Record(bytes(r), 1) for r in reply[12:]]
-        return ReadResult(info, first, end, records)
+        return ReadResult(info, first, end, records, seen)
 
-    async def wait(self, path: str, after: Offset, timeout_s: float) -> None:
-        channel = self._channel(path)
-        listener = Listener(path, limit=1_000_000)
-        await self.hub.join(channel, listener)
+    async def wait(
+        self, path: str, after: Offset, timeout_s: float, seen: int | None = None
+    ) -> None:
+        watch = self._watches.get(path)
+        if watch is None:
+            watch = self._watches[path] = _Watch(self, path)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        watch.waiters.add(waiter)
         try:
-            # Subscribed first, then checked: an append in between is seen by the check.
-            state = await self.client.hmget(self._keys(path)[0], "n", "closed", "deleted")
-            if state[0] is None or state[1] == b"1" or state[2] == b"1":
-                return
-            if int(state[0]) > after.record:
-                return
+            if seen is None or seen != watch.changes or not watch.ready:
+                if seen is not None and seen != watch.changes:
+                    return  # a change was heard of since the read began: read again
+                # Subscribed first, then checked: an append in between wakes the waiter.
+                await asyncio.shield(watch.joined)
+                state = await self.client.hmget(self._keys(path)[0], "n", "closed", "deleted")
+                if state[0] is None or state[1] == b"1" or state[2] == b"1":
+                    return
+                if int(state[0]) > after.record:
+                    return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout_s):
-                    await listener.wait()
+                    await waiter
         finally:
-            self.hub.leave(channel, listener)
+            watch.waiters.discard(waiter)
 
     async def close(self) -> None:
+        for watch in list(self._watches.values()):
+            watch.task.cancel()
+            await asyncio.gather(watch.task, return_exceptions=True)
         await self.hub.close()
+
+
+class _Watch:
+    """This process's subscription to one stream's channel, shared by all its live readers
+    (one pub/sub listener and one check per stream, not per reader and delivery).
+
+    ``changes`` counts what was heard: messages, and losses or quiet spells after which
+    readers must read again. A reader whose read began while the subscription was confirmed
+    and ``changes`` has not moved since can wait without asking Redis: any later append
+    publishes to the channel, and so bumps ``changes`` and wakes it."""
+
+    def __init__(self, store: RedisDurableStore, path: str) -> None:
+        self.store = store
+        self.path = path
+        self.channel = store._channel(path)
+        self.listener = Listener(path, limit=1_000_000)
+        self.changes = 0
+        self.ready = False  # subscribed and confirmed, nothing lost since
+        self.waiters: set[asyncio.Future[None]] = set()
+        loop = asyncio.get_running_loop()
+        self.joined: asyncio.Future[None] = loop.create_future()
+        self.task = loop.create_task(self._run())
+
+    def _changed(self) -> None:
+        self.changes += 1
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _run(self) -> None:
+        hub, listener = self.store.hub, self.listener
+        try:
+            await hub.join(self.channel, listener)
+            self.ready = not listener.behind
+            self.joined.set_result(None)
+            while True:
+                await listener.wait()
+                lost = listener.lost or listener.overflowed or listener.behind
+                quiet = listener.stale and not listener.queue
+                listener.reset()
+                if quiet and not self.waiters:
+                    return  # nobody waited through a quiet spell: unsubscribe
+                self.ready = self.ready and not lost
+                self._changed()
+                if lost:
+                    await hub.rejoin(self.channel, listener)
+                    self.ready = not listener.behind
+        finally:
+            if self.store._watches.get(self.path) is self:
+                del self.store._watches[self.path]
+            hub.leave(self.channel, listener)
+            if not self.joined.done():
+                self.joined.set_result(None)
+            self.ready = False
+            self._changed()  # whoever still waits reads again (and makes a new watch)
 
 
 def _info(fields: list[Any]) -> StreamInfo:

@@ -10,6 +10,7 @@ from chatscale.durable.content import json_array
 from chatscale.durable.model import Record, is_json, is_text
 
 _LINES = re.compile(r"\r\n|\r|\n")
+_PLAIN = re.compile(r"[0-9A-Za-z_.-]*")
 
 
 def data_event(content_type: str, records: list[Record]) -> bytes:
@@ -32,11 +33,15 @@ def data_event(content_type: str, records: list[Record]) -> bytes:
 
 def control_event(next_offset: str, cursor: str | None, *, up_to_date: bool, closed: bool) -> bytes:
     """The ``control`` event after each data event (and first, on an empty stream)."""
-    body: dict[str, object] = {"streamNextOffset": next_offset}
+    # Written by hand (one per delivery): an offset and a cursor are digits and "_", which
+    # JSON needs no escape for; json.dumps is kept for anything else.
+    offset = next_offset if _PLAIN.fullmatch(next_offset) else json.dumps(next_offset)[1:-1]
+    body = '{"streamNextOffset":"' + offset + '"'
     if closed:
-        body["streamClosed"] = True  # no cursor: the client must not reconnect
+        body += ',"streamClosed":true'  # no cursor: the client must not reconnect
     elif cursor is not None:
-        body["streamCursor"] = cursor
+        shown = cursor if _PLAIN.fullmatch(cursor) else json.dumps(cursor)[1:-1]
+        body += ',"streamCursor":"' + shown + '"'
     if up_to_date:
-        body["upToDate"] = True
-    return b"event: control\ndata:" + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+        body += ',"upToDate":true'
+    return b"event: control\ndata:" + body.encode() + b"}\n\n"

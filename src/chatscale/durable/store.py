@@ -39,9 +39,12 @@ class DurableStore(Protocol):
         record when there is one); extends a sliding TTL."""
         ...
 
-    async def wait(self, path: str, after: Offset, timeout_s: float) -> None:
+    async def wait(
+        self, path: str, after: Offset, timeout_s: float, seen: int | None = None
+    ) -> None:
         """Return once the tail is past ``after``, the stream is closed or gone, or after
-        ``timeout_s``; callers read again afterwards."""
+        ``timeout_s``; callers read again afterwards. ``seen`` is the ``seen`` of the read
+        that ended at ``after``, if the caller has it."""
         ...
 
     async def close(self) -> None:
