@@ -441,13 +441,14 @@ class Writer:
             keys, argv = self._call(groups[0])
             answers: list[Any] = [await APPEND(self.client, keys, argv)]
         else:
-            pipe = self.client.pipeline(transaction=False)
-            for group in groups:
-                keys, argv = self._call(group)
-                pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
-            if wait:
-                pipe.execute_command("WAIT", self.replication.wanted, WAIT_MS)
-            answers = await pipe.execute(raise_on_error=False)
+            # The context resets the pipeline (its stack holds every batch's bytes) at once.
+            async with self.client.pipeline(transaction=False) as pipe:
+                for group in groups:
+                    keys, argv = self._call(group)
+                    pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
+                if wait:
+                    pipe.execute_command("WAIT", self.replication.wanted, WAIT_MS)
+                answers = await pipe.execute(raise_on_error=False)
         replies: list[Any] = []
         for group, answer in zip(groups, answers, strict=False):
             if isinstance(answer, BaseException):
