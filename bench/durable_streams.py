@@ -379,10 +379,17 @@ async def append_rate(system: System, rate: float, seconds: float) -> dict[str, 
         paths = await _create_streams(system, pool, "r")
         latencies: list[float] = []
         dropped = 0
+        failed: list[str] = []
 
         async def one(i: int, due: float) -> None:
-            status, _, _ = await pool.request(system.url(i), "POST", paths[i % STREAMS], message)
-            _check(status, "POST")
+            try:
+                status, _, _ = await pool.request(
+                    system.url(i), "POST", paths[i % STREAMS], message
+                )
+                _check(status, "POST")
+            except Exception as exc:  # counted and reported, never silently lost
+                failed.append(f"{type(exc).__name__}: {exc}")
+                return
             latencies.append((time.perf_counter() - due) * 1000)
 
         async def body() -> tuple[int, list[float]]:
@@ -404,7 +411,13 @@ async def append_rate(system: System, rate: float, seconds: float) -> dict[str, 
             await asyncio.gather(*tasks)
             return len(latencies), latencies
 
-        return await measured(system, body) | {"offered_per_s": rate, "dropped": dropped}
+        figures = await measured(system, body)
+        return figures | {
+            "offered_per_s": rate,
+            "dropped": dropped,
+            "failed": len(failed),
+            "failures": sorted(set(failed))[:5],
+        }
     finally:
         pool.close()
 
