@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ async def stores(standalone_conn: RedisConnection) -> AsyncIterator[tuple[RedisD
     await there.close()
 
 
-async def _returns_within(seconds: float, waiting: asyncio.Future[None]) -> None:
+async def _returns_within(seconds: float, waiting: asyncio.Future[Any]) -> None:
     t0 = time.monotonic()
     await asyncio.wait_for(waiting, 10)
     assert time.monotonic() - t0 < seconds

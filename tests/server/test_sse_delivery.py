@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -85,12 +85,12 @@ class Recorder:
         self.delay = delay
         self.hang_at = hang_at
 
-    async def __call__(self, message: dict[str, Any]) -> None:
+    async def __call__(self, message: MutableMapping[str, Any]) -> None:
         if self.hang_at is not None and len(self.messages) == self.hang_at:
             await asyncio.Event().wait()  # a client that stopped reading: the send never ends
         if self.delay:
             await asyncio.sleep(self.delay)
-        self.messages.append(message)
+        self.messages.append(dict(message))
 
 
 async def test_the_body_goes_past_the_chain_and_head_and_end_through_it() -> None:
