@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from chatscale.config import load_settings
 from chatscale.redis import connect
-from chatscale.streams import JobStatus, Producer, StreamManager, create_stream_manager
+from chatscale.streams import JobStatus, Producer, StreamManager, codec, create_stream_manager
 from chatscale.streams.redis import RedisStreamManager
 from tests.conftest import unique_prefix
 from tests.streams.conftest import MakeManager
@@ -346,6 +347,36 @@ async def test_memory_per_running_job_is_its_text_once_on_the_write_side(
     job = manager.writer.jobs[producer.job_id]
     kept = sum(len(batch.items) for batch in job.batches)
     assert kept <= 2_000 * 16 * 1.2, kept
+
+
+async def test_a_running_jobs_batches_cost_their_length_not_the_encoders_buffer(
+    standalone_streams: MakeManager,
+) -> None:
+    # orjson hands back its output buffer (at least 4 KiB) whatever the JSON's length: a job
+    # written a few events per window kept about 4 KiB per batch (bench b's peak RSS grew
+    # with the messages it delivered). Measured as allocated, not as len().
+    manager = await standalone_streams()
+    assert isinstance(manager, RedisStreamManager)
+    producer = await manager.create(owner="u")
+    windows = 300
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(windows):
+            await producer.delta(f"{i:013d}tok")
+            await manager.writer.flush()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    job = manager.writer.jobs[producer.job_id]
+    assert len(job.batches) >= windows * 0.9
+    kept = sum(
+        stat.size_diff
+        for stat in after.compare_to(before, "filename")
+        if stat.traceback[0].filename == codec.__file__
+    )
+    # A batch of one delta: its 20 bytes of JSON plus the bytes object's header.
+    assert kept <= windows * 128, kept
 
 
 async def test_abort_reaches_a_silent_owner_on_another_instance(
