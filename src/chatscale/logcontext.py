@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 
 #: The ``X-Request-ID`` of the HTTP request being served (see
-#: :class:`chatscale.server.requestid.RequestIdMiddleware`).
+#: :class:`chatscale.server.head.ResponseHeadMiddleware`).
 request_id: ContextVar[str | None] = ContextVar("chatscale_request_id", default=None)
 #: The id of the answer stream (job) being produced.
 stream_id: ContextVar[str | None] = ContextVar("chatscale_stream_id", default=None)

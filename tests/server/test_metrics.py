@@ -110,6 +110,34 @@ async def test_request_latency_by_route_and_bounded_labels(served: ServerThread)
     assert value(text, "chatscale_http_requests_total", **unmatched)
 
 
+async def test_route_labels_of_mounts_wrong_methods_and_early_refusals() -> None:
+    """The label is the route the router chose: a mounted application's requests and a
+    method its path has no route for are ``unmatched``; a request refused before routing
+    (its declared body too large) still gets its route's template."""
+    settings = load_settings(
+        durable_streams=True, durable_streams_auth="none", max_request_body_bytes=1024
+    )
+    with ServerThread(settings) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            plain = {"Content-Type": "text/plain"}
+            assert (await client.put("/v1/stream/s1", headers=plain)).status_code == 201
+            appended = await client.post("/v1/stream/s1", content=b"x", headers=plain)
+            assert appended.status_code == 204
+            assert (await client.post("/api/chat/active")).status_code == 405
+            rename = await client.patch("/api/conversations/c1", json={"title": "t"})
+            too_large = await client.post("/api/chat/stream/s1/abort", content=b"x" * 2048)
+            assert too_large.status_code == 413
+            text = (await client.get("/metrics")).text
+    total = "chatscale_http_requests_total"
+    assert value(text, total, route="unmatched", method="PUT", status="201") == 1
+    assert value(text, total, route="unmatched", method="POST", status="204") == 1
+    assert value(text, total, route="unmatched", method="POST", status="405") == 1
+    renamed = {"route": "/api/conversations/{conversation_id}", "method": "PATCH"}
+    assert value(text, total, **renamed, status=str(rename.status_code)) == 1
+    abort = "/api/chat/stream/{stream_id}/abort"
+    assert value(text, total, route=abort, method="POST", status="413") == 1
+
+
 async def test_answer_timings_and_upstream_errors_by_configured_model(
     served: ServerThread,
 ) -> None:

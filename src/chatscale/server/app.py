@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatscale.config import Settings, load_settings
 from chatscale.durable import chat_view
@@ -29,12 +29,10 @@ from chatscale.server.errors import (
     api_error,
     http_error,
 )
-from chatscale.server.headers import SecurityHeadersMiddleware
+from chatscale.server.head import ResponseHeadMiddleware
 from chatscale.server.lifecycle import attach
-from chatscale.server.metrics import RequestMetricsMiddleware
 from chatscale.server.openapi import build_openapi
 from chatscale.server.preflight import check_settings
-from chatscale.server.requestid import RequestIdMiddleware
 from chatscale.server.resume import ResumeTokens
 from chatscale.server.services import new_services
 from chatscale.server.shortcut import ShortcutStarlette
@@ -99,20 +97,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # Event streams send their body past the middleware below (chatscale.server.shortcut).
     app = ShortcutStarlette(
         routes=[
+            # First: the router tries routes in order, and an append is a small request that
+            # paid for twenty regular expressions. DURABLE_STREAMS_PATH lies outside every
+            # other route's paths (the setting refuses the server's own), so order is moot.
+            *([Mount(settings.durable_streams_path, app=durable.app)] if durable else []),
             Route("/", index, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *api_chat.routes,
             *api_ai_sdk.routes,
             *api_misc.routes,
-            *([Mount(settings.durable_streams_path, app=durable.app)] if durable else []),
             *(chat_view.routes if durable else []),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
         middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(SecurityHeadersMiddleware),
-            Middleware(InstanceHeaderMiddleware, instance_id=svc.instance_id),
-            Middleware(RequestMetricsMiddleware, metrics=svc.metrics),
+            Middleware(ResponseHeadMiddleware, instance_id=svc.instance_id, metrics=svc.metrics),
             Middleware(
                 BodyLimitMiddleware,
                 bound_for=body_bounds(settings),
@@ -151,27 +149,6 @@ def body_bounds(settings: Settings) -> Callable[[Scope], BodyBound]:
         return api_ai_sdk.BODY_BOUND if scope["path"] == api_ai_sdk.PATH else other
 
     return bound_for
-
-
-class InstanceHeaderMiddleware:
-    """Adds ``X-Chatscale-Instance`` to every answer: which instance served it (debugging
-    a load balancer, and the multi-instance tests)."""
-
-    def __init__(self, app: ASGIApp, instance_id: str) -> None:
-        self.app = app
-        self.header = (b"x-chatscale-instance", instance_id.encode())
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), self.header]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
 
 
 class _SessionHolder:

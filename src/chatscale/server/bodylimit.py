@@ -47,7 +47,13 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await _Request(scope, receive, send, self.bound_for(scope), self.timeout_s).run(self.app)
+        length, has_body = _declared(scope)
+        if not has_body:
+            # Nothing to bound or wait for, and no unread body to close the connection on.
+            await self.app(scope, receive, send)
+            return
+        request = _Request(scope, receive, send, self.bound_for(scope), self.timeout_s)
+        await request.run(self.app, length)
 
 
 def _declared(scope: Scope) -> tuple[int | None, bool]:
@@ -79,9 +85,7 @@ class _Request:
         self.answered = False  # this middleware answered; the app's own answer is dropped
         self.deadline = 0.0
 
-    async def run(self, app: ASGIApp) -> None:
-        length, has_body = _declared(self.scope)
-        self.complete = not has_body
+    async def run(self, app: ASGIApp, length: int | None) -> None:
         if length is not None and length > self.bound.max_bytes:
             await self._answer(413, self._too_large())
             return

@@ -9,8 +9,6 @@ carry an ETag), so a browser never mixes modules of two releases after an upgrad
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -25,30 +23,20 @@ _NO_STORE = (b"cache-control", b"no-store")
 _REVALIDATE = (b"cache-control", b"no-cache")
 
 
-class SecurityHeadersMiddleware:
-    """Pure ASGI middleware adding :data:`SECURITY_HEADERS` (replacing any of the same name)
-    to every HTTP answer, ``Cache-Control: no-store`` to those under ``/api/`` and
-    ``no-cache`` to the page's files."""
+#: The headers of an answer to a path under ``/api/``, to the page's files, and to any other
+#: path; and the names they replace.
+_API = (*SECURITY_HEADERS, _NO_STORE)
+_PAGE = (*SECURITY_HEADERS, _REVALIDATE)
+_NAMES = frozenset(name for name, _ in _API)
+_OTHER_NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        added = SECURITY_HEADERS
-        path = scope["path"]
-        if path.startswith("/api/"):
-            added = (*added, _NO_STORE)
-        elif path == "/" or path.startswith("/static/"):
-            added = (*added, _REVALIDATE)
-        names = {name for name, _ in added}
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                kept = [(n, v) for n, v in message.get("headers", []) if n.lower() not in names]
-                message = {**message, "headers": [*kept, *added]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+def response_headers(path: str) -> tuple[frozenset[bytes], tuple[tuple[bytes, bytes], ...]]:
+    """The headers every answer to ``path`` gets: :data:`SECURITY_HEADERS`, ``Cache-Control:
+    no-store`` under ``/api/``, ``no-cache`` on the page's files; and the names they replace
+    in the application's own headers."""
+    if path.startswith("/api/"):
+        return _NAMES, _API
+    if path == "/" or path.startswith("/static/"):
+        return _NAMES, _PAGE
+    return _OTHER_NAMES, SECURITY_HEADERS

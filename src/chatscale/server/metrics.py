@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -16,8 +15,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from chatscale.server.generation_metrics import GenerationMetrics
 from chatscale.streams import StreamMetrics
@@ -139,40 +138,22 @@ class ServerMetrics:
         self.registry.register(_ModelCollector(counts))
 
 
-class RequestMetricsMiddleware:
-    """Counts and times requests by route template (not raw path: ids would explode the
-    labels) and method (unknown methods as ``other``)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = {"code": 500}
-        began = time.perf_counter()
-        headers_sent: list[float] = []
-
-        async def send_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                headers_sent.append(time.perf_counter())
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = _route(scope)
-            method = scope.get("method", "")
-            method = method if method in _METHODS else "other"
-            self.metrics.requests.labels(route, method, str(status["code"])).inc()
-            ended = headers_sent[0] if headers_sent else time.perf_counter()
-            self.metrics.latency.labels(route, method).observe(ended - began)
+def route_label(scope: Scope) -> str:
+    """The ``route`` label of a served request: the template of the application's route that
+    served it (not the raw path: ids would explode the labels), ``unmatched`` for a path or
+    method no route takes and for a mounted application (Durable Streams, static files)."""
+    route = scope.get("route")
+    if route is None:
+        # Refused before routing (body too large, another origin) or no route at all.
+        return _rematched(scope)
+    if isinstance(route, Route):
+        # The router hands a path without the method (a 405) to the route all the same.
+        methods = route.methods
+        return route.path if not methods or scope["method"] in methods else "unmatched"
+    return "unmatched"
 
 
-def _route(scope: Scope) -> str:
+def _rematched(scope: Scope) -> str:
     app = scope.get("app")
     router = getattr(app, "router", None)
     for route in getattr(router, "routes", ()):
@@ -180,3 +161,30 @@ def _route(scope: Scope) -> str:
         if match is Match.FULL:
             return str(getattr(route, "path", "other"))
     return "unmatched"
+
+
+class RequestMetrics:
+    """Counts and times requests by route label (:func:`route_label`) and method (unknown
+    methods as ``other``); the series' children are looked up once per label set."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+        # Bounded: routes, methods and statuses are.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """One request answered with ``status``, its head sent ``seconds`` after it came."""
+        route = route_label(scope)
+        method = scope.get("method", "")
+        if method not in _METHODS:
+            method = "other"
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.metrics.requests.labels(route, method, str(status)),
+                self.metrics.latency.labels(route, method),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
