@@ -60,9 +60,7 @@ async def _receive() -> dict[str, Any]:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
-async def drive(
-    app: Asgi, cookies: list[bytes], requests: int, tasks: int
-) -> dict[str, float]:
+async def drive(app: Asgi, cookies: list[bytes], requests: int, tasks: int) -> dict[str, float]:
     latencies: list[int] = []
     statuses: list[int] = []
 
@@ -90,8 +88,9 @@ async def drive(
     }
 
 
-async def commands_per_request(conn: RedisConnection, run: Callable[[], Awaitable[Any]],
-                               requests: int) -> float:
+async def commands_per_request(
+    conn: RedisConnection, run: Callable[[], Awaitable[Any]], requests: int
+) -> float:
     client = conn.client
     await client.config_resetstat()
     await run()
@@ -119,6 +118,7 @@ async def one_run(redis_url: str, requests: int, tasks: int) -> dict[str, dict[s
     redis_limits = await RateLimits.create(redis_settings, conn)
     results: dict[str, dict[str, float]] = {}
     try:
+
         async def with_get(scope: Scope, receive: Receive, send: Send) -> None:
             await conn.client.get(conn.keys.key("bench", "x"))
             await endpoint(scope, receive, send)

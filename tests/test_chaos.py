@@ -32,6 +32,7 @@ INSTANCE_FAULTS = "kill9,sigterm,redis_restart_keep,redis_down,proxy_latency,pro
 #: Faults that made live owners look dead before heartbeats waited for steady contact.
 STALLS = "sigstop,proxy_blackhole,redis_pause,redis_restart_lose"
 
+
 def _chaos(tmp_path: Path, *args: str) -> dict[str, Any]:
     """Run the checker; its JSON report (the run's output is shown on failure)."""
     missing = missing_tools("redis-server", "redis-cli")

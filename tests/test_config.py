@@ -471,6 +471,8 @@ def test_http_edge_limit_errors_name_the_variable(
     assert exc.variable == variable
     assert fragment in str(exc)
     assert "\n" not in str(exc)
+
+
 @pytest.mark.parametrize(
     ("uri", "named"),
     [

@@ -25,7 +25,9 @@ async def test_acl_confined_user_runs_sessions_and_limits(redis_acl: Any) -> Non
     from chatscale.config import load_settings
 
     settings = load_settings(
-        use_redis=True, redis_uri=redis_acl.url(), redis_key_prefix=redis_acl.acl_prefix,
+        use_redis=True,
+        redis_uri=redis_acl.url(),
+        redis_key_prefix=redis_acl.acl_prefix,
         **overrides,
     )
     conn = await connect(config)
@@ -33,7 +35,9 @@ async def test_acl_confined_user_runs_sessions_and_limits(redis_acl: Any) -> Non
     try:
         user = "user:" + secrets.token_hex(6)
         assert [(await limits.chat.limiter.hit(user)).allowed for _ in range(3)] == [
-            True, True, False,
+            True,
+            True,
+            False,
         ]
         await limits.bans.violation(user)
         assert (await limits.bans.violation(user)).banned_for == settings.ban_duration

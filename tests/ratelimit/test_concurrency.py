@@ -112,9 +112,7 @@ async def test_zero_means_unlimited(backend: RedisConnection | None) -> None:
 async def test_racing_instances_admit_exactly_the_limit(redis_conn: RedisConnection) -> None:
     others = [await connect(redis_conn.config) for _ in range(2)]
     try:
-        limiters = [
-            ConcurrencyLimiter(RedisConcurrency(c), 3) for c in [redis_conn, *others]
-        ]
+        limiters = [ConcurrencyLimiter(RedisConcurrency(c), 3) for c in [redis_conn, *others]]
 
         async def try_once(limiter: ConcurrencyLimiter) -> tuple[ConcurrencyLimiter, Lease] | None:
             try:

@@ -44,9 +44,10 @@ async def test_counters_live_under_the_deployment_prefix(redis_conn: RedisConnec
 async def test_two_instances_share_one_count(redis_conn: RedisConnection) -> None:
     other = await connect(redis_conn.config)
     try:
-        async with open_limits(redis_conn, chat_rate_limit="6/minute") as a, open_limits(
-            other, chat_rate_limit="6/minute"
-        ) as b:
+        async with (
+            open_limits(redis_conn, chat_rate_limit="6/minute") as a,
+            open_limits(other, chat_rate_limit="6/minute") as b,
+        ):
             results = await asyncio.gather(
                 *(limiter.hit("user:shared") for limiter in [a.chat.limiter, b.chat.limiter] * 6)
             )
@@ -125,8 +126,10 @@ async def test_unreachable_counter_storage_is_a_clear_start_up_error(
     from tests.harness.servers import free_port
 
     settings = load_settings(
-        use_redis=True, redis_uri=f"redis://127.0.0.1:{free_port()}",
-        redis_connect_timeout=200, redis_retry_max_attempts=1,
+        use_redis=True,
+        redis_uri=f"redis://127.0.0.1:{free_port()}",
+        redis_connect_timeout=200,
+        redis_retry_max_attempts=1,
     )
     with pytest.raises(RedisUnavailableError, match="rate-limit storage"):
         await RateLimits.create(settings, standalone_conn)

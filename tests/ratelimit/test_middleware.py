@@ -16,8 +16,9 @@ from tests.sessions.apps import client, cookie_value, with_cookie
 
 
 def sessions() -> SessionManager:
-    config = SessionConfig(signing_key=derive_key(b"k" * 40), ttl=3_600,
-                           cookie_name="chatscale_session")
+    config = SessionConfig(
+        signing_key=derive_key(b"k" * 40), ttl=3_600, cookie_name="chatscale_session"
+    )
     return SessionManager(MemorySessionStore(), config)
 
 
@@ -60,8 +61,9 @@ async def test_without_cookies_requests_count_per_address() -> None:
 
 
 async def test_without_session_middleware_requests_count_per_address() -> None:
-    async with open_limits(None, chat_rate_limit="1/minute",
-                           trusted_proxies="127.0.0.1/32") as limits:
+    async with open_limits(
+        None, chat_rate_limit="1/minute", trusted_proxies="127.0.0.1/32"
+    ) as limits:
         app = make_app(limits, sessions=None)
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 1234))
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -111,9 +113,9 @@ async def test_generation_route_releases_its_slot(backend: RedisConnection | Non
             cookie = cookie_value(await http.get("/chat"))
             for _ in range(3):  # each request holds and gives back the one slot
                 assert (await http.get("/generate", headers=with_cookie(cookie))).status_code == 200
-            identity = "user:" + (await http.post("/chat", headers=with_cookie(cookie))).json()[
-                "user"
-            ]
+            identity = (
+                "user:" + (await http.post("/chat", headers=with_cookie(cookie))).json()["user"]
+            )
             async with limits.generation(identity):
                 refused = await http.get("/generate", headers=with_cookie(cookie))
                 assert_refused(refused, 429)

@@ -58,9 +58,14 @@ async def workers(
     started = [
         Worker(
             await asyncio.create_subprocess_exec(
-                sys.executable, str(WORKER), *argv,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=environment,
+                sys.executable,
+                str(WORKER),
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=tmp_path,
+                env=environment,
             )
         )
         for _ in range(count)
@@ -81,15 +86,20 @@ async def test_three_processes_admit_the_limit_once(
     redis_conn: RedisConnection, tmp_path: Path
 ) -> None:
     # A session made here (a fourth instance) is the visitor all three processes see.
-    config = SessionConfig(signing_key=derive_key(SECRET.encode()), ttl=600,
-                           cookie_name="chatscale_session")
+    config = SessionConfig(
+        signing_key=derive_key(SECRET.encode()), ttl=600, cookie_name="chatscale_session"
+    )
     manager = SessionManager(RedisSessionStore(redis_conn), config)
     opened = await manager.open([])
     header = (await manager.commit(opened, secure=False))[0][1].decode()
     cookie = header.split(";")[0]
     async with workers(
-        redis_conn, ["hits", "10", cookie], 3, tmp_path,
-        CHAT_RATE_LIMIT="10/minute", BAN_VIOLATION_LIMIT="20",
+        redis_conn,
+        ["hits", "10", cookie],
+        3,
+        tmp_path,
+        CHAT_RATE_LIMIT="10/minute",
+        BAN_VIOLATION_LIMIT="20",
     ) as started:
         for worker in started:
             await worker.send()

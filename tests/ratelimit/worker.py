@@ -39,9 +39,7 @@ async def read_line() -> str:
     return line.strip()
 
 
-async def hits(
-    limits: RateLimits, app_sessions: SessionManager, count: int, cookie: str
-) -> None:
+async def hits(limits: RateLimits, app_sessions: SessionManager, count: int, cookie: str) -> None:
     async def chat(request: Request) -> Response:
         return JSONResponse({"user": get_session(request).user_id})
 

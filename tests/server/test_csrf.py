@@ -93,8 +93,11 @@ async def test_allowed_origins_are_accepted() -> None:
     )
     with ServerThread(settings) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            for origin in ("https://chat.example.com", "https://CHAT.example.com:443",
-                           "http://localhost:8080"):
+            for origin in (
+                "https://chat.example.com",
+                "https://CHAT.example.com:443",
+                "http://localhost:8080",
+            ):
                 response = await client.post("/api/chat", json=CHAT, headers={"Origin": origin})
                 assert response.status_code == 202, (origin, response.text)
             _refused(

@@ -110,10 +110,14 @@ def test_the_walker_finds_statuses_through_helpers() -> None:
 def test_resume_positions_are_documented_with_the_pattern_the_server_applies() -> None:
     operation = _operations()[("/api/chat/stream/{stream_id}", "GET")]
     schemas = {p["name"]: p["schema"] for p in operation["parameters"]}
-    assert schemas["after"] == schemas["Last-Event-ID"] == {
-        "type": "string",
-        "pattern": EVENT_ID_PATTERN,
-    }
+    assert (
+        schemas["after"]
+        == schemas["Last-Event-ID"]
+        == {
+            "type": "string",
+            "pattern": EVENT_ID_PATTERN,
+        }
+    )
     pattern = re.compile(EVENT_ID_PATTERN)
     for good in ["", "0", "1", "42", "9" * 18]:
         assert pattern.fullmatch(good)

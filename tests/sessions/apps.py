@@ -22,8 +22,12 @@ COOKIE = "chatscale_session"
 async def whoami(request: Request) -> Response:
     session = get_session(request)
     return JSONResponse(
-        {"user": session.user_id, "data": dict(session), "new": session.is_new,
-         "anonymous": session.is_anonymous}
+        {
+            "user": session.user_id,
+            "data": dict(session),
+            "new": session.is_new,
+            "anonymous": session.is_anonymous,
+        }
     )
 
 
@@ -77,9 +81,7 @@ def make_app(manager: SessionManager) -> Starlette:
 def client(app: Any, base_url: str = "http://test") -> httpx.AsyncClient:
     """A client that keeps no cookies of its own: tests pass them explicitly."""
     jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # accepts no cookie
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=base_url, cookies=jar
-    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url, cookies=jar)
 
 
 def set_cookie(response: httpx.Response) -> str | None:

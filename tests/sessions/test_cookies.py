@@ -102,9 +102,7 @@ def _signature_variants(value: str) -> list[str]:
 def test_only_the_canonical_signature_is_accepted() -> None:
     # Pick a session whose signature has a "-" or "_" so the alphabet swap is tried too.
     value = next(
-        v
-        for v in (sign(new_session_id(), KEY) for _ in range(200))
-        if {"-", "_"} & set(v[44:])
+        v for v in (sign(new_session_id(), KEY) for _ in range(200)) if {"-", "_"} & set(v[44:])
     )
     assert unsign(value, KEY) is not None
     variants = _signature_variants(value)

@@ -107,8 +107,12 @@ async def test_first_visit_gets_an_anonymous_identity_and_a_cookie(store: Counti
 
 @pytest.mark.parametrize(
     ("mode", "base", "secure"),
-    [("auto", "https://test", True), ("auto", "http://test", False),
-     ("true", "http://test", True), ("false", "https://test", False)],
+    [
+        ("auto", "https://test", True),
+        ("auto", "http://test", False),
+        ("true", "http://test", True),
+        ("false", "https://test", False),
+    ],
 )
 async def test_secure_attribute(mode: Any, base: str, secure: bool) -> None:
     app = make_app(SessionManager(MemorySessionStore(), config(secure=mode)))
@@ -427,8 +431,15 @@ async def test_rotation_requested_after_the_response_started_is_ignored(
 def test_user_id_must_be_a_short_non_empty_string() -> None:
     from chatscale.sessions import Session
 
-    session = Session(session_id="x", id_hash="h", user_id="anon-1", data={}, created_at=0,
-                      is_new=True, saved_state=None)
+    session = Session(
+        session_id="x",
+        id_hash="h",
+        user_id="anon-1",
+        data={},
+        created_at=0,
+        is_new=True,
+        saved_state=None,
+    )
     for bad in ["", "x" * 257, 5]:
         with pytest.raises(ValueError, match="user_id"):
             session.user_id = bad  # type: ignore[assignment]
@@ -495,8 +506,11 @@ async def test_secret_rotation_keeps_sessions_and_re_signs_cookies(store: Counti
     during = session_config(load_settings(session_secret=new, session_secret_previous=old))
     after = session_config(load_settings(session_secret=new))
     app_old = make_app(SessionManager(store, config(signing_key=before.signing_key)))
-    app_during = make_app(SessionManager(store, config(
-        signing_key=during.signing_key, previous_keys=during.previous_keys)))
+    app_during = make_app(
+        SessionManager(
+            store, config(signing_key=during.signing_key, previous_keys=during.previous_keys)
+        )
+    )
     app_after = make_app(SessionManager(store, config(signing_key=after.signing_key)))
     async with client(app_old) as a, client(app_during) as b, client(app_after) as c:
         first = await a.get("/put", params={"k": "v"})
@@ -514,8 +528,11 @@ async def test_secret_rotation_keeps_sessions_and_re_signs_cookies(store: Counti
         assert (await c.get("/whoami", headers=with_cookie(old_cookie))).json()["new"] is True
     # First rollout step: still signing with the old secret, already accepting the new one.
     step1 = session_config(load_settings(session_secret=old, session_secret_previous=new))
-    app_step1 = make_app(SessionManager(store, config(
-        signing_key=step1.signing_key, previous_keys=step1.previous_keys)))
+    app_step1 = make_app(
+        SessionManager(
+            store, config(signing_key=step1.signing_key, previous_keys=step1.previous_keys)
+        )
+    )
     async with client(app_step1) as d:
         assert (await d.get("/whoami", headers=with_cookie(new_cookie))).json()["new"] is False
 

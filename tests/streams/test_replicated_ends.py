@@ -51,9 +51,7 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
         deployment = request.getfixturevalue("sentinel_factory")()
         uri = deployment.sentinel_url()
     else:
-        deployment = request.getfixturevalue("cluster_factory")(
-            masters=3, replicas_per_master=1
-        )
+        deployment = request.getfixturevalue("cluster_factory")(masters=3, replicas_per_master=1)
         uri = ",".join(deployment.urls())
     settings = load_settings(use_redis=True, redis_uri=uri, redis_key_prefix=unique_prefix())
     assert settings.redis is not None

@@ -79,6 +79,7 @@ def test_event_data_that_cannot_be_stored_exactly_is_refused(data: dict[str, obj
 def test_a_claimer_needs_two_leases_of_its_own_contact() -> None:
     """Checker cluster seed 3011: an instance back in contact for one lease after a Cluster
     failover judged dead two living instances that had not yet rediscovered the slot map."""
+
     async def claim(instance: str, job_id: str) -> None:
         raise AssertionError("not called")
 

@@ -83,9 +83,7 @@ class RateGuard:
         violation = await self.bans.violation(identity)
         if violation.banned_for:
             return banned(violation.banned_for)
-        return Refusal(
-            RATE_LIMITED, f"rate limit exceeded: {decision.limit}", decision.retry_after
-        )
+        return Refusal(RATE_LIMITED, f"rate limit exceeded: {decision.limit}", decision.retry_after)
 
     async def __call__(self, request: Request) -> None:
         """FastAPI dependency form: raise :class:`RateLimitExceeded` on refusal."""

@@ -42,9 +42,7 @@ class RateLimitMiddleware:
     connection) after the middleware stack exists. Until it returns rules, nothing is limited.
     """
 
-    def __init__(
-        self, app: ASGIApp, rules: Sequence[Rule] | Callable[[], Sequence[Rule]]
-    ) -> None:
+    def __init__(self, app: ASGIApp, rules: Sequence[Rule] | Callable[[], Sequence[Rule]]) -> None:
         self.app = app
         self._rules = rules if callable(rules) else tuple(rules)
 

@@ -125,9 +125,7 @@ class KeepAlive:
         try:
             for _ in range(idle):
                 taken.append(await pool.get_connection())  # type: ignore[no-untyped-call]
-            results = await asyncio.gather(
-                *(_ping_connection(c, self.deadline_s) for c in taken)
-            )
+            results = await asyncio.gather(*(_ping_connection(c, self.deadline_s) for c in taken))
         except Exception as exc:
             log.warning("redis keep-alive could not take idle connections: %s", exc)
             results = []
@@ -145,9 +143,7 @@ class KeepAlive:
         while free:
             taken.append(free.popleft())
         try:
-            results = await asyncio.gather(
-                *(_ping_connection(c, self.deadline_s) for c in taken)
-            )
+            results = await asyncio.gather(*(_ping_connection(c, self.deadline_s) for c in taken))
         finally:
             for connection in taken:
                 node.release(connection)

@@ -135,9 +135,7 @@ def _parse_sentinel(raw: str) -> RedisTarget:
     username, password, hosts = _split_userinfo(netloc)
     if not hosts:
         raise _error(raw, "the Sentinel URI names no sentinel host")
-    nodes = tuple(
-        _parse_hostport(raw, raw, h, _DEFAULT_SENTINEL_PORT) for h in hosts.split(",")
-    )
+    nodes = tuple(_parse_hostport(raw, raw, h, _DEFAULT_SENTINEL_PORT) for h in hosts.split(","))
     parts = path.split("/") if path else []
     if not parts or not parts[0]:
         raise _error(raw, "the Sentinel URI names no master service (…/<service>[/db])")
@@ -186,8 +184,10 @@ def parse_redis_uri(raw: str, *, force_cluster: bool = False) -> RedisTarget:
     if scheme in _SENTINEL_SCHEMES:
         if force_cluster:
             raise ConfigError(
-                "USE_REDIS_CLUSTER", "true", "Cluster mode cannot be combined with a Sentinel "
-                "REDIS_URI", "USE_REDIS_CLUSTER=false with redis+sentinel://"
+                "USE_REDIS_CLUSTER",
+                "true",
+                "Cluster mode cannot be combined with a Sentinel REDIS_URI",
+                "USE_REDIS_CLUSTER=false with redis+sentinel://",
             )
         return _parse_sentinel(value)
     entries = [e.strip() for e in value.split(",")]

@@ -55,6 +55,7 @@ _BANNED = (
     "see Retry-After"
 )
 
+
 def _ui_stream(description: str) -> dict[str, Any]:
     return {
         "description": f"{description}. {_UI_STREAM_DESCRIPTION}",
@@ -87,9 +88,7 @@ _ERROR_TEXT = {
 
 def _errors(*codes: int, **texts: str) -> dict[str, Any]:
     """Error responses; ``texts`` overrides a description (``e403="..."``)."""
-    return {
-        str(c): _json(schemas.ErrorBody, texts.get(f"e{c}", _ERROR_TEXT[c])) for c in codes
-    }
+    return {str(c): _json(schemas.ErrorBody, texts.get(f"e{c}", _ERROR_TEXT[c])) for c in codes}
 
 
 #: What every ``/api/`` route can answer before its handler runs: the session middleware

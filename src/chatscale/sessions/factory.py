@@ -85,9 +85,7 @@ def session_config(settings: Settings) -> SessionConfig:
     )
 
 
-def create_session_store(
-    settings: Settings, connection: RedisConnection | None
-) -> SessionStore:
+def create_session_store(settings: Settings, connection: RedisConnection | None) -> SessionStore:
     """Redis when ``USE_REDIS`` is on (``connection`` is then required), else memory."""
     if settings.use_redis:
         if connection is None:

@@ -181,9 +181,7 @@ class SessionManager:
             if session.saved_state is not None:
                 await store.delete(session.id_hash)
                 session.saved_state = None
-            return [self.clear_cookie(secure)] if (
-                opened.had_cookie or not session.is_new
-            ) else []
+            return [self.clear_cookie(secure)] if (opened.had_cookie or not session.is_new) else []
         if session.take_rotation():
             old_hash = session.id_hash if session.saved_state is not None else None
             session.session_id = new_session_id()

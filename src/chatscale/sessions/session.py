@@ -120,8 +120,9 @@ class Session(MutableMapping[str, Any]):
     # Serialisation --------------------------------------------------------------------
     def state(self) -> str:
         """Canonical JSON of everything stored (identity, data, creation time)."""
-        return dump_json({"v": 1, "user": self._user_id, "created": self.created_at,
-                          "data": self._data})
+        return dump_json(
+            {"v": 1, "user": self._user_id, "created": self.created_at, "data": self._data}
+        )
 
     @property
     def modified(self) -> bool:
