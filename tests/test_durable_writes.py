@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -20,23 +21,29 @@ from tests.conftest import redis_config, unique_prefix
 pytestmark = [pytest.mark.sentinel, pytest.mark.timeout(60)]
 
 
+async def held_back_by_a_paused_replica(deployment: Any, write: Awaitable[Any]) -> None:
+    """Run ``write`` while the only replica is paused: it must still wait after 1 s, and
+    complete within 4 s of the replica resuming."""
+    replica_pid = deployment.replica.pid
+    assert replica_pid is not None
+    os.kill(replica_pid, signal.SIGSTOP)
+    try:
+        writing = asyncio.ensure_future(write)
+        await asyncio.sleep(1.0)
+        assert not writing.done(), "the write was taken as stored without a replica's copy"
+    finally:
+        os.kill(replica_pid, signal.SIGCONT)
+    async with asyncio.timeout(4):
+        await writing
+
+
 async def test_a_new_session_waits_for_a_replica(sentinel_factory: Any) -> None:
     deployment = sentinel_factory()
     conn = await connect(redis_config(deployment.sentinel_url(), prefix=unique_prefix()))
     conn.replication.saw(1)  # what the stream heartbeat reports for this master
     store = RedisSessionStore(conn)
-    replica_pid = deployment.replica.pid
-    assert replica_pid is not None
     try:
-        os.kill(replica_pid, signal.SIGSTOP)
-        try:
-            saving = asyncio.ensure_future(store.save("h1", "state", 60))
-            await asyncio.sleep(1.0)
-            assert not saving.done(), "the session was taken as saved without a replica's copy"
-        finally:
-            os.kill(replica_pid, signal.SIGCONT)
-        async with asyncio.timeout(4):
-            await saving
+        await held_back_by_a_paused_replica(deployment, store.save("h1", "state", 60))
         with deployment.replica.client() as replica:
             assert replica.get(conn.keys.session("h1")) == "state"
     finally:
@@ -58,20 +65,10 @@ async def test_a_request_ids_record_waits_for_a_replica(sentinel_factory: Any) -
     conn = await connect(redis_config(deployment.sentinel_url(), prefix=unique_prefix()))
     conn.replication.saw(1)
     store = RedisIdempotencyStore(conn)
-    replica_pid = deployment.replica.pid
-    assert replica_pid is not None
     started: dict[str, Any] = {"stream_id": "s1", "conversation_id": "c1"}
     try:
         assert await store.claim("u", "r1") is None
-        os.kill(replica_pid, signal.SIGSTOP)
-        try:
-            finishing = asyncio.ensure_future(store.finish("u", "r1", started))
-            await asyncio.sleep(1.0)
-            assert not finishing.done(), "the record was taken as written without a replica"
-        finally:
-            os.kill(replica_pid, signal.SIGCONT)
-        async with asyncio.timeout(4):
-            await finishing
+        await held_back_by_a_paused_replica(deployment, store.finish("u", "r1", started))
         with deployment.replica.client() as replica:
             assert replica.get(conn.keys.idempotency("u", "r1")) is not None
     finally:
