@@ -142,6 +142,25 @@ async def test_chunked_body_is_refused_at_the_bound_without_buffering(tmp_path: 
     assert grown_mib < 32, f"peak RSS grew by {grown_mib:.0f} MiB"
 
 
+async def test_whole_chunked_body_over_the_bound_is_413(tmp_path: Path) -> None:
+    """A chunked body that arrives whole with its headers (buffered before the route reads
+    it, so read without a timeout) is still counted against the bound."""
+    settings = {"DURABLE_STREAMS": "true", "DURABLE_STREAMS_AUTH": "none"}
+    with serving(tmp_path, DURABLE_STREAMS_MAX_BODY="1000", **settings) as server:
+        async with connection(server) as (reader, writer):
+            body = b"x" * 1500
+            writer.write(
+                b"POST /v1/stream/s HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+                + f"{len(body):x}\r\n".encode()
+                + body
+                + b"\r\n0\r\n\r\n"
+            )
+            status, _, answer = await read_answer(reader, wait_s=10)
+    assert status == 413, answer
+    assert "DURABLE_STREAMS_MAX_BODY" in json.loads(answer)["error"]
+
+
 async def test_body_over_content_length_bound_is_413_on_any_route(tmp_path: Path) -> None:
     with serving(tmp_path, MAX_REQUEST_BODY_BYTES="1000") as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:

@@ -111,9 +111,10 @@ async def test_request_latency_by_route_and_bounded_labels(served: ServerThread)
 
 
 async def test_route_labels_of_mounts_wrong_methods_and_early_refusals() -> None:
-    """The label is the route the router chose: a mounted application's requests and a
-    method its path has no route for are ``unmatched``; a request refused before routing
-    (its declared body too large) still gets its route's template."""
+    """The label is the route the router chose: Durable Streams requests get the protocol's
+    path template, static files their mount's, a method its path has no route for is
+    ``unmatched``; a request refused before routing (its declared body too large) still
+    gets its route's template."""
     settings = load_settings(
         durable_streams=True, durable_streams_auth="none", max_request_body_bytes=1024
     )
@@ -123,14 +124,20 @@ async def test_route_labels_of_mounts_wrong_methods_and_early_refusals() -> None
             assert (await client.put("/v1/stream/s1", headers=plain)).status_code == 201
             appended = await client.post("/v1/stream/s1", content=b"x", headers=plain)
             assert appended.status_code == 204
+            refused = await client.post("/v1/stream/s1", content=b"x", headers={})
+            assert refused.status_code == 400
+            assert (await client.get("/static/app.js")).status_code == 200
             assert (await client.post("/api/chat/active")).status_code == 405
             rename = await client.patch("/api/conversations/c1", json={"title": "t"})
             too_large = await client.post("/api/chat/stream/s1/abort", content=b"x" * 2048)
             assert too_large.status_code == 413
             text = (await client.get("/metrics")).text
     total = "chatscale_http_requests_total"
-    assert value(text, total, route="unmatched", method="PUT", status="201") == 1
-    assert value(text, total, route="unmatched", method="POST", status="204") == 1
+    durable = "/v1/stream/{name}"
+    assert value(text, total, route=durable, method="PUT", status="201") == 1
+    assert value(text, total, route=durable, method="POST", status="204") == 1
+    assert value(text, total, route=durable, method="POST", status="400") == 1
+    assert value(text, total, route="/static/{path}", method="GET", status="200") == 1
     assert value(text, total, route="unmatched", method="POST", status="405") == 1
     renamed = {"route": "/api/conversations/{conversation_id}", "method": "PATCH"}
     assert value(text, total, **renamed, status=str(rename.status_code)) == 1

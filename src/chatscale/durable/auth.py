@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hmac
 
-from starlette.datastructures import Headers
-
 from chatscale.durable.errors import ProtocolError
+from chatscale.durable.headers import Headers
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="durable-streams"'}
 

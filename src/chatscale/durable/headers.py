@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
-
-from starlette.datastructures import Headers
+from typing import Protocol, overload
 
 from chatscale.durable.content import encode_record
 from chatscale.durable.errors import ProtocolError
@@ -19,6 +19,53 @@ _RFC3339 = re.compile(
 )
 _UINT = re.compile(r"^(0|[1-9][0-9]{0,15})$")
 _MAX_SAFE_INT = 2**53 - 1
+
+
+class Headers(Protocol):
+    """Case-insensitive header lookup: Starlette's ``Headers`` or :class:`RequestHeaders`."""
+
+    def getlist(self, key: str) -> list[str]: ...
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+
+
+class RequestHeaders:
+    """A request's headers by lower-case name, decoded once from the ASGI scope.
+
+    Every append looks up about eight names; Starlette's ``Headers`` decodes and compares
+    every header of the request on each lookup."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        values: dict[str, list[str]] = {}
+        for name, value in raw:
+            key = name.decode("latin-1").lower()
+            found = values.get(key)
+            if found is None:
+                values[key] = [value.decode("latin-1")]
+            else:
+                found.append(value.decode("latin-1"))
+        self._values = values
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value of header ``key``, in the order received."""
+        return self._values.get(key.lower(), [])
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        """The first value of header ``key``, else ``default``."""
+        found = self._values.get(key.lower())
+        return found[0] if found else default
 
 
 def _one(headers: Headers, name: str) -> str | None:

@@ -8,7 +8,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.datastructures import URL, QueryParams
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -20,6 +21,7 @@ from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
 from chatscale.durable.sse import control_event, data_event
 from chatscale.durable.store import DurableStore
+from chatscale.server.shortcut import body_send
 
 log = logging.getLogger("chatscale.durable")
 
@@ -66,6 +68,67 @@ class Answer:
         raw.extend(_COMMON_RAW)
         await send({"type": "http.response.start", "status": self.status, "headers": raw})
         await send({"type": "http.response.body", "body": self.body})
+
+
+class Call:
+    """One request of the protocol, read straight from the ASGI scope: a Starlette
+    ``Request`` and its header and query objects were a sizeable share of an append."""
+
+    __slots__ = ("_query", "headers", "method", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.method: str = scope["method"]
+        self.headers = parse.RequestHeaders(scope["headers"])
+        self._query: QueryParams | None = None
+
+    @property
+    def path(self) -> str:
+        """The full path (a mounted application sees its mount's prefix too)."""
+        path: str = self.scope["path"]
+        return path
+
+    @property
+    def query(self) -> QueryParams:
+        """The query string's parameters (parsed on first use: only reads have any)."""
+        if self._query is None:
+            self._query = QueryParams(self.scope["query_string"])
+        return self._query
+
+    async def body(self) -> bytes:
+        """The whole body; ``ClientDisconnect`` if the client leaves while sending it."""
+        chunks: list[bytes] = []
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            elif message["type"] == "http.disconnect":
+                raise ClientDisconnect
+
+
+class EventAnswer(StreamingResponse):
+    """Starlette's streaming response, with its body sent past the middleware chain
+    (:mod:`chatscale.server.shortcut`): with a thousand readers of one stream, every append
+    is a thousand sends, and each wrapper of ``send`` took its share of every one."""
+
+    _direct: Send | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._direct = body_send(scope, send)
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        direct = self._direct or send
+        async for chunk in self.body_iterator:
+            assert isinstance(chunk, bytes)
+            await direct({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 @dataclass(frozen=True)
@@ -130,7 +193,7 @@ class DurableStreamsApp:
             self._cut.discard(task)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        request = Call(scope, receive)
         try:
             response = await self.dispatch(request)
         except ProtocolError as exc:
@@ -139,13 +202,12 @@ class DurableStreamsApp:
             response.headers.update(_COMMON)
         await response(scope, receive, send)
 
-    async def dispatch(self, request: Request) -> Response | Answer:
+    async def dispatch(self, request: Call) -> Response | Answer:
         """Route one request by method."""
         method = request.method
         if method == "OPTIONS":
             return _preflight()
-        # The scope's path is the request's full path (Starlette keeps it under a Mount).
-        name = self.paths(request.scope["path"])
+        name = self.paths(request.path)
         write = method in ("PUT", "POST", "DELETE")
         if method not in ("PUT", "POST", "DELETE", "GET", "HEAD"):
             raise ProtocolError(405, f"{method} is not a method of the protocol", {"Allow": _ALLOW})
@@ -168,7 +230,7 @@ class DurableStreamsApp:
             return _head(await store.head(name))
         return await self._get(request, name, store)
 
-    def _written(self, request: Request, result: WriteResult) -> Answer:
+    def _written(self, request: Call, result: WriteResult) -> Answer:
         info = result.info
         headers = {"Stream-Next-Offset": str(info.tail)}
         if info.closed:
@@ -179,11 +241,11 @@ class DurableStreamsApp:
         if request.method == "PUT":
             headers["Content-Type"] = info.content_type
             if result.status == 201:
-                headers["Location"] = str(request.url.replace(query=""))
+                headers["Location"] = str(URL(scope=request.scope).replace(query=""))
         return Answer(status=result.status, headers=headers)
 
-    async def _get(self, request: Request, name: str, store: DurableStore) -> Answer | Response:
-        query = request.query_params
+    async def _get(self, request: Call, name: str, store: DurableStore) -> Answer | Response:
+        query = request.query
         live_values = query.getlist("live")
         live = live_values[0] if live_values else None
         if live not in (None, "long-poll", "sse") or len(live_values) > 1:
@@ -239,7 +301,7 @@ class DurableStreamsApp:
         body = b"[]" if is_json(info.content_type) else b""
         return Answer(body, 200, headers)
 
-    def _data_answer(self, request: Request, result: ReadResult, cursor: str | None) -> Answer:
+    def _data_answer(self, request: Call, result: ReadResult, cursor: str | None) -> Answer:
         info = result.info
         closed_end = info.closed and result.up_to_date
         etag = f'"{info.id}:{result.start}:{result.end}{":c" if closed_end else ""}"'
@@ -247,7 +309,7 @@ class DurableStreamsApp:
             "Stream-Next-Offset": str(result.end),
             "ETag": etag,
             "Cache-Control": _CACHEABLE,
-            "Stream-Cursor": cursor or next_cursor(request.query_params.get("cursor")),
+            "Stream-Cursor": cursor or next_cursor(request.query.get("cursor")),
         }
         if result.up_to_date:
             headers["Stream-Up-To-Date"] = "true"
@@ -282,7 +344,7 @@ class DurableStreamsApp:
         }
         if not is_text(content_type):
             headers["Stream-SSE-Data-Encoding"] = "base64"
-        return StreamingResponse(
+        return EventAnswer(
             self._events(name, store, first, cursor),
             headers=headers,
         )

@@ -4,7 +4,6 @@ and nothing is shared between instances."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from chatscale.durable.rules import (
     check_producer,
     check_stream_seq,
 )
+from chatscale.durable.store import woken_or_timed_out
 
 _SWEEP_EVERY_MS = 10_000
 
@@ -270,9 +270,7 @@ class MemoryStore:
         waiters = self._changed.setdefault(path, set())
         waiters.add(waiter)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await waiter
+            await woken_or_timed_out(waiter, timeout_s)
         finally:
             waiters.discard(waiter)
             if not waiters and self._changed.get(path) is waiters:

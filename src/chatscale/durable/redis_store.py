@@ -12,7 +12,6 @@ reference is taken first and given back if the fork is not created (see ``docs``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import Any
 
@@ -31,6 +30,7 @@ from chatscale.durable.model import (
     media_type,
 )
 from chatscale.durable.offsets import Offset
+from chatscale.durable.store import woken_or_timed_out
 from chatscale.redis.connection import RedisConnection
 from chatscale.streams.redis_hub import Hub, Listener
 from chatscale.streams.scripts import LuaScript
@@ -255,9 +255,7 @@ class RedisDurableStore:
                     return
                 if int(state[0]) > after.record:
                     return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout_s):
-                    await waiter
+            await woken_or_timed_out(waiter, timeout_s)
         finally:
             watch.waiters.discard(waiter)
 

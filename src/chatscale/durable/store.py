@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from chatscale.durable.model import (
@@ -50,3 +51,21 @@ class DurableStore(Protocol):
     async def close(self) -> None:
         """Release connections and tasks."""
         ...
+
+
+async def woken_or_timed_out(waiter: asyncio.Future[None], timeout_s: float) -> None:
+    """Wait until ``waiter`` is done, at most ``timeout_s``, by one timer that completes it.
+
+    A store's ``wait`` runs once per live reader and append (a thousand SSE readers of one
+    stream wait a thousand times per append); ``asyncio.timeout`` costs a context object,
+    a cancellation and its undoing on every timeout, this one timer handle."""
+    timer = asyncio.get_running_loop().call_later(timeout_s, _expire, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

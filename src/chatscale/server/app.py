@@ -35,7 +35,7 @@ from chatscale.server.openapi import build_openapi
 from chatscale.server.preflight import check_settings
 from chatscale.server.resume import ResumeTokens
 from chatscale.server.services import new_services
-from chatscale.server.shortcut import ShortcutStarlette
+from chatscale.server.shortcut import Lane, ShortcutStarlette, wrap
 from chatscale.sessions import (
     OriginCheckMiddleware,
     SessionManager,
@@ -94,13 +94,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await svc.close()
 
     session_holder = _SessionHolder()
+    # Every request passes these; the application's own routes also the session middleware.
+    chain = [
+        Middleware(ResponseHeadMiddleware, instance_id=svc.instance_id, metrics=svc.metrics),
+        Middleware(
+            BodyLimitMiddleware,
+            bound_for=body_bounds(settings),
+            timeout_s=settings.request_body_timeout,
+        ),
+        Middleware(CatchAllMiddleware),
+        Middleware(OriginCheckMiddleware, allowed_origins=frozenset(settings.allowed_origins)),
+    ]
     # Event streams send their body past the middleware below (chatscale.server.shortcut).
     app = ShortcutStarlette(
         routes=[
-            # First: the router tries routes in order, and an append is a small request that
-            # paid for twenty regular expressions. DURABLE_STREAMS_PATH lies outside every
-            # other route's paths (the setting refuses the server's own), so order is moot.
-            *([Mount(settings.durable_streams_path, app=durable.app)] if durable else []),
             Route("/", index, methods=["GET"]),
             Route("/openapi.json", openapi, methods=["GET"]),
             *api_chat.routes,
@@ -109,23 +116,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *(chat_view.routes if durable else []),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
-        middleware=[
-            Middleware(ResponseHeadMiddleware, instance_id=svc.instance_id, metrics=svc.metrics),
-            Middleware(
-                BodyLimitMiddleware,
-                bound_for=body_bounds(settings),
-                timeout_s=settings.request_body_timeout,
-            ),
-            Middleware(CatchAllMiddleware),
-            Middleware(OriginCheckMiddleware, allowed_origins=frozenset(settings.allowed_origins)),
-            Middleware(_LateSessionMiddleware, holder=session_holder),
-        ],
+        middleware=[*chain, Middleware(_LateSessionMiddleware, holder=session_holder)],
         exception_handlers={
             ApiError: api_error,
             HTTPException: http_error,
         },
         lifespan=lifespan,
     )
+    if durable is not None:
+        # The protocol answers its own errors and needs no session: its requests skip
+        # Starlette's error middleware, router and exception handlers (the setting keeps
+        # DURABLE_STREAMS_PATH apart from every other route's paths).
+        base = settings.durable_streams_path
+        app.lanes = (Lane(base + "/", base + "/{name}", wrap(durable.app, chain)),)
     app.state.services = svc
     return app
 

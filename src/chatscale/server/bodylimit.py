@@ -23,6 +23,10 @@ _CLOSE = (b"connection", b"close")
 #: How long a refused request's remaining bytes are read and dropped before closing.
 LINGER_S = 1.0
 _DISCONNECT: Message = {"type": "http.disconnect"}
+#: Set in a request's scope by the server's protocol once the whole body is buffered
+#: (:class:`chatscale.server.protocol.GuardedHttpToolsProtocol`): reading it cannot be slow,
+#: so it is read without a timeout. Most bodies come with their headers.
+BODY_RECEIVED = "chatscale.body_received"
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class _Request:
         self.complete = False
         self.started = False
         self.answered = False  # this middleware answered; the app's own answer is dropped
+        self.over = False  # more than the bound arrived
         self.deadline = 0.0
 
     async def run(self, app: ASGIApp, length: int | None) -> None:
@@ -99,24 +104,32 @@ class _Request:
     async def receive(self) -> Message:
         if self.answered:
             return _DISCONNECT
-        if self.complete:
-            return await self.inner_receive()
-        remaining = self.deadline - asyncio.get_running_loop().time()
-        try:
-            async with asyncio.timeout(max(remaining, 0.0)):
-                message = await self.inner_receive()
-        except TimeoutError:
-            await self._answer(
-                408, f"request body not received within {self.timeout_s:g} s (REQUEST_BODY_TIMEOUT)"
-            )
+        if self.complete or BODY_RECEIVED in self.scope:
+            message = await self.inner_receive()
+        else:
+            remaining = self.deadline - asyncio.get_running_loop().time()
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    message = await self.inner_receive()
+            except TimeoutError:
+                await self._answer(
+                    408,
+                    f"request body not received within {self.timeout_s:g} s (REQUEST_BODY_TIMEOUT)",
+                )
+                return _DISCONNECT
+        message = self._counted(message)
+        if self.over:
+            await self._answer(413, self._too_large())
             return _DISCONNECT
-        if message["type"] != "http.request":
+        return message
+
+    def _counted(self, message: Message) -> Message:
+        if message["type"] != "http.request" or self.complete:
             return message
         self.received += len(message.get("body", b""))
         if self.received > self.bound.max_bytes:
-            await self._answer(413, self._too_large())
-            return _DISCONNECT
-        if not message.get("more_body", False):
+            self.over = True
+        elif not message.get("more_body", False):
             self.complete = True
         return message
 

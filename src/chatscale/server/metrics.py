@@ -15,7 +15,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.routing import Match, Route
+from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
 from chatscale.server.generation_metrics import GenerationMetrics
@@ -140,9 +140,12 @@ class ServerMetrics:
 
 def route_label(scope: Scope) -> str:
     """The ``route`` label of a served request: the template of the application's route that
-    served it (not the raw path: ids would explode the labels), ``unmatched`` for a path or
-    method no route takes and for a mounted application (Durable Streams, static files)."""
+    served it (not the raw path: ids would explode the labels), a lane's label (Durable
+    Streams, :class:`chatscale.server.shortcut.Lane`), a mount's prefix with ``/{path}``
+    (static files), and ``unmatched`` for a path or method no route takes."""
     route = scope.get("route")
+    if isinstance(route, str):
+        return route
     if route is None:
         # Refused before routing (body too large, another origin) or no route at all.
         return _rematched(scope)
@@ -150,6 +153,8 @@ def route_label(scope: Scope) -> str:
         # The router hands a path without the method (a 405) to the route all the same.
         methods = route.methods
         return route.path if not methods or scope["method"] in methods else "unmatched"
+    if isinstance(route, Mount):
+        return route.path + "/{path}"
     return "unmatched"
 
 

@@ -20,7 +20,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from chatscale.server.bodylimit import LINGER_S
+from chatscale.server.bodylimit import BODY_RECEIVED, LINGER_S
 from chatscale.server.headers import SECURITY_HEADERS
 
 
@@ -92,6 +92,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_headers = True
+        cycle = self.cycle
+        if cycle is not None and not cycle.more_body:
+            cycle.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request it cannot parse, as JSON."""

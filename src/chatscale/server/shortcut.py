@@ -1,4 +1,10 @@
-"""The server's own ``send`` for the body of a long response, past the middleware chain.
+"""Shortcuts past Starlette's layers: lanes of paths served by a shorter chain, and the
+server's own ``send`` for the body of a long response, past the middleware chain.
+
+A :class:`Lane` serves every HTTP request under its prefix with its own application (its
+own middleware around it), before Starlette's error middleware, router and exception
+handlers: the Durable Streams protocol answers its own errors, and an append is a small
+request whose cost was mostly those layers (docs/benchmarks.md, Durable Streams).
 
 Every middleware of the application wraps ``send`` in a coroutine of its own, and each of
 them acts on ``http.response.start`` only (headers, cookies, status, metrics). An event
@@ -12,19 +18,50 @@ messages must not be added in front of such a response.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: Where the application keeps the server's ``send`` in an HTTP request's scope.
 SCOPE_KEY = "chatscale.server_send"
 
 
+@dataclass(frozen=True)
+class Lane:
+    """HTTP requests whose path starts with ``prefix`` go to ``app``; ``label`` is their
+    ``route`` in the request metrics."""
+
+    prefix: str
+    label: str
+    app: ASGIApp
+
+
+def wrap(app: ASGIApp, middleware: Sequence[Middleware]) -> ASGIApp:
+    """``app`` inside ``middleware``, the first outermost (as Starlette stacks them)."""
+    for cls, args, kwargs in reversed(middleware):
+        app = cls(app, *args, **kwargs)
+    return app
+
+
 class ShortcutStarlette(Starlette):
-    """Starlette, keeping the server's ``send`` in every HTTP request's scope."""
+    """Starlette, keeping the server's ``send`` in every HTTP request's scope, and serving
+    the requests of its :attr:`lanes` by their own applications."""
+
+    lanes: tuple[Lane, ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope[SCOPE_KEY] = send
+            path: str = scope["path"]
+            for lane in self.lanes:
+                if path.startswith(lane.prefix):
+                    scope["app"] = self
+                    scope["route"] = lane.label
+                    await lane.app(scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
 
 
