@@ -302,7 +302,7 @@ class Settings(BaseSettings):
     stream_lease_ttl: Annotated[int, ints(1_000, 600_000, "milliseconds")] = 10_000
     stream_takeover: Bool = True
     stream_drain_timeout: Annotated[int, ints(0, 3_600, "seconds")] = 30
-    stream_delta_coalesce_ms: Annotated[int, ints(0, 1_000, "milliseconds")] = 2
+    stream_delta_coalesce_ms: Annotated[int, ints(0, 1_000, "milliseconds")] = 1
     stream_max_events: Annotated[int, ints(10, 10_000_000, "events per job")] = 100_000
     stream_max_bytes: Annotated[int, ints(1_024, 1_073_741_824, "bytes per job")] = 8 * 1_048_576
     stream_subscriber_buffer: Annotated[int, ints(1, 1_000_000, "events per subscriber")] = 10_000
