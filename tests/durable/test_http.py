@@ -62,6 +62,32 @@ def test_routes_need_a_token(server: ServerThread) -> None:
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
 
 
+def test_protocol_answers_pass_the_common_layers(server: ServerThread) -> None:
+    """The protocol's requests skip Starlette's router (a lane of their own) but not the
+    layers every request passes: request id, instance, security headers, the origin check
+    on writes, and the body bound."""
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        plain = {**auth(), "Content-Type": "text/plain"}
+        created = http.put(f"{BASE}/lane", headers={**plain, "X-Request-ID": "lane-test-1"})
+        assert created.status_code == 201
+        assert created.headers["x-request-id"] == "lane-test-1"
+        assert created.headers["x-chatscale-instance"]
+        assert created.headers["x-content-type-options"] == "nosniff"
+        assert created.headers["access-control-allow-origin"] == "*"
+        foreign = http.post(
+            f"{BASE}/lane", headers={**plain, "Origin": "https://elsewhere.example"}, content=b"x"
+        )
+        assert foreign.status_code == 403
+        assert "cross-origin" in foreign.json()["error"]
+        too_big = http.post(f"{BASE}/lane", headers=plain, content=b"x" * 2048)
+        assert too_big.status_code == 413
+        assert "DURABLE_STREAMS_MAX_BODY" in too_big.json()["error"]
+        read = http.get(f"{BASE}/lane", headers=auth(READ))
+        assert (read.status_code, read.text) == (200, "")
+        # The base path itself is no stream: the application's own 404.
+        assert http.get(BASE, headers=auth(READ)).status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path", "headers", "body", "status", "named"),
     [
