@@ -102,6 +102,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.transport, self.loop
             )
 
+    def on_response_complete(self) -> None:
+        # A head that no body write followed (a HEAD request's) goes out now, before
+        # anything the protocol itself may write next (a refusal of the next request).
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, HeadHoldingTransport):
+            cycle.transport.flush()
+        super().on_response_complete()
+
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_headers = True
@@ -167,7 +175,8 @@ class HeadHoldingTransport:
     with it in one ``writelines``, i.e. one system call.
 
     A head that nothing follows in the same turn (a body that takes time to come) goes out
-    alone at the loop's next turn, and before a close. Only the first write is held, and
+    alone at the loop's next turn, and before a close or the response's end (so before any
+    write of the protocol itself). Only the first write is held, and
     the cycle's first write is its head (or a ``100 Continue``, which then goes out by
     itself at the next turn, as a head would): the body's later writes, and so what the
     write buffer's flow control sees, are as before.
@@ -186,7 +195,7 @@ class HeadHoldingTransport:
         if self._first:
             self._first = False
             self._held = data
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
             return
         held = self._held
         if held is None:
@@ -195,7 +204,8 @@ class HeadHoldingTransport:
         self._held = None
         self._transport.writelines((held, data))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send what is held now."""
         held = self._held
         if held is not None:
             self._held = None
@@ -204,7 +214,7 @@ class HeadHoldingTransport:
 
     def close(self) -> None:
         """Send what is held, then close the connection."""
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def is_closing(self) -> bool:
