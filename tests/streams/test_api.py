@@ -286,6 +286,21 @@ async def test_list_active_and_status(streams: MakeManager) -> None:
     assert await manager.list_active("bob") == []
 
 
+async def test_list_active_lists_running_jobs_oldest_first(streams: MakeManager) -> None:
+    manager = await streams()
+    older = await manager.create(owner="dave")
+    await asyncio.sleep(0.01)
+    newer = await manager.create(owner="dave")
+    active = await manager.list_active("dave")
+    assert [j.job_id for j in active] == [older.job_id, newer.job_id]
+    await older.complete()
+    await asyncio.sleep(0.05)
+    assert [j.job_id for j in await manager.list_active("dave")] == [newer.job_id]
+    await newer.complete()
+    await asyncio.sleep(0.05)
+    assert await manager.list_active("dave") == []
+
+
 async def test_finished_jobs_expire_after_the_grace_window(streams: MakeManager) -> None:
     manager = await streams(stream_finished_ttl=1)
     producer = await manager.create(owner="u")

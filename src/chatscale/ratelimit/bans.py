@@ -132,6 +132,11 @@ class BanPolicy:
         """Whether violations can lead to bans (``BAN_VIOLATION_LIMIT`` above 0)."""
         return self.violation_limit > 0
 
+    @property
+    def local(self) -> bool:
+        """Whether a ban check needs no round trip (bans disabled, or kept in memory)."""
+        return not self.enabled or isinstance(self.store, MemoryBans)
+
     async def violation(self, identity: str) -> Violation:
         """Record one violation of ``identity`` (no-op when bans are disabled)."""
         if not self.enabled:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from chatscale.errors import ConfigError
@@ -52,6 +52,11 @@ class RateLimiter:
         self.items = items
         self.name = escape(name)
         self._strategy = MovingWindowRateLimiter(storage)
+
+    @property
+    def local(self) -> bool:
+        """Whether the counters live in this process (a hit needs no round trip)."""
+        return isinstance(self.storage, MemoryStorage)
 
     @property
     def description(self) -> str:

@@ -7,6 +7,11 @@ hold memory or a connection for ever. :class:`GuardedHttpToolsProtocol` counts t
 received while a request's headers are incomplete and runs a timer from the connection's (or
 the request's) first byte to the end of the headers, and answers its errors, like uvicorn's
 own 400, as JSON. Bodies are bounded by :mod:`chatscale.server.bodylimit`.
+
+It also sends each response's head together with the first part of its body: uvicorn
+writes them to the socket one after the other, and on a small answer that second write (a
+system call, a TCP segment, a wake-up of the client) was a sizeable share of the server's
+CPU per request (docs/benchmarks.md, h2). See :class:`HeadHoldingTransport`.
 """
 
 from __future__ import annotations
@@ -87,7 +92,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._header_bytes = 0
         self._disarm()
+        earlier = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not earlier:
+            # Only the response cycle writes through it; the protocol's own writes (its
+            # refusals) and flow control use the socket's transport as they are.
+            cycle.transport = HeadHoldingTransport(  # type: ignore[assignment]
+                self.transport, self.loop
+            )
+
+    def on_response_complete(self) -> None:
+        # A head that no body write followed (a HEAD request's) goes out now, before
+        # anything the protocol itself may write next (a refusal of the next request).
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, HeadHoldingTransport):
+            cycle.transport.flush()
+        super().on_response_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -149,3 +170,56 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # answer before the client reads it: drop what it still sends for a moment first.
         self._refused = True
         self._closer = self.loop.call_later(LINGER_S, self.transport.close)
+
+
+class HeadHoldingTransport:
+    """What one response cycle writes through: the response head waits for the next write
+    (the body's first part, normally sent in the same turn of the event loop) and goes out
+    with it in one ``writelines``, i.e. one system call.
+
+    A head that nothing follows in the same turn (a body that takes time to come) goes out
+    alone at the loop's next turn, and before a close or the response's end (so before any
+    write of the protocol itself). Only the first write is held, and
+    the cycle's first write is its head (or a ``100 Continue``, which then goes out by
+    itself at the next turn, as a head would): the body's later writes, and so what the
+    write buffer's flow control sees, are as before.
+    """
+
+    __slots__ = ("_first", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        """Hold the first write; send the held one together with the next."""
+        if self._first:
+            self._first = False
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is None:
+            self._transport.write(data)
+            return
+        self._held = None
+        self._transport.writelines((held, data))
+
+    def flush(self) -> None:
+        """Send what is held now."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        """Send what is held, then close the connection."""
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing or closed."""
+        return self._transport.is_closing()

@@ -65,6 +65,9 @@ class MemoryStreamManager(StreamManager):
     def __init__(self, settings: Any, *, instance_id: str | None = None) -> None:
         super().__init__(settings, instance_id=instance_id)
         self._jobs: dict[str, _Job] = {}
+        #: The running jobs of each owner (ids, in creation order): what ``list_active``
+        #: reads, instead of scanning every job kept in memory on each call.
+        self._running: dict[str, dict[str, None]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._recording = Background("recording an answer")
@@ -101,6 +104,7 @@ class MemoryStreamManager(StreamManager):
         now = time.time()
         meta = dict(meta or {})
         self._jobs[job_id] = _Job(job_id, owner, meta, now, now)
+        self._running.setdefault(owner, {})[job_id] = None
         producer = Producer(self, job_id, owner, meta, created_at=now)
         self._producers[job_id] = producer
         self.metrics.jobs_created += 1
@@ -136,6 +140,7 @@ class MemoryStreamManager(StreamManager):
             job.updated_at = now
             if producer.closed and job.status is JobStatus.RUNNING:
                 job.status = producer.status
+                self._not_running(job)
                 job.expires_at = now + self.finished_ttl
                 self._producers.pop(job.job_id, None)
                 self.metrics.jobs_active -= 1
@@ -225,9 +230,20 @@ class MemoryStreamManager(StreamManager):
 
     async def list_active(self, owner: str) -> list[JobInfo]:
         """The running jobs of ``owner``, oldest first."""
-        jobs = [j for j in self._jobs.values() if j.owner == owner and j.status.value == "running"]
+        running = self._running.get(owner)
+        if not running:
+            return []
+        jobs = [job for job_id in running if (job := self._jobs.get(job_id)) is not None]
+        jobs = [job for job in jobs if job.status is JobStatus.RUNNING]
         jobs.sort(key=lambda j: j.created_at)
         return [self._info(j, with_text=False) for j in jobs]
+
+    def _not_running(self, job: _Job) -> None:
+        running = self._running.get(job.owner)
+        if running is not None:
+            running.pop(job.job_id, None)
+            if not running:
+                del self._running[job.owner]
 
     async def abort(self, job_id: str, *, owner: str | None = None, wait: float = 3.0) -> bool:
         """Abort a running job; ``True`` once its ``aborted`` event is stored."""
