@@ -6,25 +6,34 @@ from __future__ import annotations
 import ast
 import inspect
 import re
+import sys
 import textwrap
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from starlette.requests import Request
 from starlette.routing import Mount, Route
+from starlette.testclient import TestClient
 
-from chatscale.config import load_settings
+from chatscale.config import Settings, load_settings
+from chatscale.durable import chat_view
+from chatscale.durable.errors import ProtocolError
 from chatscale.ratelimit.responses import BANNED, RATE_LIMITED
 from chatscale.server.app import create_app
 from chatscale.server.openapi import build_openapi
+from chatscale.server.openapi_durable import OFFSET_QUERY_PATTERN, PATH
 from chatscale.server.sse import EVENT_ID_PATTERN
 
-#: Calls that answer with the status given as their first argument.
-_ERRORS = {"ApiError", "error_response"}
+#: Calls that answer with the status given as their first argument (a ProtocolError of the
+#: Durable Streams chat view becomes the ApiError of the same status).
+_ERRORS = {"ApiError", "error_response", "ProtocolError"}
 #: Responses whose status is their ``status_code`` argument (200 when absent).
 _RESPONSES = {"JSONResponse", "Response", "PlainTextResponse", "FileResponse"}
-#: Statuses held in variables: what each expression can be.
-_DYNAMIC = {"refusal.status": {RATE_LIMITED, BANNED}}
+#: Statuses held in variables: what each expression can be. ``exc.status`` re-raises a
+#: caught ProtocolError (chat_view.read_answer): its raise sites are walked themselves.
+_DYNAMIC: dict[str, set[int]] = {"refusal.status": {RATE_LIMITED, BANNED}, "exc.status": set()}
 #: Every /api route loads the session (Redis) first; CatchAllMiddleware answers 503 when
 #: storage fails, whatever the handler.
 _API_MIDDLEWARE_STATUSES = {503}
@@ -39,13 +48,16 @@ def _status(where: str, expr: ast.expr) -> set[int]:
     raise AssertionError(f"{where}: which statuses can {text!r} be? Add it to _DYNAMIC")
 
 
-def statuses_of(func: Callable[..., Any], seen: set[Any] | None = None) -> set[int]:
-    """Every status ``func`` and the chatscale functions it calls by name can answer."""
+def statuses_of(func: Callable[..., Any] | type, seen: set[Any] | None = None) -> set[int]:
+    """Every status ``func`` and the chatscale functions it calls by name can answer; a
+    chatscale class it makes counts with every method of it (``view = _View(request)``,
+    then ``await view.tail()``)."""
     seen = set() if seen is None else seen
     if func in seen:
         return set()
     seen.add(func)
     where = f"{func.__module__}.{func.__qualname__}"
+    names = vars(sys.modules[func.__module__])
     found: set[int] = set()
     for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(func)))):
         if not isinstance(node, ast.Call):
@@ -58,15 +70,26 @@ def statuses_of(func: Callable[..., Any], seen: set[Any] | None = None) -> set[i
         elif name in _RESPONSES:
             given = keywords.get("status_code") or (node.args[1] if len(node.args) > 1 else None)
             found |= _status(where, given) if given is not None else {200}
-        if isinstance(callee, ast.Name):
-            target = func.__globals__.get(callee.id)
-            if inspect.isfunction(target) and target.__module__.startswith("chatscale."):
+        if isinstance(callee, ast.Name) and name not in _ERRORS:
+            target = names.get(callee.id)
+            if not (inspect.isfunction(target) or inspect.isclass(target)):
+                continue
+            if target.__module__.startswith("chatscale."):
                 found |= statuses_of(target, seen)
     return found
 
 
-def _routes() -> list[Route]:
-    app = create_app(load_settings())
+def _settings(durable_streams: bool) -> Settings:
+    return load_settings(durable_streams=durable_streams, durable_streams_auth="none")
+
+
+#: Routes whose HEAD answers differently from their GET: an operation of its own (Starlette
+#: answers HEAD to every GET route; those are the GET's answer without its body).
+_OWN_HEAD = {PATH}
+
+
+def _routes(durable_streams: bool = True) -> list[Route]:
+    app = create_app(_settings(durable_streams))
     routes = []
     for route in app.routes:
         if isinstance(route, Mount):
@@ -77,14 +100,31 @@ def _routes() -> list[Route]:
     return routes
 
 
-def _operations() -> dict[tuple[str, str], dict[str, Any]]:
-    paths = build_openapi()["paths"]
+def _operations(durable_streams: bool = True) -> dict[tuple[str, str], dict[str, Any]]:
+    paths = build_openapi(durable_streams=durable_streams)["paths"]
     return {(p, m.upper()): op for p, methods in paths.items() for m, op in methods.items()}
 
 
-def test_every_route_and_method_is_documented_and_nothing_else() -> None:
-    served = {(r.path, m) for r in _routes() for m in (r.methods or ()) if m != "HEAD"}
-    assert served == set(_operations())
+@pytest.mark.parametrize("durable_streams", [False, True], ids=["plain", "durable"])
+def test_every_route_and_method_is_documented_and_nothing_else(durable_streams: bool) -> None:
+    served = {
+        (r.path, m)
+        for r in _routes(durable_streams)
+        for m in (r.methods or ())
+        if m != "HEAD" or r.path in _OWN_HEAD
+    }
+    assert served == set(_operations(durable_streams))
+
+
+def test_the_document_served_is_the_one_of_the_settings() -> None:
+    """/openapi.json holds the chat view exactly when the server serves it."""
+    for durable_streams in (False, True):
+        with TestClient(create_app(_settings(durable_streams))) as client:
+            document = client.get("/openapi.json").json()
+        assert (PATH in document["paths"]) is durable_streams
+        links = document["paths"]["/api/chat"]["post"]["responses"]["202"]["links"]
+        assert ("ReadStreamDurable" in links) is durable_streams
+        assert document == build_openapi(durable_streams=durable_streams)
 
 
 @pytest.mark.parametrize("route", _routes(), ids=lambda r: r.path)
@@ -123,3 +163,52 @@ def test_resume_positions_are_documented_with_the_pattern_the_server_applies() -
         assert pattern.fullmatch(good)
     for bad in ["01", "-1", "1.5", " 1", "x", "9" * 19, "1\n"]:
         assert not pattern.fullmatch(bad)
+
+
+def test_the_walker_finds_the_chat_views_statuses_through_its_class() -> None:
+    """The chat view's statuses are raised in ``_View``'s methods and as ProtocolError."""
+    assert statuses_of(chat_view.read_answer) == {200, 204, 400, 403, 404, 429, 503}
+
+
+@pytest.mark.parametrize(
+    ("offset", "accepted"),
+    [
+        ("-1", True),
+        ("now", True),
+        ("0000000000000000_0000000000000000", True),
+        ("0000000000000042_0000000000000000", True),
+        ("0000000000000001_0000000000000005", False),  # a byte part: not a chat answer's
+        ("42", False),
+        ("", False),
+        ("NOW", False),
+        ("-2", False),
+        ("000000000000001_0000000000000000", False),
+        ("0000000000000001-0000000000000000", False),
+    ],
+)
+def test_the_chat_views_offset_pattern_is_what_it_accepts(offset: str, accepted: bool) -> None:
+    parameters = _operations()[(PATH, "GET")]["parameters"]
+    schema = next(p["schema"] for p in parameters if p["name"] == "offset")
+    assert schema == {"type": "string", "pattern": OFFSET_QUERY_PATTERN}
+    assert bool(re.fullmatch(OFFSET_QUERY_PATTERN, offset)) is accepted
+    request = _request({"offset": offset})
+    if accepted:
+        chat_view._start(request)
+    else:
+        with pytest.raises(ProtocolError) as refused:
+            chat_view._start(request)
+        assert refused.value.status == 400
+
+
+def test_the_chat_views_live_modes_are_the_documented_ones() -> None:
+    parameters = _operations()[(PATH, "GET")]["parameters"]
+    modes = next(p["schema"]["enum"] for p in parameters if p["name"] == "live")
+    for mode in modes:
+        assert chat_view._start(_request({"offset": "-1", "live": mode}))[1] == mode
+    with pytest.raises(ProtocolError):
+        chat_view._start(_request({"offset": "-1", "live": "poll"}))
+
+
+def _request(query: dict[str, str]) -> Request:
+    scope = {"type": "http", "method": "GET", "query_string": urlencode(query).encode()}
+    return Request(scope)

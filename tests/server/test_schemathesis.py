@@ -1,6 +1,8 @@
 """schemathesis against a real ``chatscale serve``, in memory and on Redis: no 5xx, and every
 response matches /openapi.json (status, content type, headers, body schema), including the
-answers to schema-violating requests and the stateful sequences its links describe.
+answers to schema-violating requests and the stateful sequences its links describe. The run
+in memory has Durable Streams on, so its document (and the fuzzing) includes the chat
+answers read as Durable Streams.
 
 Bounded: ``CHATSCALE_SCHEMATHESIS_SECONDS`` (default 90) per mode; a failure prints
 schemathesis's report with a ``curl`` line per problem.
@@ -33,6 +35,15 @@ ENV = {
     "CHAT_CONCURRENCY_LIMIT": "0",
     "DEMO_TOKENS_PER_SECOND": "100000",
     "DEMO_RESPONSE_TOKENS": "5",
+}
+#: Durable Streams on: /openapi.json then has the chat view (GET/HEAD
+#: /api/chat/stream/{id}/durable); its live reads end well within --request-timeout. The
+#: protocol's own routes are not in the document; a read token keeps them closed.
+DURABLE_ENV = {
+    "DURABLE_STREAMS": "true",
+    "DURABLE_STREAMS_READ_TOKENS": "schemathesis-read-token-0123456789",
+    "DURABLE_STREAMS_LONG_POLL_TIMEOUT": "1",
+    "DURABLE_STREAMS_SSE_DURATION": "2",
 }
 
 
@@ -83,7 +94,7 @@ def _check(result: subprocess.CompletedProcess[str], log: Path) -> None:
 
 @pytest.mark.timeout(SECONDS + 150)
 def test_schemathesis_in_memory(tmp_path: Path) -> None:
-    server = ServeProcess(ENV, tmp_path / "serve.log").start()
+    server = ServeProcess({**ENV, **DURABLE_ENV}, tmp_path / "serve.log").start()
     try:
         result = _run_schemathesis(server.url, tmp_path / "junit.xml")
     finally:

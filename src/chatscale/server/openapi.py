@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from chatscale import __version__
 from chatscale.paging import CURSOR_PATTERN, MAX_PAGE
 from chatscale.server import schemas
+from chatscale.server.openapi_durable import chat_view_paths
 from chatscale.server.sse import EVENT_ID_PATTERN
 
 _MODELS: list[type[BaseModel]] = [
@@ -121,10 +122,12 @@ def _add_middleware_answers(paths: dict[str, Any]) -> None:
                     known["description"] = f"{known['description']}; or: {text}"
 
 
-def _links_from_start() -> dict[str, Any]:
+def _links_from_start(durable_streams: bool) -> dict[str, Any]:
     # Lets clients (and schemathesis's stateful phase) follow a started answer.
     stream = {"stream_id": "$response.body#/stream_id", "token": "$response.body#/resume_token"}
+    durable = {"ReadStreamDurable": {"operationId": "readStreamDurable", "parameters": stream}}
     return {
+        **(durable if durable_streams else {}),
         "FollowStream": {"operationId": "followStream", "parameters": stream},
         "StreamStatus": {"operationId": "streamStatus", "parameters": stream},
         "AbortStream": {"operationId": "abortStream", "parameters": stream},
@@ -169,8 +172,9 @@ def _idempotency_header() -> dict[str, Any]:
     }
 
 
-def build_openapi() -> dict[str, Any]:
-    """The whole document."""
+def build_openapi(durable_streams: bool = False) -> dict[str, Any]:
+    """The whole document; with ``durable_streams`` (``DURABLE_STREAMS``) also the chat
+    answers read as Durable Streams, which the server then serves."""
     _, definitions = models_json_schema(
         [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
     )
@@ -221,7 +225,7 @@ def build_openapi() -> dict[str, Any]:
                 "responses": {
                     "202": {
                         **_json(schemas.ChatStarted, "Started (or the earlier start)"),
-                        "links": _links_from_start(),
+                        "links": _links_from_start(durable_streams),
                     },
                     **_errors(
                         400,
@@ -477,6 +481,8 @@ def build_openapi() -> dict[str, Any]:
             }
         },
     }
+    if durable_streams:
+        paths.update(chat_view_paths(stream))
     _add_middleware_answers(paths)
     return {
         "openapi": "3.1.0",
