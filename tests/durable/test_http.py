@@ -152,6 +152,8 @@ def test_protocol_answers_pass_the_common_layers(server: ServerThread) -> None:
             "Producer-Seq",
         ),
         ("GET", "/s?offset=abc", {}, b"", 400, "offset"),
+        # A trailing newline is no offset (``$`` alone would let it through).
+        ("GET", "/s?offset=0000000000000000_0000000000000000%0A", {}, b"", 400, "offset"),
         ("GET", "/s?offset=-1&offset=now", {}, b"", 400, "more than once"),
         ("GET", "/s?live=sse", {}, b"", 400, "offset parameter"),
         ("GET", "/s?offset=-1&live=forever", {}, b"", 400, "long-poll or sse"),

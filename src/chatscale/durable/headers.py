@@ -90,7 +90,7 @@ def _uint(headers: Headers, name: str) -> int | None:
     value = _one(headers, name)
     if value is None:
         return None
-    if not _UINT.match(value) or int(value) > _MAX_SAFE_INT:
+    if not _UINT.fullmatch(value) or int(value) > _MAX_SAFE_INT:
         raise ProtocolError(
             400, f"{name} is {value[:40]!r}; expected a whole number from 0 to 2^53-1"
         )
@@ -110,7 +110,7 @@ def _expiry(headers: Headers) -> tuple[int | None, str | None, int | None]:
         raise ProtocolError(400, "Stream-TTL and Stream-Expires-At cannot be used together")
     ttl: int | None = None
     if ttl_text is not None:
-        if not _TTL.match(ttl_text) or int(ttl_text) > _MAX_TTL_S:
+        if not _TTL.fullmatch(ttl_text) or int(ttl_text) > _MAX_TTL_S:
             raise ProtocolError(
                 400,
                 f"Stream-TTL is {ttl_text[:40]!r}; expected whole seconds without sign, "
@@ -120,7 +120,7 @@ def _expiry(headers: Headers) -> tuple[int | None, str | None, int | None]:
     if expires_text is None:
         return ttl, None, None
     try:
-        if not _RFC3339.match(expires_text):
+        if not _RFC3339.fullmatch(expires_text):
             raise ValueError
         moment = datetime.fromisoformat(expires_text.upper().replace("Z", "+00:00"))
     except ValueError:

@@ -48,7 +48,7 @@ class OffsetQuery:
 
 def parse_offset(text: str) -> Offset:
     """Parse a stored offset; a malformed one is a 400 naming the accepted form."""
-    match = _OFFSET.match(text)
+    match = _OFFSET.fullmatch(text)
     if match is None:
         shown = text if len(text) <= 80 else text[:80] + "..."
         raise ProtocolError(

@@ -57,7 +57,7 @@ def _page_size(text: str | None) -> int:
 def _conversation_id(request: Request) -> str:
     """The path's conversation id; a malformed one is simply not found."""
     conversation_id = request.path_params["conversation_id"]
-    if not isinstance(conversation_id, str) or not _ID.match(conversation_id):
+    if not isinstance(conversation_id, str) or not _ID.fullmatch(conversation_id):
         raise ApiError(404, "conversation not found")
     return conversation_id
 
