@@ -4,6 +4,7 @@ naming what was wrong), and, on Redis, several instances serving one stream."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -287,3 +288,27 @@ async def test_memory_drops_expired_streams_nobody_reads() -> None:
     store._swept_ms = 0  # the next create sweeps
     await store.create("other", CreateRequest("text/plain", None, None, None, False, b"", None))
     assert set(store._streams) == {"other"}
+
+
+async def test_sse_cursor_comes_from_the_request_not_the_last_event(server: ServerThread) -> None:
+    """Each control event's cursor is derived from the request's cursor: derived from the
+    previous event's, the collision jitter pushed it further ahead at every event."""
+    plain = {**auth(), "Content-Type": "text/plain"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        assert (await client.put(f"{BASE}/cursors", headers=plain)).status_code == 201
+        cursors: list[int] = []
+        params = {"offset": "-1", "live": "sse"}
+        async with client.stream(
+            "GET", f"{BASE}/cursors", params=params, headers=auth(READ)
+        ) as events:
+            lines = events.aiter_lines()
+            for n in range(6):
+                await client.post(f"{BASE}/cursors", headers=plain, content=f"m{n}".encode())
+                while True:
+                    line = await asyncio.wait_for(anext(lines), 5)
+                    if line.startswith("data:") and "streamCursor" in line:
+                        cursors.append(int(json.loads(line[5:])["streamCursor"]))
+                        break
+    assert len(cursors) == 6
+    # The same interval number throughout (one more if a 20 s interval ended meanwhile).
+    assert max(cursors) - min(cursors) <= 1, cursors

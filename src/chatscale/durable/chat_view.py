@@ -219,8 +219,7 @@ async def _sse(view: _View, start: int, cursor: str | None) -> AsyncIterator[byt
         yield control_event(_offset(last), None, up_to_date=True, closed=True)
         return
     if start >= last:
-        cursor = next_cursor(cursor)
-        yield control_event(_offset(start), cursor, up_to_date=True, closed=False)
+        yield control_event(_offset(start), next_cursor(cursor), up_to_date=True, closed=False)
     async with view.events(start) as events:
         while True:
             left = deadline - time.monotonic()
@@ -232,9 +231,12 @@ async def _sse(view: _View, start: int, cursor: str | None) -> AsyncIterator[byt
             except (TimeoutError, StopAsyncIteration):
                 return
             position = int(event.id)
-            cursor = next_cursor(cursor)
+            # From the request's cursor each time (see chatscale.durable.http).
             yield data_event(_JSON, [_message(event)]) + control_event(
-                _offset(position), cursor, up_to_date=position >= last, closed=event.final
+                _offset(position),
+                next_cursor(cursor),
+                up_to_date=position >= last,
+                closed=event.final,
             )
             if event.final:
                 return

@@ -364,9 +364,13 @@ class DurableStreamsApp:
                 # A data event and its control event go out in one write: a reader never
                 # sees data without the offset that follows it.
                 data = self._data_event(content_type, result) if result.records else b""
-                cursor = next_cursor(cursor)
+                # From the request's cursor each time, as the reference server does: fed its
+                # own last one, the jitter would push the cursor further at every event.
                 yield data + control_event(
-                    str(position), cursor, up_to_date=result.up_to_date, closed=finished
+                    str(position),
+                    next_cursor(cursor),
+                    up_to_date=result.up_to_date,
+                    closed=finished,
                 )
                 announced = True
             if finished:
