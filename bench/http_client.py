@@ -187,9 +187,16 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str],
 
 
 def _request_bytes(
-    host: str, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    host: str,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    keep_alive: bool = False,
 ) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"]
+    if not keep_alive:
+        lines.append("Connection: close")
     lines += [f"{k}: {v}" for k, v in headers.items()]
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
@@ -221,6 +228,46 @@ async def request(
         return status, decoded, cookies
     finally:
         writer.close()
+
+
+class KeptAlive:
+    """One kept-alive connection for a client's JSON requests, as a browser reuses one
+    (reopened if the server closes it)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def request(
+        self, method: str, path: str, payload: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, list[str]]:
+        """As :func:`request`, on this connection."""
+        if self._reader is None or self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._reader, self._writer
+        body = None if payload is None else json.dumps(payload).encode()
+        writer.write(_request_bytes(self.host, method, path, body, headers or {}, True))
+        status, response_headers, cookies = await _read_head(reader)
+        if "content-length" in response_headers:
+            raw = await reader.readexactly(int(response_headers["content-length"]))
+        elif status in (204, 304) or method == "HEAD":
+            raw = b""
+        else:
+            raise ValueError(f"{method} {path}: an answer without a length on a kept connection")
+        if response_headers.get("connection", "").lower() == "close":
+            self.close()
+        try:
+            decoded = json.loads(raw) if raw else None
+        except ValueError:
+            decoded = None
+        return status, decoded, cookies
+
+    def close(self) -> None:
+        """Drop the connection."""
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
 
 
 @dataclass

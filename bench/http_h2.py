@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/http_h2.py [--chats 1000] [--tokens 200] [--rate 50] [--ramp 2]
         [--provider demo|openai] [--store memory|sqlite] [--loop auto|asyncio|uvloop]
-        [--profile FILE]
+        [--keep-alive] [--profile FILE]
 
 ``--provider openai`` serves the chats with the OpenAI-compatible provider streaming from
 ``bench/fake_openai.py`` (its own process, same pace and length, words varying per request),
@@ -15,7 +15,9 @@ backends; ``--store sqlite`` uses ``serve``'s default SQLite file (in a temporar
 ``--loop`` sets SERVER_EVENT_LOOP; ``--profile FILE`` records the server with py-spy (raw
 collapsed stacks, 250 Hz, GIL holders only) while the chats run.
 
-Each client: ``POST /api/chat`` (its own session), ``GET .../status`` for the job's start
+``--keep-alive`` sends a client's JSON requests on one kept-alive connection, as a browser
+does, instead of a connection each (``Connection: close``, the default). Each client: ``POST
+/api/chat`` (its own session), ``GET .../status`` for the job's start
 time, then the event stream. The demo model emits token n of a job at ``created_at + n/rate``
 (a fixed schedule), so a token's latency is the client's wall clock when it arrives minus
 that instant; it includes the model task's start, coalescing, the event log, fan-out,
@@ -39,12 +41,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.http_client import (  # noqa: E402
+    KeptAlive,
     add_out_option,
     keep_result,
     open_sse,
@@ -69,18 +73,31 @@ class Chat:
 
 
 async def one_chat(
-    port: int, index: int, delay: float, rate: float, tokens: int, model: str | None = None
+    port: int,
+    index: int,
+    delay: float,
+    rate: float,
+    tokens: int,
+    model: str | None = None,
+    keep_alive: bool = False,
 ) -> Chat:
     chat = Chat()
     await asyncio.sleep(delay)
     t0 = time.monotonic()
+    kept = KeptAlive("127.0.0.1", port) if keep_alive else None
+
+    async def ask(
+        method: str, path: str, payload: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, list[str]]:
+        if kept is not None:
+            return await kept.request(method, path, payload, headers)
+        return await request("127.0.0.1", port, method, path, payload, headers)
+
     try:
         # A session first, as the web page has: brand-new sessions are limited by address.
-        _, _, cookies = await request("127.0.0.1", port, "GET", "/api/chat/active")
+        _, _, cookies = await ask("GET", "/api/chat/active")
         cookie = {"Cookie": "; ".join(cookies)}
-        status, started, _ = await request(
-            "127.0.0.1",
-            port,
+        status, started, _ = await ask(
             "POST",
             "/api/chat",
             {"message": f"benchmark chat {index}", **({"model": model} if model else {})},
@@ -90,9 +107,7 @@ async def one_chat(
             chat.error = f"POST {status}: {started}"
             return chat
         stream_id = started["stream_id"]
-        status, info, _ = await request(
-            "127.0.0.1", port, "GET", f"/api/chat/stream/{stream_id}/status", headers=cookie
-        )
+        status, info, _ = await ask("GET", f"/api/chat/stream/{stream_id}/status", headers=cookie)
         created = float(info["created_at"])
         sse = await open_sse("127.0.0.1", port, f"/api/chat/stream/{stream_id}", cookie)
         connected = time.time()
@@ -116,6 +131,9 @@ async def one_chat(
             sse.close()
     except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
         chat.error = repr(exc)
+    finally:
+        if kept is not None:
+            kept.close()
     if chat.final == "done" and chat.tokens != tokens:
         chat.error = f"{chat.tokens} tokens instead of {tokens}"
     return chat
@@ -129,6 +147,9 @@ class Setup:
     store: str = "memory"
     loop: str | None = None
     profile: Path | None = None
+    #: The client's JSON requests on one kept-alive connection (as a browser's), not one
+    #: connection each.
+    keep_alive: bool = False
 
 
 def server_env(setup: Setup, tokens: int, rate: float, tmp: Path) -> dict[str, str]:
@@ -215,7 +236,15 @@ async def run(
             cpu_before, began = server.cpu_s(), time.monotonic()
             results = await asyncio.gather(
                 *(
-                    one_chat(server.port, i, rng.uniform(0, ramp), rate, tokens, model)
+                    one_chat(
+                        server.port,
+                        i,
+                        rng.uniform(0, ramp),
+                        rate,
+                        tokens,
+                        model,
+                        setup.keep_alive,
+                    )
                     for i in range(chats)
                 )
             )
@@ -239,6 +268,7 @@ async def run(
         "provider": setup.provider,
         "store": setup.store,
         "loop": setup.loop or "default",
+        "keep_alive": setup.keep_alive,
         "chats": chats,
         "tokens_per_chat": tokens,
         "rate_tokens_per_s": rate,
@@ -276,17 +306,23 @@ def main() -> None:
     parser.add_argument("--store", choices=("memory", "sqlite"), default="memory")
     parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default=None)
     parser.add_argument("--profile", type=Path, help="record the server with py-spy here")
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="each client's JSON requests on one kept-alive connection, as a browser's",
+    )
     add_out_option(parser)
     args = parser.parse_args()
     if args.chats < 1 or args.tokens < 1 or args.rate <= 0 or args.ramp < 0:
         parser.error("--chats, --tokens and --rate must be positive, --ramp not negative")
-    setup = Setup(args.provider, args.store, args.loop, args.profile)
+    setup = Setup(args.provider, args.store, args.loop, args.profile, args.keep_alive)
     result = asyncio.run(run(args.chats, args.tokens, args.rate, args.ramp, setup))
     options = {
         "chats": args.chats,
         "tokens": args.tokens,
         "rate": args.rate,
         "ramp": args.ramp,
+        "keep_alive": args.keep_alive,
         "provider": args.provider,
         "store": args.store,
         "loop": args.loop,
