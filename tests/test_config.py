@@ -423,6 +423,21 @@ def test_chat_rate_limit_rejects_anything_else(monkeypatch: pytest.MonkeyPatch, 
     assert "30/minute" in str(problem)
 
 
+def test_durable_write_rate_limit_is_off_when_empty_and_checked_when_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert env(monkeypatch).durable_streams_write_rate_limit == ""
+    assert (
+        env(monkeypatch, DURABLE_STREAMS_WRITE_RATE_LIMIT="  ").durable_streams_write_rate_limit
+        == ""
+    )
+    settings = env(monkeypatch, DURABLE_STREAMS_WRITE_RATE_LIMIT="100/second; 5000/minute")
+    assert settings.durable_streams_write_rate_limit == "100/second; 5000/minute"
+    problem = error(monkeypatch, DURABLE_STREAMS_WRITE_RATE_LIMIT="lots")
+    assert problem.variable == "DURABLE_STREAMS_WRITE_RATE_LIMIT"
+    assert "30/minute" in str(problem)
+
+
 def test_session_secret_previous_is_read_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = env(monkeypatch, SESSION_SECRET="n" * 40, SESSION_SECRET_PREVIOUS="o" * 40)
     assert settings.session_secret_previous is not None

@@ -104,6 +104,13 @@ def _csv(value: Any) -> Any:
     return value
 
 
+def _optional_rate_limit(value: Any) -> Any:
+    # Empty (or blank) turns the limit off.
+    if isinstance(value, str) and not value.strip():
+        return ""
+    return _rate_limit(value)
+
+
 def _rate_limit(value: Any) -> Any:
     # The ``limits`` library's notation ("30/minute", "10 per 2 minutes; 500/day").
     if not isinstance(value, str):
@@ -324,6 +331,8 @@ class Settings(BaseSettings):
     durable_streams_sse_duration: Annotated[float, floats(1, 3_600, "seconds")] = 60.0
     durable_streams_max_body: Annotated[int, ints(1, 1_073_741_824, "bytes")] = 8 * 1_048_576
     durable_streams_max_read: Annotated[int, ints(1_024, 1_073_741_824, "bytes")] = 1_048_576
+    #: Empty: writes are not limited.
+    durable_streams_write_rate_limit: Annotated[str, BeforeValidator(_optional_rate_limit)] = ""
 
     # --- Database (docs/configuration.md) ------------------------------------------------
     database_url: OptStr = Field(default=None, repr=False)  # may carry a password

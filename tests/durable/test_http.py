@@ -179,6 +179,25 @@ def test_bad_requests_are_named(
         assert answer.headers["x-content-type-options"] == "nosniff"
 
 
+def test_writes_over_the_write_rate_limit_are_429() -> None:
+    settings = durable_settings(durable_streams_write_rate_limit="3/minute")
+    plain = {"Content-Type": "text/plain"}
+    with ServerThread(settings) as running, httpx.Client(base_url=running.url, timeout=5) as http:
+        assert http.put(f"{BASE}/w", headers={**auth(), **plain}).status_code == 201
+        for n in range(2):
+            posted = http.post(f"{BASE}/w", headers={**auth(), **plain}, content=b"x")
+            assert posted.status_code == 204, (n, posted.text)
+        refused = http.post(f"{BASE}/w", headers={**auth(), **plain}, content=b"x")
+        assert refused.status_code == 429
+        assert "DURABLE_STREAMS_WRITE_RATE_LIMIT" in refused.json()["error"]
+        assert int(refused.headers["retry-after"]) >= 1
+        # Reads are not limited, and the refused append stored nothing.
+        read = http.get(f"{BASE}/w", headers=auth(READ))
+        assert (read.status_code, read.text) == (200, "xx")
+        # A read token's write is refused by the token check (403), before any counting.
+        assert http.delete(f"{BASE}/w", headers=auth(READ)).status_code == 403
+
+
 # --- several instances on one Redis -------------------------------------------------------
 
 TOPOLOGIES = [
@@ -201,6 +220,28 @@ def two_instances(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     )
     with ServerThread(settings) as one, ServerThread(settings) as two:
         yield one.url, two.url
+
+
+async def test_write_rate_limit_holds_across_instances(
+    request: pytest.FixtureRequest,
+) -> None:
+    uri = str(request.getfixturevalue("redis_standalone").url())
+    settings = durable_settings(
+        use_redis=True,
+        redis_uri=uri,
+        redis_key_prefix=unique_prefix(),
+        session_secret="durable-http-test-secret-0123456789abcdef",
+        durable_streams_write_rate_limit="4/minute",
+    )
+    plain = {"Content-Type": "text/plain"}
+    with ServerThread(settings) as one, ServerThread(settings) as two:
+        async with httpx.AsyncClient(timeout=10, headers=auth()) as http:
+            statuses = [(await http.put(f"{one.url}{BASE}/limited", headers=plain)).status_code]
+            for n in range(4):
+                url = (one.url, two.url)[n % 2] + f"{BASE}/limited"
+                statuses.append((await http.post(url, headers=plain, content=b"x")).status_code)
+    # Four writes in all, whichever instance took them: the fifth is refused.
+    assert statuses == [201, 204, 204, 204, 429]
 
 
 async def test_instances_share_streams(two_instances: tuple[str, str]) -> None:

@@ -17,6 +17,7 @@ from chatscale.durable import headers as parse
 from chatscale.durable.auth import BearerAuth
 from chatscale.durable.content import json_array
 from chatscale.durable.errors import ProtocolError
+from chatscale.durable.limits import WriteLimit
 from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json, is_text
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
 from chatscale.durable.sse import control_event, data_event
@@ -157,6 +158,8 @@ class DurableStreamsApp:
         self._waiting: set[asyncio.Task[object]] = set()
         self._cut: set[asyncio.Task[object]] = set()
         self._live_reads: dict[tuple[str, Offset], asyncio.Future[ReadResult]] = {}
+        #: ``DURABLE_STREAMS_WRITE_RATE_LIMIT`` (set at start-up), ``None``: unlimited.
+        self.write_limit: WriteLimit | None = None
         self._events_sent: dict[tuple[str, Offset, Offset], bytes] = {}
 
     def end_live_reads(self) -> None:
@@ -212,6 +215,8 @@ class DurableStreamsApp:
         if method not in ("PUT", "POST", "DELETE", "GET", "HEAD"):
             raise ProtocolError(405, f"{method} is not a method of the protocol", {"Allow": _ALLOW})
         self.auth.check(request.headers, write=write)
+        if write and self.write_limit is not None:
+            await self.write_limit.check(request.scope, request.headers)
         store = self.store_of()
         if method == "PUT":
             body = await request.body()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatscale.config import Settings
 from chatscale.durable.auth import BearerAuth
 from chatscale.durable.http import DurableOptions, DurableStreamsApp
+from chatscale.durable.limits import WriteLimit
 from chatscale.durable.memory import MemoryStore
 from chatscale.durable.store import DurableStore
+
+if TYPE_CHECKING:
+    from chatscale.ratelimit import RateLimits
 
 log = logging.getLogger("chatscale.durable")
 
@@ -39,8 +43,12 @@ class DurableService:
             raise RuntimeError("the Durable Streams store is not started")
         return self._store
 
-    async def start(self, redis: Any | None) -> None:
-        """Open the store: on Redis when ``USE_REDIS`` is on, else in memory."""
+    async def start(self, redis: Any | None, limits: RateLimits | None = None) -> None:
+        """Open the store: on Redis when ``USE_REDIS`` is on, else in memory; count writes
+        in ``limits``' storage when ``DURABLE_STREAMS_WRITE_RATE_LIMIT`` is set."""
+        limit = self.settings.durable_streams_write_rate_limit
+        if limit and limits is not None:
+            self.app.write_limit = WriteLimit(limits.storage, limit, limits.trusted)
         if self.settings.durable_streams_auth == "none":
             log.warning(
                 "DURABLE_STREAMS_AUTH=none: anyone who reaches %s can create, read and delete "

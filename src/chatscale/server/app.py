@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             session_holder.gate = svc.session_gate()
             attach(svc.lifecycle)
             if durable is not None:
-                await durable.start(svc.redis)
+                await durable.start(svc.redis, svc.limits)
                 # Draining also ends the protocol's live reads (they hold connections open).
                 drain_services = svc.drain
 
