@@ -160,7 +160,7 @@ class DurableStreamsApp:
         self._live_reads: dict[tuple[str, Offset], asyncio.Future[ReadResult]] = {}
         #: ``DURABLE_STREAMS_WRITE_RATE_LIMIT`` (set at start-up), ``None``: unlimited.
         self.write_limit: WriteLimit | None = None
-        self._events_sent: dict[tuple[str, Offset, Offset], bytes] = {}
+        self._frames_sent: dict[tuple[str, Offset, Offset, str, bool, bool], bytes] = {}
 
     def end_live_reads(self) -> None:
         """On drain: every long-poll answers now, every SSE read ends after what it has
@@ -366,17 +366,9 @@ class DurableStreamsApp:
             position = result.end
             finished = result.info.closed and result.up_to_date
             if result.records or not announced:
-                # A data event and its control event go out in one write: a reader never
-                # sees data without the offset that follows it.
-                data = self._data_event(content_type, result) if result.records else b""
                 # From the request's cursor each time, as the reference server does: fed its
                 # own last one, the jitter would push the cursor further at every event.
-                yield data + control_event(
-                    str(position),
-                    next_cursor(cursor),
-                    up_to_date=result.up_to_date,
-                    closed=finished,
-                )
+                yield self._frame(content_type, result, next_cursor(cursor), finished)
                 announced = True
             if finished:
                 return
@@ -429,21 +421,26 @@ class DurableStreamsApp:
             if self._live_reads.get(key) is running:
                 del self._live_reads[key]
 
-    def _data_event(self, content_type: str, result: ReadResult) -> bytes:
-        """The data event of ``result``, encoded once for every SSE reader of the same
-        records (a stream with many subscribers sends each append to all of them)."""
-        key = (result.info.id, result.start, result.end)
-        event = self._events_sent.get(key)
-        if event is None:
-            event = data_event(content_type, result.records)
-            if len(self._events_sent) >= _EVENTS_KEPT:
-                del self._events_sent[next(iter(self._events_sent))]
-            self._events_sent[key] = event
-        return event
+    def _frame(self, content_type: str, result: ReadResult, cursor: str, finished: bool) -> bytes:
+        """The SSE bytes of ``result``: its data event (none when it has no records) and the
+        control event after it, in one write, so a reader never sees data without the offset
+        that follows it. Encoded once for every reader of the same records and cursor (a
+        stream with many subscribers sends each append to all of them)."""
+        key = (result.info.id, result.start, result.end, cursor, result.up_to_date, finished)
+        frame = self._frames_sent.get(key)
+        if frame is None:
+            data = data_event(content_type, result.records) if result.records else b""
+            frame = data + control_event(
+                str(result.end), cursor, up_to_date=result.up_to_date, closed=finished
+            )
+            if len(self._frames_sent) >= _FRAMES_KEPT:
+                del self._frames_sent[next(iter(self._frames_sent))]
+            self._frames_sent[key] = frame
+        return frame
 
 
-#: Encoded data events kept for other readers: the latest few, at most max_read each.
-_EVENTS_KEPT = 16
+#: Encoded SSE frames kept for other readers: the latest few, at most max_read each.
+_FRAMES_KEPT = 16
 _ALLOW = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 
 
