@@ -423,6 +423,23 @@ def test_chat_rate_limit_rejects_anything_else(monkeypatch: pytest.MonkeyPatch, 
     assert "30/minute" in str(problem)
 
 
+def test_delta_window_is_the_backends_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatscale.streams.memory import MemoryStreamManager
+    from chatscale.streams.redis import RedisStreamManager
+
+    assert env(monkeypatch).stream_delta_coalesce_ms is None
+    assert env(monkeypatch, STREAM_DELTA_COALESCE_MS=" ").stream_delta_coalesce_ms is None
+    assert env(monkeypatch, STREAM_DELTA_COALESCE_MS="0").stream_delta_coalesce_ms == 0
+    assert MemoryStreamManager.default_coalesce_ms == 0
+    assert RedisStreamManager.default_coalesce_ms == 1
+    assert MemoryStreamManager(env(monkeypatch)).coalesce_s == 0
+    set_ = env(monkeypatch, STREAM_DELTA_COALESCE_MS="5")
+    assert MemoryStreamManager(set_).coalesce_s == 0.005
+    problem = error(monkeypatch, STREAM_DELTA_COALESCE_MS="1001")
+    assert problem.variable == "STREAM_DELTA_COALESCE_MS"
+    assert "milliseconds from 0 to 1000" in str(problem)
+
+
 def test_durable_write_rate_limit_is_off_when_empty_and_checked_when_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -71,6 +71,18 @@ def _int_in(low: int, high: int, unit: str) -> Callable[[Any], Any]:
     return check
 
 
+def _optional_int_in(low: int, high: int, unit: str) -> Callable[[Any], Any]:
+    # Empty (or absent): the component's own default.
+    check = _int_in(low, high, unit)
+
+    def optional(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return check(value)
+
+    return optional
+
+
 def _float_in(low: float, high: float, unit: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         try:
@@ -309,7 +321,10 @@ class Settings(BaseSettings):
     stream_lease_ttl: Annotated[int, ints(1_000, 600_000, "milliseconds")] = 10_000
     stream_takeover: Bool = True
     stream_drain_timeout: Annotated[int, ints(0, 3_600, "seconds")] = 30
-    stream_delta_coalesce_ms: Annotated[int, ints(0, 1_000, "milliseconds")] = 1
+    #: None: the backend's default (1 ms on Redis, 0 in memory).
+    stream_delta_coalesce_ms: Annotated[
+        int | None, BeforeValidator(_optional_int_in(0, 1_000, "milliseconds"))
+    ] = None
     stream_max_events: Annotated[int, ints(10, 10_000_000, "events per job")] = 100_000
     stream_max_bytes: Annotated[int, ints(1_024, 1_073_741_824, "bytes per job")] = 8 * 1_048_576
     stream_subscriber_buffer: Annotated[int, ints(1, 1_000_000, "events per subscriber")] = 10_000

@@ -622,8 +622,11 @@ async def test_a_refused_regeneration_keeps_the_answer_and_retries(browser: Any)
         await page.click("#new-chat")
         await _send(page, "long one")  # runs on the server while the first is regenerated
         await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        # A full load of the kept conversation. (goto to it only changes the #hash, and on
+        # Chromium 156 a reload after that leaves Playwright waiting on a page it no longer
+        # sees: its selectors time out although the page shows the answer.)
+        await page.goto("about:blank")
         await page.goto(kept_url)
-        await page.reload()  # goto only changed the #hash
         await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
         await page.locator(".action.regenerate").click()
         refused = page.locator(".msg.assistant[data-status='unsent']")

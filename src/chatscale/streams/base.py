@@ -55,13 +55,20 @@ class StreamManager(abc.ABC):
     continued after a takeover; :meth:`drain` hands jobs over at shutdown.
     """
 
+    #: ``STREAM_DELTA_COALESCE_MS`` when it is not set: a backend's own trade-off between a
+    #: delta's latency and the writes it saves.
+    default_coalesce_ms: int = 1
+
     def __init__(self, settings: Settings, *, instance_id: str | None = None) -> None:
         self.settings = settings
         self.instance_id = instance_id or uuid.uuid4().hex[:12]
         self.metrics = StreamMetrics()
         self.max_events = settings.stream_max_events
         self.max_bytes = settings.stream_max_bytes
-        self.coalesce_s = settings.stream_delta_coalesce_ms / 1000
+        window_ms = settings.stream_delta_coalesce_ms
+        if window_ms is None:
+            window_ms = self.default_coalesce_ms
+        self.coalesce_s = window_ms / 1000
         self.max_listeners = settings.redis_max_listeners
         self.replay_page = settings.stream_replay_page
         self.subscriber_buffer = settings.stream_subscriber_buffer

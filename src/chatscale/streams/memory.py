@@ -62,6 +62,11 @@ class _Job:
 class MemoryStreamManager(StreamManager):
     """The single-instance backend (``USE_REDIS_STREAMS`` off)."""
 
+    #: A flush here is a list append and a wake-up, no round trip: the deltas of one turn of
+    #: the event loop go out together, and none waits for a timer (h2: token p50 2.8 ->
+    #: 1.5 ms at the same CPU, docs/benchmarks.md).
+    default_coalesce_ms = 0
+
     def __init__(self, settings: Any, *, instance_id: str | None = None) -> None:
         super().__init__(settings, instance_id=instance_id)
         self._jobs: dict[str, _Job] = {}
