@@ -148,6 +148,18 @@ class FaultRunner:
             healing_at = fault.healing_at or time.monotonic()
             if await self._wait_ready():
                 fault.recovery_s = time.monotonic() - healing_at
+            # After the measurement: the topology's own settling (the harness waiting for
+            # the Sentinels to agree) is not the instances' recovery.
+            await self._settle(fault)
+
+    async def _settle(self, fault: Fault) -> None:
+        """Wait (bounded) until the topology is whole again after ``fault``."""
+        if fault.kind != "redis_pause":
+            return
+        if isinstance(self.topology, Sentinel):
+            await asyncio.to_thread(self.topology.settle)
+        if isinstance(self.topology, Cluster):
+            await asyncio.to_thread(self.topology.recover, None)
 
     async def _inject(self, fault: Fault) -> None:
         handlers: dict[str, Callable[[Fault], Awaitable[None]]] = {
@@ -218,10 +230,6 @@ class FaultRunner:
         finally:
             pause_process(pid, False)
         fault.healing_at = time.monotonic()
-        if isinstance(self.topology, Sentinel):
-            await asyncio.to_thread(self.topology.settle)
-        if isinstance(self.topology, Cluster):
-            await asyncio.to_thread(self.topology.recover, None)
 
     def _standalone(self) -> Standalone:
         if not isinstance(self.topology, Standalone):
