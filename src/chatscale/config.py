@@ -76,9 +76,8 @@ def _optional_int_in(low: int, high: int, unit: str) -> Callable[[Any], Any]:
     check = _int_in(low, high, unit)
 
     def optional(value: Any) -> Any:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return check(value)
+        value = _optional_text(value)
+        return None if value is None else check(value)
 
     return optional
 

@@ -4,7 +4,7 @@ the chat API's owner checks."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -24,12 +24,6 @@ def server() -> Iterator[ServerThread]:
     )
     with ServerThread(settings) as running:
         yield running
-
-
-@pytest.fixture
-async def client(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        yield http
 
 
 async def test_an_answer_reads_as_a_json_stream(client: httpx.AsyncClient) -> None:

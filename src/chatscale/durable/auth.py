@@ -11,6 +11,13 @@ from chatscale.durable.headers import Headers
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="durable-streams"'}
 
 
+def bearer_token(headers: Headers) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or ``None`` without one."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 class BearerAuth:
     """Checks ``Authorization: Bearer <token>`` against the configured tokens."""
 
@@ -25,13 +32,12 @@ class BearerAuth:
         """Raise 401 without a known token, 403 for a read token on a write."""
         if self.open:
             return
-        value = headers.get("authorization", "")
-        scheme, _, token = value.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(headers)
+        if token is None:
             raise ProtocolError(
                 401, "a bearer token is required (Authorization: Bearer ...)", _CHALLENGE
             )
-        given = token.strip().encode()
+        given = token.encode()
         # Compare against every token so the time taken does not tell which matched.
         can_write = any([hmac.compare_digest(given, t) for t in self._write])
         can_read = can_write or any([hmac.compare_digest(given, t) for t in self._read])

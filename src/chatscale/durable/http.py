@@ -86,7 +86,7 @@ class Call:
 
     @property
     def path(self) -> str:
-        """The full path (a mounted application sees its mount's prefix too)."""
+        """The request's full path, base path included."""
         path: str = self.scope["path"]
         return path
 

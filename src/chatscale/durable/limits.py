@@ -14,6 +14,7 @@ from typing import Any
 
 from limits.aio.storage import Storage
 
+from chatscale.durable.auth import bearer_token
 from chatscale.durable.errors import ProtocolError
 from chatscale.durable.headers import Headers
 from chatscale.ratelimit.identity import TrustedProxies, client_address
@@ -31,9 +32,8 @@ class WriteLimit:
 
     def client(self, scope: Any, headers: Headers) -> str:
         """Who a request counts against: ``token:<digest>`` or ``ip:<address>``."""
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token:
+        token = bearer_token(headers)
+        if token is not None:
             return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
         return "ip:" + client_address(scope, self.trusted)
 
