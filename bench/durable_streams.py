@@ -58,6 +58,7 @@ from bench.http_client import add_out_option, keep_result, raise_nofile  # noqa:
 NODE_DIR = ROOT / "bench" / "durable"
 TICK_S = os.sysconf("SC_CLK_TCK")
 SYSTEMS = ("node", "chatscale", "chatscale-redis", "chatscale-redis-x3")
+WORKLOADS = ("append1000", "append_rate", "sse1", "sse1000", "catchup1000")
 STREAMS = 1000
 APPEND_BYTES = 256
 CATCHUP_MESSAGES = 200
@@ -568,16 +569,23 @@ async def run_system(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "idle_cpu_share": round(system.idle_cpu_share, 4),
             "idle_redis_cpu_share": round(system.idle_redis_cpu_share, 4),
         }
-        results["append1000"] = await append_closed(system, args.writers, args.seconds)
-        results["append_rate"] = await append_rate(system, args.rate, args.seconds)
-        if name == "chatscale-redis" and "chatscale-redis-x3" in args.systems:
-            # What each of three instances gets at the same total: their CPU per append is
-            # compared with this (a process's cost per append grows as its load falls).
-            results["append_rate_third"] = await append_rate(system, args.rate / 3, args.seconds)
+        wanted = args.workloads
+        if "append1000" in wanted:
+            results["append1000"] = await append_closed(system, args.writers, args.seconds)
+        if "append_rate" in wanted:
+            results["append_rate"] = await append_rate(system, args.rate, args.seconds)
+            if name == "chatscale-redis" and "chatscale-redis-x3" in args.systems:
+                # What each of three instances gets at the same total: their CPU per append
+                # is compared with this (a process's cost per append grows as its load falls).
+                third = await append_rate(system, args.rate / 3, args.seconds)
+                results["append_rate_third"] = third
         if not name.endswith("-x3"):
-            results["sse1"] = await sse(system, 1, args.sse_rate, args.seconds)
-            results["sse1000"] = await sse(system, 1000, args.sse1000_rate, args.seconds)
-            results["catchup1000"] = await catchup(system, 1000, args.catchup_concurrency)
+            if "sse1" in wanted:
+                results["sse1"] = await sse(system, 1, args.sse_rate, args.seconds)
+            if "sse1000" in wanted:
+                results["sse1000"] = await sse(system, 1000, args.sse1000_rate, args.seconds)
+            if "catchup1000" in wanted:
+                results["catchup1000"] = await catchup(system, 1000, args.catchup_concurrency)
         results["peak_rss_mb"] = round(system.peak_rss_mb(), 1)
         return results
     finally:
@@ -631,6 +639,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--servers", default=",".join(SYSTEMS), help="of " + ", ".join(SYSTEMS))
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help="of " + ", ".join(WORKLOADS)
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="per timed workload")
     parser.add_argument("--writers", type=int, default=50, help="append1000 writers")
     parser.add_argument("--rate", type=float, default=300.0, help="append_rate appends/s")
@@ -651,6 +662,11 @@ def main() -> None:
     raise_nofile(8192)
 
     args.systems = kinds
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if set(args.workloads) - set(WORKLOADS):
+        raise SystemExit(
+            f"--workloads: unknown {', '.join(sorted(set(args.workloads) - set(WORKLOADS)))}"
+        )
 
     async def run() -> dict[str, Any]:
         return {kind: await run_system(kind, args) for kind in kinds}

@@ -17,11 +17,13 @@ from chatscale.durable import headers as parse
 from chatscale.durable.auth import BearerAuth
 from chatscale.durable.content import json_array
 from chatscale.durable.errors import ProtocolError
+from chatscale.durable.fanout import RECHECK_S, Fanout
 from chatscale.durable.limits import WriteLimit
 from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json, is_text
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
 from chatscale.durable.sse import control_event, data_event
 from chatscale.durable.store import DurableStore
+from chatscale.server.protocol import BodyWriter, body_writer
 from chatscale.server.shortcut import body_send
 
 log = logging.getLogger("chatscale.durable")
@@ -161,12 +163,15 @@ class DurableStreamsApp:
         #: ``DURABLE_STREAMS_WRITE_RATE_LIMIT`` (set at start-up), ``None``: unlimited.
         self.write_limit: WriteLimit | None = None
         self._frames_sent: dict[tuple[str, Offset, Offset, str, bool, bool], bytes] = {}
+        self._fanouts: dict[str, Fanout] = {}
 
     def end_live_reads(self) -> None:
         """On drain: every long-poll answers now, every SSE read ends after what it has
         sent (clients continue from their last offset on another instance), and new live
         reads do not wait."""
         self._ending = True
+        for fanout in list(self._fanouts.values()):
+            fanout.release_all()
         for task in self._waiting:
             self._cut.add(task)
             task.cancel()
@@ -263,7 +268,8 @@ class DurableStreamsApp:
             )
         cursor = query.get("cursor")
         if live == "sse":
-            return await self._sse(name, store, wanted.offset, wanted.now, cursor)
+            writer = body_writer(request.scope)
+            return await self._sse(name, store, wanted.offset, wanted.now, cursor, writer)
         if wanted.now:
             result = await store.read(name, None, self.options.max_read_bytes)
             if live is None:
@@ -337,6 +343,7 @@ class DurableStreamsApp:
         start: Offset | None,
         now: bool,
         cursor: str | None,
+        writer: BodyWriter | None = None,
     ) -> Response:
         first = await store.read(
             name, None if now else (start or START), self.options.max_read_bytes
@@ -350,12 +357,17 @@ class DurableStreamsApp:
         if not is_text(content_type):
             headers["Stream-SSE-Data-Encoding"] = "base64"
         return EventAnswer(
-            self._events(name, store, first, cursor),
+            self._events(name, store, first, cursor, writer),
             headers=headers,
         )
 
     async def _events(
-        self, name: str, store: DurableStore, result: ReadResult, cursor: str | None
+        self,
+        name: str,
+        store: DurableStore,
+        result: ReadResult,
+        cursor: str | None,
+        writer: BodyWriter | None,
     ) -> AsyncIterator[bytes]:
         # The connection ends after DURABLE_STREAMS_SSE_DURATION (so CDNs can collapse
         # readers), when the stream is closed and fully sent, or when it is deleted.
@@ -376,13 +388,34 @@ class DurableStreamsApp:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._ending:
                     return
-                await self._wait(store, name, result, min(left, 15.0))
+                if writer is not None:
+                    # Caught up: the stream's fan-out writes the next events until it
+                    # releases this reader, which goes on from where that left it.
+                    fanout = self._fanout(store, name)
+                    position = await fanout.follow(position, result.seen, cursor, writer, left)
+                else:
+                    await self._wait(store, name, result, min(left, RECHECK_S))
             try:
                 result = await self._live_read(store, name, position)
             except ProtocolError:
                 return  # deleted while streaming
             except asyncio.CancelledError:
                 raise
+
+    def _fanout(self, store: DurableStore, name: str) -> Fanout:
+        fanout = self._fanouts.get(name)
+        if fanout is None:
+
+            def encode(result: ReadResult, cursor: str) -> bytes:
+                return self._frame(result.info.content_type, result, cursor, False)
+
+            fanout = Fanout(store, name, self.options.max_read_bytes, encode, self._idle)
+            self._fanouts[name] = fanout
+        return fanout
+
+    def _idle(self, fanout: Fanout) -> None:
+        if self._fanouts.get(fanout.name) is fanout:
+            del self._fanouts[fanout.name]
 
     async def _live_read(self, store: DurableStore, name: str, start: Offset) -> ReadResult:
         """A live reader's read after a wake, shared with the readers at the same position

@@ -19,14 +19,55 @@ from __future__ import annotations
 import asyncio
 import http
 import json
+import weakref
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from chatscale.server.bodylimit import BODY_RECEIVED, LINGER_S
 from chatscale.server.headers import SECURITY_HEADERS
+
+#: Where the protocol keeps (a weak reference to) a request's response cycle in its scope.
+CYCLE_KEY = "chatscale.cycle"
+
+#: Writes one part of a response body now; ``False`` when it cannot (see :func:`body_writer`).
+BodyWriter = Callable[[bytes], bool]
+
+
+def body_writer(scope: MutableMapping[str, Any]) -> BodyWriter | None:
+    """A synchronous writer of body parts for the chunked response of ``scope``'s request,
+    or ``None`` when the request did not come through :class:`GuardedHttpToolsProtocol`.
+
+    What the ASGI ``send`` of a body message does, without a coroutine: a live event stream
+    fanned out to a thousand readers writes each event to each of them from one loop,
+    instead of waking a thousand tasks (docs/durable-streams.md). The writer declines, and
+    the caller falls back to ``send`` (which waits for the socket to drain), when the
+    response has not started, is complete, is not chunked, the client has gone, or the
+    socket's write buffer is over its high-water mark.
+    """
+    ref: weakref.ref[RequestResponseCycle] | None = scope.get(CYCLE_KEY)
+    if ref is None:
+        return None
+
+    def write(body: bytes) -> bool:
+        cycle = ref()
+        if (
+            cycle is None
+            or cycle.disconnected
+            or cycle.response_complete
+            or not cycle.response_started
+            or not cycle.chunked_encoding
+            or cycle.flow.write_paused
+        ):
+            return False
+        # uvicorn's chunk framing for a body message with more to come.
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return True
+
+    return write
 
 
 class EdgeConfig(uvicorn.Config):
@@ -101,6 +142,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport = HeadHoldingTransport(  # type: ignore[assignment]
                 self.transport, self.loop
             )
+            # A weak reference: the scope must not keep the cycle (and its buffers) alive.
+            cycle.scope[CYCLE_KEY] = weakref.ref(cycle)  # type: ignore[literal-required]
 
     def on_response_complete(self) -> None:
         # A head that no body write followed (a HEAD request's) goes out now, before
