@@ -16,6 +16,7 @@ import uvicorn
 from chatscale.config import Settings
 from chatscale.llm import DEMO_MODEL, ChatMessage, CompletionRequest, DemoProvider
 from chatscale.server import create_app
+from chatscale.server.protocol import EdgeConfig
 
 
 def free_port() -> int:
@@ -29,17 +30,28 @@ def free_port() -> int:
 class ServerThread:
     """``create_app(settings)`` under uvicorn in a thread with its own event loop."""
 
-    def __init__(self, settings: Settings, *, loop: str = "auto") -> None:
+    def __init__(self, settings: Settings, *, loop: str = "auto", edge: bool = False) -> None:
+        """``edge``: on ``chatscale serve``'s own HTTP protocol (header limits, one write
+        for a head and its body, direct body writers) instead of uvicorn's."""
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            timeout_graceful_shutdown=2,
-            loop=loop,
+        options: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "log_level": "warning",
+            "timeout_graceful_shutdown": 2,
+            "loop": loop,
+        }
+        config = (
+            EdgeConfig(
+                self.app,
+                max_header_bytes=settings.max_request_header_bytes,
+                header_timeout_s=settings.request_header_timeout,
+                **options,
+            )
+            if edge
+            else uvicorn.Config(self.app, **options)
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)

@@ -19,6 +19,7 @@ it is parked, so it sees every record once and in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -123,6 +124,15 @@ class Fanout:
             for follower in group.followers:
                 follower.release()
         self._groups.clear()
+
+    async def stop(self) -> None:
+        """Release every follower and end the task (the server stops)."""
+        self.release_all()
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _join(self, follower: Follower, seen: int | None) -> None:
         group = self._groups.get(follower.position)

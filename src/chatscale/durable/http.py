@@ -176,6 +176,15 @@ class DurableStreamsApp:
             self._cut.add(task)
             task.cancel()
 
+    @property
+    def followers(self) -> int:
+        """How many SSE readers follow their stream's fan-out now."""
+        return sum(fanout.count for fanout in self._fanouts.values())
+
+    async def close(self) -> None:
+        """Stop the fan-outs (their readers go on alone until the server stops them)."""
+        await asyncio.gather(*(fanout.stop() for fanout in list(self._fanouts.values())))
+
     async def _wait(
         self, store: DurableStore, name: str, after: ReadResult, timeout_s: float
     ) -> None:
@@ -377,7 +386,9 @@ class DurableStreamsApp:
         while True:
             position = result.end
             finished = result.info.closed and result.up_to_date
-            if result.records or not announced:
+            # A close that brought no records still ends with its control event
+            # (``streamClosed``): without it the reader would reconnect to learn of it.
+            if result.records or not announced or finished:
                 # From the request's cursor each time, as the reference server does: fed its
                 # own last one, the jitter would push the cursor further at every event.
                 yield self._frame(content_type, result, next_cursor(cursor), finished)

@@ -71,5 +71,6 @@ class DurableService:
 
     async def close(self) -> None:
         """Stop waiting readers and release the store."""
+        await self.app.close()
         if self._store is not None:
             await self._store.close()

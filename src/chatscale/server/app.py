@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         base = settings.durable_streams_path
         app.lanes = (Lane(base + "/", base + "/{name}", wrap(durable.app, chain)),)
     app.state.services = svc
+    app.state.durable = durable
     return app
 
 
