@@ -17,6 +17,10 @@ import httpx
 import pytest
 
 from chatscale.config import Settings, load_settings
+from chatscale.durable.fanout import Fanout
+from chatscale.durable.memory import MemoryStore
+from chatscale.durable.model import AppendRequest, CreateRequest, ReadResult, Record
+from chatscale.durable.offsets import Offset
 from tests.conftest import unique_prefix
 from tests.server.helpers import ServerThread
 
@@ -43,7 +47,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
     else:
         uri = str(request.getfixturevalue("redis_standalone").url())
         chosen = settings(use_redis=True, redis_uri=uri, redis_key_prefix=unique_prefix())
-    with ServerThread(chosen, edge=True) as running:
+    with ServerThread(chosen) as running:
         yield running
 
 
@@ -124,8 +128,10 @@ def check(reader: Reader, count: int, size: int = 100) -> None:
     assert reader.closed and reader.ended
 
 
-async def test_followers_get_every_record_once_in_order(server: ServerThread) -> None:
-    path = f"{BASE}/fan"
+async def bursts_to_readers(server: ServerThread, path: str, following: int) -> None:
+    """30 readers of ``path`` (``following`` of them following once they caught up), then
+    appends in bursts, some bigger than a read, then a close without records: every reader
+    gets every record once, in order, and the close."""
     durable = server.app.state.durable.app
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         assert (await http.put(path, headers=PLAIN)).status_code == 201
@@ -134,7 +140,7 @@ async def test_followers_get_every_record_once_in_order(server: ServerThread) ->
         tasks = [
             asyncio.create_task(consume(s, r)) for (s, _), r in zip(streams, readers, strict=True)
         ]
-        await until_following(durable, len(readers))
+        await until_following(durable, following)
         count = 0
         for burst in (1, 1, 3, 1, 20, 1, 2, 40, 1, 1):
             # A burst's appends go in order, without waiting for the readers.
@@ -151,6 +157,17 @@ async def test_followers_get_every_record_once_in_order(server: ServerThread) ->
     for reader in readers:
         check(reader, count)
     assert durable.followers == 0
+
+
+async def test_followers_get_every_record_once_in_order(server: ServerThread) -> None:
+    await bursts_to_readers(server, f"{BASE}/fan", following=30)
+
+
+async def test_readers_on_another_servers_protocol_read_alone() -> None:
+    """Behind uvicorn's own protocol there is no direct writer: nobody follows, every
+    reader waits and reads by itself, with the same events."""
+    with ServerThread(settings(), edge=False) as server:
+        await bursts_to_readers(server, f"{BASE}/alone", following=0)
 
 
 async def test_a_reader_too_slow_to_take_the_events_still_gets_all(server: ServerThread) -> None:
@@ -236,3 +253,45 @@ async def test_a_delete_ends_the_followers_streams(server: ServerThread) -> None
     for reader in readers:
         assert reader.ended and reader.text == record(0).decode()
     assert durable.followers == 0
+
+
+class GatedReads(MemoryStore):
+    """The memory store, whose reads wait for ``gate`` once it is cleared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.reading = asyncio.Event()
+
+    async def read(self, path: str, start: Offset | None, max_bytes: int) -> ReadResult:
+        self.reading.set()
+        await self.gate.wait()
+        return await super().read(path, start, max_bytes)
+
+
+async def test_a_drain_during_a_read_releases_its_followers() -> None:
+    """The followers of a read under way are out of the waiting groups: a drain must
+    release them too, or they would stay parked until their deadline."""
+    store = GatedReads()
+    created = await store.create(
+        "s", CreateRequest("text/plain", None, None, None, False, b"", None)
+    )
+    written: list[bytes] = []
+
+    def write(frame: bytes) -> bool:
+        written.append(frame)
+        return True
+
+    fanout = Fanout(store, "s", 1024, lambda result, cursor: b"frame", lambda _: None)
+    following = asyncio.create_task(fanout.follow(created.info.tail, None, None, write, 30))
+    await asyncio.sleep(0)
+    store.gate.clear()
+    store.reading.clear()
+    await store.append("s", AppendRequest("text/plain", Record(b"x", 1), None, None, False))
+    await asyncio.wait_for(store.reading.wait(), 5)
+    fanout.release_all()  # the drain, while the fan-out reads
+    store.gate.set()
+    assert await asyncio.wait_for(following, 5) == created.info.tail
+    assert written == []
+    await fanout.stop()

@@ -30,9 +30,10 @@ def free_port() -> int:
 class ServerThread:
     """``create_app(settings)`` under uvicorn in a thread with its own event loop."""
 
-    def __init__(self, settings: Settings, *, loop: str = "auto", edge: bool = False) -> None:
+    def __init__(self, settings: Settings, *, loop: str = "auto", edge: bool = True) -> None:
         """``edge``: on ``chatscale serve``'s own HTTP protocol (header limits, one write
-        for a head and its body, direct body writers) instead of uvicorn's."""
+        for a head and its body, direct body writers), as in production; ``False``: on
+        uvicorn's, as behind another ASGI server."""
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

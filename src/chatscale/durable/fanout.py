@@ -93,6 +93,8 @@ class Fanout:
         self._groups: dict[Offset, _Group] = {}
         self._count = 0
         self._task: asyncio.Task[None] | None = None
+        #: The group whose read is under way (out of ``_groups`` meanwhile).
+        self._reading: _Group | None = None
 
     @property
     def count(self) -> int:
@@ -119,8 +121,11 @@ class Fanout:
         return follower.position
 
     def release_all(self) -> None:
-        """Release every follower (the server drains)."""
-        for group in self._groups.values():
+        """Release every follower (the server drains), those of a read under way too."""
+        groups = list(self._groups.values())
+        if self._reading is not None:
+            groups.append(self._reading)
+        for group in groups:
             for follower in group.followers:
                 follower.release()
         self._groups.clear()
@@ -165,10 +170,13 @@ class Fanout:
                     group = self._groups.pop(position, None)
                     if group is None or not group.followers:
                         continue
+                    self._reading = group
                     try:
                         result = await self.store.read(self.name, position, self.max_bytes)
                     except ProtocolError:
                         result = None  # deleted: each reader finds out by itself
+                    finally:
+                        self._reading = None
                     self._deliver(position, group, result)
                 if not self._groups and self._count:
                     # Every follower is being released or leaving: let them.

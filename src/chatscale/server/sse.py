@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from chatscale.server.errors import ApiError
+from chatscale.server.protocol import body_writer
 from chatscale.server.shortcut import body_send
 from chatscale.streams import Event
 
@@ -255,9 +256,14 @@ class EventStream:
         # Past the middleware (see chatscale.server.shortcut), and without a timeout scope
         # per frame: one timer per stall timeout watches the send under way (_watch_sends).
         send = body_send(self._scope, send)
+        # Each frame written now when the socket takes it (no coroutine, and a write that
+        # completes cannot stall); ``send`` when it cannot (its buffer is full, it waits).
+        write = body_writer(self._scope)
         stall = self.stall_timeout_s
         loop = asyncio.get_running_loop()
         async for chunk in self.frames:
+            if write is not None and write(chunk):
+                continue
             message = {"type": "http.response.body", "body": chunk, "more_body": True}
             if stall is None:
                 await send(message)
