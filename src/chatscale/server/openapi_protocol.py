@@ -237,6 +237,15 @@ _BODY_SCHEMAS: dict[str, Any] = {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "text/plain": {"schema": {"type": "string"}},
 }
+#: One Server-Sent Event of ``live=sse`` (as parsed: its field values are text).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["data", "control"]},
+        "data": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
 _SSE = (
     "`live=sse`: Server-Sent Events: an `event: data` (for JSON streams an array of "
     "messages; text as lines; other types base64, with `Stream-SSE-Data-Encoding: base64`) "
@@ -399,7 +408,7 @@ def protocol_paths(base_path: str, *, open_: bool = False) -> dict[str, Any]:
                 },
                 "content": {
                     "application/json": {"schema": {"type": "array"}},
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    "text/event-stream": {"schema": _SSE_EVENT},
                     "*/*": {"schema": {}},
                 },
             },
@@ -490,10 +499,12 @@ def protocol_paths(base_path: str, *, open_: bool = False) -> dict[str, Any]:
             }
         },
     }
-    for operation in (put, post, get, head, delete, options):
+    for operation in (put, post, get, head, delete):
         # On each operation, not the path item: the document's other paths are read as
         # methods only (and the middleware's answers are added to every operation).
         operation["parameters"] = [name, *operation.get("parameters", [])]
+    # A preflight answers before the name is read: any name.
+    options["parameters"] = [{**name, "schema": {"type": "string"}}]
     return {
         f"{base_path}/{{name}}": {
             "put": put,
