@@ -394,3 +394,23 @@ def test_the_protocols_header_patterns_are_the_ones_it_applies() -> None:
         assert bool(re.fullmatch(flag, value)) is accepted, value
     live = _parameter("get", "live")["enum"]
     assert live == ["long-poll", "sse"]
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "a/b", "caf\u00e9", ".a", "a\x00", "a\x1fb", "\x7f", "a\x85", "x" * 1025, ""]
+)
+def test_a_name_outside_the_documented_schema_is_refused(name: str) -> None:
+    """Negative-data rejection: what the name's schema excludes, the server refuses (400);
+    it refuses more (other unprintable characters, `.`/`..` segments), as documented."""
+    schema = _parameter("get", "name")
+    fits = (
+        schema["minLength"] <= len(name) <= schema["maxLength"]
+        and re.fullmatch(schema["pattern"], name) is not None
+    )
+    paths = durable_headers.StreamPath("/v1/stream")
+    if fits:
+        assert paths.name(name) == name
+    else:
+        with pytest.raises(ProtocolError) as refused:
+            paths.name(name)
+        assert refused.value.status == 400

@@ -34,6 +34,9 @@ FLAG_PATTERN = r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])\s*$"
 #: A stream's ``ETag``: its id, the range read, and ``:c`` when that range closed it.
 ETAG_PATTERN = r'^"[0-9a-f]+:[0-9]{16}_[0-9]{16}:[0-9]{16}_[0-9]{16}(:c)?"$'
 NAME_MAX_LENGTH = 1024
+#: No control characters (else 400). The name must also be printable and have no ``.`` or
+#: ``..`` segment, which a pattern of every regex dialect cannot state: those are 400s too.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 
 _ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
 _TRUE = {"type": "string", "const": "true"}
@@ -119,7 +122,12 @@ def _name_parameter() -> dict[str, Any]:
         "required": True,
         "description": "The stream's name: 1 to 1024 printable characters, which may hold `/` "
         "(`a/b` is the stream `{base}/a/b`), without `.` or `..` segments (else 400)",
-        "schema": {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": NAME_MAX_LENGTH,
+            "pattern": NAME_PATTERN,
+        },
     }
 
 
