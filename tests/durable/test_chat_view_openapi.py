@@ -1,22 +1,20 @@
-"""The chat view's real answers match /openapi.json: every status is documented, required
-headers are there, every documented header's value fits its schema, the content type is a
-documented one and a JSON body fits its schema. (schemathesis fuzzes the route too, but its
-random stream ids rarely reach an answer that exists.)"""
+"""The chat view's real answers match /openapi.json (tests/server/openapi_answers.py says
+how). (schemathesis fuzzes the route too, but its random stream ids rarely reach an answer
+that exists.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
-import jsonschema_rs
 import pytest
 
 from chatscale.config import load_settings
 from chatscale.server.openapi_durable import PATH
 from tests.server.helpers import ServerThread
+from tests.server.openapi_answers import Document
 
 
 @pytest.fixture
@@ -33,47 +31,10 @@ def server() -> Iterator[ServerThread]:
         yield running
 
 
-class Document:
-    """The served /openapi.json, and checks of answers against it."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
-        self.seen: set[tuple[str, int, str]] = set()
-
-    def _valid(self, schema: dict[str, Any], value: Any) -> bool:
-        # $refs point into the document's components.
-        return jsonschema_rs.validator_for(
-            {**schema, "components": self.document["components"]}
-        ).is_valid(value)
-
-    def check(self, response: httpx.Response) -> httpx.Response:
-        method = response.request.method
-        operation = self.document["paths"][PATH][method.lower()]
-        status = response.status_code
-        documented = operation["responses"].get(str(status))
-        assert documented is not None, f"{method} answered {status}: not documented"
-        for name, header in documented.get("headers", {}).items():
-            value = response.headers.get(name)
-            if value is None:
-                assert not header.get("required"), f"{method} {status} lacks {name}"
-            else:
-                assert self._valid(header["schema"], value), f"{name}: {value!r}"
-        content = documented.get("content", {})
-        kind = response.headers.get("content-type", "").split(";")[0]
-        if method == "HEAD" or status == 204:
-            assert response.content == b""
-        else:
-            assert kind in content, f"{method} {status} answered {kind}"
-        if kind == "application/json" and response.content:
-            assert self._valid(content[kind]["schema"], response.json()), response.text
-        self.seen.add((method, status, kind))
-        return response
-
-
 async def test_every_answer_of_the_chat_view_is_documented(
     client: httpx.AsyncClient,
 ) -> None:
-    doc = Document((await client.get("/openapi.json")).json())
+    doc = Document((await client.get("/openapi.json")).json(), PATH)
     started = (await client.post("/api/chat", json={"message": "hello"})).json()
     url = f"/api/chat/stream/{started['stream_id']}/durable"
     assert "stream-closed" not in doc.check(await client.head(url)).headers

@@ -63,6 +63,20 @@ def test_routes_need_a_token(server: ServerThread) -> None:
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
 
 
+def test_a_created_streams_location_is_percent_encoded(server: ServerThread) -> None:
+    """A name outside latin-1 (or with a `%`) in Location: it was a 500 after the stream
+    was created (found by schemathesis)."""
+    with httpx.Client(base_url=server.url, timeout=5) as http:
+        for name in ("caf\u00e9/\U0002a168 x", "100%25"):
+            url = f"{BASE}/{name}"
+            created = http.put(url, headers={**auth(), "Content-Type": "text/plain"})
+            assert created.status_code == 201, created.text
+            location = created.headers["location"]
+            assert location.isascii()
+            assert location == str(http.base_url.join(httpx.URL(url).raw_path.decode()))
+            assert http.head(location, headers=auth()).status_code == 200
+
+
 def test_protocol_answers_pass_the_common_layers(server: ServerThread) -> None:
     """The protocol's requests skip Starlette's router (a lane of their own) but not the
     layers every request passes: request id, instance, security headers, the origin check

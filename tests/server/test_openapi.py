@@ -18,12 +18,26 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from chatscale.config import Settings, load_settings
-from chatscale.durable import chat_view
+from chatscale.durable import (
+    auth,
+    chat_view,
+    content,
+    forks,
+    limits,
+    memory,
+    offsets,
+    redis_store,
+    rules,
+)
+from chatscale.durable import headers as durable_headers
+from chatscale.durable import http as durable_http
 from chatscale.durable.errors import ProtocolError
 from chatscale.ratelimit.responses import BANNED, RATE_LIMITED
 from chatscale.server.app import create_app
 from chatscale.server.openapi import build_openapi
 from chatscale.server.openapi_durable import OFFSET_QUERY_PATTERN, PATH
+from chatscale.server.openapi_protocol import OFFSET_PATTERN, SCHEME
+from chatscale.server.shortcut import ShortcutStarlette
 from chatscale.server.sse import EVENT_ID_PATTERN
 
 #: Calls that answer with the status given as their first argument (a ProtocolError of the
@@ -105,6 +119,17 @@ def _operations(durable_streams: bool = True) -> dict[tuple[str, str], dict[str,
     return {(p, m.upper()): op for p, methods in paths.items() for m, op in methods.items()}
 
 
+def _protocol_routes(settings: Settings) -> set[tuple[str, str]]:
+    """The protocol's methods, served past the router (``app.lanes``) at the base path."""
+    app = create_app(settings)
+    assert isinstance(app, ShortcutStarlette)
+    return {
+        (lane.prefix + "{name}", method)
+        for lane in app.lanes
+        for method in durable_http._ALLOW.split(", ")
+    }
+
+
 @pytest.mark.parametrize("durable_streams", [False, True], ids=["plain", "durable"])
 def test_every_route_and_method_is_documented_and_nothing_else(durable_streams: bool) -> None:
     served = {
@@ -113,6 +138,7 @@ def test_every_route_and_method_is_documented_and_nothing_else(durable_streams: 
         for m in (r.methods or ())
         if m != "HEAD" or r.path in _OWN_HEAD
     }
+    served |= _protocol_routes(_settings(durable_streams))
     assert served == set(_operations(durable_streams))
 
 
@@ -124,7 +150,9 @@ def test_the_document_served_is_the_one_of_the_settings() -> None:
         assert (PATH in document["paths"]) is durable_streams
         links = document["paths"]["/api/chat"]["post"]["responses"]["202"]["links"]
         assert ("ReadStreamDurable" in links) is durable_streams
-        assert document == build_openapi(durable_streams=durable_streams)
+        # _settings opens the protocol's routes (DURABLE_STREAMS_AUTH=none).
+        assert document == build_openapi(durable_streams=durable_streams, durable_streams_open=True)
+        assert ("/v1/stream/{name}" in document["paths"]) is durable_streams
 
 
 @pytest.mark.parametrize("route", _routes(), ids=lambda r: r.path)
@@ -212,3 +240,177 @@ def test_the_chat_views_live_modes_are_the_documented_ones() -> None:
 def _request(query: dict[str, str]) -> Request:
     scope = {"type": "http", "method": "GET", "query_string": urlencode(query).encode()}
     return Request(scope)
+
+
+# --- the protocol's own routes (DURABLE_STREAMS_PATH) -----------------------------------
+
+#: The protocol's code: every status it answers is raised (ProtocolError) or built
+#: (Answer, WriteResult) in these modules; chat_view is the chat API's and walked above.
+_PROTOCOL_MODULES = (
+    durable_http,
+    durable_headers,
+    offsets,
+    auth,
+    content,
+    limits,
+    rules,
+    forks,
+    memory,
+    redis_store,
+)
+#: What the middleware in front of the protocol answers (chatscale.server.app's chain):
+#: the body limit and timeout, the Origin check of unsafe methods, the catch-all's 503.
+_CHAIN_STATUSES = {408, 413, 403, 503}
+
+
+def _protocol_statuses() -> set[int]:
+    found: set[int] = set()
+    for module in _PROTOCOL_MODULES:
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            keywords = {k.arg: k.value for k in node.keywords}
+            given: ast.expr | None = None
+            if node.func.id == "ProtocolError":
+                given = node.args[0]
+            elif node.func.id in ("Answer", "WriteResult"):
+                given = keywords.get("status") or (node.args[1] if len(node.args) > 1 else None)
+                if given is None and node.func.id == "Answer":
+                    found.add(200)
+            if given is None:
+                continue
+            if isinstance(given, ast.Constant) and isinstance(given.value, int):
+                found.add(given.value)
+            # The rest pass a status through (``exc.status``, the Redis scripts' codes,
+            # which redis_store turns into the ProtocolErrors and WriteResults found here).
+    return found
+
+
+def _protocol_path(document: dict[str, Any], base: str = "/v1/stream") -> dict[str, Any]:
+    item: dict[str, Any] = document["paths"][f"{base}/{{name}}"]
+    return item
+
+
+def test_every_status_of_the_protocols_code_is_documented_and_no_other() -> None:
+    """What the code answers (and the middleware before it) is what the document says,
+    per status over the routes: each operation's own are held by
+    tests/durable/test_protocol_openapi.py."""
+    documented = {
+        int(code)
+        for operation in _protocol_path(build_openapi(durable_streams=True)).values()
+        for code in operation["responses"]
+    }
+    possible = _protocol_statuses() | _CHAIN_STATUSES
+    assert {200, 201, 204, 304, 400, 401, 403, 404, 405, 409, 410, 429} <= possible
+    # 405 answers methods that are not the protocol's: no operation to document it on.
+    assert documented == possible - {405}
+
+
+@pytest.mark.parametrize("auth", ["token", "none"])
+def test_the_protocols_routes_are_at_the_configured_path_with_its_access(auth: str) -> None:
+    settings = load_settings(
+        durable_streams=True,
+        durable_streams_path="/streams/v2",
+        durable_streams_auth=auth,
+        durable_streams_write_tokens="write-token-0123456789" if auth == "token" else "",
+    )
+    with TestClient(create_app(settings)) as client:
+        document = client.get("/openapi.json").json()
+    assert [p for p in document["paths"] if "stream" in p and not p.startswith("/api/")] == [
+        "/streams/v2/{name}"
+    ]
+    item = _protocol_path(document, "/streams/v2")
+    required = {method: operation["security"] for method, operation in item.items()}
+    if auth == "none":
+        assert all(needs == [{}] for needs in required.values())
+    else:
+        assert required == {
+            "put": [{SCHEME: ["write"]}],
+            "post": [{SCHEME: ["write"]}],
+            "delete": [{SCHEME: ["write"]}],
+            "get": [{SCHEME: ["read"]}],
+            "head": [{SCHEME: ["read"]}],
+            "options": [{}],
+        }
+    assert document["components"]["securitySchemes"][SCHEME]["scheme"] == "bearer"
+    fork_source = next(
+        p["schema"]["pattern"]
+        for p in item["put"]["parameters"]
+        if p["name"] == "Stream-Forked-From"
+    )
+    assert re.fullmatch(fork_source, "/streams/v2/a")
+    assert not re.fullmatch(fork_source, "/streams/v2x/a")
+    assert "securitySchemes" not in build_openapi()["components"]
+
+
+def _parameter(method: str, name: str) -> dict[str, Any]:
+    operation = _protocol_path(build_openapi(durable_streams=True))[method]
+    schema: dict[str, Any] = next(p["schema"] for p in operation["parameters"] if p["name"] == name)
+    return schema
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        "-1",
+        "now",
+        "0000000000000000_0000000000000000",
+        "0000000000000007_0000000000000042",
+        "",
+        "42",
+        "NOW",
+        "-2",
+        "000000000000001_0000000000000000",
+        "0000000000000001-0000000000000000",
+        "0000000000000001_0000000000000000 ",
+    ],
+)
+def test_the_protocols_offset_pattern_is_what_it_accepts(offset: str) -> None:
+    pattern = _parameter("get", "offset")["pattern"]
+    if re.fullmatch(pattern, offset):
+        offsets.parse_offset_query([offset])
+    else:
+        with pytest.raises(ProtocolError) as refused:
+            offsets.parse_offset_query([offset])
+        assert refused.value.status == 400
+    assert re.fullmatch(OFFSET_PATTERN, str(offsets.Offset(7, 42)))
+
+
+def test_the_protocols_header_patterns_are_the_ones_it_applies() -> None:
+    """The code's own expressions, so the two cannot drift apart."""
+    assert _parameter("put", "Stream-TTL")["pattern"] == durable_headers._TTL.pattern
+    assert _parameter("put", "Stream-Expires-At")["pattern"] == durable_headers._RFC3339.pattern
+    for name in ("Producer-Epoch", "Producer-Seq"):
+        assert _parameter("post", name)["pattern"] == durable_headers._UINT.pattern
+    assert _parameter("put", "Stream-Fork-Sub-Offset")["pattern"] == durable_headers._UINT.pattern
+    flag = _parameter("post", "Stream-Closed")["pattern"]
+    for value in ("true", "false", "TRUE", " False ", "yes", "1", "", "truee"):
+        headers = durable_headers.RequestHeaders([(b"stream-closed", value.encode())])
+        try:
+            durable_headers._flag(headers, "Stream-Closed")
+            accepted = True
+        except ProtocolError:
+            accepted = False
+        assert bool(re.fullmatch(flag, value)) is accepted, value
+    live = _parameter("get", "live")["enum"]
+    assert live == ["long-poll", "sse"]
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "a/b", "caf\u00e9", ".a", "a\x00", "a\x1fb", "\x7f", "a\x85", "x" * 1025, ""]
+)
+def test_a_name_outside_the_documented_schema_is_refused(name: str) -> None:
+    """Negative-data rejection: what the name's schema excludes, the server refuses (400);
+    it refuses more (other unprintable characters, `.`/`..` segments), as documented."""
+    schema = _parameter("get", "name")
+    fits = (
+        schema["minLength"] <= len(name) <= schema["maxLength"]
+        and re.fullmatch(schema["pattern"], name) is not None
+    )
+    paths = durable_headers.StreamPath("/v1/stream")
+    if fits:
+        assert paths.name(name) == name
+    else:
+        with pytest.raises(ProtocolError) as refused:
+            paths.name(name)
+        assert refused.value.status == 400

@@ -1,8 +1,8 @@
 """schemathesis against a real ``chatscale serve``, in memory and on Redis: no 5xx, and every
 response matches /openapi.json (status, content type, headers, body schema), including the
-answers to schema-violating requests and the stateful sequences its links describe. The run
-in memory has Durable Streams on, so its document (and the fuzzing) includes the chat
-answers read as Durable Streams.
+answers to schema-violating requests and the stateful sequences its links describe. Both
+runs have Durable Streams on, so the document (and the fuzzing) includes the protocol's
+routes (each store's) and the chat answers read as Durable Streams.
 
 Bounded: ``CHATSCALE_SCHEMATHESIS_SECONDS`` (default 90) per mode; a failure prints
 schemathesis's report with a ``curl`` line per problem.
@@ -36,12 +36,18 @@ ENV = {
     "DEMO_TOKENS_PER_SECOND": "100000",
     "DEMO_RESPONSE_TOKENS": "5",
 }
-#: Durable Streams on: /openapi.json then has the chat view (GET/HEAD
-#: /api/chat/stream/{id}/durable); its live reads end well within --request-timeout. The
-#: protocol's own routes are not in the document; a read token keeps them closed.
+#: The write token schemathesis sends to the protocol's routes (the bearer scheme of
+#: schemathesis.toml reads it from this variable); without it they answer 401, which its
+#: ``ignored_auth`` check verifies.
+TOKEN_VARIABLE = "CHATSCALE_SCHEMATHESIS_DS_TOKEN"
+WRITE_TOKEN = "schemathesis-write-token-0123456789"
+#: Durable Streams on: /openapi.json then has the protocol's routes ({path}/{name}) and the
+#: chat view (GET/HEAD /api/chat/stream/{id}/durable); live reads end well within
+#: --request-timeout.
 DURABLE_ENV = {
     "DURABLE_STREAMS": "true",
     "DURABLE_STREAMS_READ_TOKENS": "schemathesis-read-token-0123456789",
+    "DURABLE_STREAMS_WRITE_TOKENS": WRITE_TOKEN,
     "DURABLE_STREAMS_LONG_POLL_TIMEOUT": "1",
     "DURABLE_STREAMS_SSE_DURATION": "2",
 }
@@ -81,7 +87,7 @@ def _run_schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str
         check=False,
         stdin=subprocess.DEVNULL,
         cwd=report.parent,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "", TOKEN_VARIABLE: WRITE_TOKEN},
     )
 
 
@@ -106,6 +112,7 @@ def test_schemathesis_in_memory(tmp_path: Path) -> None:
 def test_schemathesis_on_redis(tmp_path: Path, redis_standalone: Any) -> None:
     env = {
         **ENV,
+        **DURABLE_ENV,
         "USE_REDIS": "true",
         "REDIS_URI": redis_standalone.url(),
         "REDIS_KEY_PREFIX": unique_prefix(),

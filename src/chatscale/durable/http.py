@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from starlette.datastructures import URL, QueryParams
 from starlette.requests import ClientDisconnect
@@ -260,7 +261,7 @@ class DurableStreamsApp:
         if request.method == "PUT":
             headers["Content-Type"] = info.content_type
             if result.status == 201:
-                headers["Location"] = str(URL(scope=request.scope).replace(query=""))
+                headers["Location"] = _location(request.scope)
         return Answer(status=result.status, headers=headers)
 
     async def _get(self, request: Call, name: str, store: DurableStore) -> Answer | Response:
@@ -512,6 +513,13 @@ def _head(info: StreamInfo) -> Answer:
     if info.closed:
         headers["Stream-Closed"] = "true"
     return Answer(status=200, headers=headers)
+
+
+def _location(scope: Scope) -> str:
+    """The created stream's URL, percent-encoded: the path in the scope is decoded, and a
+    name outside latin-1 cannot go in a header as it is (it was a 500, the stream created)."""
+    url = URL(scope=scope)
+    return str(url.replace(path=quote(url.path), query=""))
 
 
 def _etags(value: str | None) -> set[str]:

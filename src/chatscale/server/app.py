@@ -58,7 +58,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     check_settings(settings)  # a missing or weak SESSION_SECRET fails before serving
     svc = new_services(settings)
-    document = build_openapi(durable_streams=settings.durable_streams)
+    document = build_openapi(
+        durable_streams=settings.durable_streams,
+        durable_streams_path=settings.durable_streams_path,
+        durable_streams_open=settings.durable_streams_auth == "none",
+    )
     durable = DurableService(settings) if settings.durable_streams else None
 
     async def openapi(request: Request) -> Response:

@@ -16,6 +16,7 @@ from chatscale import __version__
 from chatscale.paging import CURSOR_PATTERN, MAX_PAGE
 from chatscale.server import schemas
 from chatscale.server.openapi_durable import chat_view_paths
+from chatscale.server.openapi_protocol import protocol_paths, security_schemes
 from chatscale.server.sse import EVENT_ID_PATTERN
 
 _MODELS: list[type[BaseModel]] = [
@@ -172,9 +173,16 @@ def _idempotency_header() -> dict[str, Any]:
     }
 
 
-def build_openapi(durable_streams: bool = False) -> dict[str, Any]:
-    """The whole document; with ``durable_streams`` (``DURABLE_STREAMS``) also the chat
-    answers read as Durable Streams, which the server then serves."""
+def build_openapi(
+    durable_streams: bool = False,
+    *,
+    durable_streams_path: str = "/v1/stream",
+    durable_streams_open: bool = False,
+) -> dict[str, Any]:
+    """The whole document; with ``durable_streams`` (``DURABLE_STREAMS``) also the
+    protocol's routes under ``durable_streams_path`` (``DURABLE_STREAMS_PATH``; without a
+    token requirement when ``durable_streams_open``: ``DURABLE_STREAMS_AUTH=none``) and the
+    chat answers read as Durable Streams, which the server then serves."""
     _, definitions = models_json_schema(
         [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
     )
@@ -481,12 +489,15 @@ def build_openapi(durable_streams: bool = False) -> dict[str, Any]:
             }
         },
     }
+    components: dict[str, Any] = {"schemas": definitions["$defs"]}
     if durable_streams:
         paths.update(chat_view_paths(stream))
+        paths.update(protocol_paths(durable_streams_path, open_=durable_streams_open))
+        components["securitySchemes"] = security_schemes()
     _add_middleware_answers(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "chatscale", "version": __version__},
         "paths": paths,
-        "components": {"schemas": definitions["$defs"]},
+        "components": components,
     }

@@ -3,7 +3,7 @@
 
 The statuses and headers are those ``chat_view`` answers (``tests/server/test_openapi.py``
 holds the statuses to its code). The protocol's own routes (``DURABLE_STREAMS_PATH``) are
-not here: their specification is the protocol's (docs/durable-streams.md).
+described by :mod:`chatscale.server.openapi_protocol`.
 """
 
 from __future__ import annotations
