@@ -115,6 +115,15 @@ async def until_following(durable: Any, count: int) -> None:
         await asyncio.sleep(0.01)
 
 
+async def metric(http: httpx.AsyncClient, line: str) -> float:
+    """The value of the ``/metrics`` sample ``line`` (name and labels)."""
+    text = (await http.get("/metrics")).text
+    for sample in text.splitlines():
+        if sample.startswith(line + " "):
+            return float(sample.rsplit(" ", 1)[1])
+    raise AssertionError(f"{line} not in /metrics")
+
+
 def record(n: int, size: int = 100) -> bytes:
     return f"<{n:05d}>".encode().ljust(size, b".")
 
@@ -152,6 +161,12 @@ async def bursts_to_readers(server: ServerThread, path: str, following: int) -> 
         closing = {**PLAIN, "Stream-Closed": "true"}
         assert (await http.post(path, headers=closing)).status_code == 204
         await asyncio.wait_for(asyncio.gather(*tasks), 30)
+        if following:
+            # Written by the fan-out, every follower let go by the close.
+            assert await metric(http, "chatscale_durable_fanout_writes_total") > 0
+            closed = 'chatscale_durable_fanout_releases_total{reason="closed"}'
+            assert await metric(http, closed) == following
+        assert await metric(http, "chatscale_durable_sse_followers") == 0
     for _, writer in streams:
         writer.close()
     for reader in readers:
@@ -195,6 +210,9 @@ async def test_a_reader_too_slow_to_take_the_events_still_gets_all(server: Serve
             assert time.monotonic() < deadline, len(fast.text)
             await asyncio.sleep(0.02)
         assert durable.followers == 1  # the slow reader was let go
+        assert await metric(http, "chatscale_durable_sse_followers") == 1
+        slow_released = 'chatscale_durable_fanout_releases_total{reason="slow"}'
+        assert await metric(http, slow_released) >= 1
         closing = {**PLAIN, "Stream-Closed": "true"}
         assert (await http.post(path, headers=closing)).status_code == 204
         await consume(slow_stream, slow)
@@ -294,4 +312,33 @@ async def test_a_drain_during_a_read_releases_its_followers() -> None:
     store.gate.set()
     assert await asyncio.wait_for(following, 5) == created.info.tail
     assert written == []
+    assert fanout.stats.released["stopped"] == 1
+    await fanout.stop()
+
+
+async def test_a_batch_bigger_than_a_read_releases_the_followers() -> None:
+    """They catch up by themselves, read after read; the fan-out writes nothing of it."""
+    store = GatedReads()
+    request = CreateRequest("text/plain", None, None, None, False, b"", None)
+    created = await store.create("s", request)
+    written: list[bytes] = []
+
+    def write(frame: bytes) -> bool:
+        written.append(frame)
+        return True
+
+    fanout = Fanout(store, "s", 1024, lambda result, cursor: b"frame", lambda _: None)
+    following = asyncio.create_task(fanout.follow(created.info.tail, None, None, write, 30))
+    await asyncio.sleep(0)
+    store.gate.clear()
+    store.reading.clear()
+    for n in range(20):  # 2,000 bytes: two reads of at most 1,024
+        await store.append(
+            "s", AppendRequest("text/plain", Record(record(n), 1), None, None, False)
+        )
+    await asyncio.wait_for(store.reading.wait(), 5)
+    store.gate.set()
+    assert await asyncio.wait_for(following, 5) == created.info.tail
+    assert written == []
+    assert fanout.stats.released["batch"] == 1
     await fanout.stop()

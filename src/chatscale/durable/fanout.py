@@ -57,11 +57,33 @@ class Follower:
         #: Released or left: never written to again.
         self.gone = False
 
-    def release(self) -> None:
-        """Stop following: the reader goes on by itself from :attr:`position`."""
+    def release(self) -> bool:
+        """Stop following: the reader goes on by itself from :attr:`position`. ``False``
+        if it was released or had left already."""
+        if self.gone:
+            return False
         self.gone = True
         if not self.waiter.done():
             self.waiter.set_result(None)
+        return True
+
+
+#: Why a fan-out lets its followers go: more was appended than one read returns, the
+#: stream closed, it could not be read (deleted, expired, a Redis error), a reader's
+#: connection did not take a write, the server drains or stops.
+RELEASE_REASONS = ("batch", "closed", "unreadable", "slow", "stopped")
+
+
+class FanoutStats:
+    """What the fan-outs of one process did, for the metrics."""
+
+    __slots__ = ("released", "writes")
+
+    def __init__(self) -> None:
+        #: Events written to followers' connections.
+        self.writes = 0
+        #: Followers released, by reason (:data:`RELEASE_REASONS`).
+        self.released = dict.fromkeys(RELEASE_REASONS, 0)
 
 
 class _Group:
@@ -84,8 +106,10 @@ class Fanout:
         max_bytes: int,
         encode: Encode,
         on_idle: Callable[[Fanout], None],
+        stats: FanoutStats | None = None,
     ) -> None:
         self.store = store
+        self.stats = stats or FanoutStats()
         self.name = name
         self.max_bytes = max_bytes
         self.encode = encode
@@ -120,15 +144,19 @@ class Fanout:
             self._leave(follower)
         return follower.position
 
-    def release_all(self) -> None:
+    def release_all(self, reason: str = "stopped") -> None:
         """Release every follower (the server drains), those of a read under way too."""
         groups = list(self._groups.values())
         if self._reading is not None:
             groups.append(self._reading)
         for group in groups:
             for follower in group.followers:
-                follower.release()
+                self._release(follower, reason)
         self._groups.clear()
+
+    def _release(self, follower: Follower, reason: str) -> None:
+        if follower.release():
+            self.stats.released[reason] += 1
 
     async def stop(self) -> None:
         """Release every follower and end the task (the server stops)."""
@@ -187,6 +215,7 @@ class Fanout:
             log.warning(
                 "fan-out of stream %s failed; its readers go on alone", self.name, exc_info=True
             )
+            self.release_all("unreadable")
         finally:
             self._task = None
             self.release_all()
@@ -199,8 +228,9 @@ class Fanout:
             self._regroup(position, group.followers, result.seen)  # nothing new
             return
         if result is None or result.info.closed or not result.up_to_date:
+            reason = "unreadable" if result is None else "closed" if result.info.closed else "batch"
             for follower in group.followers:
-                follower.release()
+                self._release(follower, reason)
             return
         frames: dict[str | None, bytes] = {}
         moved: dict[Follower, None] = {}
@@ -215,7 +245,8 @@ class Fanout:
                 follower.position = end
                 moved[follower] = None
             else:
-                follower.release()
+                self._release(follower, "slow")
+        self.stats.writes += len(moved)
         if moved:
             self._regroup(end, moved, result.seen)
 

@@ -18,7 +18,7 @@ from chatscale.durable import headers as parse
 from chatscale.durable.auth import BearerAuth
 from chatscale.durable.content import json_array
 from chatscale.durable.errors import ProtocolError
-from chatscale.durable.fanout import RECHECK_S, Fanout
+from chatscale.durable.fanout import RECHECK_S, Fanout, FanoutStats
 from chatscale.durable.limits import WriteLimit
 from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json, is_text
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
@@ -165,6 +165,8 @@ class DurableStreamsApp:
         self.write_limit: WriteLimit | None = None
         self._frames_sent: dict[tuple[str, Offset, Offset, str, bool, bool], bytes] = {}
         self._fanouts: dict[str, Fanout] = {}
+        #: What the fan-outs of live SSE readers did (the metrics export it).
+        self.fanout_stats = FanoutStats()
 
     def end_live_reads(self) -> None:
         """On drain: every long-poll answers now, every SSE read ends after what it has
@@ -421,7 +423,9 @@ class DurableStreamsApp:
             def encode(result: ReadResult, cursor: str) -> bytes:
                 return self._frame(result.info.content_type, result, cursor, False)
 
-            fanout = Fanout(store, name, self.options.max_read_bytes, encode, self._idle)
+            fanout = Fanout(
+                store, name, self.options.max_read_bytes, encode, self._idle, self.fanout_stats
+            )
             self._fanouts[name] = fanout
         return fanout
 

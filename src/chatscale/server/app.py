@@ -64,6 +64,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         durable_streams_open=settings.durable_streams_auth == "none",
     )
     durable = DurableService(settings) if settings.durable_streams else None
+    if durable is not None:
+        protocol = durable.app
+        svc.metrics.watch_durable(lambda: protocol.followers, protocol.fanout_stats)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
+from chatscale.durable.fanout import FanoutStats
 from chatscale.server.generation_metrics import GenerationMetrics
 from chatscale.streams import StreamMetrics
 
@@ -84,6 +85,37 @@ class _ModelCollector(Collector):
         yield family
 
 
+class _DurableCollector(Collector):
+    """The Durable Streams fan-outs: readers following now, events written, releases."""
+
+    def __init__(self, followers: Callable[[], int], stats: FanoutStats):
+        self._followers = followers
+        self._stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        followers = GaugeMetricFamily(
+            "chatscale_durable_sse_followers",
+            "Durable Streams SSE readers written to by their stream's fan-out now",
+        )
+        followers.add_metric([], self._followers())
+        yield followers
+        writes = CounterMetricFamily(
+            "chatscale_durable_fanout_writes",
+            "Durable Streams SSE events written to followers by the fan-outs",
+        )
+        writes.add_metric([], self._stats.writes)
+        yield writes
+        released = CounterMetricFamily(
+            "chatscale_durable_fanout_releases",
+            "followers a fan-out let go on their own, by reason "
+            "(batch, closed, unreadable, slow, stopped)",
+            labels=["reason"],
+        )
+        for reason, count in self._stats.released.items():
+            released.add_metric([reason], count)
+        yield released
+
+
 class ServerMetrics:
     """The application's registry and its instruments."""
 
@@ -132,6 +164,10 @@ class ServerMetrics:
     def watch_streams(self, metrics: Callable[[], StreamMetrics | None]) -> None:
         """Export the stream manager's counters at scrape time."""
         self.registry.register(_StreamCollector(metrics, lambda: self.open_sse))
+
+    def watch_durable(self, followers: Callable[[], int], stats: FanoutStats) -> None:
+        """Export the Durable Streams fan-outs' figures at scrape time."""
+        self.registry.register(_DurableCollector(followers, stats))
 
     def watch_models(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export the providers' generated-token counts at scrape time."""
