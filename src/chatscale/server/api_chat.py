@@ -18,7 +18,14 @@ from chatscale.server.errors import ApiError
 from chatscale.server.resume import BadToken
 from chatscale.server.schemas import BLANK, ID_PATTERN, ChatRequest
 from chatscale.server.services import Services
-from chatscale.server.sse import RETRY_MS, EventStream, encode, frame, resume_position
+from chatscale.server.sse import (
+    RETRY_MS,
+    EventStream,
+    LiveFrames,
+    encode,
+    frame,
+    resume_position,
+)
 from chatscale.server.starting import StartRequest, begin
 from chatscale.server.statuses import api_status
 from chatscale.server.validation import (
@@ -179,7 +186,10 @@ async def follow_stream(request: Request) -> Response:
     manager = manager_of(svc)
     if svc.sse.closing:
         return _respond(svc, _empty_frames(), b"")  # draining: "reconnect" at once
-    events = manager.subscribe(stream_id, after=after, owner=owner)
+    # Once caught up, the backend writes each event to the socket as it is stored (in
+    # memory; Redis yields them all), instead of waking this stream's pump per event.
+    live = LiveFrames()
+    events = manager.subscribe(stream_id, after=after, owner=owner, sink=live.sink(encode))
     # Peek at the first event so that errors of the subscription are HTTP errors.
     peek: asyncio.Task[Event] = asyncio.ensure_future(anext(events))
     done, _ = await asyncio.wait({peek}, timeout=_PEEK_S)
@@ -208,7 +218,7 @@ async def follow_stream(request: Request) -> Response:
         frames = _frames(events) if not ended else _empty(events)
     else:
         frames = _after_peek(peek, events)
-    return _respond(svc, frames, first)
+    return _respond(svc, frames, first, live)
 
 
 async def _has_ended(manager: StreamManager, stream_id: str, owner: str) -> bool:
@@ -219,9 +229,15 @@ async def _has_ended(manager: StreamManager, stream_id: str, owner: str) -> bool
     return info is not None and info.status is not JobStatus.RUNNING
 
 
-def _respond(svc: Services, frames: AsyncIterator[bytes], first: bytes) -> Response:
+def _respond(
+    svc: Services, frames: AsyncIterator[bytes], first: bytes, live: LiveFrames | None = None
+) -> Response:
     stream = EventStream(
-        frames, svc.sse, first=first, stall_timeout_s=float(svc.settings.sse_stall_timeout)
+        frames,
+        svc.sse,
+        first=first,
+        stall_timeout_s=float(svc.settings.sse_stall_timeout),
+        live=live,
     )
     return sse_response(svc, stream)
 

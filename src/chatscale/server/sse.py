@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -28,9 +28,9 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from chatscale.server.errors import ApiError
-from chatscale.server.protocol import body_writer
+from chatscale.server.protocol import BodyWriter, body_writer
 from chatscale.server.shortcut import body_send
-from chatscale.streams import Event
+from chatscale.streams import Event, EventSink
 
 log = logging.getLogger("chatscale.server")
 
@@ -129,8 +129,41 @@ class Streams:
             stream.reconnect()
 
 
+class LiveFrames:
+    """Frames written straight to an event stream's socket by the stream backend, as their
+    events are stored, while the stream's subscription is caught up (a backend's event
+    sink, :meth:`chatscale.streams.StreamManager.subscribe`): no task wakes per event.
+
+    Open only while the response is under way past its first frame, and only where the
+    server can write synchronously (:func:`chatscale.server.protocol.body_writer`); an
+    event it cannot write now is declined, and goes through the frames' iterator."""
+
+    __slots__ = ("_write",)
+
+    def __init__(self) -> None:
+        self._write: BodyWriter | None = None
+
+    def open(self, write: BodyWriter | None) -> None:
+        """Start taking events (``None``: this server cannot write synchronously)."""
+        self._write = write
+
+    def close(self) -> None:
+        """Stop taking events."""
+        self._write = None
+
+    def sink(self, encode: Callable[[Event], bytes]) -> EventSink:
+        """An event sink writing ``encode(event)``."""
+
+        def take(event: Event) -> bool:
+            write = self._write
+            return write is not None and write(encode(event))
+
+        return take
+
+
 class EventStream:
-    """An ASGI ``text/event-stream`` response fed by an async iterator of frames."""
+    """An ASGI ``text/event-stream`` response fed by an async iterator of frames (and, with
+    ``live``, by the stream backend directly while it is caught up)."""
 
     def __init__(
         self,
@@ -142,8 +175,10 @@ class EventStream:
         stall_timeout_s: float | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
         reconnect_frame: bytes | None = None,
+        live: LiveFrames | None = None,
     ) -> None:
         self.frames = frames
+        self.live = live
         #: Response headers (another protocol on SSE adds its own, e.g. the AI SDK's).
         self.headers = _HEADERS if headers is None else [*_HEADERS, *headers]
         #: What ends a stream cut by a drain or a backend failure (default: a ``reconnect``
@@ -215,6 +250,8 @@ class EventStream:
                 await self.frames.aclose()  # type: ignore[attr-defined]
             return
         self.registry.open.add(self)
+        if self.live is not None:
+            self.live.open(body_writer(scope))
         self._pump = asyncio.create_task(self._run_pump(send))
         disconnect = asyncio.create_task(_disconnected(receive))
         waiting = {self._pump, disconnect}
@@ -241,6 +278,8 @@ class EventStream:
         except OSError:
             return  # the client went away while we wrote
         finally:
+            if self.live is not None:
+                self.live.close()
             self.registry.open.discard(self)
             if self._watch is not None:
                 self._watch.cancel()

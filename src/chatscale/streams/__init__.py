@@ -5,7 +5,7 @@ tool events, exactly one final event) and any number of subscribers, on any inst
 from any position with exactly-once, in-order delivery. See docs/streams.md.
 """
 
-from chatscale.streams.base import StreamManager
+from chatscale.streams.base import EventSink, StreamManager
 from chatscale.streams.errors import (
     InvalidEvent,
     InvalidEventId,
@@ -26,6 +26,7 @@ __all__ = [
     "FINAL_TYPES",
     "Continuation",
     "Event",
+    "EventSink",
     "InvalidEvent",
     "InvalidEventId",
     "JobExists",

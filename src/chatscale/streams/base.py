@@ -19,6 +19,10 @@ from chatscale.streams.producer import Producer
 from chatscale.streams.runner import Continuation, ProducerStep, run
 from chatscale.streams.tasks import stop_task
 
+#: Takes one live event now (``True``) or declines it (``False``): see
+#: :meth:`StreamManager.subscribe`.
+EventSink = Callable[[Event], bool]
+
 if TYPE_CHECKING:
     from chatscale.config import Settings
 
@@ -145,10 +149,21 @@ class StreamManager(abc.ABC):
     # --- subscriber side ----------------------------------------------------------------
     @abc.abstractmethod
     def subscribe(
-        self, job_id: str, *, after: str | None = None, owner: str | None = None
+        self,
+        job_id: str,
+        *,
+        after: str | None = None,
+        owner: str | None = None,
+        sink: EventSink | None = None,
     ) -> AsyncIterator[Event]:
         """Yield the events after ``after`` (all when ``None``), then follow live until the
         final event.
+
+        ``sink``, where the backend supports it (in memory), is handed each live event
+        synchronously as it is stored, once the subscriber has caught up: an event it
+        takes (``True``) is not yielded; one it declines is yielded next, and the sink is
+        offered events again once the subscriber has caught up again. Other backends yield
+        every event. Either way the subscriber sees every event once, in order.
 
         Raises :class:`JobNotFound` (unknown job, or ``owner`` given and not the job's),
         :class:`InvalidEventId` (malformed id or one not in the log) and

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatscale.streams.base import StreamManager
+from chatscale.streams.base import EventSink, StreamManager
 from chatscale.streams.errors import (
     InvalidEventId,
     JobExists,
@@ -26,6 +27,20 @@ from chatscale.streams.producer import Producer
 from chatscale.streams.tasks import Background
 
 _SWEEP_S = 0.25
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Follower:
+    """A subscriber caught up with its job, handed each new event by the flush."""
+
+    sink: EventSink
+    position: int
+    waiter: asyncio.Future[None]
+
+    def release(self) -> None:
+        if not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -39,16 +54,66 @@ class _Job:
     events: list[Event] = field(default_factory=list)
     #: One future per subscriber waiting for the next events.
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    #: The subscribers with a sink, caught up: the flush hands them the new events.
+    followers: list[_Follower] = field(default_factory=list)
     listeners: int = 0
     expires_at: float = 0.0
 
-    def notify(self) -> None:
+    def notify(self) -> int:
+        """Wake the waiting subscribers and hand the followers the new events; how many
+        events the followers took."""
         waiters = self.waiters
         if waiters:
             self.waiters = []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+        return self._hand_over() if self.followers else 0
+
+    def _hand_over(self) -> int:
+        events = self.events
+        end = len(events)
+        taken = 0
+        staying: list[_Follower] = []
+        for follower in self.followers:
+            position = follower.position
+            while position < end:
+                event = events[position]
+                try:
+                    took = follower.sink(event)
+                except Exception:
+                    log.warning("an event sink failed; its subscriber reads on", exc_info=True)
+                    took = False
+                if not took:
+                    break
+                position += 1
+                taken += 1
+                if event.final:
+                    break
+            follower.position = position
+            if position < end or (position and events[position - 1].final):
+                # Declined an event (the subscriber yields it), or has the last one.
+                follower.release()
+            else:
+                staying.append(follower)
+        self.followers = staying
+        return taken
+
+    def release_followers(self) -> None:
+        followers, self.followers = self.followers, []
+        for follower in followers:
+            follower.release()
+
+    async def follow(self, position: int, sink: EventSink) -> int:
+        """Be handed the events from ``position`` on until released; the position then."""
+        follower = _Follower(sink, position, asyncio.get_running_loop().create_future())
+        self.followers.append(follower)
+        try:
+            await follower.waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self.followers.remove(follower)
+        return follower.position
 
     def wait(self) -> asyncio.Future[None]:
         # A future of its own per subscriber: a cancelled subscriber (a client going away)
@@ -95,7 +160,8 @@ class MemoryStreamManager(StreamManager):
         await self._cancel_runs()
         await self._recording.close(grace=2.0)
         for job in self._jobs.values():
-            job.notify()
+            self.metrics.events_delivered += job.notify()
+            job.release_followers()
 
     # --- producer side ------------------------------------------------------------------
     async def create(
@@ -152,7 +218,9 @@ class MemoryStreamManager(StreamManager):
                 self.metrics.jobs_finished += 1
                 producer.final_stored = True
                 self._recording.spawn(self._record(producer))
-            job.notify()
+            handed = job.notify()
+            if handed:
+                self.metrics.events_delivered += handed
 
     # --- subscriber side ----------------------------------------------------------------
     def _job(self, job_id: str, owner: str | None) -> _Job:
@@ -162,13 +230,19 @@ class MemoryStreamManager(StreamManager):
         return job
 
     def subscribe(
-        self, job_id: str, *, after: str | None = None, owner: str | None = None
+        self,
+        job_id: str,
+        *,
+        after: str | None = None,
+        owner: str | None = None,
+        sink: EventSink | None = None,
     ) -> AsyncIterator[Event]:
-        """Replay the events after ``after``, then follow live until the final event."""
-        return self._subscribe(job_id, after, owner)
+        """Replay the events after ``after``, then follow live until the final event
+        (handed to ``sink`` as they are stored, once caught up: see the base class)."""
+        return self._subscribe(job_id, after, owner, sink)
 
     async def _subscribe(
-        self, job_id: str, after: str | None, owner: str | None
+        self, job_id: str, after: str | None, owner: str | None, sink: EventSink | None
     ) -> AsyncIterator[Event]:
         job = self._job(job_id, owner)
         position = parse_event_id(job_id, after)
@@ -200,6 +274,8 @@ class MemoryStreamManager(StreamManager):
                 elif self._closed or (events and events[-1].final):
                     # Closed, or resumed after the final event: nothing more will come.
                     return
+                elif sink is not None:
+                    position = await job.follow(position, sink)
                 else:
                     await job.wait()
         finally:

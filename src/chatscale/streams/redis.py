@@ -31,7 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from chatscale.redis.client import create_client
 from chatscale.redis.connection import close_client
 from chatscale.streams import codec
-from chatscale.streams.base import StreamManager
+from chatscale.streams.base import EventSink, StreamManager
 from chatscale.streams.errors import InvalidEvent, JobExists, JobNotFound
 from chatscale.streams.model import Event, JobInfo, JobStatus, text_of
 from chatscale.streams.producer import Producer
@@ -405,9 +405,15 @@ class RedisStreamManager(StreamManager):
 
     # --- subscriber side ----------------------------------------------------------------
     def subscribe(
-        self, job_id: str, *, after: str | None = None, owner: str | None = None
+        self,
+        job_id: str,
+        *,
+        after: str | None = None,
+        owner: str | None = None,
+        sink: EventSink | None = None,
     ) -> AsyncIterator[Event]:
-        """Replay the events after ``after`` from Redis, then follow live to the end."""
+        """Replay the events after ``after`` from Redis, then follow live to the end (every
+        event is yielded: ``sink`` is not used on Redis)."""
         return self.reader.subscribe(job_id, after, owner)
 
     async def status(self, job_id: str, *, owner: str | None = None) -> JobInfo | None:
