@@ -4,10 +4,35 @@ documented one (or the answer has no body when none is) and a JSON body fits its
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
 import jsonschema_rs
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """The events of an event stream's body as a client (EventSource) parses them: blocks
+    with data, ``event`` defaulting to ``message``; comments and data-less blocks are not
+    events."""
+    events: list[dict[str, Any]] = []
+    for block in re.split(r"\r\n\r\n|\n\n|\r\r", text):
+        fields: dict[str, Any] = {}
+        data: list[str] = []
+        for line in re.split(r"\r\n|\r|\n", block):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name in ("event", "id"):
+                fields[name] = value
+            elif name == "retry" and value.isdigit():
+                fields[name] = int(value)
+        if data:
+            events.append({"event": "message", **fields, "data": "\n".join(data)})
+    return events
 
 
 class Document:
@@ -45,5 +70,12 @@ class Document:
             assert kind in content or "*/*" in content, f"{method} {status} answered {kind}"
         if kind == "application/json" and response.content and kind in content:
             assert self.valid(content[kind]["schema"], response.json()), response.text
+        if kind == "text/event-stream" and kind in content and response.is_stream_consumed:
+            # OpenAPI 3.1: the schema describes each event, as a client parses it (checked
+            # once the body was read).
+            events = sse_events(response.text)
+            assert events, "an event stream without events"
+            for event in events:
+                assert self.valid(content[kind]["schema"], event), event
         self.seen.add((method, status, kind))
         return response

@@ -9,6 +9,7 @@ import httpx
 
 from chatscale.llm import ChatMessage
 from tests.server.helpers import ServerThread, expected, read_events, text_of
+from tests.server.openapi_answers import Document
 
 
 async def start(client: httpx.AsyncClient, message: str = "hello", **extra: Any) -> dict[str, Any]:
@@ -191,3 +192,18 @@ async def test_models_page_openapi_health_and_metrics(client: httpx.AsyncClient)
     )
     assert "chatscale_streams_jobs_created_total 1.0" in metrics
     assert "chatscale_chats_started_total 1.0" in metrics
+
+
+async def test_event_streams_fit_the_document(client: httpx.AsyncClient) -> None:
+    """The chat stream's events (and the AI SDK's) are what /openapi.json says of each
+    event, as a client parses them (what schemathesis checks when it reaches one)."""
+    document = (await client.get("/openapi.json")).json()
+    started = await start(client, "hello")
+    doc = Document(document, "/api/chat/stream/{stream_id}")
+    answer = doc.check(await client.get(f"/api/chat/stream/{started['stream_id']}"))
+    assert answer.status_code == 200 and ("GET", 200, "text/event-stream") in doc.seen
+    ui = Document(document, "/api/ai-sdk/chat")
+    message = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    body = {"id": "chat-1", "messages": [message], "trigger": "submit-message"}
+    answer = ui.check(await client.post("/api/ai-sdk/chat", json=body))
+    assert answer.status_code == 200, answer.text

@@ -58,11 +58,26 @@ _BANNED = (
 )
 
 
+#: One event of the chat API's event streams, as a client parses it (OpenAPI 3.1: an
+#: event stream's ``schema`` describes each event). Heartbeats are comments, and the
+#: ``retry`` field first comes without data: neither is an event.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "`message` when the frame names none"},
+        "data": {"type": "string"},
+        "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["event", "data"],
+}
+
+
 def _ui_stream(description: str) -> dict[str, Any]:
     return {
         "description": f"{description}. {_UI_STREAM_DESCRIPTION}",
         "headers": {"x-vercel-ai-ui-message-stream": {"schema": {"type": "string", "const": "v1"}}},
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
     }
 
 
@@ -330,7 +345,7 @@ def build_openapi(
                 "responses": {
                     "200": {
                         "description": _SSE_DESCRIPTION,
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                     },
                     "204": {
                         "description": "The answer has ended and nothing follows the resume "
@@ -388,7 +403,7 @@ def build_openapi(
                 "responses": {
                     "200": {
                         "description": "Server-Sent Events",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                     },
                     **_errors(503),
                 },

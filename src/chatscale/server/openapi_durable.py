@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chatscale.server.openapi_protocol import SSE_EVENT
+
 PATH = "/api/chat/stream/{stream_id}/durable"
 #: What ``offset`` accepts: the start (``-1``), the tail (``now``) or an offset of a chat
 #: answer, whose byte part is always zero (another byte part is a 400).
@@ -123,7 +125,7 @@ def chat_view_paths(stream: list[dict[str, Any]]) -> dict[str, Any]:
                 },
                 "content": {
                     "application/json": {"schema": _MESSAGES},
-                    "text/event-stream": {"schema": {"type": "string"}},
+                    "text/event-stream": {"schema": SSE_EVENT},
                 },
             },
             "204": {

@@ -246,7 +246,9 @@ _BODY_SCHEMAS: dict[str, Any] = {
     "text/plain": {"schema": {"type": "string"}},
 }
 #: One Server-Sent Event of ``live=sse`` (as parsed: its field values are text).
-_SSE_EVENT = {
+#: One event of the protocol's SSE answers (OpenAPI 3.1: an event stream's ``schema``
+#: describes each event, as a client parses it: ``event``, ``data``, ``id``, ``retry``).
+SSE_EVENT = {
     "type": "object",
     "properties": {
         "event": {"type": "string", "enum": ["data", "control"]},
@@ -416,7 +418,7 @@ def protocol_paths(base_path: str, *, open_: bool = False) -> dict[str, Any]:
                 },
                 "content": {
                     "application/json": {"schema": {"type": "array"}},
-                    "text/event-stream": {"schema": _SSE_EVENT},
+                    "text/event-stream": {"schema": SSE_EVENT},
                     "*/*": {"schema": {}},
                 },
             },
