@@ -61,10 +61,14 @@ def body_writer(scope: MutableMapping[str, Any]) -> BodyWriter | None:
             or not cycle.response_started
             or not cycle.chunked_encoding
             or cycle.flow.write_paused
+            or cycle.transport.is_closing()
         ):
             return False
         # uvicorn's chunk framing for a body message with more to come.
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        try:
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        except (OSError, RuntimeError):  # uvloop refuses a write to a closed handle
+            return False
         return True
 
     return write
