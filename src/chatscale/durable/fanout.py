@@ -19,7 +19,6 @@ it is parked, so it sees every record once and in order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -28,6 +27,7 @@ from chatscale.durable.model import ReadResult
 from chatscale.durable.offsets import Offset, next_cursor
 from chatscale.durable.store import DurableStore, woken_or_timed_out
 from chatscale.server.protocol import BodyWriter
+from chatscale.streams.tasks import stop_task
 
 log = logging.getLogger("chatscale.durable")
 
@@ -161,11 +161,7 @@ class Fanout:
     async def stop(self) -> None:
         """Release every follower and end the task (the server stops)."""
         self.release_all()
-        task = self._task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(self._task)
 
     def _join(self, follower: Follower, seen: int | None) -> None:
         group = self._groups.get(follower.position)

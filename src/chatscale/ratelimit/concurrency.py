@@ -24,6 +24,7 @@ from redis.commands.core import AsyncScript
 from chatscale.failures import FailureLog
 from chatscale.ratelimit.scripts import lua
 from chatscale.redis.connection import RedisConnection
+from chatscale.streams.tasks import stop_task
 
 log = logging.getLogger("chatscale.ratelimit")
 
@@ -226,10 +227,9 @@ class ConcurrencyLimiter:
     async def release(self, lease: Lease) -> None:
         """Stop renewing and give the slot back (safe to call twice)."""
         renewer, lease._renewer = lease._renewer, None
-        if renewer is not None:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+        # Cancelled until it ends: one cancel can be lost in a Redis call under way (see
+        # stop_task), and the renewer would then renew for ever, and this wait with it.
+        await stop_task(renewer)
         if self.limit == 0:
             return
         await self.backend.release(lease.user, lease.id)
