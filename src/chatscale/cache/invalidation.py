@@ -27,6 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from chatscale.failures import FailureLog
+from chatscale.streams.tasks import stop_task
 
 if TYPE_CHECKING:
     from chatscale.redis import RedisConnection
@@ -214,8 +215,6 @@ class Invalidator:
             self._unregister_ping()
             self._unregister_ping = None
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Cancelled until it ends (see stop_task: one cancel can be lost in a Redis call).
+        await stop_task(task)
         self._set_down()

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from chatscale.failures import FailureLog
+from chatscale.streams.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,9 @@ class KeepAlive:
     async def stop(self) -> None:
         """Stop the ping task and wait for it."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Cancelled until it ends: a cancel that lands in a ping can come back as the
+        # TimeoutError the loop survives (see stop_task).
+        await stop_task(task)
 
     async def _run(self) -> None:
         while True:

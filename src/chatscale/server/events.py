@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from chatscale.failures import FailureLog
 from chatscale.redis.connection import RedisConnection
+from chatscale.streams.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,8 @@ class SessionEvents:
     async def close(self) -> None:
         """Stop listening and end every listener's feed."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Cancelled until it ends (see stop_task: one cancel can be lost in a Redis call).
+            await stop_task(self._task)
             self._task = None
         for queues in self._listeners.values():
             for queue in queues:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,9 +18,11 @@ from prometheus_client.registry import Collector
 from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
-from chatscale.durable.fanout import FanoutStats
 from chatscale.server.generation_metrics import GenerationMetrics
 from chatscale.streams import StreamMetrics
+
+if TYPE_CHECKING:
+    from chatscale.durable.fanout import FanoutStats
 
 #: The ``method`` label's values; any other method is counted as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
