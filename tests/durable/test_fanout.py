@@ -9,7 +9,7 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,18 @@ class Reader:
         return bool(self.controls) and self.controls[-1].get("streamClosed") is True
 
 
+#: The readers' connections the running test opened: closed after it, however it ends (a
+#: connection left open would fail a later test, filterwarnings = error).
+_OPENED: list[asyncio.StreamWriter] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_readers() -> AsyncIterator[None]:
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 async def open_reader(
     port: int, path: str, query: str = "offset=-1&live=sse", receive_buffer: int | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -77,6 +89,7 @@ async def open_reader(
     # once it holds twice its limit.
     limit = 2**22 if receive_buffer is None else 2**14
     reader, writer = await asyncio.open_connection(sock=sock, limit=limit)
+    _OPENED.append(writer)
     writer.write(f"GET {path}?{query} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 200"), head
@@ -190,11 +203,11 @@ async def test_a_reader_too_slow_to_take_the_events_still_gets_all(server: Serve
     the socket) and goes on writing to the others; it catches up once it reads."""
     path = f"{BASE}/slow"
     durable = server.app.state.durable.app
+    slow, fast = Reader(), Reader()
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         assert (await http.put(path, headers=PLAIN)).status_code == 201
-        slow, fast = Reader(), Reader()
-        slow_stream, slow_writer = await open_reader(server.port, path, receive_buffer=4096)
-        fast_stream, fast_writer = await open_reader(server.port, path)
+        slow_stream, _ = await open_reader(server.port, path, receive_buffer=4096)
+        fast_stream, _ = await open_reader(server.port, path)
         fast_task = asyncio.create_task(consume(fast_stream, fast))
         await until_following(durable, 2)
         # 8 MB: more than the kernel's socket buffers and uvicorn's high-water mark.
@@ -205,20 +218,21 @@ async def test_a_reader_too_slow_to_take_the_events_still_gets_all(server: Serve
             if n % 20 == 0:
                 await asyncio.sleep(0.005)
         # The fast reader kept up while the slow one read nothing.
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while len(fast.text) < count * size:
             assert time.monotonic() < deadline, len(fast.text)
             await asyncio.sleep(0.02)
-        assert durable.followers == 1  # the slow reader was let go
+        # The slow reader was let go: for its full buffer, or (on a loaded machine)
+        # with every follower for a batch bigger than a read, after which its own
+        # writes wait for its socket and it cannot follow again.
+        await until_following(durable, 1)  # the fast one (back to following, if let go)
         assert await metric(http, "chatscale_durable_sse_followers") == 1
-        slow_released = 'chatscale_durable_fanout_releases_total{reason="slow"}'
-        assert await metric(http, slow_released) >= 1
+        released = 'chatscale_durable_fanout_releases_total{reason="%s"}'
+        assert await metric(http, released % "slow") + await metric(http, released % "batch") >= 1
         closing = {**PLAIN, "Stream-Closed": "true"}
         assert (await http.post(path, headers=closing)).status_code == 204
         await consume(slow_stream, slow)
         await asyncio.wait_for(fast_task, 10)
-    slow_writer.close()
-    fast_writer.close()
     check(slow, count, size)
     check(fast, count, size)
 
