@@ -160,7 +160,8 @@ class StreamManager(abc.ABC):
         final event.
 
         ``sink``, where the backend supports it (in memory), is handed each live event
-        synchronously as it is stored, once the subscriber has caught up: an event it
+        but the final one synchronously as it is stored, once the subscriber has caught
+        up: an event it
         takes (``True``) is not yielded; one it declines is yielded next, and the sink is
         offered events again once the subscriber has caught up again. Other backends yield
         every event. Either way the subscriber sees every event once, in order.

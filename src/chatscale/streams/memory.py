@@ -79,6 +79,11 @@ class _Job:
             position = follower.position
             while position < end:
                 event = events[position]
+                if event.final:
+                    # Yielded, as before the sinks: the answer's recording, started with the
+                    # flush, runs first, so a client that reads the end and then asks for its
+                    # conversation finds the answer there.
+                    break
                 try:
                     took = follower.sink(event)
                 except Exception:
@@ -88,11 +93,9 @@ class _Job:
                     break
                 position += 1
                 taken += 1
-                if event.final:
-                    break
             follower.position = position
-            if position < end or (position and events[position - 1].final):
-                # Declined an event (the subscriber yields it), or has the last one.
+            if position < end:
+                # An event to yield (declined, or the final one).
                 follower.release()
             else:
                 staying.append(follower)
