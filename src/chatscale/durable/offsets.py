@@ -19,6 +19,8 @@ from chatscale.durable.errors import ProtocolError
 _DIGITS = 16
 _LIMIT = 10**_DIGITS
 _OFFSET = re.compile(r"^([0-9]{16})_([0-9]{16})$")
+#: A cursor this server can have written: an interval number, at most 18 digits.
+_CURSOR = re.compile(r"[0-9]{1,18}")
 #: Cursor intervals: 20 s counted from 2024-10-09T00:00:00Z (the protocol's defaults).
 CURSOR_EPOCH_S = 1_728_432_000
 CURSOR_INTERVAL_S = 20
@@ -81,7 +83,9 @@ def next_cursor(client_cursor: str | None, now_s: float | None = None) -> str:
     a CDN can never serve the same cached answer in a loop."""
     current = int(((time.time() if now_s is None else now_s) - CURSOR_EPOCH_S) // CURSOR_INTERVAL_S)
     held: int | None = None
-    if client_cursor is not None and client_cursor.isdigit() and len(client_cursor) < 19:
+    # ASCII digits only: str.isdigit() is true of "³" and other digits int() refuses (an
+    # SSE answer broke after its head on such a cursor; found by schemathesis).
+    if client_cursor is not None and _CURSOR.fullmatch(client_cursor):
         held = int(client_cursor)
     if held is not None and held >= current:
         jitter_s = random.randint(1, 3600)
