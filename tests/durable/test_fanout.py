@@ -302,57 +302,63 @@ class GatedReads(MemoryStore):
         return await super().read(path, start, max_bytes)
 
 
+@dataclass
+class GatedFanout:
+    """A fan-out of stream ``s`` of a :class:`GatedReads` store, one reader following it
+    from the start, whose writes land in ``written``; the next reads are held (the gate
+    is closed) and :meth:`appended` waits for the fan-out's read of what was appended."""
+
+    store: GatedReads
+    fanout: Fanout
+    start: Offset
+    following: asyncio.Task[Offset]
+    written: list[bytes]
+
+    @classmethod
+    async def open(cls) -> GatedFanout:
+        store = GatedReads()
+        request = CreateRequest("text/plain", None, None, None, False, b"", None)
+        created = await store.create("s", request)
+        written: list[bytes] = []
+
+        def write(frame: bytes) -> bool:
+            written.append(frame)
+            return True
+
+        fanout = Fanout(store, "s", 1024, lambda result, cursor: b"frame", lambda _: None)
+        start = created.info.tail
+        following = asyncio.create_task(fanout.follow(start, None, None, write, 30))
+        await asyncio.sleep(0)
+        store.gate.clear()
+        store.reading.clear()
+        return cls(store, fanout, start, following, written)
+
+    async def appended(self, *records: bytes) -> None:
+        for data in records:
+            request = AppendRequest("text/plain", Record(data, 1), None, None, False)
+            await self.store.append("s", request)
+        await asyncio.wait_for(self.store.reading.wait(), 5)
+
+
 async def test_a_drain_during_a_read_releases_its_followers() -> None:
     """The followers of a read under way are out of the waiting groups: a drain must
     release them too, or they would stay parked until their deadline."""
-    store = GatedReads()
-    created = await store.create(
-        "s", CreateRequest("text/plain", None, None, None, False, b"", None)
-    )
-    written: list[bytes] = []
-
-    def write(frame: bytes) -> bool:
-        written.append(frame)
-        return True
-
-    fanout = Fanout(store, "s", 1024, lambda result, cursor: b"frame", lambda _: None)
-    following = asyncio.create_task(fanout.follow(created.info.tail, None, None, write, 30))
-    await asyncio.sleep(0)
-    store.gate.clear()
-    store.reading.clear()
-    await store.append("s", AppendRequest("text/plain", Record(b"x", 1), None, None, False))
-    await asyncio.wait_for(store.reading.wait(), 5)
-    fanout.release_all()  # the drain, while the fan-out reads
-    store.gate.set()
-    assert await asyncio.wait_for(following, 5) == created.info.tail
-    assert written == []
-    assert fanout.stats.released["stopped"] == 1
-    await fanout.stop()
+    gated = await GatedFanout.open()
+    await gated.appended(b"x")
+    gated.fanout.release_all()  # the drain, while the fan-out reads
+    gated.store.gate.set()
+    assert await asyncio.wait_for(gated.following, 5) == gated.start
+    assert gated.written == []
+    assert gated.fanout.stats.released["stopped"] == 1
+    await gated.fanout.stop()
 
 
 async def test_a_batch_bigger_than_a_read_releases_the_followers() -> None:
     """They catch up by themselves, read after read; the fan-out writes nothing of it."""
-    store = GatedReads()
-    request = CreateRequest("text/plain", None, None, None, False, b"", None)
-    created = await store.create("s", request)
-    written: list[bytes] = []
-
-    def write(frame: bytes) -> bool:
-        written.append(frame)
-        return True
-
-    fanout = Fanout(store, "s", 1024, lambda result, cursor: b"frame", lambda _: None)
-    following = asyncio.create_task(fanout.follow(created.info.tail, None, None, write, 30))
-    await asyncio.sleep(0)
-    store.gate.clear()
-    store.reading.clear()
-    for n in range(20):  # 2,000 bytes: two reads of at most 1,024
-        await store.append(
-            "s", AppendRequest("text/plain", Record(record(n), 1), None, None, False)
-        )
-    await asyncio.wait_for(store.reading.wait(), 5)
-    store.gate.set()
-    assert await asyncio.wait_for(following, 5) == created.info.tail
-    assert written == []
-    assert fanout.stats.released["batch"] == 1
-    await fanout.stop()
+    gated = await GatedFanout.open()
+    await gated.appended(*(record(n) for n in range(20)))  # 2,000 bytes: two reads of 1,024
+    gated.store.gate.set()
+    assert await asyncio.wait_for(gated.following, 5) == gated.start
+    assert gated.written == []
+    assert gated.fanout.stats.released["batch"] == 1
+    await gated.fanout.stop()

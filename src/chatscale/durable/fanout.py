@@ -164,12 +164,7 @@ class Fanout:
         await stop_task(self._task)
 
     def _join(self, follower: Follower, seen: int | None) -> None:
-        group = self._groups.get(follower.position)
-        if group is None:
-            group = self._groups[follower.position] = _Group(seen)
-        elif group.seen != seen:
-            group.seen = None  # reads at different moments: let the store check
-        group.followers[follower] = None
+        self._group(follower.position, seen).followers[follower] = None
         self._count += 1
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"durable fan-out {self.name}")
@@ -248,11 +243,14 @@ class Fanout:
 
     def _regroup(self, position: Offset, followers: dict[Follower, None], seen: int | None) -> None:
         live = {f: None for f in followers if not f.gone}
-        if not live:
-            return
+        if live:
+            self._group(position, seen).followers.update(live)
+
+    def _group(self, position: Offset, seen: int | None) -> _Group:
+        """The group at ``position``, made for followers whose read had ``seen``."""
         group = self._groups.get(position)
         if group is None:
             group = self._groups[position] = _Group(seen)
         elif group.seen != seen:
-            group.seen = None
-        group.followers.update(live)
+            group.seen = None  # reads at different moments: let the store check
+        return group

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatscale.server.openapi_protocol import SSE_EVENT
+from chatscale.server.openapi_protocol import ERROR_BODY, SSE_EVENT, TRUE
 
 PATH = "/api/chat/stream/{stream_id}/durable"
 #: What ``offset`` accepts: the start (``-1``), the tail (``now``) or an offset of a chat
@@ -19,14 +19,12 @@ OFFSET_QUERY_PATTERN = r"^(-1|now|[0-9]{16}_0{16})$"
 #: The offsets the route answers: ``<event seq, 16 digits>_0000000000000000``.
 OFFSET_PATTERN = r"^[0-9]{16}_0{16}$"
 
-_ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
-_TRUE = {"type": "string", "const": "true"}
 _NEXT_OFFSET = {
     "description": "The offset to read from next (the tail on HEAD)",
     "schema": {"type": "string", "pattern": OFFSET_PATTERN},
 }
-_UP_TO_DATE = {"description": "The answer holds nothing after this read (yet)", "schema": _TRUE}
-_CLOSED = {"description": "The answer has ended: nothing will follow", "schema": _TRUE}
+_UP_TO_DATE = {"description": "The answer holds nothing after this read (yet)", "schema": TRUE}
+_CLOSED = {"description": "The answer has ended: nothing will follow", "schema": TRUE}
 _CURSOR = {
     "description": "Long-poll: send it back as `cursor` (the protocol's 20 s intervals)",
     "schema": {"type": "string", "pattern": "^[0-9]+$"},
@@ -61,7 +59,7 @@ _SSE_DESCRIPTION = (
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR_BODY}}}
+    return {"description": description, "content": {"application/json": {"schema": ERROR_BODY}}}
 
 
 def _parameters(stream: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -38,8 +38,10 @@ NAME_MAX_LENGTH = 1024
 #: ``..`` segment, which a pattern of every regex dialect cannot state: those are 400s too.
 NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 
-_ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
-_TRUE = {"type": "string", "const": "true"}
+#: The JSON body of every refusal, and a header that is ``true`` when present (shared with
+#: :mod:`chatscale.server.openapi_durable`).
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+TRUE = {"type": "string", "const": "true"}
 _UINT_TEXT = {"type": "string", "pattern": r"^(0|[1-9][0-9]*)$"}
 
 
@@ -54,8 +56,8 @@ def _next_offset(description: str, required: bool = True) -> dict[str, Any]:
     return _header(description, {"type": "string", "pattern": OFFSET_PATTERN}, required)
 
 
-_UP_TO_DATE = _header("The answer reaches the stream's tail", _TRUE)
-_CLOSED = _header("The stream is closed: nothing will follow its tail", _TRUE)
+_UP_TO_DATE = _header("The answer reaches the stream's tail", TRUE)
+_CLOSED = _header("The stream is closed: nothing will follow its tail", TRUE)
 _CURSOR = _header(
     "Send it back as `cursor`: the protocol's 20 s intervals (jittered when a client "
     "echoes a current one), so caches never serve a live answer in a loop",
@@ -79,7 +81,7 @@ _PRODUCER_SEQ = _header("The highest sequence number accepted of this producer",
 def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "description": description,
-        "content": {"application/json": {"schema": _ERROR_BODY}},
+        "content": {"application/json": {"schema": ERROR_BODY}},
     }
     if headers:
         answer["headers"] = headers

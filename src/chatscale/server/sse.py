@@ -250,9 +250,10 @@ class EventStream:
                 await self.frames.aclose()  # type: ignore[attr-defined]
             return
         self.registry.open.add(self)
+        write = body_writer(scope)
         if self.live is not None:
-            self.live.open(body_writer(scope))
-        self._pump = asyncio.create_task(self._run_pump(send))
+            self.live.open(write)
+        self._pump = asyncio.create_task(self._run_pump(send, write))
         disconnect = asyncio.create_task(_disconnected(receive))
         waiting = {self._pump, disconnect}
         try:
@@ -291,13 +292,12 @@ class EventStream:
             with contextlib.suppress(Exception):
                 await self.frames.aclose()  # type: ignore[attr-defined]
 
-    async def _run_pump(self, send: Send) -> None:
+    async def _run_pump(self, send: Send, write: BodyWriter | None) -> None:
         # Past the middleware (see chatscale.server.shortcut), and without a timeout scope
         # per frame: one timer per stall timeout watches the send under way (_watch_sends).
         send = body_send(self._scope, send)
-        # Each frame written now when the socket takes it (no coroutine, and a write that
-        # completes cannot stall); ``send`` when it cannot (its buffer is full, it waits).
-        write = body_writer(self._scope)
+        # Each frame written now when the socket takes it (``write``: no coroutine, and a
+        # write that completes cannot stall); ``send`` when it cannot (its buffer is full).
         stall = self.stall_timeout_s
         loop = asyncio.get_running_loop()
         async for chunk in self.frames:

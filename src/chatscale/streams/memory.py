@@ -221,9 +221,7 @@ class MemoryStreamManager(StreamManager):
                 self.metrics.jobs_finished += 1
                 producer.final_stored = True
                 self._recording.spawn(self._record(producer))
-            handed = job.notify()
-            if handed:
-                self.metrics.events_delivered += handed
+            self.metrics.events_delivered += job.notify()
 
     # --- subscriber side ----------------------------------------------------------------
     def _job(self, job_id: str, owner: str | None) -> _Job:
