@@ -34,6 +34,9 @@ from chatscale.streams.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
+#: A failed beat is tried again after a fifth of its period (while the period lasts).
+_BEAT_TRIES = 5
+
 #: Jobs claimed at once by one reaper.
 _CLAIM_CONCURRENCY = 16
 
@@ -188,11 +191,7 @@ class Liveness:
             if not self.beating:
                 continue
             try:
-                # A beat later than its period is no beat: the client's own retries (with
-                # backoff up to REDIS_RETRY_MAX_DELAY) could otherwise land it after the
-                # lease, once Redis is back, while another instance has been beating.
-                async with asyncio.timeout(self.period_s):
-                    await self.beat()
+                await self._beat_within_period()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -200,6 +199,32 @@ class Liveness:
                 self._beat_failures.failed(exc)
             else:
                 self._beat_failures.succeeded()
+
+    async def _beat_within_period(self) -> None:
+        """One beat, tried again while its period lasts when an attempt fails fast.
+
+        A beat later than its period is no beat: the client's own retries (with backoff up
+        to REDIS_RETRY_MAX_DELAY) could otherwise land it after the lease, once Redis is
+        back, while another instance has been beating. Within the period, though, a fast
+        failure is worth another try: during a Cluster failover redis-py rediscovers the
+        cluster through its first listed master, which may be the dead one, and fails the
+        command at once (connection refused); waiting a whole period for the next beat
+        made every instance silent for up to a lease (seen in CI: 1.5 s of a 1.5 s lease).
+        """
+        last: Exception | None = None
+        try:
+            async with asyncio.timeout(self.period_s):
+                while True:
+                    try:
+                        await self.beat()
+                        return
+                    except Exception as exc:
+                        last = exc
+                    await asyncio.sleep(self.period_s / _BEAT_TRIES)
+        except TimeoutError:
+            if last is None:
+                raise
+            raise last from None
 
     async def hand_over(self) -> None:
         """Stop beating and mark this instance stopped (score 0): other instances' reapers
