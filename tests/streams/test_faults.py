@@ -13,7 +13,7 @@ from chatscale.redis import connect
 from chatscale.streams import create_stream_manager
 from chatscale.streams.redis import RedisStreamManager
 from chatscale.streams.scripts import BEAT
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 from tests.conftest import unique_prefix
 from tests.streams.helpers import check_ids, collect, text_of
 

@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from chatscale.failures import FailureLog
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 if TYPE_CHECKING:
     from chatscale.redis import RedisConnection

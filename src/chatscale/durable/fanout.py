@@ -27,7 +27,7 @@ from chatscale.durable.model import ReadResult
 from chatscale.durable.offsets import Offset, next_cursor
 from chatscale.durable.store import DurableStore, woken_or_timed_out
 from chatscale.server.protocol import BodyWriter
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 log = logging.getLogger("chatscale.durable")
 

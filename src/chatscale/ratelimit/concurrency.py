@@ -24,7 +24,7 @@ from redis.commands.core import AsyncScript
 from chatscale.failures import FailureLog
 from chatscale.ratelimit.scripts import lua
 from chatscale.redis.connection import RedisConnection
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 log = logging.getLogger("chatscale.ratelimit")
 

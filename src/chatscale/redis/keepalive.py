@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from chatscale.failures import FailureLog
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from chatscale.server.events import SessionEvents
 from chatscale.server.statuses import end_status
 from chatscale.server.store import ConversationStore, Message, title_of
 from chatscale.streams import JobInfo, JobStatus, Producer, StreamManager
-from chatscale.streams.tasks import Background
+from chatscale.tasks import Background
 
 if TYPE_CHECKING:
     from chatscale.ratelimit.concurrency import ConcurrencyLimiter

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from chatscale.failures import FailureLog
 from chatscale.redis.connection import RedisConnection
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from chatscale.streams.metrics import StreamMetrics
 from chatscale.streams.model import Event, JobInfo
 from chatscale.streams.producer import Producer
 from chatscale.streams.runner import Continuation, ProducerStep, run
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 #: Takes one live event now (``True``) or declines it (``False``): see
 #: :meth:`StreamManager.subscribe`.

@@ -24,7 +24,7 @@ from chatscale.streams.errors import (
 )
 from chatscale.streams.model import Event, JobInfo, JobStatus, parse_event_id
 from chatscale.streams.producer import Producer
-from chatscale.streams.tasks import Background
+from chatscale.tasks import Background
 
 _SWEEP_S = 0.25
 log = logging.getLogger(__name__)

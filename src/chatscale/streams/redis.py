@@ -41,7 +41,7 @@ from chatscale.streams.redis_reader import Reader
 from chatscale.streams.redis_store import JobStore, events_of
 from chatscale.streams.redis_writer import JobWrite, Writer
 from chatscale.streams.scripts import ABORT, CLAIM, CREATE, DISCARD, LISTED
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 if TYPE_CHECKING:
     from chatscale.config import Settings

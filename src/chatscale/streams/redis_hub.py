@@ -28,7 +28,7 @@ from redis.crc import key_slot
 from chatscale.failures import FailureLog
 from chatscale.streams import codec
 from chatscale.streams.redis_replies import MORE, Replies
-from chatscale.streams.tasks import Background, stop_task
+from chatscale.tasks import Background, stop_task
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from chatscale.failures import FailureLog
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.sentinel import AgreedSentinelPool, SentinelsDisagree
 from chatscale.streams.scripts import BEAT
-from chatscale.streams.tasks import stop_task
+from chatscale.tasks import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
 from chatscale.streams.scripts import APPEND, CREATE, LISTED
-from chatscale.streams.tasks import Background
+from chatscale.tasks import Background
 
 if TYPE_CHECKING:
     from chatscale.redis.keys import KeySpace
