@@ -38,9 +38,9 @@ from chatscale.streams.scripts import LuaScript
 _PACKAGE = "chatscale.durable"
 CREATE = LuaScript("create", _PACKAGE)
 APPEND = LuaScript("append", _PACKAGE)
-READ = LuaScript("read", _PACKAGE)
+READ = LuaScript("read", _PACKAGE, uses=["offset"])
 DELETE = LuaScript("delete", _PACKAGE)
-FORK_SOURCE = LuaScript("fork_source", _PACKAGE)
+FORK_SOURCE = LuaScript("fork_source", _PACKAGE, uses=["offset"])
 RELEASE = LuaScript("release", _PACKAGE)
 
 _PARTS = ("meta", "data", "ends", "prod")

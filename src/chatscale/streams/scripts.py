@@ -14,13 +14,23 @@ from chatscale.redis.client import AnyRedis
 
 class LuaScript:
     """One script: EVALSHA, falling back to EVAL when the server does not know it yet
-    (first use, restart, failover, or another Cluster node)."""
+    (first use, restart, failover, or another Cluster node).
+
+    ``uses`` names helper chunks of the same package (``lua/_<name>.lua``: local functions
+    that several scripts share) put before the script's own text: Redis runs a script as
+    one chunk, with nothing to import.
+    """
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str, package: str = "chatscale.streams") -> None:
+    def __init__(
+        self, name: str, package: str = "chatscale.streams", uses: Sequence[str] = ()
+    ) -> None:
         self.name = name
-        self.source = resources.files(package).joinpath("lua", f"{name}.lua").read_text("utf-8")
+        folder = resources.files(package).joinpath("lua")
+        parts = [folder.joinpath(f"_{helper}.lua").read_text("utf-8") for helper in uses]
+        parts.append(folder.joinpath(f"{name}.lua").read_text("utf-8"))
+        self.source = "\n".join(parts)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(

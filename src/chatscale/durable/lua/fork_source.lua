@@ -9,14 +9,8 @@ local m = redis.call('HMGET', KEYS[1], 'ct', 'ttl', 'exp', 'expms', 'n', 'b', 'd
 if not m[1] then return {404} end
 if m[7] == '1' then return {4090} end
 local n, b = tonumber(m[5]), tonumber(m[6])
-local r, rb = n, b
-if ARGV[1] ~= '' then
-  r, rb = tonumber(ARGV[1]), tonumber(ARGV[2])
-  if r > n then return {400} end
-  local e = 0
-  if r > 0 then e = tonumber(redis.call('LINDEX', KEYS[3], r - 1)) end
-  if e ~= rb then return {400} end
-end
+local r, rb = offset_at(n, b, KEYS[3])
+if not r then return {400} end
 local last = r - 1
 if tonumber(ARGV[3]) > 0 then
   if r >= n then return {4001} end

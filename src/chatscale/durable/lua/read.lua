@@ -11,14 +11,8 @@ local m = redis.call('HMGET', KEYS[1], 'id', 'ct', 'ttl', 'exp', 'closed', 'n', 
 if not m[1] then return {404} end
 if m[8] == '1' then return {410} end
 local n, b = tonumber(m[6]), tonumber(m[7])
-local r, rb = n, b
-if ARGV[1] ~= '' then
-  r, rb = tonumber(ARGV[1]), tonumber(ARGV[2])
-  if r > n then return {400} end
-  local e = 0
-  if r > 0 then e = tonumber(redis.call('LINDEX', KEYS[3], r - 1)) end
-  if e ~= rb then return {400} end
-end
+local r, rb = offset_at(n, b, KEYS[3])
+if not r then return {400} end
 if ARGV[4] == '1' and m[3] then
   local t = redis.call('TIME')
   local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(m[3]) * 1000
