@@ -511,13 +511,13 @@ async def test_a_beat_that_fails_fast_is_tried_again_within_its_period(
         connection.client,
         connection.keys,
         instance_id="i",
-        lease_s=4.5,
+        lease_s=7.5,
         jobs_ttl_s=60,
         claim=claim,
         local_jobs=set,
     )
     liveness.reaping = False
-    period = liveness.period_s  # 1.5 s
+    period = liveness.period_s  # 2.5 s: room for a restart on a loaded machine
     try:
         await liveness.beat()
         liveness.start()  # its first beat is due a period after this one
