@@ -247,9 +247,9 @@ _BODY_SCHEMAS: dict[str, Any] = {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     "text/plain": {"schema": {"type": "string"}},
 }
-#: One Server-Sent Event of ``live=sse`` (as parsed: its field values are text).
-#: One event of the protocol's SSE answers (OpenAPI 3.1: an event stream's ``schema``
-#: describes each event, as a client parses it: ``event``, ``data``, ``id``, ``retry``).
+#: One Server-Sent Event of ``live=sse``, as a client parses it (OpenAPI 3.1: an event
+#: stream's ``schema`` describes each event; its field values are text). Also the chat
+#: view's (:mod:`chatscale.server.openapi_durable`).
 SSE_EVENT = {
     "type": "object",
     "properties": {

@@ -161,10 +161,10 @@ class StreamManager(abc.ABC):
 
         ``sink``, where the backend supports it (in memory), is handed each live event
         but the final one synchronously as it is stored, once the subscriber has caught
-        up: an event it
-        takes (``True``) is not yielded; one it declines is yielded next, and the sink is
-        offered events again once the subscriber has caught up again. Other backends yield
-        every event. Either way the subscriber sees every event once, in order.
+        up: an event it takes (``True``) is not yielded; one it declines is yielded next,
+        and the sink is offered events again once the subscriber has caught up again.
+        Other backends yield every event. Either way the subscriber sees every event once,
+        in order.
 
         Raises :class:`JobNotFound` (unknown job, or ``owner`` given and not the job's),
         :class:`InvalidEventId` (malformed id or one not in the log) and
