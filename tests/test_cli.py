@@ -155,6 +155,14 @@ def test_serve_with_workers_needs_redis(tmp_path: Path) -> None:
     assert lines[0].startswith("chatscale: configuration error: --workers=2 needs USE_REDIS")
 
 
+@pytest.mark.parametrize("workers", ["0", "65", "two", "\u00b9", "\u0663", "9" * 5000])
+def test_serve_refuses_a_bad_worker_count(workers: str) -> None:
+    # Unicode digits passed str.isdigit(): one crashed int(), another was read as 3.
+    result = CliRunner(env={"USE_REDIS": "false"}).invoke(cli, ["serve", "--workers", workers])
+    assert result.exit_code == 2, result.output
+    assert "--workers=" in result.output and "expected 1 to 64" in result.output
+
+
 @pytest.mark.parametrize(
     "uri", ["redis://u:p@ss-X9@127.0.0.1:1/6", "redis://u:pa/ss-X9@127.0.0.1:1/6", "u:ss-X9@h:1"]
 )

@@ -142,6 +142,9 @@ def test_mixed_schemes_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
         ("redis://h:70000", "invalid port"),
         ("redis://:secretpw@/0", "no valid host"),
         ("redis://h:1/x", "invalid database number"),
+        ("redis://h:\u00b9", "invalid port"),
+        ("redis://h:\u0663", "invalid port"),
+        ("redis://h:1/\u00b9", "invalid database number"),
         ("redis://h:1,,redis://h:2", "entry 2 of the comma-separated list is empty"),
         ("redis://h:1?ssl=true", "query strings"),
         ("redis://h:1,redis://h:1", "same host:port twice"),
@@ -494,6 +497,10 @@ def test_http_edge_limits(monkeypatch: pytest.MonkeyPatch) -> None:
         ("HTTP_KEEP_ALIVE_TIMEOUT", "0", "out of range"),
         ("GC_THRESHOLD", "-1", "out of range"),
         ("GC_THRESHOLD", "lots", "not a whole number"),
+        ("GC_THRESHOLD", "\u00b9", "not a whole number"),
+        ("GC_THRESHOLD", "-\u0663", "not a whole number"),
+        ("GC_THRESHOLD", "9" * 5000, "not a whole number"),
+        ("GC_THRESHOLD", "9" * 30, "out of range"),
     ],
 )
 def test_http_edge_limit_errors_name_the_variable(

@@ -15,6 +15,7 @@ from chatscale import __version__
 from chatscale.config import Settings, load_settings
 from chatscale.errors import ChatscaleError, ConfigError
 from chatscale.masking import mask_text
+from chatscale.numbers import parse_whole
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -400,14 +401,15 @@ def serve_command(host: str | None, port: str | None, workers: str) -> None:
     except ConfigError as exc:
         _fail(f"configuration error: {exc}", 2)
         return
-    if not workers.isdigit() or not 1 <= int(workers) <= 64:
+    count = parse_whole(workers.strip())
+    if count is None or not 1 <= count <= 64:
         _fail(f"configuration error: --workers={workers!r}: expected 1 to 64", 2)
         return
-    if int(workers) > 1 and settings.redis is None:
+    if count > 1 and settings.redis is None:
         # Each worker would have its own memory and its own random session secret: cookies,
         # limits and resumes would break whenever a request lands on another worker.
         _fail(
-            f"configuration error: --workers={workers} needs USE_REDIS=true "
+            f"configuration error: --workers={count} needs USE_REDIS=true "
             "(workers share sessions, limits and streams only through Redis)",
             2,
         )
@@ -418,7 +420,7 @@ def serve_command(host: str | None, port: str | None, workers: str) -> None:
         _fail(f"the server needs the 'server' extra (pip install 'chatscale[server]'): {exc}", 1)
         return
     try:
-        serve(settings, int(workers))
+        serve(settings, count)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}", 2)
     except ChatscaleError as exc:

@@ -21,6 +21,7 @@ from chatscale.cache.namespaces import DEFAULT_FORCED_IN_MEMORY, CacheKeys
 from chatscale.db.url import DEFAULT_DATABASE_URL, DatabaseTarget, parse_database_url
 from chatscale.errors import ConfigError
 from chatscale.masking import mask_uri
+from chatscale.numbers import parse_whole
 from chatscale.redis.keys import prefix_problem
 from chatscale.redis.uri import RedisTarget, Topology, parse_redis_uri
 
@@ -59,9 +60,11 @@ def _int_in(low: int, high: int, unit: str) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip().replace("_", "")
-            if not text.lstrip("-").isdigit():
+            # Long enough that a huge value is "out of range", not "not a number".
+            magnitude = parse_whole(text.removeprefix("-"), max_digits=1000)
+            if magnitude is None:
                 raise ValueError(f"is not a whole number; expected {unit} from {low} to {high}")
-            value = int(text)
+            value = -magnitude if text.startswith("-") else magnitude
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"is not a whole number; expected {unit} from {low} to {high}")
         if not low <= value <= high:

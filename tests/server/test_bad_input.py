@@ -111,6 +111,11 @@ async def test_bad_chat_requests(
         ("POST", "/api/chat/stream/unknown/abort", {}, 404),
         ("GET", "/api/conversations/..", {}, 404),
         ("GET", "/api/conversations/nope", {}, 404),
+        # Unicode digits: str.isdigit() took them and int() raised (a 500 schemathesis found).
+        ("GET", "/api/conversations?limit=%C2%B9", {}, 400),
+        ("GET", "/api/conversations?limit=%D9%A3", {}, 400),
+        ("GET", "/api/conversations?limit=" + "9" * 5000, {}, 400),
+        ("GET", "/api/chat/stream/abc?after=%C2%B9", {}, 400),
         ("GET", "/api/nothing-here", {}, 404),
         ("DELETE", "/api/chat", {}, 405),
         ("GET", "/api/chat", {}, 405),

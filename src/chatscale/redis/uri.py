@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from chatscale.errors import ConfigError
 from chatscale.masking import mask_uri
+from chatscale.numbers import parse_whole
 
 VARIABLE = "REDIS_URI"
 ACCEPTED = (
@@ -71,9 +72,10 @@ def _error(raw: str, problem: str) -> ConfigError:
 def _parse_port(raw: str, entry: str, text: str, default: int) -> int:
     if text == "":
         return default
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    port = parse_whole(text)
+    if port is None or not 0 < port < 65536:
         raise _error(raw, f"entry {mask_uri(entry)!r} has an invalid port {text!r}")
-    return int(text)
+    return port
 
 
 def _parse_hostport(raw: str, entry: str, text: str, default_port: int) -> RedisNode:
@@ -120,9 +122,10 @@ def _check_userinfo(raw: str, entry: str, rest: str) -> None:
 def _parse_db(raw: str, entry: str, text: str) -> int:
     if text == "":
         return 0
-    if not text.isdigit() or int(text) > 65535:
+    db = parse_whole(text)
+    if db is None or db > 65535:
         raise _error(raw, f"entry {mask_uri(entry)!r} has an invalid database number {text!r}")
-    return int(text)
+    return db
 
 
 def _parse_sentinel(raw: str) -> RedisTarget:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from chatscale.db.conversations import SqlConversationStore
+from chatscale.numbers import parse_whole
 from chatscale.paging import MAX_PAGE, page_of_list
 from chatscale.server.api_chat import _respond, services, user_of
 from chatscale.server.errors import ApiError
@@ -49,9 +50,10 @@ async def list_conversations(request: Request) -> Response:
 def _page_size(text: str | None) -> int:
     if text is None:
         return MAX_PAGE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    size = parse_whole(text)
+    if size is None or not 1 <= size <= MAX_PAGE:
         raise ApiError(400, f"limit={text[:40]!r}: expected a whole number from 1 to {MAX_PAGE}")
-    return int(text)
+    return size
 
 
 def _conversation_id(request: Request) -> str:

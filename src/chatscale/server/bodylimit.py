@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatscale.numbers import parse_whole
 from chatscale.server.errors import error_response
 
 _CLOSE = (b"connection", b"close")
@@ -67,8 +68,9 @@ def _declared(scope: Scope) -> tuple[int | None, bool]:
     chunked = False
     for name, value in scope["headers"]:
         if name == b"content-length":
-            text = value.strip()
-            length = int(text) if text.isdigit() else None
+            # Any length of 1,000 digits is over every bound; the HTTP server has checked
+            # the header's form already.
+            length = parse_whole(value.strip(), max_digits=1000)
         elif name == b"transfer-encoding":
             chunked = True
     return length, chunked or bool(length)

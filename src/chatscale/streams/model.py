@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from chatscale.numbers import parse_whole
 from chatscale.streams.errors import InvalidEvent, InvalidEventId
 
 #: Types of the final events; exactly one of them ends every job's log.
@@ -101,11 +102,12 @@ def parse_event_id(job_id: str, event_id: object) -> int:
     text = event_id.strip()
     if text in ("", "0"):
         return 0
-    if not (text.isascii() and text.isdigit()) or text[0] == "0" or len(text) > _MAX_ID_DIGITS:
+    sequence = parse_whole(text, max_digits=_MAX_ID_DIGITS)
+    if sequence is None or text[0] == "0":
         raise InvalidEventId(
             job_id, event_id, "malformed; expected a decimal sequence number like '42'"
         )
-    return int(text)
+    return sequence
 
 
 def check_event(type_: object, data: object) -> str:
