@@ -171,9 +171,10 @@ class RedisStreamManager(StreamManager):
         await self.liveness.close()
         if self._beat_client is not None:
             await close_client(self._beat_client)
-        await self.writer.close()
+        # The writing task first: the writer's connection goes back to the pool with close.
         for task in self._tasks:
             await stop_task(task)
+        await self.writer.close()
         await self.hub.close()
         for job in list(self.writer.jobs.values()):
             job.producer.closed = True

@@ -26,8 +26,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from chatscale.failures import FailureLog
+from chatscale.redis.replies import MORE, Replies
 from chatscale.streams import codec
-from chatscale.streams.redis_replies import MORE, Replies
 from chatscale.tasks import Background, stop_task
 
 log = logging.getLogger(__name__)

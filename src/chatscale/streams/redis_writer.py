@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from chatscale.failures import FailureLog
+from chatscale.redis.line import Line
 from chatscale.redis.replication import WAIT_MS, Replication
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
@@ -167,7 +168,11 @@ class Writer:
         self._retry_s = _RETRY_FIRST_S
         self._stall_checked = time.monotonic()
         self._background = Background("stream writer")
-        self._inflight: asyncio.Future[None] | None = None
+        #: Outside Cluster, every write goes over one connection of the writer's own.
+        self._line = None if isinstance(client, RedisCluster) else Line(client.connection_pool)
+        #: The deadline of the write in flight; :meth:`interrupt` brings it forward.
+        self._deadline: asyncio.Timeout | None = None
+        self._interrupted = False
         #: Jobs a write left with unsent batches (refused, failed): written again next.
         self._owed: dict[str, JobWrite] = {}
         #: When the next round of checks of unconfirmed ends is due (``time.monotonic``).
@@ -361,31 +366,28 @@ class Writer:
     async def _write(self, calls: list[tuple[JobWrite, Batch]]) -> None:
         # One deadline for the round trip, connecting included: a connection stuck on a
         # master that is being demoted (a Sentinel failover) held the writer for 15 s;
-        # cancelled, it is dropped and the batches go again, to the new master.
-        task = self._inflight = asyncio.ensure_future(self._write_once(calls))
+        # cut short, its connection is dropped and the batches go again, to the new master.
+        # (asyncio.timeout tells its own cancellation from the writer's being stopped.)
+        self._interrupted = False
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.deadline_s)
-        except asyncio.CancelledError:
-            task.cancel()  # the writer itself is stopping
-            raise
+            async with asyncio.timeout(self.deadline_s) as self._deadline:
+                await self._write_once(calls)
+        except TimeoutError:
+            if self._interrupted:
+                raise RedisConnectionError(
+                    "a write was abandoned: the Redis master moved"
+                ) from None
+            raise TimeoutError("a write took longer than REDIS_SOCKET_TIMEOUT") from None
         finally:
-            self._inflight = None
-        if not done:
-            task.cancel()
-            await asyncio.wait({task})
-            raise TimeoutError("a write took longer than REDIS_SOCKET_TIMEOUT")
-        if task.cancelled():
-            # Interrupted (not the writer's own cancellation, which must not be mistaken
-            # for it: that would end the writer): the batches go again.
-            raise RedisConnectionError("a write was abandoned: the Redis master moved")
-        task.result()
+            self._deadline = None
 
     def interrupt(self) -> None:
         """Abandon the write in flight (the Redis master moved): its connection is dropped
         and its batches go again with the next flush, at once."""
-        task = self._inflight
-        if task is not None and not task.done():
-            task.cancel()
+        deadline = self._deadline
+        if deadline is not None and not deadline.expired():
+            self._interrupted = True
+            deadline.reschedule(asyncio.get_running_loop().time())
             self._kick.set()
 
     async def _write_once(self, calls: list[tuple[JobWrite, Batch]]) -> None:
@@ -437,18 +439,14 @@ class Writer:
         round trip (followed by a WAIT when ``wait``). Returns one reply (or exception) per
         batch, then the WAIT's."""
         groups = [args[i : i + CALL_BATCHES] for i in range(0, len(args), CALL_BATCHES)]
-        if len(groups) == 1 and not wait:
-            keys, argv = self._call(groups[0])
-            answers: list[Any] = [await APPEND(self.client, keys, argv)]
-        else:
-            # The context resets the pipeline (its stack holds every batch's bytes) at once.
-            async with self.client.pipeline(transaction=False) as pipe:
-                for group in groups:
-                    keys, argv = self._call(group)
-                    pipe.evalsha(APPEND.sha, len(keys), *keys, *argv)
-                if wait:
-                    pipe.execute_command("WAIT", self.replication.wanted, WAIT_MS)
-                answers = await pipe.execute(raise_on_error=False)
+        commands: list[tuple[Any, ...]] = []
+        for group in groups:
+            keys, argv = self._call(group)
+            commands.append(("EVALSHA", APPEND.sha, len(keys), *keys, *argv))
+        if wait:
+            commands.append(("WAIT", self.replication.wanted, WAIT_MS))
+        assert self._line is not None
+        answers = await self._line.round_trip(commands)
         replies: list[Any] = []
         for group, answer in zip(groups, answers, strict=False):
             if isinstance(answer, BaseException):
@@ -729,13 +727,16 @@ class Writer:
         self._kick.set()
 
     async def close(self) -> None:
-        """Stop the timers and wait briefly for end handlers still running."""
+        """Stop the timers, wait briefly for end handlers still running, and give the
+        connection back (the writing task, :meth:`run`, must have ended)."""
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._kick.set()
         await self._background.close(grace=2.0)
+        if self._line is not None:
+            await self._line.close()
 
 
 def _batch(events: list[Event]) -> Batch:

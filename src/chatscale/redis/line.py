@@ -1,0 +1,84 @@
+"""A connection held by one caller that has one round trip in flight at a time (the stream
+writer): pipelined commands out, replies parsed straight from hiredis.
+
+The stream writer makes a round trip per coalescing window, and at a short window that is
+thousands a second. Through the client, each took a pool checkout and release, a retry
+wrapper, a task per socket write (``asyncio.wait_for`` under a socket timeout) and the
+observability hooks: about 45 us of CPU of the 65 a round trip cost (docs/benchmarks.md,
+the writer's round trip). The line skips all of it. Its caller bounds the time
+(``asyncio.timeout``) and retries what failed, as the writer does with every write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from chatscale.redis.replies import MORE, Replies
+
+
+class Line:
+    """One connection of ``pool`` (a redis-py asyncio ``ConnectionPool``, Sentinel's
+    included), held until :meth:`close`."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._conn: Any = None
+        self._replies: Replies | None = None
+
+    async def round_trip(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` pipelined; one reply per command, an error reply as its
+        exception (returned, not raised).
+
+        Anything that cuts a round trip short (a failure, a cancellation, the caller's
+        deadline) drops the connection, since a reply may be half read; the next round trip
+        connects again (on Sentinel, to whichever node is master then). A connection that
+        had already served and fails to be written to or read from is tried once more on a
+        new one: the server may have closed it while it sat idle. Commands sent twice so
+        must be safe to repeat, as the writer's are.
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self._pool.get_connection()
+        packed = conn.pack_commands(commands)
+        for attempt in (1, 2):
+            reused = conn.is_connected
+            try:
+                return await self._exchange(conn, packed, len(commands))
+            except (RedisConnectionError, OSError):
+                await conn.disconnect(nowait=True)
+                if attempt == 2 or not reused:
+                    raise
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _exchange(self, conn: Any, packed: list[bytes], count: int) -> list[Any]:
+        if not conn.is_connected:
+            await conn.connect()
+        # A PING first when the connection sat idle past REDIS_PING_INTERVAL (redis-py's
+        # own check, which reconnects a dead connection).
+        await conn.check_health()
+        replies = self._replies
+        if replies is None or replies.stream is not conn._reader:
+            replies = self._replies = Replies(conn)
+        conn._writer.writelines(packed)
+        await conn._writer.drain()
+        out: list[Any] = []
+        while len(out) < count:
+            reply = replies.next()
+            if reply is MORE:
+                await replies.fill()
+            else:
+                out.append(reply)
+        return out
+
+    async def close(self) -> None:
+        """Give the connection back to the pool."""
+        conn, self._conn = self._conn, None
+        self._replies = None
+        if conn is not None:
+            await self._pool.release(conn)

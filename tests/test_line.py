@@ -1,0 +1,75 @@
+"""chatscale.redis.line: the stream writer's own connection, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.exceptions import NoScriptError, ResponseError
+
+from chatscale.redis import RedisConnection
+from chatscale.redis.line import Line
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def line(standalone_conn: RedisConnection) -> Any:
+    held = Line(standalone_conn.client.connection_pool)
+    yield held
+    await held.close()
+
+
+async def _id(line: Line) -> int:
+    (client_id,) = await line.round_trip([("CLIENT", "ID")])
+    assert isinstance(client_id, int)
+    return client_id
+
+
+async def test_replies_come_in_order_and_error_replies_are_returned(
+    line: Line, standalone_conn: RedisConnection
+) -> None:
+    key = standalone_conn.keys.key("line")
+    replies = await line.round_trip(
+        [("SET", key, "v"), ("EVALSHA", "0" * 40, 0), ("INCR", key), ("GET", key)]
+    )
+    assert replies[0] == b"OK" and replies[3] == b"v"
+    assert isinstance(replies[1], NoScriptError)
+    assert isinstance(replies[2], ResponseError)  # not an integer
+    # One connection serves every round trip.
+    assert await _id(line) == await _id(line)
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced(
+    line: Line, standalone_conn: RedisConnection
+) -> None:
+    first = await _id(line)
+    await standalone_conn.client.client_kill_filter(_id=first)
+    # The round trip after the kill reconnects once, without an error.
+    assert await line.round_trip([("PING",)]) == [b"PONG"]
+    assert await _id(line) != first
+
+
+async def test_a_round_trip_cut_short_drops_its_connection(
+    line: Line, standalone_conn: RedisConnection
+) -> None:
+    waited, other = standalone_conn.keys.key("line-list"), standalone_conn.keys.key("line-other")
+    first = await _id(line)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await line.round_trip([("BLPOP", waited, 5)])
+    # The BLPOP's reply, had its connection been kept, would now be the next one read.
+    await standalone_conn.client.lpush(waited, b"late")
+    assert await line.round_trip([("GET", other)]) == [None]
+    assert await _id(line) != first
+    assert await standalone_conn.client.llen(waited) == 1  # nobody popped it
+
+
+async def test_close_gives_the_connection_back(standalone_conn: RedisConnection) -> None:
+    pool: Any = standalone_conn.client.connection_pool
+    held = Line(pool)
+    await held.round_trip([("PING",)])
+    in_use = len(pool._in_use_connections)
+    await held.close()
+    assert len(pool._in_use_connections) == in_use - 1
