@@ -16,7 +16,8 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 async def line(standalone_conn: RedisConnection) -> Any:
-    held = Line(standalone_conn.client.connection_pool)
+    client: Any = standalone_conn.client
+    held = Line(client.connection_pool)
     yield held
     await held.close()
 
@@ -45,7 +46,7 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(
     line: Line, standalone_conn: RedisConnection
 ) -> None:
     first = await _id(line)
-    await standalone_conn.client.client_kill_filter(_id=first)
+    await standalone_conn.client.client_kill_filter(_id=str(first))
     # The round trip after the kill reconnects once, without an error.
     assert await line.round_trip([("PING",)]) == [b"PONG"]
     assert await _id(line) != first
@@ -67,7 +68,8 @@ async def test_a_round_trip_cut_short_drops_its_connection(
 
 
 async def test_close_gives_the_connection_back(standalone_conn: RedisConnection) -> None:
-    pool: Any = standalone_conn.client.connection_pool
+    client: Any = standalone_conn.client
+    pool = client.connection_pool
     held = Line(pool)
     await held.round_trip([("PING",)])
     in_use = len(pool._in_use_connections)
