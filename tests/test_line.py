@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio
 from redis.exceptions import NoScriptError, ResponseError
 
 from chatscale.redis import RedisConnection
@@ -75,3 +76,37 @@ async def test_close_gives_the_connection_back(standalone_conn: RedisConnection)
     in_use = len(pool._in_use_connections)
     await held.close()
     assert len(pool._in_use_connections) == in_use - 1
+
+
+async def test_a_ping_goes_first_only_after_the_connection_sat_idle(
+    redis_standalone: Any,
+) -> None:
+    # A health-check interval (REDIS_PING_INTERVAL): the line pings a connection idle past
+    # it, as redis-py does, and only then (not once an interval on a busy connection).
+    # Plain clients: chatscale's also pings idle pool connections, and the counting one has
+    # no interval.
+    client = redis.asyncio.Redis(
+        host=redis_standalone.host, port=redis_standalone.port, health_check_interval=1
+    )
+    counter = redis.asyncio.Redis(host=redis_standalone.host, port=redis_standalone.port)
+    held = Line(client.connection_pool)
+    try:
+
+        async def pings() -> int:
+            stats = await counter.info("commandstats")
+            return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+        await held.round_trip([("PING",)])
+        before = await pings()
+        # Busy for 1.5 s, a round trip every 0.1 s: never idle for the interval.
+        for _ in range(15):
+            await held.round_trip([("GET", "chatscale-test-line-idle")])
+            await asyncio.sleep(0.1)
+        assert await pings() == before
+        await asyncio.sleep(1.3)
+        await held.round_trip([("GET", "chatscale-test-line-idle")])
+        assert await pings() == before + 1
+    finally:
+        await held.close()
+        await client.aclose()
+        await counter.aclose()

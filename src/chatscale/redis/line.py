@@ -11,6 +11,7 @@ the writer's round trip). The line skips all of it. Its caller bounds the time
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,6 +75,10 @@ class Line:
                 await replies.fill()
             else:
                 out.append(reply)
+        if conn.health_check_interval:
+            # As redis-py's read_response does: the connection just answered, so the next
+            # PING is due an interval from now (else every round trip would send one).
+            conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
         return out
 
     async def close(self) -> None:
