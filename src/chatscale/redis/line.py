@@ -4,8 +4,9 @@ writer): pipelined commands out, replies parsed straight from hiredis.
 The stream writer makes a round trip per coalescing window, and at a short window that is
 thousands a second. Through the client, each took a pool checkout and release, a retry
 wrapper, a task per socket write (``asyncio.wait_for`` under a socket timeout) and the
-observability hooks: about 45 us of CPU of the 65 a round trip cost (docs/benchmarks.md,
-the writer's round trip). The line skips all of it. Its caller bounds the time
+observability hooks; with the writer's task and ``asyncio.wait`` around it, more than half
+of a round trip's CPU (``bench/writer_round_trip.py``, docs/benchmarks.md). The line skips
+all of it. Its caller bounds the time
 (``asyncio.timeout``) and retries what failed, as the writer does with every write.
 """
 
