@@ -27,8 +27,6 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from chatscale.redis.client import create_client
 from chatscale.redis.connection import close_client
@@ -46,7 +44,7 @@ from chatscale.streams.scripts import ABORT, CLAIM, CREATE, DISCARD, LISTED
 from chatscale.tasks import stop_task
 
 if TYPE_CHECKING:
-    from chatscale.config import RedisConfig, Settings
+    from chatscale.config import Settings
     from chatscale.redis import RedisConnection
 
 log = logging.getLogger(__name__)
@@ -110,7 +108,7 @@ class RedisStreamManager(StreamManager):
         # healthy shard) past the lease, and living instances' jobs were taken (checker
         # cluster seeds 3014, 3044).
         self._beat_client: Any = (
-            _beat_client(redis.config) if isinstance(self.client, RedisCluster) else None
+            create_client(redis.config) if isinstance(self.client, RedisCluster) else None
         )
         self.liveness = Liveness(
             self.client,
@@ -496,18 +494,3 @@ class RedisStreamManager(StreamManager):
             )
         for producer in ending:
             await self.store_end(producer)
-
-
-def _beat_client(config: RedisConfig) -> Any:
-    """The heartbeat's own Cluster client, which tries each command once.
-
-    Liveness tries a failed beat again every fifth of its period. Inside redis-py, a command
-    that meets CLUSTERDOWN (a failover under way) sleeps 0.25 s and is tried again, as many
-    times as REDIS_RETRY_MAX_ATTEMPTS allows: one beat waited out its whole period, and an
-    instance that happened to be waiting in that loop when the cluster came back stayed
-    silent for a period more than one that was between attempts (CI: 1.27 s against 0.50 s
-    of a 1.5 s lease).
-    """
-    client = create_client(config)
-    client.set_retry(Retry(NoBackoff(), 0))
-    return client
