@@ -161,6 +161,10 @@ class RedisStreamManager(StreamManager):
         if self._closed:
             return
         self._closed = True
+        # The writing task first: the last flush runs here, alone on the writer's connection
+        # (one round trip at a time), which goes back to the pool with the writer's close.
+        for task in self._tasks:
+            await stop_task(task)
         if self._started:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
@@ -171,9 +175,6 @@ class RedisStreamManager(StreamManager):
         await self.liveness.close()
         if self._beat_client is not None:
             await close_client(self._beat_client)
-        # The writing task first: the writer's connection goes back to the pool with close.
-        for task in self._tasks:
-            await stop_task(task)
         await self.writer.close()
         await self.hub.close()
         for job in list(self.writer.jobs.values()):

@@ -279,7 +279,10 @@ class Writer:
         self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
 
     async def flush(self) -> None:
-        """Number every dirty producer's events and write every job's unsent batches."""
+        """Number every dirty producer's events and write every job's unsent batches.
+
+        One flush at a time (the writer's connection carries one round trip at a time): the
+        writing task's (:meth:`run`), or a last one once that task has stopped."""
         waiter, self._flushed = self._flushed, None
         try:
             # Only the jobs with new events, those a write left owing, and once a second
