@@ -6,8 +6,8 @@ thousands a second. Through the client, each took a pool checkout and release, a
 wrapper, a task per socket write (``asyncio.wait_for`` under a socket timeout) and the
 observability hooks; with the writer's task and ``asyncio.wait`` around it, more than half
 of a round trip's CPU (``bench/writer_round_trip.py``, docs/benchmarks.md). The line skips
-all of it. Its caller bounds the time
-(``asyncio.timeout``) and retries what failed, as the writer does with every write.
+all of it. Its caller bounds the time (``asyncio.timeout``) and retries what failed, as the
+writer does with every write.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Line:
                 out.append(reply)
         if conn.health_check_interval:
             # As redis-py's read_response does: the connection just answered, so the next
-            # PING is due an interval from now (else every round trip would send one).
+            # PING is due an interval from now (else a busy connection got one an interval).
             conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
         return out
 
