@@ -29,9 +29,7 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +38,9 @@ ROOT = SCRIPT.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 from bench._common import median  # noqa: E402
-from bench.durable_streams import System, append_closed  # noqa: E402
-from bench.http_client import add_out_option, free_port, keep_result  # noqa: E402
+from bench.durable_streams import Command, Server, System, append_closed  # noqa: E402
+from bench.http_client import add_out_option, keep_result  # noqa: E402
 
 VARIANTS = ("bare", "edge", "edge_headers", "protocol", "chatscale")
 _OFFSET = b"0000000000000001_0000000000000005"
@@ -134,42 +131,14 @@ def serve(variant: str, port: int) -> None:
     DrainingServer(_config(full, settings)).run()
 
 
-class _Variant(System):
-    """One variant's server, measured as bench/durable_streams.py measures a system."""
+def _variant(variant: str) -> Command:
+    """The command of one variant's server: this script in ``--serve`` mode."""
 
-    def __init__(self, variant: str) -> None:
-        port = free_port()
-        self.name = variant
-        self.redis = None
-        self.info = None
-        self.idle_cpu_share = 0.0
-        self.idle_redis_cpu_share = 0.0
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SCRIPT), "--serve", variant, str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.urls = [f"http://127.0.0.1:{port}"]
-        self.servers = [self]  # type: ignore[list-item]
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.head(f"{self.urls[0]}/v1/stream/none", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{variant} did not start")
+    def command(port: int) -> tuple[list[str], dict[str, str]]:
+        argv = [sys.executable, str(SCRIPT), "--serve", variant, str(port)]
+        return argv, {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+    return command
 
 
 def main() -> None:
@@ -191,7 +160,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for _ in range(args.runs):
         for variant in variants:
-            system = _Variant(variant)
+            system = System(variant, servers=[Server(variant, _variant(variant))])
             try:
                 result = asyncio.run(append_closed(system, args.writers, args.seconds))
             finally:

@@ -88,13 +88,45 @@ def client_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-class Server:
-    """One server process on a free loopback port."""
+#: A server's command line and environment, given the loopback port it is to listen on.
+Command = Callable[[int], tuple[list[str], dict[str, str]]]
 
-    def __init__(self, kind: str, redis_url: str | None, prefix: str = "") -> None:
-        self.kind = kind
+
+class Server:
+    """One server process on a free loopback port, ready once it answers a HEAD under the
+    protocol's base path (``label`` names it in errors)."""
+
+    def __init__(self, label: str, command: Command) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        argv, env = command(self.port)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.head(f"{self.url}/v1/stream/none", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{label} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def served(kind: str, redis_url: str | None, prefix: str = "") -> Command:
+    """The command of the Node reference server (``kind`` "node") or of ``chatscale
+    serve`` with Durable Streams open (in memory, or on ``redis_url``)."""
+
+    def command(port: int) -> tuple[list[str], dict[str, str]]:
         # The chatscale of this checkout, whatever the virtualenv has installed.
         env = {
             **os.environ,
@@ -109,66 +141,45 @@ class Server:
                     cwd=NODE_DIR,
                     check=True,
                 )
-            argv = ["node", str(NODE_DIR / "ref_server.mjs")]
-            env["PORT"] = str(self.port)
-        else:
-            argv = [
-                str(Path(sys.executable).parent / "chatscale"),
-                "serve",
-                "--port",
-                str(self.port),
-            ]
+            env["PORT"] = str(port)
+            return ["node", str(NODE_DIR / "ref_server.mjs")], env
+        argv = [str(Path(sys.executable).parent / "chatscale"), "serve", "--port", str(port)]
+        env |= {
+            "DURABLE_STREAMS": "true",
+            "DURABLE_STREAMS_AUTH": "none",
+            "SESSION_SECRET": "durable-bench-secret-0123456789abcdef0123",
+            "LOG_LEVEL": "WARNING",
+        }
+        if redis_url is not None:
             env |= {
-                "DURABLE_STREAMS": "true",
-                "DURABLE_STREAMS_AUTH": "none",
-                "SESSION_SECRET": "durable-bench-secret-0123456789abcdef0123",
-                "LOG_LEVEL": "WARNING",
+                "USE_REDIS": "true",
+                "REDIS_URI": redis_url,
+                "REDIS_KEY_PREFIX": prefix or f"bench{port}",
             }
-            if redis_url is not None:
-                env |= {
-                    "USE_REDIS": "true",
-                    "REDIS_URI": redis_url,
-                    "REDIS_KEY_PREFIX": prefix or f"bench{self.port}",
-                }
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.head(f"{self.url}/v1/stream/none", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{kind} did not start")
+        return argv, env
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+    return command
 
 
 class System:
-    """The processes under test: one or three servers, and Redis when there is one."""
+    """The processes under test: one or three servers, and Redis when there is one; or
+    ``servers`` already started (without Redis)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, servers: list[Server] | None = None) -> None:
         self.name = name
         self.redis: PrivateRedis | None = None
-        self.servers: list[Server] = []
+        self.servers: list[Server] = list(servers or [])
         self.info: redis.Redis | None = None
         try:
-            if name.startswith("chatscale-redis"):
+            if servers is None and name.startswith("chatscale-redis"):
                 self.redis = PrivateRedis()
                 self.redis.start()
                 self.info = redis.Redis.from_url(self.redis.url)
-            count = 3 if name.endswith("-x3") else 1
+            count = 0 if servers is not None else 3 if name.endswith("-x3") else 1
+            kind = "node" if name == "node" else "chatscale"
             for _ in range(count):
                 url = self.redis.url if self.redis else None
-                self.servers.append(Server("node" if name == "node" else "chatscale", url, "b"))
+                self.servers.append(Server(kind, served(kind, url, "b")))
         except BaseException:
             self.stop()
             raise
