@@ -24,6 +24,7 @@ from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
 from chatscale.durable.sse import control_event, data_event
 from chatscale.durable.store import DurableStore
+from chatscale.server.express import Prepared
 from chatscale.server.protocol import BodyWriter, body_writer
 from chatscale.server.shortcut import body_send
 
@@ -51,27 +52,25 @@ _COMMON_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _C
 _CACHEABLE = "private, max-age=60, stale-while-revalidate=300"
 
 
-class Answer:
+class Answer(Prepared):
     """An answer sent as two raw ASGI messages: what Starlette's ``Response`` sends (the
     same headers, lower-cased, with ``content-length`` and the common headers), without
     its per-request header objects; every append and live delivery sends one."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("headers",)
 
     def __init__(
         self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None
     ) -> None:
-        self.body = body
-        self.status = status
+        super().__init__(body, status)
         self.headers = headers or {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         if self.status >= 200 and self.status not in (204, 304):
             raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
         raw.extend(_COMMON_RAW)
-        await send({"type": "http.response.start", "status": self.status, "headers": raw})
-        await send({"type": "http.response.body", "body": self.body})
+        return raw
 
 
 class Call:
@@ -213,6 +212,11 @@ class DurableStreamsApp:
             self._cut.discard(task)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.respond(scope, receive)
+        await response(scope, receive, send)
+
+    async def respond(self, scope: Scope, receive: Receive) -> Answer | Response:
+        """The answer to one request, not yet sent (:class:`chatscale.server.express.Responder`)."""
         request = Call(scope, receive)
         try:
             response = await self.dispatch(request)
@@ -220,7 +224,7 @@ class DurableStreamsApp:
             response = _refusal(exc, request.method)
         if not isinstance(response, Answer):
             response.headers.update(_COMMON)
-        await response(scope, receive, send)
+        return response
 
     async def dispatch(self, request: Call) -> Response | Answer:
         """Route one request by method."""

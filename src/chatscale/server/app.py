@@ -29,7 +29,8 @@ from chatscale.server.errors import (
     api_error,
     http_error,
 )
-from chatscale.server.head import ResponseHeadMiddleware
+from chatscale.server.express import ExpressLane
+from chatscale.server.head import ResponseHeadMiddleware, ResponseHeads
 from chatscale.server.lifecycle import attach
 from chatscale.server.openapi import build_openapi
 from chatscale.server.preflight import check_settings
@@ -134,8 +135,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # The protocol answers its own errors and needs no session: its requests skip
         # Starlette's error middleware, router and exception handlers (the setting keeps
         # DURABLE_STREAMS_PATH apart from every other route's paths).
+        # Its plain requests take an express lane through the same layers (one step
+        # instead of four wrappers); the others the chain itself.
         base = settings.durable_streams_path
-        app.lanes = (Lane(base + "/", base + "/{name}", wrap(durable.app, chain)),)
+        express = ExpressLane(
+            durable.app,
+            full=wrap(durable.app, chain),
+            heads=ResponseHeads(svc.instance_id, svc.metrics),
+            bound=durable_body_bound(settings),
+            allowed_origins=frozenset(settings.allowed_origins),
+        )
+        app.lanes = (Lane(base + "/", base + "/{name}", express),)
     app.state.services = svc
     app.state.durable = durable
     return app
@@ -147,7 +157,7 @@ def body_bounds(settings: Settings) -> Callable[[Scope], BodyBound]:
     MAX_REQUEST_BODY_BYTES."""
     chat = api_chat.chat_body_bound(settings.max_message_chars)
     other = BodyBound(settings.max_request_body_bytes, "MAX_REQUEST_BODY_BYTES")
-    durable = BodyBound(settings.durable_streams_max_body, "DURABLE_STREAMS_MAX_BODY")
+    durable = durable_body_bound(settings)
     durable_prefix = settings.durable_streams_path + "/"
 
     def bound_for(scope: Scope) -> BodyBound:
@@ -160,6 +170,11 @@ def body_bounds(settings: Settings) -> Callable[[Scope], BodyBound]:
         return api_ai_sdk.BODY_BOUND if scope["path"] == api_ai_sdk.PATH else other
 
     return bound_for
+
+
+def durable_body_bound(settings: Settings) -> BodyBound:
+    """The body bound of the Durable Streams protocol's requests."""
+    return BodyBound(settings.durable_streams_max_body, "DURABLE_STREAMS_MAX_BODY")
 
 
 class _SessionHolder:

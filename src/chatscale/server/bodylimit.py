@@ -52,7 +52,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length, has_body = _declared(scope)
+        length, has_body = declared(scope)
         if not has_body:
             # Nothing to bound or wait for, and no unread body to close the connection on.
             await self.app(scope, receive, send)
@@ -61,7 +61,16 @@ class BodyLimitMiddleware:
         await request.run(self.app, length)
 
 
-def _declared(scope: Scope) -> tuple[int | None, bool]:
+def settled(scope: Scope, bound: BodyBound) -> bool:
+    """Whether the request needs no watching: it has no body, or its whole body has
+    arrived (:data:`BODY_RECEIVED`) with a declared length within ``bound``."""
+    length, has_body = declared(scope)
+    if not has_body:
+        return True
+    return length is not None and length <= bound.max_bytes and BODY_RECEIVED in scope
+
+
+def declared(scope: Scope) -> tuple[int | None, bool]:
     """The request's ``Content-Length`` (None when absent or unreadable) and whether it
     announces a body at all (a length above 0, or a ``Transfer-Encoding``)."""
     length: int | None = None

@@ -118,24 +118,27 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except ClientDisconnect:
-            return  # the client left while sending its request: nobody to answer
-        except _UNAVAILABLE as exc:
-            # Redis or the database failing over or unreachable: a retry (here or elsewhere)
-            # will do.
-            log.warning(
-                "backend unavailable on %s %s: %r", scope.get("method"), scope.get("path"), exc
-            )
-            if not started:
-                response = error_response(
-                    503, "storage temporarily unavailable; retry", {"Retry-After": "1"}
-                )
-                await response(scope, receive, send)
         except Exception as exc:
-            log.error(
-                "unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc
-            )
-            if started:
-                return  # the status is out already; the client sees a cut response
-            response = error_response(500, "internal error; the server log has the details")
-            await response(scope, receive, send)
+            response = failure_response(scope, exc, started)
+            if response is not None:
+                await response(scope, receive, send)
+
+
+def failure_response(scope: Scope, exc: Exception, started: bool) -> Response | None:
+    """The answer to a request whose application raised ``exc`` (logged here): a JSON 503
+    for a backend failing over or unreachable, a JSON 500 for anything else; ``None`` when
+    there is nobody to answer (the client left while sending) or the head went out already
+    (``started``: the client sees a cut answer)."""
+    if isinstance(exc, ClientDisconnect):
+        return None
+    if isinstance(exc, _UNAVAILABLE):
+        # Redis or the database failing over or unreachable: a retry (here or elsewhere)
+        # will do.
+        log.warning("backend unavailable on %s %s: %r", scope.get("method"), scope.get("path"), exc)
+        if started:
+            return None
+        return error_response(503, "storage temporarily unavailable; retry", {"Retry-After": "1"})
+    log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+    if started:
+        return None
+    return error_response(500, "internal error; the server log has the details")

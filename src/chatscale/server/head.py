@@ -1,17 +1,18 @@
-"""What every request and the head of every answer get, in one middleware.
+"""What every request and the head of every answer get.
 
 The request id (:mod:`chatscale.server.requestid`: the log context and ``X-Request-ID``), the
 security and cache headers (:mod:`chatscale.server.headers`), ``X-Chatscale-Instance`` (which
 instance served it: debugging a load balancer, and the multi-instance tests) and the request
-metrics (:mod:`chatscale.server.metrics`: status and time to the head). They were a
-middleware each, and each wrapped ``send`` in a coroutine of its own and copied the head's
-message and header list: a measurable share of a small request's CPU (docs/benchmarks.md,
-Durable Streams). Pure ASGI; non-HTTP scopes get the request id only.
+metrics (:mod:`chatscale.server.metrics`: status and time to the head). One request's share
+of them is a :class:`Head`; :class:`ResponseHeadMiddleware` gives one to every request, and
+the Durable Streams lane (:mod:`chatscale.server.lane`) puts it on its answers without a
+wrapper of ``send``. Pure ASGI; non-HTTP scopes get the request id only.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +22,68 @@ from chatscale.server.metrics import RequestMetrics, ServerMetrics
 from chatscale.server.requestid import HEADER, request_id
 
 _INSTANCE = b"x-chatscale-instance"
+RawHeaders = Iterable[tuple[bytes, bytes]]
+
+
+class Head:
+    """One HTTP request's part of its answer's head: the request id, the headers every
+    answer gets, and when the head went out with which status (for the metrics).
+
+    :meth:`send` is ``send`` with these headers put on the head; an application that sends
+    its head itself builds it with :meth:`headers` and says so with :meth:`started`."""
+
+    __slots__ = ("_send", "began", "head_at", "own", "replaced", "request_id", "status")
+
+    def __init__(self, scope: Scope, instance: tuple[bytes, bytes], send: Send) -> None:
+        self.began = time.perf_counter()
+        self.request_id = request_id(scope)
+        self.replaced, added = response_headers(scope["path"])
+        self.own = (instance, *added, (HEADER, self.request_id.encode()))
+        #: 500 until a head goes out: an answer that never started counts as failed.
+        self.status = 500
+        self.head_at = 0.0
+        self._send = send
+
+    def headers(self, app_headers: RawHeaders) -> list[tuple[bytes, bytes]]:
+        """The application's headers, less those the common ones replace, and the common
+        ones."""
+        replaced = self.replaced
+        headers = [h for h in app_headers if h[0].lower() not in replaced]
+        headers.extend(self.own)
+        return headers
+
+    def started(self, status: int) -> None:
+        """The head went out now with ``status``."""
+        self.status = status
+        self.head_at = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        """From the request to its head (to now if none went out)."""
+        return (self.head_at or time.perf_counter()) - self.began
+
+    async def send(self, message: Message) -> None:
+        """``send``, the head getting :meth:`headers`."""
+        if message["type"] == "http.response.start":
+            self.started(message["status"])
+            message = {**message, "headers": self.headers(message.get("headers", ()))}
+        await self._send(message)
+
+
+class ResponseHeads:
+    """Makes each request's :class:`Head` and records its metrics when it is answered."""
+
+    def __init__(self, instance_id: str, metrics: ServerMetrics) -> None:
+        self.instance = (_INSTANCE, instance_id.encode())
+        self.metrics = RequestMetrics(metrics)
+
+    def head(self, scope: Scope, send: Send) -> Head:
+        """The :class:`Head` of an HTTP request."""
+        return Head(scope, self.instance, send)
+
+    def done(self, scope: Scope, head: Head) -> None:
+        """The request is answered (or failed): count and time it."""
+        self.metrics.observe(scope, head.status, head.seconds)
 
 
 class ResponseHeadMiddleware:
@@ -28,8 +91,7 @@ class ResponseHeadMiddleware:
 
     def __init__(self, app: ASGIApp, instance_id: str, metrics: ServerMetrics) -> None:
         self.app = app
-        self.instance = (_INSTANCE, instance_id.encode())
-        self.metrics = RequestMetrics(metrics)
+        self.heads = ResponseHeads(instance_id, metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -43,26 +105,10 @@ class ResponseHeadMiddleware:
             finally:
                 logcontext.request_id.reset(token)
             return
-        began = time.perf_counter()
-        value = request_id(scope)
-        replaced, added = response_headers(scope["path"])
-        own = (self.instance, *added, (HEADER, value.encode()))
-        status = 500
-        head_at = 0.0
-
-        async def send_with_head(message: Message) -> None:
-            nonlocal status, head_at
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                head_at = time.perf_counter()
-                headers = [h for h in message.get("headers", ()) if h[0].lower() not in replaced]
-                headers.extend(own)
-                message = {**message, "headers": headers}
-            await send(message)
-
-        token = logcontext.request_id.set(value)
+        head = self.heads.head(scope, send)
+        token = logcontext.request_id.set(head.request_id)
         try:
-            await self.app(scope, receive, send_with_head)
+            await self.app(scope, receive, head.send)
         finally:
             logcontext.request_id.reset(token)
-            self.metrics.observe(scope, status, (head_at or time.perf_counter()) - began)
+            self.heads.done(scope, head)

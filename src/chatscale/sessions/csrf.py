@@ -93,33 +93,39 @@ class OriginCheckMiddleware:
 
     def problem(self, scope: Scope) -> str | None:
         """Why the request is refused, or ``None`` when it may proceed."""
-        origins: list[str] = []
-        sites: list[str] = []
-        host = ""
-        for name, value in scope.get("headers", []):
-            if name == b"origin":
-                origins.append(value.decode("latin-1"))
-            elif name == b"sec-fetch-site":
-                sites.append(value.decode("latin-1").strip().lower())
-            elif name == b"host":
-                host = value.decode("latin-1")
-        if len(origins) > 1:
-            return "several Origin headers"
-        if origins:
-            shown = origins[0][:100]
-            origin = normalize_origin(origins[0])
-            if origin is None:
-                return f"Origin {shown!r} is not an allowed origin"
-            if origin in self.allowed or self._is_own(origin, host, scope.get("scheme", "http")):
-                return None
-            return f"Origin {shown!r} is not this server's origin nor in ALLOWED_ORIGINS"
-        if not sites or all(site in _SAME_ORIGIN_SITES for site in sites):
-            return None
-        return f"Sec-Fetch-Site is {sites[0][:30]!r} and the request carries no Origin"
+        return cross_origin_problem(scope, self.allowed)
 
-    @staticmethod
-    def _is_own(origin: str, host: str, scheme: str) -> bool:
-        if not host:
-            return False
-        schemes = {"https"} | ({"http"} if scheme in ("http", "ws") else set())
-        return any(origin == normalize_origin(f"{s}://{host}") for s in schemes)
+
+def cross_origin_problem(scope: Scope, allowed: frozenset[str]) -> str | None:
+    """Why an unsafe request must be refused as cross-origin (see the module), or ``None``
+    when it may proceed; ``allowed`` are the normalised ``ALLOWED_ORIGINS``."""
+    origins: list[str] = []
+    sites: list[str] = []
+    host = ""
+    for name, value in scope.get("headers", []):
+        if name == b"origin":
+            origins.append(value.decode("latin-1"))
+        elif name == b"sec-fetch-site":
+            sites.append(value.decode("latin-1").strip().lower())
+        elif name == b"host":
+            host = value.decode("latin-1")
+    if len(origins) > 1:
+        return "several Origin headers"
+    if origins:
+        shown = origins[0][:100]
+        origin = normalize_origin(origins[0])
+        if origin is None:
+            return f"Origin {shown!r} is not an allowed origin"
+        if origin in allowed or _is_own(origin, host, scope.get("scheme", "http")):
+            return None
+        return f"Origin {shown!r} is not this server's origin nor in ALLOWED_ORIGINS"
+    if not sites or all(site in _SAME_ORIGIN_SITES for site in sites):
+        return None
+    return f"Sec-Fetch-Site is {sites[0][:30]!r} and the request carries no Origin"
+
+
+def _is_own(origin: str, host: str, scheme: str) -> bool:
+    if not host:
+        return False
+    schemes = {"https"} | ({"http"} if scheme in ("http", "ws") else set())
+    return any(origin == normalize_origin(f"{s}://{host}") for s in schemes)

@@ -1,0 +1,117 @@
+"""An express lane: the layers every request passes, in one step, for an application whose
+answers are mostly known whole before they are sent.
+
+The Durable Streams protocol's requests are small and many (an append is one), and each
+middleware of the common chain wrapped ``send`` in a coroutine of its own and copied the
+answer's head: about as much CPU as the protocol's own work (docs/benchmarks.md, Durable
+Streams, "The floor"). :class:`ExpressLane` applies the same rules (request id, security and
+instance headers and metrics from :mod:`chatscale.server.head`, the body bound of
+:mod:`chatscale.server.bodylimit`, the origin check of :mod:`chatscale.sessions.csrf`, the
+catch-all of :mod:`chatscale.server.errors`) without wrapping anything when the request is
+plain: its body, if any, has arrived whole within its bound, and it passes the origin check.
+The application returns its answer instead of sending it (:class:`Responder`); a
+:class:`Prepared` answer goes out as two messages with the common headers added to its own.
+Every other request, and every other answer, takes the full chain (``full``), so what a
+client sees does not depend on the lane.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chatscale import logcontext
+from chatscale.server.bodylimit import BodyBound, settled
+from chatscale.server.errors import failure_response
+from chatscale.server.head import ResponseHeads
+from chatscale.sessions.csrf import SAFE_METHODS, cross_origin_problem
+
+RawHeaderList = list[tuple[bytes, bytes]]
+
+
+class Prepared:
+    """An answer whole before it is sent: a status, raw headers and a body. As an ASGI
+    application it sends them as two messages."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, body: bytes = b"", status: int = 200) -> None:
+        self.body = body
+        self.status = status
+
+    def raw_headers(self) -> RawHeaderList:
+        """The answer's headers, lower-case names, ``content-length`` included."""
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = self.raw_headers()
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+class Responder(Protocol):
+    """An application that returns its answer: a :class:`Prepared` one, or an ASGI
+    application (a streaming response, a refusal) that sends it."""
+
+    async def respond(self, scope: Scope, receive: Receive) -> ASGIApp: ...
+
+
+class ExpressLane:
+    """Serves ``responder``'s plain requests with the common layers applied in one step, and
+    hands the others to ``full`` (the same application inside the whole chain).
+
+    ``heads`` makes each request's :class:`chatscale.server.head.Head`; ``bound`` is the body
+    bound of the lane's requests; ``allowed_origins`` are the normalised ``ALLOWED_ORIGINS``.
+    """
+
+    def __init__(
+        self,
+        responder: Responder,
+        full: ASGIApp,
+        heads: ResponseHeads,
+        bound: BodyBound,
+        allowed_origins: frozenset[str],
+    ) -> None:
+        self.responder = responder
+        self.full = full
+        self.heads = heads
+        self.bound = bound
+        self.allowed = allowed_origins
+
+    def plain(self, scope: Scope) -> bool:
+        """Whether the request may take the lane: HTTP, no body left to bound or wait for,
+        and no cross-origin refusal due. The full chain answers the others as usual."""
+        return (
+            scope["type"] == "http"
+            and settled(scope, self.bound)
+            and (
+                scope["method"] in SAFE_METHODS or cross_origin_problem(scope, self.allowed) is None
+            )
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.plain(scope):
+            await self.full(scope, receive, send)
+            return
+        head = self.heads.head(scope, send)
+        token = logcontext.request_id.set(head.request_id)
+        try:
+            try:
+                answer = await self.responder.respond(scope, receive)
+                if isinstance(answer, Prepared):
+                    head.started(answer.status)
+                    headers = head.headers(answer.raw_headers())
+                    await send(
+                        {"type": "http.response.start", "status": answer.status, "headers": headers}
+                    )
+                    await send({"type": "http.response.body", "body": answer.body})
+                else:
+                    await answer(scope, receive, head.send)
+            except Exception as exc:
+                response = failure_response(scope, exc, started=head.head_at != 0.0)
+                if response is not None:
+                    await response(scope, receive, head.send)
+        finally:
+            logcontext.request_id.reset(token)
+            self.heads.done(scope, head)
