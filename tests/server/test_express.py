@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from chatscale.config import load_settings
 from chatscale.server.app import create_app
 from chatscale.server.bodylimit import BODY_RECEIVED
 from chatscale.server.express import ExpressLane
+from tests.server.procs import ServeProcess
 
 WRITE = "write-token-0123456789"
 BASE = "/v1/stream"
@@ -210,14 +212,13 @@ async def test_a_request_id_from_a_proxy_is_kept_and_the_request_counted() -> No
     async with running() as app:
         lane = lane_of(app)
         metrics = app.state.services.metrics
-        counted = metrics.requests.labels(f"{BASE}/{{name}}", "PUT", "201")
-        before = counted._value.get()
+        before = metrics.requests.count(f"{BASE}/{{name}}", "PUT", 201)
         spy = Spy(lane)
         scope, receive = request("PUT", "r", b"", {**_TEXT, "X-Request-ID": "proxy-id-1"})
         status, headers, _ = await call(app, scope, receive)
         assert status == 201
         assert headers[b"x-request-id"] == b"proxy-id-1"
-        assert counted._value.get() == before + 1
+        assert metrics.requests.count(f"{BASE}/{{name}}", "PUT", 201) == before + 1
         assert spy.calls == 0
 
 
@@ -247,7 +248,44 @@ async def test_a_failing_store_is_a_json_error_with_the_common_headers(
         assert answered == status
         assert words in body and body.startswith(b'{"error":')
         assert headers[b"x-request-id"] and headers[b"x-content-type-options"] == b"nosniff"
-        counted = app.state.services.metrics.requests.labels(
-            f"{BASE}/{{name}}", "POST", str(status)
-        )
-        assert counted._value.get() == 1
+        metrics = app.state.services.metrics
+        assert metrics.requests.count(f"{BASE}/{{name}}", "POST", status) == 1
+
+
+async def test_whole_answers_on_a_real_server_keep_pipelined_requests_in_order(
+    tmp_path: Path,
+) -> None:
+    """On ``chatscale serve`` the lane writes each whole answer at once
+    (chatscale.server.protocol.send_whole): pipelined requests still get their answers in
+    order, a HEAD answer has no body, and ``Connection: close`` closes after its answer."""
+    server = ServeProcess(
+        {"DURABLE_STREAMS": "true", "DURABLE_STREAMS_AUTH": "none"}, tmp_path / "serve.log"
+    )
+    server.start()
+    path = f"{BASE}/pipelined".encode()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(
+                b"PUT " + path + b" HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 2\r\n\r\nab"
+                b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 1\r\n\r\nc"
+                b"HEAD " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+                b"GET " + path + b"?offset=-1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            raw = await asyncio.wait_for(reader.read(-1), 10)  # to the server's close
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    finally:
+        server.stop()
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"201", b"204", b"200", b"200"], raw
+    created, appended, head, read = answers
+    assert b"\r\nlocation: " in created.lower() and created.endswith(b"\r\n\r\n")
+    assert b"x-request-id: " in appended and appended.endswith(b"\r\n\r\n")
+    assert b"\r\ncontent-length: 0\r\n" in head and head.endswith(b"\r\n\r\n")
+    assert b"connection: close\r\n" in read and read.endswith(b"\r\n\r\nabc"), raw

@@ -205,3 +205,52 @@ async def test_grafana_dashboard_queries_only_exposed_metrics(served: ServerThre
         "process_cpu_seconds_total",
     ):
         assert family in queried
+
+
+def test_request_counts_expose_what_prometheus_clients_instruments_would() -> None:
+    """The request metrics are counted in plain numbers (chatscale.server.metrics
+    .RequestCounts); their exposition is that of a Counter and a Histogram given the same
+    requests, bucket edges and sums included."""
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Histogram,
+        disable_created_metrics,
+        generate_latest,
+    )
+
+    from chatscale.server.metrics import _LATENCY_BUCKETS, RequestCounts
+
+    disable_created_metrics()  # as ServerMetrics does
+    theirs = CollectorRegistry()
+    counter = Counter(
+        "chatscale_http_requests",
+        "HTTP requests by route, method and status",
+        ["route", "method", "status"],
+        registry=theirs,
+    )
+    histogram = Histogram(
+        "chatscale_http_request_duration_seconds",
+        "time to the response's headers by route template and method "
+        "(for event streams: time to open the stream)",
+        ["route", "method"],
+        buckets=_LATENCY_BUCKETS,
+        registry=theirs,
+    )
+    ours = CollectorRegistry()
+    counts = RequestCounts()
+    ours.register(counts)
+    requests = [
+        ("/api/chat", "POST", 202, 0.0004),
+        ("/api/chat", "POST", 202, 0.001),  # on a bucket's edge
+        ("/api/chat", "POST", 429, 0.03),
+        ("/v1/stream/{name}", "GET", 200, 12.0),  # past the last bucket
+        ("/v1/stream/{name}", "PUT", 201, 0.0025),
+        ("unmatched", "other", 404, 0.2),
+    ]
+    for route, method, status, seconds in requests:
+        counter.labels(route, method, str(status)).inc()
+        histogram.labels(route, method).observe(seconds)
+        counts.add(route, method, status, seconds)
+    assert generate_latest(ours).decode() == generate_latest(theirs).decode()
+    assert counts.count("/api/chat", "POST", 202) == 2

@@ -11,7 +11,17 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 def media_type(content_type: str) -> str:
     """``Text/Plain; charset=utf-8`` -> ``text/plain``: what stream content types compare by."""
-    return content_type.split(";", 1)[0].strip().lower()
+    found = _MEDIA_TYPES.get(content_type)
+    if found is None:
+        found = content_type.split(";", 1)[0].strip().lower()
+        # An append asks up to three times, and a server sees a few content types.
+        if len(_MEDIA_TYPES) < _MEDIA_TYPES_KEPT:
+            _MEDIA_TYPES[content_type] = found
+    return found
+
+
+_MEDIA_TYPES: dict[str, str] = {}
+_MEDIA_TYPES_KEPT = 256
 
 
 def is_json(content_type: str) -> bool:

@@ -25,6 +25,7 @@ from chatscale import logcontext
 from chatscale.server.bodylimit import BodyBound, settled
 from chatscale.server.errors import failure_response
 from chatscale.server.head import ResponseHeads
+from chatscale.server.protocol import send_whole
 from chatscale.sessions.csrf import SAFE_METHODS, cross_origin_problem
 
 RawHeaderList = list[tuple[bytes, bytes]]
@@ -102,10 +103,15 @@ class ExpressLane:
                 if isinstance(answer, Prepared):
                     head.started(answer.status)
                     headers = head.headers(answer.raw_headers())
-                    await send(
-                        {"type": "http.response.start", "status": answer.status, "headers": headers}
-                    )
-                    await send({"type": "http.response.body", "body": answer.body})
+                    if not send_whole(scope, answer.status, headers, answer.body):
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": answer.status,
+                                "headers": headers,
+                            }
+                        )
+                        await send({"type": "http.response.body", "body": answer.body})
                 else:
                     await answer(scope, receive, head.send)
             except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -13,8 +14,9 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
@@ -27,6 +29,11 @@ if TYPE_CHECKING:
 #: The ``method`` label's values; any other method is counted as ``other``.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Their ``le`` labels, as prometheus-client writes them, and the last bucket's.
+_LATENCY_LABELS = (
+    *(floatToGoString(b) for b in _LATENCY_BUCKETS),  # type: ignore[no-untyped-call]
+    "+Inf",
+)
 
 # Counters of the stream manager, exported as ``chatscale_streams_<name>_total``.
 _STREAM_COUNTERS = {
@@ -128,20 +135,9 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
-        self.requests = Counter(
-            "chatscale_http_requests",
-            "HTTP requests by route, method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "chatscale_http_request_duration_seconds",
-            "time to the response's headers by route template and method "
-            "(for event streams: time to open the stream)",
-            ["route", "method"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        #: Requests by route, method and status, and their time to the head.
+        self.requests = RequestCounts()
+        self.registry.register(self.requests)
         self.generations = GenerationMetrics(self.registry, models)
         self.chats = Counter("chatscale_chats_started", "chats started", registry=self.registry)
         self.rejected = Counter(
@@ -206,28 +202,74 @@ def _rematched(scope: Scope) -> str:
     return "unmatched"
 
 
+class RequestCounts(Collector):
+    """``chatscale_http_requests_total`` and ``chatscale_http_request_duration_seconds``,
+    counted in plain numbers and exported at scrape time.
+
+    Every request adds to both: through prometheus-client's ``Counter`` and ``Histogram``
+    that was a lookup, three locked increments and a bucket search per request, a
+    measurable share of a small request's CPU (docs/benchmarks.md, Durable Streams). One
+    event loop thread counts, so no lock is needed; a scrape reads whole numbers."""
+
+    def __init__(self) -> None:
+        # Bounded: routes, methods and statuses are.
+        self._counts: dict[tuple[str, str, int], int] = {}
+        #: Per (route, method): the count in each bucket (not cumulative; the last one is
+        #: +Inf) and the sum of the seconds.
+        self._times: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+
+    def add(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request of ``route`` and ``method`` answered ``status``, its head sent
+        ``seconds`` after it came."""
+        key = (route, method, status)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+        times = self._times.get((route, method))
+        if times is None:
+            times = self._times[(route, method)] = ([0] * (len(_LATENCY_BUCKETS) + 1), [0.0])
+        buckets, total = times
+        total[0] += seconds
+        for i, bound in enumerate(_LATENCY_BUCKETS):
+            if seconds <= bound:
+                buckets[i] += 1
+                return
+        buckets[-1] += 1
+
+    def count(self, route: str, method: str, status: int) -> int:
+        """How many requests of ``route`` and ``method`` were answered ``status``."""
+        return self._counts.get((route, method, status), 0)
+
+    def collect(self) -> Iterator[Any]:
+        requests = CounterMetricFamily(
+            "chatscale_http_requests",
+            "HTTP requests by route, method and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), n in list(self._counts.items()):
+            requests.add_metric([route, method, str(status)], n)
+        yield requests
+        latency = HistogramMetricFamily(
+            "chatscale_http_request_duration_seconds",
+            "time to the response's headers by route template and method "
+            "(for event streams: time to open the stream)",
+            labels=["route", "method"],
+        )
+        for (route, method), (buckets, total) in list(self._times.items()):
+            cumulative = zip(_LATENCY_LABELS, itertools.accumulate(buckets), strict=True)
+            latency.add_metric([route, method], list(cumulative), total[0])
+        yield latency
+
+
 class RequestMetrics:
     """Counts and times requests by route label (:func:`route_label`) and method (unknown
-    methods as ``other``); the series' children are looked up once per label set."""
+    methods as ``other``)."""
 
     def __init__(self, metrics: ServerMetrics) -> None:
-        self.metrics = metrics
-        # Bounded: routes, methods and statuses are.
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.counts = metrics.requests
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         """One request answered with ``status``, its head sent ``seconds`` after it came."""
-        route = route_label(scope)
         method = scope.get("method", "")
         if method not in _METHODS:
             method = "other"
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.metrics.requests.labels(route, method, str(status)),
-                self.metrics.latency.labels(route, method),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.counts.add(route_label(scope), method, status, seconds)

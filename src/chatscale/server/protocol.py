@@ -24,7 +24,13 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
 from chatscale.server.bodylimit import BODY_RECEIVED, LINGER_S
@@ -72,6 +78,60 @@ def body_writer(scope: MutableMapping[str, Any]) -> BodyWriter | None:
         return True
 
     return write
+
+
+def send_whole(
+    scope: MutableMapping[str, Any], status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> bool:
+    """Send a whole answer now, head and body in one write: what the ASGI ``send`` of its
+    ``http.response.start`` and of one last ``http.response.body`` do, without their two
+    coroutines, the header checks done one header at a time, and the held head's callback.
+    ``headers`` have lower-case names and, unless ``status`` is 204 or 304, a
+    ``content-length`` that is the body's.
+
+    ``False`` when nothing was sent and the caller sends as usual: the request did not come
+    through :class:`GuardedHttpToolsProtocol`, its answer has started, the client has gone,
+    the socket's write buffer is full, uvicorn logs each access, or a header would be
+    refused (``send`` then raises as it always does).
+    """
+    ref: weakref.ref[RequestResponseCycle] | None = scope.get(CYCLE_KEY)
+    cycle = None if ref is None else ref()
+    if (
+        cycle is None
+        or cycle.response_started
+        or cycle.disconnected
+        or cycle.access_log
+        or cycle.flow.write_paused
+        or cycle.transport.is_closing()
+    ):
+        return False
+    # uvicorn's checks, one search over all names and one over all values: each pattern is
+    # a class of single characters, and the separators are characters the class allows.
+    if HEADER_RE.search(b"-".join([name for name, _ in headers])) or HEADER_VALUE_RE.search(
+        b"\t".join([value for _, value in headers])
+    ):
+        return False
+    content = [STATUS_LINE[status]]
+    for name, value in (*cycle.default_headers, *headers):
+        content += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        content.append(b"connection: close\r\n")
+    content.append(b"\r\n")
+    if scope["method"] != "HEAD":
+        content.append(body)
+    cycle.response_started = True
+    cycle.response_complete = True
+    cycle.waiting_for_100_continue = False
+    transport = cycle.transport
+    if isinstance(transport, HeadHoldingTransport):
+        transport.write_now(b"".join(content))
+    else:
+        transport.write(b"".join(content))
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        transport.close()
+    cycle.on_response()
+    return True
 
 
 class EdgeConfig(uvicorn.Config):
@@ -247,6 +307,16 @@ class HeadHoldingTransport:
             self._held = data
             self._loop.call_soon(self.flush)
             return
+        held = self._held
+        if held is None:
+            self._transport.write(data)
+            return
+        self._held = None
+        self._transport.writelines((held, data))
+
+    def write_now(self, data: bytes) -> None:
+        """Send ``data`` now, after what is held: a whole answer needs no holding."""
+        self._first = False
         held = self._held
         if held is None:
             self._transport.write(data)
