@@ -229,6 +229,30 @@ async def test_slow_headers_time_out(tmp_path: Path) -> None:
     assert elapsed < 5
 
 
+async def test_slow_headers_of_a_kept_alive_connections_next_request_time_out(
+    tmp_path: Path,
+) -> None:
+    # A whole request arms no timer (chatscale.server.protocol arms it after parsing, when
+    # headers are left incomplete): the next request's slow headers must still time out,
+    # whether they begin in the first request's packet or in a packet of their own.
+    for first, rest in (
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\n", b"X-A: b\r\n"),
+        (b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", b"\r\n"),
+    ):
+        with serving(tmp_path, REQUEST_HEADER_TIMEOUT="1") as server:
+            async with connection(server) as (reader, writer):
+                started = time.monotonic()
+                sender = asyncio.create_task(trickle(writer, first, rest))
+                raw = await asyncio.wait_for(reader.read(-1), 10)  # until the server closes
+                sender.cancel()
+                elapsed = time.monotonic() - started
+        answered, late = raw.split(b"HTTP/1.1 ")[1:]
+        assert answered.startswith(b"200 "), raw
+        assert late.startswith(b"408 "), raw
+        assert b"REQUEST_HEADER_TIMEOUT" in late
+        assert elapsed < 5
+
+
 async def test_idle_connection_without_a_request_is_closed(tmp_path: Path) -> None:
     with serving(tmp_path, REQUEST_HEADER_TIMEOUT="1") as server:
         async with connection(server) as (reader, _):

@@ -5,8 +5,9 @@ applies only to its h11 protocol, not to httptools, the one ``uvicorn[standard]`
 the time they take to arrive: a client could send a 64 MB header, or one byte a minute, and
 hold memory or a connection for ever. :class:`GuardedHttpToolsProtocol` counts the bytes
 received while a request's headers are incomplete and runs a timer from the connection's (or
-the request's) first byte to the end of the headers, and answers its errors, like uvicorn's
-own 400, as JSON. Bodies are bounded by :mod:`chatscale.server.bodylimit`.
+the request's) first byte to the end of the headers (on a kept-alive connection, only once a
+packet leaves a request's headers incomplete: most requests arrive whole, and then cost no
+timer), and answers its errors, like uvicorn's own 400, as JSON. Bodies are bounded by :mod:`chatscale.server.bodylimit`.
 
 It also sends each response's head together with the first part of its body: uvicorn
 writes them to the socket one after the other, and on a small answer that second write (a
@@ -161,6 +162,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        #: Whether the bytes received so far end with a whole request (nothing pending).
+        self._at_message_end = False
         self._refused = False
         self._closer: asyncio.TimerHandle | None = None
 
@@ -179,19 +182,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return  # lingering before the close: dropped
         if self._in_headers:
             self._header_bytes += len(data)
-            if self._header_timer is None:
-                self._arm()  # the first byte of the next request on a kept-alive connection
+        self._at_message_end = False
         super().data_received(data)
-        if (
-            self._in_headers
-            and self._header_bytes > self.max_header_bytes
-            and not self.transport.is_closing()
-        ):
+        if not self._in_headers or self.transport.is_closing():
+            return
+        if self._header_bytes > self.max_header_bytes:
             self._refuse(
                 431,
                 f"request headers too large: more than {self.max_header_bytes} bytes "
                 "(MAX_REQUEST_HEADER_BYTES)",
             )
+        elif self._header_timer is None and not self._at_message_end:
+            # The next request's headers began (on a kept-alive connection) and are not
+            # all here. Armed after parsing rather than before: a request that arrives
+            # whole, as nearly all do, then costs no timer at all.
+            self._arm()
+
+    def on_message_begin(self) -> None:
+        self._at_message_end = False
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
@@ -220,6 +229,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_headers = True
+        self._at_message_end = True
         cycle = self.cycle
         if cycle is not None and not cycle.more_body:
             cycle.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
