@@ -15,6 +15,8 @@ import asyncio
 import uuid
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from chatscale.durable import rules
 from chatscale.durable.content import encode_record
 from chatscale.durable.errors import ProtocolError
@@ -32,6 +34,7 @@ from chatscale.durable.model import (
 from chatscale.durable.offsets import Offset
 from chatscale.durable.store import woken_or_timed_out
 from chatscale.redis.connection import RedisConnection
+from chatscale.redis.group import ScriptCalls
 from chatscale.streams.redis_hub import Hub, Listener
 from chatscale.streams.scripts import LuaScript
 
@@ -68,6 +71,18 @@ class RedisDurableStore:
         probe = max(1.0, redis.config.socket_timeout_s)
         self.hub = Hub(self.client, probe_s=probe, idle_s=_RECHECK_S)
         self._watches: dict[str, _Watch] = {}
+        # Concurrent requests' scripts share round trips on one connection; on Cluster
+        # each goes to its slot's node through the client.
+        self._calls = (
+            None
+            if isinstance(self.client, RedisCluster)
+            else ScriptCalls(self.client, redis.config.socket_timeout_s)
+        )
+
+    async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        if self._calls is None:
+            return await script(self.client, keys, args)
+        return await self._calls(script, keys, args)
 
     async def start(self) -> None:
         """Nothing to prepare: scripts load on first use, channels on first wait."""
@@ -84,8 +99,8 @@ class RedisDurableStore:
         fork = request.fork
         if fork is None:
             return await self._create(path, request, settle(request, None), [], None)
-        reply = await FORK_SOURCE(
-            self.client,
+        reply = await self._run(
+            FORK_SOURCE,
             self._keys(fork.source)[:3],
             [
                 "" if fork.offset is None else fork.offset.record,
@@ -144,7 +159,7 @@ class RedisDurableStore:
             source or "",
             *(r.data for r in records),
         ]
-        reply = await CREATE(self.client, self._keys(path), args)
+        reply = await self._run(CREATE, self._keys(path), args)
         info = _info(reply[1:8])
         if int(reply[0]) == 1:
             return WriteResult(info, 201)
@@ -159,7 +174,7 @@ class RedisDurableStore:
         # Releasing may remove a deleted source, which releases its own source in turn.
         current: str = name
         while current:
-            current = _text(await RELEASE(self.client, self._keys(current), []))
+            current = _text(await self._run(RELEASE, self._keys(current), []))
 
     # --- POST ----------------------------------------------------------------------------
 
@@ -178,7 +193,7 @@ class RedisDurableStore:
             self._channel(path),
             self.hub.publish_cmd,
         ]
-        reply = await APPEND(self.client, self._keys(path), args)
+        reply = await self._run(APPEND, self._keys(path), args)
         code = int(reply[0])
         if code in (200, 204, 2040):
             info = _info(reply[1:8])
@@ -191,8 +206,8 @@ class RedisDurableStore:
     # --- DELETE, HEAD, GET -------------------------------------------------------------
 
     async def delete(self, path: str) -> None:
-        reply = await DELETE(
-            self.client, self._keys(path), [self._channel(path), self.hub.publish_cmd]
+        reply = await self._run(
+            DELETE, self._keys(path), [self._channel(path), self.hub.publish_cmd]
         )
         code = int(reply[0])
         if code != 204:
@@ -224,7 +239,7 @@ class RedisDurableStore:
             max_bytes,
             "1" if touch else "0",
         ]
-        reply = await READ(self.client, self._keys(path), args)
+        reply = await self._run(READ, self._keys(path), args)
         code = int(reply[0])
         if code == 400:
             raise ProtocolError(400, f"offset {start} {rules.NOT_AN_OFFSET}")
@@ -263,6 +278,8 @@ class RedisDurableStore:
         for watch in list(self._watches.values()):
             watch.task.cancel()
             await asyncio.gather(watch.task, return_exceptions=True)
+        if self._calls is not None:
+            await self._calls.close()
         await self.hub.close()
 
 

@@ -82,6 +82,14 @@ class Line:
             conn.next_health_check = asyncio.get_running_loop().time() + conn.health_check_interval
         return out
 
+    async def reset(self) -> None:
+        """Drop the connection: the next round trip connects again (on Sentinel, to the
+        master of the moment)."""
+        conn = self._conn
+        if conn is not None:
+            await conn.disconnect(nowait=True)
+        await self.close()
+
     async def close(self) -> None:
         """Give the connection back to the pool."""
         conn, self._conn = self._conn, None

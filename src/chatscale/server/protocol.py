@@ -7,7 +7,8 @@ hold memory or a connection for ever. :class:`GuardedHttpToolsProtocol` counts t
 received while a request's headers are incomplete and runs a timer from the connection's (or
 the request's) first byte to the end of the headers (on a kept-alive connection, only once a
 packet leaves a request's headers incomplete: most requests arrive whole, and then cost no
-timer), and answers its errors, like uvicorn's own 400, as JSON. Bodies are bounded by :mod:`chatscale.server.bodylimit`.
+timer), and answers its errors, like uvicorn's own 400, as JSON. Bodies are bounded by
+:mod:`chatscale.server.bodylimit`.
 
 It also sends each response's head together with the first part of its body: uvicorn
 writes them to the socket one after the other, and on a small answer that second write (a

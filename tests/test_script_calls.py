@@ -1,0 +1,122 @@
+"""chatscale.redis.group: concurrent callers' script calls share round trips on one
+connection, against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, ResponseError
+
+from chatscale.redis import RedisConnection
+from chatscale.redis.group import ScriptCalls
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+ECHO = Script("redis.call('RPUSH', KEYS[1], ARGV[1]) return ARGV[1]")
+FAILING = Script("return redis.error_reply('refused: ' .. ARGV[1])")
+
+
+class Counted(ScriptCalls):
+    """Counts the round trips (the line's), and what each carried."""
+
+    def __init__(self, client: Any, timeout_s: float) -> None:
+        super().__init__(client, timeout_s)
+        self.sizes: list[int] = []
+        line = self._line
+        inner = line.round_trip
+
+        async def round_trip(commands: Sequence[Sequence[Any]]) -> list[Any]:
+            self.sizes.append(len(commands))
+            return await inner(commands)
+
+        line.round_trip = round_trip  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def calls(standalone_conn: RedisConnection) -> AsyncIterator[Counted]:
+    client: Any = standalone_conn.client
+    await client.script_load(ECHO.source)
+    held = Counted(client, timeout_s=5)
+    yield held
+    await held.close()
+
+
+async def test_concurrent_calls_share_round_trips_in_order(
+    calls: Counted, standalone_conn: RedisConnection
+) -> None:
+    key = standalone_conn.keys.key("group-order")
+    replies = await asyncio.gather(*(calls(ECHO, [key], [str(i)]) for i in range(50)))
+    assert replies == [str(i).encode() for i in range(50)]
+    # Made in one turn of the loop: one round trip for all fifty, run in the calls' order.
+    assert calls.sizes == [50]
+    stored = await standalone_conn.client.lrange(key, 0, -1)
+    assert stored == [str(i).encode() for i in range(50)]
+    # Calls made while a round trip is in flight go together in the next one.
+    first = asyncio.ensure_future(calls(ECHO, [key], ["a"]))
+    await asyncio.sleep(0)  # its round trip is under way
+    later = [asyncio.ensure_future(calls(ECHO, [key], [f"b{i}"])) for i in range(10)]
+    await asyncio.gather(first, *later)
+    assert calls.sizes[1:] == [1, 10]
+
+
+async def test_an_error_reply_goes_to_its_caller_alone(
+    calls: Counted, standalone_conn: RedisConnection
+) -> None:
+    key = standalone_conn.keys.key("group-error")
+    outcomes = await asyncio.gather(
+        calls(ECHO, [key], ["1"]),
+        calls(FAILING, [key], ["2"]),
+        calls(ECHO, [key], ["3"]),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == b"1" and outcomes[2] == b"3"
+    assert isinstance(outcomes[1], ResponseError) and "refused: 2" in str(outcomes[1])
+
+
+async def test_a_script_redis_forgot_is_loaded_and_its_calls_sent_again(
+    calls: Counted, standalone_conn: RedisConnection
+) -> None:
+    key = standalone_conn.keys.key("group-flush")
+    fresh = Script(f"return ARGV[1] .. '-{key}'")  # a script this Redis has never seen
+    replies = await asyncio.gather(calls(fresh, [key], ["x"]), calls(ECHO, [key], ["y"]))
+    assert list(replies) == [f"x-{key}".encode(), b"y"]
+    assert calls.sizes == [2, 1]  # the unknown script's call went again, alone
+    assert await standalone_conn.client.lrange(key, 0, -1) == [b"y"]  # ECHO ran once
+
+
+async def test_close_fails_the_calls_left(calls: Counted, standalone_conn: RedisConnection) -> None:
+    key = standalone_conn.keys.key("group-close")
+    assert await calls(ECHO, [key], ["1"]) == b"1"
+    await calls.close()
+    with pytest.raises(RedisConnectionError, match="closed"):
+        await calls(ECHO, [key], ["2"])
+
+
+@pytest.mark.sentinel
+async def test_a_node_that_became_a_replica_is_left_for_the_next_round_trip(
+    redis_sentinel: Any,
+) -> None:
+    # As after a failover: the held connection's node refuses writes. The caller gets the
+    # refusal (a 503 to a client, which retries) and the line connects again next time.
+    client: Any = redis.asyncio.Redis.from_url(redis_sentinel.replica.url())
+    calls = ScriptCalls(client, timeout_s=5)
+    try:
+        with pytest.raises(ReadOnlyError):
+            await calls(ECHO, ["group-readonly"], ["1"])
+        assert calls._line._conn is None
+    finally:
+        await calls.close()
+        await client.aclose()
