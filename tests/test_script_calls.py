@@ -36,6 +36,7 @@ class Counted(ScriptCalls):
         super().__init__(client, timeout_s)
         self.sizes: list[int] = []
         line = self._line
+        assert line is not None
         inner = line.round_trip
 
         async def round_trip(commands: Sequence[Sequence[Any]]) -> list[Any]:
@@ -116,7 +117,37 @@ async def test_a_node_that_became_a_replica_is_left_for_the_next_round_trip(
     try:
         with pytest.raises(ReadOnlyError):
             await calls(ECHO, ["group-readonly"], ["1"])
-        assert calls._line._conn is None
+        assert calls._line is not None and calls._line._conn is None
     finally:
         await calls.close()
         await client.aclose()
+
+
+@pytest.mark.cluster
+async def test_on_cluster_calls_go_to_their_slots_nodes(cluster_conn: RedisConnection) -> None:
+    client: Any = cluster_conn.client
+    calls = ScriptCalls(client, timeout_s=5)
+    try:
+        # Keys on every master: each call runs on its slot's node, in order per key.
+        keys = [cluster_conn.keys.key(f"group-{{{i}}}") for i in range(30)]
+        replies = await asyncio.gather(
+            *(calls(ECHO, [key], [str(n)]) for n in range(3) for key in keys)
+        )
+        assert replies == [str(n).encode() for n in range(3) for _ in keys]
+        for key in keys:
+            assert await client.lrange(key, 0, -1) == [b"0", b"1", b"2"]
+        assert len(calls._lines) == len(client.get_primaries())
+        # A slot the client maps to the wrong node: the node answers MOVED, and the call
+        # goes again through the client, which follows it.
+        key = keys[0]
+        right = client.get_node_from_key(key)
+        wrong = next(n for n in client.get_primaries() if n.name != right.name)
+        slot = client.keyslot(key)
+        client.nodes_manager.slots_cache[slot] = [wrong]
+        assert await calls(ECHO, [key], ["moved"]) == b"moved"
+        assert (await client.lrange(key, 0, -1))[-1] == b"moved"
+        # The client learnt where the slot is: the next call goes there at once.
+        assert client.get_node_from_key(key).name == right.name
+        assert await calls(ECHO, [key], ["after"]) == b"after"
+    finally:
+        await calls.close()

@@ -15,8 +15,6 @@ import asyncio
 import uuid
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
-
 from chatscale.durable import rules
 from chatscale.durable.content import encode_record
 from chatscale.durable.errors import ProtocolError
@@ -71,17 +69,11 @@ class RedisDurableStore:
         probe = max(1.0, redis.config.socket_timeout_s)
         self.hub = Hub(self.client, probe_s=probe, idle_s=_RECHECK_S)
         self._watches: dict[str, _Watch] = {}
-        # Concurrent requests' scripts share round trips on one connection; on Cluster
-        # each goes to its slot's node through the client.
-        self._calls = (
-            None
-            if isinstance(self.client, RedisCluster)
-            else ScriptCalls(self.client, redis.config.socket_timeout_s)
-        )
+        # Concurrent requests' scripts share round trips on one connection (per node on
+        # Cluster).
+        self._calls = ScriptCalls(self.client, redis.config.socket_timeout_s)
 
     async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        if self._calls is None:
-            return await script(self.client, keys, args)
         return await self._calls(script, keys, args)
 
     async def start(self) -> None:
@@ -278,8 +270,7 @@ class RedisDurableStore:
         for watch in list(self._watches.values()):
             watch.task.cancel()
             await asyncio.gather(watch.task, return_exceptions=True)
-        if self._calls is not None:
-            await self._calls.close()
+        await self._calls.close()
         await self.hub.close()
 
 

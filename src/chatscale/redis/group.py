@@ -8,8 +8,11 @@ more of the server's CPU than the rest of the request (docs/benchmarks.md, Durab
 trip is in flight at a time; the calls made while it is pass go together in the next, so a
 busy server sends many calls per round trip and an idle one waits for nothing: no window,
 no timer. Each call still runs as its own script, in the order the calls were made.
-Standalone and Sentinel only: on Cluster each call goes to its slot's node through the
-client.
+
+On Cluster the calls of a round trip are grouped by the node their slot is on, one line per
+node, the nodes' round trips at once. A call a node does not take (its slot moved,
+``MOVED``/``ASK``, the cluster is down) or whose node's round trip failed goes once more
+through the cluster client, which follows the new layout and retries as it always does.
 """
 
 from __future__ import annotations
@@ -18,8 +21,16 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ReadOnlyError
 
 from chatscale.redis.line import Line
 
@@ -32,6 +43,21 @@ class Script(Protocol):
 
 
 _Call = tuple[Script, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+#: Error replies of a Cluster node that does not serve the call's slot (now).
+_ELSEWHERE = (MovedError, AskError, TryAgainError, ClusterDownError)
+
+
+class _NodePool:
+    """A Cluster node's connections as the pool a :class:`Line` holds one of."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+
+    async def get_connection(self) -> Any:
+        return self._node.acquire_connection()
+
+    async def release(self, connection: Any) -> None:
+        self._node.release(connection)
 
 
 class ScriptCalls:
@@ -46,7 +72,10 @@ class ScriptCalls:
 
     def __init__(self, client: Any, timeout_s: float) -> None:
         self._client = client
-        self._line = Line(client.connection_pool)
+        self._cluster = isinstance(client, RedisCluster)
+        self._line = None if self._cluster else Line(client.connection_pool)
+        #: On Cluster: a line per node, by the node's name.
+        self._lines: dict[str, Line] = {}
         self._timeout_s = timeout_s
         self._queue: list[_Call] = []
         self._sender: asyncio.Task[None] | None = None
@@ -72,7 +101,11 @@ class ScriptCalls:
             await asyncio.gather(sender, return_exceptions=True)
         self._fail(self._queue, RedisConnectionError("the store is closed"))
         self._queue = []
-        await self._line.close()
+        if self._line is not None:
+            await self._line.close()
+        for line in self._lines.values():
+            await line.close()
+        self._lines.clear()
 
     async def _send_all(self) -> None:
         try:
@@ -89,21 +122,88 @@ class ScriptCalls:
             self._sender = None
 
     async def _send(self, calls: list[_Call]) -> None:
+        if self._line is None:
+            await self._send_by_node(calls)
+            return
+        replies = await self._round_trip(self._line, calls)
+        if any(isinstance(reply, ReadOnlyError) for reply in replies):
+            # The connection's node is a replica now (a failover): the next round trip
+            # connects to the master of the moment.
+            await self._line.reset()
+        self._settle(calls, replies)
+
+    async def _round_trip(self, line: Line, calls: list[_Call]) -> list[Any]:
+        """One reply per call, over ``line``; the calls of scripts Redis did not know are
+        sent again once it has them."""
         commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args, _ in calls]
         async with asyncio.timeout(self._timeout_s):
-            replies = await self._line.round_trip(commands)
+            replies = await line.round_trip(commands)
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:
             for source in {calls[i][0].source for i in unknown}:
                 await self._client.script_load(source)
             async with asyncio.timeout(self._timeout_s):
-                again = await self._line.round_trip([commands[i] for i in unknown])
+                again = await line.round_trip([commands[i] for i in unknown])
             for i, reply in zip(unknown, again, strict=True):
                 replies[i] = reply
-        if any(isinstance(reply, ReadOnlyError) for reply in replies):
-            # The connection's node is a replica now (a failover): the next round trip
-            # connects to the master of the moment.
-            await self._line.reset()
+        return replies
+
+    async def _send_by_node(self, calls: list[_Call]) -> None:
+        groups: dict[str, tuple[ClusterNode, list[_Call]]] = {}
+        elsewhere: list[_Call] = []
+        for call in calls:
+            try:
+                node = self._client.get_node_from_key(call[1][0])
+            except Exception:  # no node known for the slot (the layout is being learnt)
+                node = None
+            if node is None:
+                elsewhere.append(call)
+            else:
+                groups.setdefault(node.name, (node, []))[1].append(call)
+        outcomes = await asyncio.gather(
+            *(self._send_to(node, group) for node, group in groups.values())
+        )
+        for left in outcomes:
+            elsewhere += left
+        if elsewhere:
+            await asyncio.gather(*(self._through_client(call) for call in elsewhere))
+
+    async def _send_to(self, node: ClusterNode, calls: list[_Call]) -> list[_Call]:
+        """Send ``calls`` on ``node``'s line; the calls left for the client."""
+        line = self._lines.get(node.name)
+        if line is None:
+            line = self._lines[node.name] = Line(_NodePool(node))
+        try:
+            replies = await self._round_trip(line, calls)
+        except (RedisConnectionError, OSError, TimeoutError):
+            await line.reset()
+            del self._lines[node.name]
+            return calls
+        # A slot that moved leaves the connection sound: only the client's map was old.
+        kept = [(c, r) for c, r in zip(calls, replies, strict=True) if not _elsewhere(r)]
+        self._settle([c for c, _ in kept], [r for _, r in kept])
+        return [c for c, r in zip(calls, replies, strict=True) if _elsewhere(r)]
+
+    async def _through_client(self, call: _Call) -> None:
+        script, keys, args, future = call
+        if future.done():
+            return
+        try:
+            result = await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            try:
+                result = await self._client.eval(script.source, len(keys), *keys, *args)
+            except Exception as exc:
+                _set(future, exc)
+                return
+        except Exception as exc:
+            _set(future, exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+    @staticmethod
+    def _settle(calls: list[_Call], replies: list[Any]) -> None:
         for (_, _, _, future), reply in zip(calls, replies, strict=True):
             if future.done():
                 continue  # its caller left
@@ -117,3 +217,12 @@ class ScriptCalls:
         for *_, future in calls:
             if not future.done():
                 future.set_exception(exc)
+
+
+def _elsewhere(reply: Any) -> bool:
+    return isinstance(reply, _ELSEWHERE)
+
+
+def _set(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
