@@ -23,8 +23,10 @@ operation (``/proc/<pid>/stat``, summed over the system's server processes), and
 (``VmHWM``); on Redis also Redis commands and Redis CPU per operation (``INFO commandstats``
 and ``INFO cpu`` deltas). The system ``chatscale-redis-x3`` is three ``chatscale serve``
 processes on one Redis, the client spreading requests round-robin over them; it runs the
-append workloads only. Prints one JSON object and a markdown table, and keeps the run in
-``bench/results``.
+append workloads only. ``chatscale-cluster`` (not run by default) is one ``chatscale serve``
+on a Redis Cluster of three masters with a replica each (``tests/harness``); its Redis figures
+are summed over the masters. Prints one JSON object and a markdown table, and keeps the run
+in ``bench/results``.
 
     .venv/bin/python bench/durable_streams.py --seconds 10
 """
@@ -40,6 +42,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -57,7 +60,7 @@ from bench.http_client import add_out_option, keep_result, raise_nofile  # noqa:
 
 NODE_DIR = ROOT / "bench" / "durable"
 TICK_S = os.sysconf("SC_CLK_TCK")
-SYSTEMS = ("node", "chatscale", "chatscale-redis", "chatscale-redis-x3")
+SYSTEMS = ("node", "chatscale", "chatscale-redis", "chatscale-redis-x3", "chatscale-cluster")
 WORKLOADS = ("append1000", "append_rate", "sse1", "sse1000", "catchup1000")
 STREAMS = 1000
 APPEND_BYTES = 256
@@ -156,6 +159,8 @@ def served(kind: str, redis_url: str | None, prefix: str = "") -> Command:
                 "REDIS_URI": redis_url,
                 "REDIS_KEY_PREFIX": prefix or f"bench{port}",
             }
+            if "," in redis_url:  # every node of a Cluster
+                env["USE_REDIS_CLUSTER"] = "true"
         return argv, env
 
     return command
@@ -170,15 +175,27 @@ class System:
         self.redis: PrivateRedis | None = None
         self.servers: list[Server] = list(servers or [])
         self.info: redis.Redis | None = None
+        #: On Cluster: the topology (tests/harness), and a client of each master.
+        self.cluster: Any = None
+        self.masters: list[redis.Redis] = []
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
         try:
+            url: str | None = None
             if servers is None and name.startswith("chatscale-redis"):
                 self.redis = PrivateRedis()
                 self.redis.start()
                 self.info = redis.Redis.from_url(self.redis.url)
+                url = self.redis.url
+            elif servers is None and name == "chatscale-cluster":
+                from tests.harness.servers import start_cluster
+
+                self._workdir = tempfile.TemporaryDirectory(prefix="chatscale-bench-cluster-")
+                self.cluster = start_cluster(Path(self._workdir.name))
+                self.masters = [redis.Redis.from_url(m.url()) for m in self.cluster.masters()]
+                url = ",".join(self.cluster.urls())
             count = 0 if servers is not None else 3 if name.endswith("-x3") else 1
             kind = "node" if name == "node" else "chatscale"
             for _ in range(count):
-                url = self.redis.url if self.redis else None
                 self.servers.append(Server(kind, served(kind, url, "b")))
         except BaseException:
             self.stop()
@@ -210,13 +227,14 @@ class System:
     def redis_counters(self) -> tuple[int, int, float]:
         """Redis so far: commands executed (those Lua scripts run included, INFO not),
         script calls (EVAL, EVALSHA), CPU seconds."""
-        if self.info is None:
-            return 0, 0, 0.0
-        stats: dict[str, Any] = self.info.info("commandstats")
-        calls = sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
-        scripts = sum(int(stats.get(k, {}).get("calls", 0)) for k in SCRIPT_CALLS)
-        cpu: dict[str, Any] = self.info.info("cpu")
-        return calls, scripts, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+        calls, scripts, seconds = 0, 0, 0.0
+        for client in [self.info] if self.info is not None else self.masters:
+            stats: dict[str, Any] = client.info("commandstats")
+            calls += sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+            scripts += sum(int(stats.get(k, {}).get("calls", 0)) for k in SCRIPT_CALLS)
+            cpu: dict[str, Any] = client.info("cpu")
+            seconds += float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+        return calls, scripts, seconds
 
     def stop(self) -> None:
         for server in self.servers:
@@ -225,6 +243,12 @@ class System:
             self.info.close()
         if self.redis is not None:
             self.redis.stop()
+        for client in self.masters:
+            client.close()
+        if self.cluster is not None:
+            self.cluster.stop()
+        if self._workdir is not None:
+            self._workdir.cleanup()
 
 
 async def measured(
@@ -252,7 +276,7 @@ async def measured(
         "server_cpu_share": round(cpu / elapsed, 3),
         "client_cpu_share": round(client / elapsed, 3),
     }
-    if system.info is not None:
+    if system.info is not None or system.masters:
         result["redis_commands_per_op"] = round((calls1 - calls0) / max(1, ops), 2)
         result["redis_scripts_per_op"] = round((scripts1 - scripts0) / max(1, ops), 2)
         result["redis_cpu_us_per_op"] = round(1e6 * (rcpu1 - rcpu0) / max(1, ops), 1)
@@ -608,6 +632,7 @@ LABELS = {
     "chatscale": "chatscale, memory",
     "chatscale-redis": "chatscale, Redis",
     "chatscale-redis-x3": "chatscale, Redis, 3 instances",
+    "chatscale-cluster": "chatscale, Redis Cluster (3 masters, 3 replicas)",
 }
 
 
@@ -649,7 +674,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--servers", default=",".join(SYSTEMS), help="of " + ", ".join(SYSTEMS))
+    parser.add_argument(
+        "--servers",
+        default=",".join(s for s in SYSTEMS if s != "chatscale-cluster"),
+        help="of " + ", ".join(SYSTEMS) + " (all but the Cluster by default)",
+    )
     parser.add_argument(
         "--workloads", default=",".join(WORKLOADS), help="of " + ", ".join(WORKLOADS)
     )
