@@ -361,6 +361,9 @@ async def test_a_zombie_stores_and_publishes_nothing(standalone_streams: MakeMan
     c = await standalone_streams(stream_lease_ttl=1000)
     assert isinstance(a, RedisStreamManager)
     b.set_continuation(continuation("[b1] |[b2] |[b3]", []))
+    # ``c`` (the watcher) is a live instance too and may win the claim: it continues alike
+    # (without a continuation it ended the answer as it stood, and the test failed once).
+    c.set_continuation(continuation("[b1] |[b2] |[b3]", []))
     producer = await a.create(owner="u")
     await producer.delta("before ")
     watcher = asyncio.create_task(collect(c, producer.job_id, within=15))
