@@ -4,7 +4,6 @@ connection, against a real Redis."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -15,18 +14,13 @@ from redis.exceptions import ReadOnlyError, ResponseError
 
 from chatscale.redis import RedisConnection
 from chatscale.redis.group import ScriptCalls
+from chatscale.streams.scripts import LuaScript
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class Script:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-ECHO = Script("redis.call('RPUSH', KEYS[1], ARGV[1]) return ARGV[1]")
-FAILING = Script("return redis.error_reply('refused: ' .. ARGV[1])")
+ECHO = LuaScript.from_source("echo", "redis.call('RPUSH', KEYS[1], ARGV[1]) return ARGV[1]")
+FAILING = LuaScript.from_source("failing", "return redis.error_reply('refused: ' .. ARGV[1])")
 
 
 class Counted(ScriptCalls):
@@ -91,7 +85,8 @@ async def test_a_script_redis_forgot_is_loaded_and_its_calls_sent_again(
     calls: Counted, standalone_conn: RedisConnection
 ) -> None:
     key = standalone_conn.keys.key("group-flush")
-    fresh = Script(f"return ARGV[1] .. '-{key}'")  # a script this Redis has never seen
+    # A script this Redis has never seen.
+    fresh = LuaScript.from_source("fresh", f"return ARGV[1] .. '-{key}'")
     replies = await asyncio.gather(calls(fresh, [key], ["x"]), calls(ECHO, [key], ["y"]))
     assert list(replies) == [f"x-{key}".encode(), b"y"]
     assert calls.sizes == [2, 1]  # the unknown script's call went again, alone

@@ -36,10 +36,13 @@ from chatscale.redis.line import Line
 
 
 class Script(Protocol):
-    """A Lua script by its SHA1 and its source (:class:`chatscale.streams.scripts.LuaScript`)."""
+    """A Lua script by its SHA1 and its source, which runs itself through a client
+    (:class:`chatscale.streams.scripts.LuaScript`)."""
 
     sha: str
     source: str
+
+    async def __call__(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any: ...
 
 
 _Call = tuple[Script, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
@@ -72,8 +75,7 @@ class ScriptCalls:
 
     def __init__(self, client: Any, timeout_s: float) -> None:
         self._client = client
-        self._cluster = isinstance(client, RedisCluster)
-        self._line = None if self._cluster else Line(client.connection_pool)
+        self._line = None if isinstance(client, RedisCluster) else Line(client.connection_pool)
         #: On Cluster: a line per node, by the node's name.
         self._lines: dict[str, Line] = {}
         self._timeout_s = timeout_s
@@ -130,7 +132,8 @@ class ScriptCalls:
             # The connection's node is a replica now (a failover): the next round trip
             # connects to the master of the moment.
             await self._line.reset()
-        self._settle(calls, replies)
+        for call, reply in zip(calls, replies, strict=True):
+            _settle(call, reply)
 
     async def _round_trip(self, line: Line, calls: list[_Call]) -> list[Any]:
         """One reply per call, over ``line``; the calls of scripts Redis did not know are
@@ -180,49 +183,36 @@ class ScriptCalls:
             del self._lines[node.name]
             return calls
         # A slot that moved leaves the connection sound: only the client's map was old.
-        kept = [(c, r) for c, r in zip(calls, replies, strict=True) if not _elsewhere(r)]
-        self._settle([c for c, _ in kept], [r for _, r in kept])
-        return [c for c, r in zip(calls, replies, strict=True) if _elsewhere(r)]
+        left: list[_Call] = []
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, _ELSEWHERE):
+                left.append(call)
+            else:
+                _settle(call, reply)
+        return left
 
     async def _through_client(self, call: _Call) -> None:
         script, keys, args, future = call
         if future.done():
             return
         try:
-            result = await self._client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            try:
-                result = await self._client.eval(script.source, len(keys), *keys, *args)
-            except Exception as exc:
-                _set(future, exc)
-                return
+            reply = await script(self._client, keys, args)
         except Exception as exc:
-            _set(future, exc)
-            return
-        if not future.done():
-            future.set_result(result)
-
-    @staticmethod
-    def _settle(calls: list[_Call], replies: list[Any]) -> None:
-        for (_, _, _, future), reply in zip(calls, replies, strict=True):
-            if future.done():
-                continue  # its caller left
-            if isinstance(reply, BaseException):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            reply = exc
+        _settle(call, reply)
 
     @staticmethod
     def _fail(calls: list[_Call], exc: BaseException) -> None:
-        for *_, future in calls:
-            if not future.done():
-                future.set_exception(exc)
+        for call in calls:
+            _settle(call, exc)
 
 
-def _elsewhere(reply: Any) -> bool:
-    return isinstance(reply, _ELSEWHERE)
-
-
-def _set(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _settle(call: _Call, reply: Any) -> None:
+    """Give ``call``'s caller its reply (an exception is raised to it), unless it left."""
+    future = call[3]
+    if future.done():
+        return
+    if isinstance(reply, BaseException):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)

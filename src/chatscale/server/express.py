@@ -46,7 +46,10 @@ class Prepared:
         raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = self.raw_headers()
+        await self.send(send, self.raw_headers())
+
+    async def send(self, send: Send, headers: RawHeaderList) -> None:
+        """Send the answer with ``headers`` through ``send``, as two messages."""
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
@@ -104,14 +107,7 @@ class ExpressLane:
                     head.started(answer.status)
                     headers = head.headers(answer.raw_headers())
                     if not send_whole(scope, answer.status, headers, answer.body):
-                        await send(
-                            {
-                                "type": "http.response.start",
-                                "status": answer.status,
-                                "headers": headers,
-                            }
-                        )
-                        await send({"type": "http.response.body", "body": answer.body})
+                        await answer.send(send, headers)
                 else:
                     await answer(scope, receive, head.send)
             except Exception as exc:

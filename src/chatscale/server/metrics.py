@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -229,11 +230,8 @@ class RequestCounts(Collector):
             times = self._times[(route, method)] = ([0] * (len(_LATENCY_BUCKETS) + 1), [0.0])
         buckets, total = times
         total[0] += seconds
-        for i, bound in enumerate(_LATENCY_BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
-                return
-        buckets[-1] += 1
+        # The first bucket whose bound is at least ``seconds``; past the last, +Inf.
+        buckets[bisect.bisect_left(_LATENCY_BUCKETS, seconds)] += 1
 
     def count(self, route: str, method: str, status: int) -> int:
         """How many requests of ``route`` and ``method`` were answered ``status``."""

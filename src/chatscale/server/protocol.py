@@ -318,12 +318,7 @@ class HeadHoldingTransport:
             self._held = data
             self._loop.call_soon(self.flush)
             return
-        held = self._held
-        if held is None:
-            self._transport.write(data)
-            return
-        self._held = None
-        self._transport.writelines((held, data))
+        self.write_now(data)
 
     def write_now(self, data: bytes) -> None:
         """Send ``data`` now, after what is held: a whole answer needs no holding."""

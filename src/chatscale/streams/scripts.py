@@ -30,8 +30,19 @@ class LuaScript:
         folder = resources.files(package).joinpath("lua")
         parts = [folder.joinpath(f"_{helper}.lua").read_text("utf-8") for helper in uses]
         parts.append(folder.joinpath(f"{name}.lua").read_text("utf-8"))
-        self.source = "\n".join(parts)
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self._use("\n".join(parts))
+
+    @classmethod
+    def from_source(cls, name: str, source: str) -> LuaScript:
+        """A script given by its text rather than a file of a package."""
+        script = cls.__new__(cls)
+        script.name = name
+        script._use(source)
+        return script
+
+    def _use(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(
         self, client: AnyRedis, keys: Sequence[str | bytes], args: Sequence[Any]
