@@ -7,6 +7,9 @@ Each variant is one server process on a free loopback port, met by the same clie
 (bench/durable_streams.py's ``append_closed``: ``--writers`` keep-alive connections
 appending 256-byte messages over 1,000 streams as fast as answers come):
 
+* ``raw``: no ASGI server at all: an asyncio protocol on uvloop that parses with httptools
+  and answers each whole request from the parser's callback, with chatscale's ten headers
+  (the floor of a request path without a task, a scope or an ASGI message per request);
 * ``bare``: a minimal ASGI application (reads the body, answers 204 with a
   ``Stream-Next-Offset``) on plain uvicorn with httptools and uvloop;
 * ``edge``: the same application under ``chatscale serve``'s uvicorn configuration (its
@@ -42,7 +45,7 @@ from bench._common import median  # noqa: E402
 from bench.durable_streams import Command, Server, System, append_closed  # noqa: E402
 from bench.http_client import add_out_option, keep_result  # noqa: E402
 
-VARIANTS = ("bare", "edge", "edge_headers", "protocol", "chatscale")
+VARIANTS = ("raw", "bare", "edge", "edge_headers", "protocol", "chatscale")
 _OFFSET = b"0000000000000001_0000000000000005"
 #: The headers of chatscale's answer to an append, besides the date and server.
 _CHATSCALE_HEADERS = [
@@ -91,9 +94,44 @@ def _bare_app(headers: list[tuple[bytes, bytes]]) -> Any:
     return app
 
 
+def _serve_raw(port: int) -> None:
+    import httptools
+    import uvloop
+
+    head = [b"HTTP/1.1 204 No Content\r\n"]
+    head += [name + b": " + value + b"\r\n" for name, value in _CHATSCALE_HEADERS]
+    answer = b"".join([*head, b"\r\n"])
+
+    class Raw(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.parser = httptools.HttpRequestParser(self)
+            self.body: list[bytes] = []
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_body(self, body: bytes) -> None:
+            self.body.append(body)
+
+        def on_message_complete(self) -> None:
+            self.body.clear()
+            self.transport.write(answer)
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Raw, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 def serve(variant: str, port: int) -> None:
     """Run one variant's server (in the child process) until terminated."""
     import uvicorn
+
+    if variant == "raw":
+        _serve_raw(port)
+        return
 
     from chatscale.config import load_settings
     from chatscale.logs import configure_logging

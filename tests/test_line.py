@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, ResponseError
 
 from chatscale.redis import RedisConnection
 from chatscale.redis.line import Line
@@ -110,3 +110,20 @@ async def test_a_ping_goes_first_only_after_the_connection_sat_idle(
         await held.close()
         await client.aclose()
         await counter.aclose()
+
+
+@pytest.mark.sentinel
+async def test_a_node_that_became_a_replica_drops_the_connection(redis_sentinel: Any) -> None:
+    # As after a failover that demoted the line's node without closing its clients: the
+    # refusal is returned like any error reply, and the next round trip connects again
+    # (through Sentinel's pool, to the master of the moment).
+    client: Any = redis.asyncio.Redis.from_url(redis_sentinel.replica.url())
+    held = Line(client.connection_pool)
+    try:
+        replies = await held.round_trip([("SET", "line-readonly", "1"), ("PING",)])
+        assert isinstance(replies[0], ReadOnlyError) and replies[1] == b"PONG"
+        assert held._conn is None
+        assert await held.round_trip([("PING",)]) == [b"PONG"]
+    finally:
+        await held.close()
+        await client.aclose()

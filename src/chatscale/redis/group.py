@@ -27,7 +27,6 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     NoScriptError,
-    ReadOnlyError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -127,11 +126,9 @@ class ScriptCalls:
         if self._line is None:
             await self._send_by_node(calls)
             return
+        # A READONLY reply (a failover) made the line drop its connection: the next round
+        # trip finds the master of the moment.
         replies = await self._round_trip(self._line, calls)
-        if any(isinstance(reply, ReadOnlyError) for reply in replies):
-            # The connection's node is a replica now (a failover): the next round trip
-            # connects to the master of the moment.
-            await self._line.reset()
         for call, reply in zip(calls, replies, strict=True):
             _settle(call, reply)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 
 from chatscale.redis.replies import MORE, Replies
 
@@ -48,7 +49,7 @@ class Line:
         for attempt in (1, 2):
             reused = conn.is_connected
             try:
-                return await self._exchange(conn, packed, len(commands))
+                replies = await self._exchange(conn, packed, len(commands))
             except (RedisConnectionError, OSError):
                 await conn.disconnect(nowait=True)
                 if attempt == 2 or not reused:
@@ -56,6 +57,10 @@ class Line:
             except BaseException:
                 await conn.disconnect(nowait=True)
                 raise
+            else:
+                if any(isinstance(reply, ReadOnlyError) for reply in replies):
+                    await self.reset()
+                return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(self, conn: Any, packed: list[bytes], count: int) -> list[Any]:
