@@ -8,7 +8,9 @@ import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from chatscale.server.protocol import HeadHoldingTransport
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
+
+from chatscale.server.protocol import HeadHoldingTransport, refused
 from tests.server.procs import ServeProcess
 
 
@@ -98,3 +100,16 @@ async def test_pipelined_answers_after_a_head_request_stay_in_order(tmp_path: Pa
     first, second = raw.split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"200 ") and first.endswith(b"\r\n\r\n"), raw
     assert second.startswith(b"200 ") and second.endswith(b'{"status":"ok"}'), raw
+
+
+def test_refused_headers_are_exactly_those_uvicorn_refuses() -> None:
+    # send_whole's check must refuse what uvicorn's send would (it then falls back to send,
+    # which raises), and nothing more: every byte, in a name and in a value, alone and
+    # among good headers.
+    good = [(b"content-type", b"text/plain"), (b"x-request-id", b"abc")]
+    assert not refused([]) and not refused(good)
+    for byte in range(256):
+        one = bytes((byte,))
+        name, value = (b"x-" + one + b"-y", b"v"), (b"x-y", b"a" + one + b"b")
+        assert refused([*good, name]) == bool(HEADER_RE.search(name[0])), byte
+        assert refused([value, *good]) == bool(HEADER_VALUE_RE.search(value[1])), byte

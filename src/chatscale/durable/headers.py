@@ -52,6 +52,20 @@ class RequestHeaders:
                 found.append(value.decode("latin-1"))
         self._values = values
 
+    def one(self, name: str) -> str | None:
+        """The value of header ``name`` (as errors name it), ``None`` when absent; a 400 when
+        it is given more than once."""
+        values = self._values.get(name.lower())
+        if values is None:
+            return None
+        if len(values) > 1:
+            raise ProtocolError(400, f"{name} is given more than once")
+        return values[0]
+
+    def has(self, key: str) -> bool:
+        """Whether header ``key`` (lower case) is given."""
+        return key in self._values
+
     def getlist(self, key: str) -> list[str]:
         """Every value of header ``key``, in the order received."""
         return self._values.get(key.lower(), [])
@@ -68,16 +82,8 @@ class RequestHeaders:
         return found[0] if found else default
 
 
-def _one(headers: Headers, name: str) -> str | None:
-    # ``name`` as it appears in errors; Starlette looks headers up case-insensitively.
-    values = headers.getlist(name)
-    if len(values) > 1:
-        raise ProtocolError(400, f"{name} is given more than once")
-    return values[0] if values else None
-
-
-def _flag(headers: Headers, name: str) -> bool:
-    value = _one(headers, name)
+def _flag(headers: RequestHeaders, name: str) -> bool:
+    value = headers.one(name)
     if value is None:
         return False
     text = value.strip().lower()
@@ -86,8 +92,8 @@ def _flag(headers: Headers, name: str) -> bool:
     return text == "true"
 
 
-def _uint(headers: Headers, name: str) -> int | None:
-    value = _one(headers, name)
+def _uint(headers: RequestHeaders, name: str) -> int | None:
+    value = headers.one(name)
     if value is None:
         return None
     if not _UINT.fullmatch(value) or int(value) > _MAX_SAFE_INT:
@@ -97,15 +103,15 @@ def _uint(headers: Headers, name: str) -> int | None:
     return int(value)
 
 
-def content_type(headers: Headers) -> str | None:
+def content_type(headers: RequestHeaders) -> str | None:
     """The request's Content-Type, ``None`` when absent or blank."""
-    value = _one(headers, "Content-Type")
+    value = headers.one("Content-Type")
     return value.strip() if value and value.strip() else None
 
 
-def _expiry(headers: Headers) -> tuple[int | None, str | None, int | None]:
-    ttl_text = _one(headers, "Stream-TTL")
-    expires_text = _one(headers, "Stream-Expires-At")
+def _expiry(headers: RequestHeaders) -> tuple[int | None, str | None, int | None]:
+    ttl_text = headers.one("Stream-TTL")
+    expires_text = headers.one("Stream-Expires-At")
     if ttl_text is not None and expires_text is not None:
         raise ProtocolError(400, "Stream-TTL and Stream-Expires-At cannot be used together")
     ttl: int | None = None
@@ -132,11 +138,11 @@ def _expiry(headers: Headers) -> tuple[int | None, str | None, int | None]:
     return None, expires_text, int(moment.timestamp() * 1000)
 
 
-def create_request(headers: Headers, body: bytes, stream_of: StreamPath) -> CreateRequest:
+def create_request(headers: RequestHeaders, body: bytes, stream_of: StreamPath) -> CreateRequest:
     """A PUT's headers and body."""
     ttl, expires_at, expires_at_ms = _expiry(headers)
-    fork_from = _one(headers, "Stream-Forked-From")
-    fork_offset_text = _one(headers, "Stream-Fork-Offset")
+    fork_from = headers.one("Stream-Forked-From")
+    fork_offset_text = headers.one("Stream-Fork-Offset")
     sub_offset = _uint(headers, "Stream-Fork-Sub-Offset")
     fork: ForkSpec | None = None
     if fork_from is None:
@@ -164,7 +170,7 @@ def create_request(headers: Headers, body: bytes, stream_of: StreamPath) -> Crea
     )
 
 
-def append_request(headers: Headers, body: bytes) -> AppendRequest:
+def append_request(headers: RequestHeaders, body: bytes) -> AppendRequest:
     """A POST's headers and body."""
     close = _flag(headers, "Stream-Closed")
     kind = content_type(headers)
@@ -173,14 +179,18 @@ def append_request(headers: Headers, body: bytes) -> AppendRequest:
     if body and kind is None:
         raise ProtocolError(400, "Content-Type is missing; an append must name its type")
     record = encode_record(kind, body, allow_empty_array=False) if body and kind else None
-    seq = _one(headers, "Stream-Seq")
+    seq = headers.one("Stream-Seq")
     if seq is not None and not seq:
         raise ProtocolError(400, "Stream-Seq is empty")
     return AppendRequest(kind, record, seq, _producer(headers), close)
 
 
-def _producer(headers: Headers) -> Producer | None:
-    producer_id = _one(headers, "Producer-Id")
+def _producer(headers: RequestHeaders) -> Producer | None:
+    if not (
+        headers.has("producer-id") or headers.has("producer-epoch") or headers.has("producer-seq")
+    ):
+        return None  # a plain append: spared three lookups and their checks
+    producer_id = headers.one("Producer-Id")
     epoch = _uint(headers, "Producer-Epoch")
     seq = _uint(headers, "Producer-Seq")
     given = [producer_id is not None, epoch is not None, seq is not None]
@@ -217,6 +227,7 @@ class StreamPath:
             raise ProtocolError(
                 400, f"a stream name has 1 to {self.MAX_LENGTH} characters, got {len(name)}"
             )
-        if not name.isprintable() or any(seg in (".", "..") for seg in name.split("/")):
+        segments = f"/{name}/"
+        if not name.isprintable() or "/./" in segments or "/../" in segments:
             raise ProtocolError(400, "the stream name has control characters or . / .. segments")
         return name

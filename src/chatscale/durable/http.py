@@ -62,7 +62,8 @@ class Answer(Prepared):
     def __init__(
         self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(body, status)
+        self.body = body
+        self.status = status
         self.headers = headers or {}
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:

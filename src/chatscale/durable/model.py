@@ -8,6 +8,11 @@ from chatscale.durable.offsets import Offset
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
+# The values every append and read makes (a record, the request, the stream's info, the
+# result) are slotted dataclasses, not frozen ones: a frozen dataclass sets each field through
+# ``object.__setattr__``, and building them was a measurable share of an append's CPU
+# (docs/benchmarks.md, Durable Streams). They are never changed after they are built.
+
 
 def media_type(content_type: str) -> str:
     """``Text/Plain; charset=utf-8`` -> ``text/plain``: what stream content types compare by."""
@@ -53,7 +58,7 @@ class ForkSpec:
     sub_offset: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Record:
     """One append as stored: its bytes (for JSON streams the messages, compact, joined by
     commas, without the enclosing brackets) and how many messages it holds."""
@@ -75,7 +80,7 @@ class CreateRequest:
     fork: ForkSpec | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AppendRequest:
     """A POST: a record to append (``None`` for a close-only request), ``Stream-Seq``, an
     idempotent producer, and whether it closes the stream."""
@@ -87,7 +92,7 @@ class AppendRequest:
     close: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StreamInfo:
     """What HEAD tells, and what every answer about a stream carries."""
 
@@ -99,7 +104,7 @@ class StreamInfo:
     tail: Offset
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WriteResult:
     """The outcome of a PUT or POST that was not refused."""
 
@@ -108,7 +113,7 @@ class WriteResult:
     producer: tuple[int, int] | None = None  # (epoch, highest accepted seq) to echo
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ReadResult:
     """Records from ``start`` to ``end`` (``end`` is the tail when ``up_to_date``)."""
 

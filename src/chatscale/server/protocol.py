@@ -82,6 +82,26 @@ def body_writer(scope: MutableMapping[str, Any]) -> BodyWriter | None:
     return write
 
 
+#: The bytes uvicorn allows in header names and in values. Its checks (``HEADER_RE``,
+#: ``HEADER_VALUE_RE``) are classes of single bytes searched for one header at a time; deleting
+#: the allowed bytes of all names (and all values) at once leaves exactly the refused ones,
+#: at a fraction of the cost (the searches were most of a whole answer's CPU here).
+_NAME_BYTES = bytes(b for b in range(256) if not HEADER_RE.match(bytes((b,))))
+_VALUE_BYTES = bytes(b for b in range(256) if not HEADER_VALUE_RE.match(bytes((b,))))
+
+
+def refused(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether uvicorn's ``send`` would refuse one of ``headers`` (a byte not allowed in a
+    name or in a value)."""
+    if not headers:
+        return False
+    names, values = zip(*headers, strict=True)
+    return bool(
+        b"".join(names).translate(None, _NAME_BYTES)
+        or b"".join(values).translate(None, _VALUE_BYTES)
+    )
+
+
 def send_whole(
     scope: MutableMapping[str, Any], status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> bool:
@@ -107,15 +127,10 @@ def send_whole(
         or cycle.transport.is_closing()
     ):
         return False
-    # uvicorn's checks, one search over all names and one over all values: each pattern is
-    # a class of single characters, and the separators are characters the class allows.
-    if HEADER_RE.search(b"-".join([name for name, _ in headers])) or HEADER_VALUE_RE.search(
-        b"\t".join([value for _, value in headers])
-    ):
+    if refused(headers):
         return False
-    content = [STATUS_LINE[status]]
-    for name, value in (*cycle.default_headers, *headers):
-        content += (name, b": ", value, b"\r\n")
+    lines = b"\r\n".join(map(b": ".join, (*cycle.default_headers, *headers)))
+    content = [STATUS_LINE[status], lines, b"\r\n"]
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"\r\n")
