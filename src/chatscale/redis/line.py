@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 
 from chatscale.redis.replies import MORE, Replies
+from chatscale.redis.resp import pack_commands
 
 
 class Line:
@@ -45,7 +46,7 @@ class Line:
         conn = self._conn
         if conn is None:
             conn = self._conn = await self._pool.get_connection()
-        packed = conn.pack_commands(commands)
+        packed = pack_commands(commands, conn.encoder)
         for attempt in (1, 2):
             reused = conn.is_connected
             try:
@@ -63,7 +64,7 @@ class Line:
                 return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _exchange(self, conn: Any, packed: list[bytes], count: int) -> list[Any]:
+    async def _exchange(self, conn: Any, packed: bytes, count: int) -> list[Any]:
         if not conn.is_connected:
             await conn.connect()
         # A PING first when the connection sat idle past REDIS_PING_INTERVAL (redis-py's
@@ -72,7 +73,7 @@ class Line:
         replies = self._replies
         if replies is None or replies.stream is not conn._reader:
             replies = self._replies = Replies(conn)
-        conn._writer.writelines(packed)
+        conn._writer.write(packed)
         await conn._writer.drain()
         out: list[Any] = []
         while len(out) < count:

@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from chatscale.failures import FailureLog
 from chatscale.redis.line import Line
 from chatscale.redis.replication import WAIT_MS, Replication
+from chatscale.redis.resp import pack_commands
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
@@ -513,11 +514,12 @@ class Writer:
         try:
             await node.disconnect_if_needed(conn)
             await conn.send_packed_command(
-                conn.pack_commands(
+                pack_commands(
                     [
                         ("EVALSHA", APPEND.sha, len(keys), *keys, *argv),
                         ("WAIT", shard.wanted, WAIT_MS),
-                    ]
+                    ],
+                    conn.encoder,
                 )
             )
             for _ in range(2):
