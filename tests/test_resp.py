@@ -4,6 +4,7 @@ Redis (tests/test_line.py) shows the server reads them."""
 
 from __future__ import annotations
 
+import enum
 import math
 from typing import Any
 
@@ -25,6 +26,7 @@ CASES: list[tuple[Any, ...]] = [
     ("SET", "key", "value"),
     ("EVALSHA", "a" * 40, 2, b"k1", "k2", 1.5, -7, 2**70, "", b"", "näive ✓"),
     ("CONFIG GET", "maxmemory"),  # words of a command name go separately
+    ("CLIENT\tLIST",),
     (b"CLIENT LIST",),
     ("SET", "big", b"x" * 100_000),  # past redis-py's buffer cutoff
     ("SET", "views", bytearray(b"ab"), memoryview(b"cd")),
@@ -39,6 +41,14 @@ def test_a_command_packs_as_redis_py_packs_it(command: tuple[Any, ...]) -> None:
 
 def test_several_commands_pack_into_one_buffer() -> None:
     assert pack_commands(CASES, Connection().encoder) == _redis_py(CASES)
+
+
+def test_arguments_hiredis_does_not_take_pack_as_redis_py_packs_them() -> None:
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    command = ("SET", "k", Level.HIGH, bytearray(b"ab"), memoryview(b"cd"))
+    assert pack_commands([command], Connection().encoder) == _redis_py([command])
 
 
 def test_the_connections_encoding_applies_to_text() -> None:
@@ -60,11 +70,23 @@ _ARGS = st.one_of(
     st.binary(max_size=64),
     st.text(max_size=32),
     st.integers(),
-    st.floats(allow_nan=False),
+    st.floats(),
 )
+_ENCODINGS = st.sampled_from(["utf-8", "latin-1"])  # hiredis's path, and the Python one
 
 
-@given(st.lists(st.lists(_ARGS, max_size=8), min_size=1, max_size=4))
-def test_any_arguments_pack_as_redis_py_packs_them(argument_lists: list[list[Any]]) -> None:
-    commands = [("EVALSHA", *args) for args in argument_lists]
-    assert pack_commands(commands, Connection().encoder) == _redis_py(commands)
+@given(
+    st.lists(st.lists(_ARGS, max_size=8), min_size=1, max_size=4), st.text(max_size=12), _ENCODINGS
+)
+def test_any_arguments_pack_as_redis_py_packs_them(
+    argument_lists: list[list[Any]], name: str, encoding: str
+) -> None:
+    connection = Connection(encoding=encoding, encoding_errors="replace")
+    commands = [(name or "EVALSHA", *args) for args in argument_lists]
+    try:
+        expected = _redis_py(commands, connection)
+    except (DataError, UnicodeEncodeError, IndexError) as exc:
+        with pytest.raises(type(exc)):
+            pack_commands(commands, connection.encoder)
+        return
+    assert pack_commands(commands, connection.encoder) == expected
