@@ -287,5 +287,21 @@ async def test_whole_answers_on_a_real_server_keep_pipelined_requests_in_order(
     created, appended, head, read = answers
     assert b"\r\nlocation: " in created.lower() and created.endswith(b"\r\n\r\n")
     assert b"x-request-id: " in appended and appended.endswith(b"\r\n\r\n")
+    # Each common header once, those written out once (the security, instance and CORS
+    # headers) as much as those made per answer.
+    names = [line.split(b":")[0].lower() for line in appended.split(b"\r\n")[1:] if line]
+    assert len(names) == len(set(names)), names
+    for name in (
+        b"x-request-id",
+        b"x-chatscale-instance",
+        b"content-security-policy",
+        b"x-content-type-options",
+        b"access-control-allow-origin",
+        b"access-control-expose-headers",
+        b"cross-origin-resource-policy",
+        b"stream-next-offset",
+        b"date",
+    ):
+        assert name in names, name
     assert b"\r\ncontent-length: 0\r\n" in head and head.endswith(b"\r\n\r\n")
     assert b"connection: close\r\n" in read and read.endswith(b"\r\n\r\nabc"), raw
