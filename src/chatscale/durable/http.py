@@ -25,7 +25,7 @@ from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_q
 from chatscale.durable.sse import control_event, data_event
 from chatscale.durable.store import DurableStore
 from chatscale.server.express import Prepared
-from chatscale.server.protocol import BodyWriter, body_writer, header_lines
+from chatscale.server.protocol import BodyWriter, body_writer
 from chatscale.server.shortcut import body_send
 
 log = logging.getLogger("chatscale.durable")
@@ -66,18 +66,11 @@ class Answer(Prepared):
         self.status = status
         self.headers = headers or {}
 
-    fixed = header_lines(_COMMON_RAW)
-    fixed_names = frozenset(name for name, _ in _COMMON_RAW)
-
     def raw_headers(self) -> list[tuple[bytes, bytes]]:
-        raw = self.variable_headers()
-        raw.extend(_COMMON_RAW)
-        return raw
-
-    def variable_headers(self) -> list[tuple[bytes, bytes]]:
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         if self.status >= 200 and self.status not in (204, 304):
             raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
+        raw.extend(_COMMON_RAW)
         return raw
 
 

@@ -33,17 +33,9 @@ RawHeaderList = list[tuple[bytes, bytes]]
 
 class Prepared:
     """An answer whole before it is sent: a status, raw headers and a body. As an ASGI
-    application it sends them as two messages.
-
-    Headers the class puts on every answer may be given written out once: :attr:`fixed`
-    (:func:`chatscale.server.protocol.header_lines`), named in :attr:`fixed_names`;
-    :meth:`raw_headers` is then :meth:`variable_headers` and those."""
+    application it sends them as two messages."""
 
     __slots__ = ("body", "status")
-
-    #: The class's headers on every answer, written out; their names.
-    fixed: bytes = b""
-    fixed_names: frozenset[bytes] = frozenset()
 
     def __init__(self, body: bytes = b"", status: int = 200) -> None:
         self.body = body
@@ -52,10 +44,6 @@ class Prepared:
     def raw_headers(self) -> RawHeaderList:
         """The answer's headers, lower-case names, ``content-length`` included."""
         raise NotImplementedError
-
-    def variable_headers(self) -> RawHeaderList:
-        """:meth:`raw_headers` less the :attr:`fixed` ones."""
-        return self.raw_headers()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.send(send, self.raw_headers())
@@ -117,19 +105,9 @@ class ExpressLane:
                 answer = await self.responder.respond(scope, receive)
                 if isinstance(answer, Prepared):
                     head.started(answer.status)
-                    # The headers every answer carries go out written once (unless one of
-                    # the answer's is among those the common ones replace).
-                    if not (
-                        answer.fixed_names.isdisjoint(head.replaced)
-                        and send_whole(
-                            scope,
-                            answer.status,
-                            head.variable(answer.variable_headers()),
-                            answer.body,
-                            answer.fixed + head.fixed,
-                        )
-                    ):
-                        await answer.send(send, head.headers(answer.raw_headers()))
+                    headers = head.headers(answer.raw_headers())
+                    if not send_whole(scope, answer.status, headers, answer.body):
+                        await answer.send(send, headers)
                 else:
                     await answer(scope, receive, head.send)
             except Exception as exc:

@@ -19,7 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatscale import logcontext
 from chatscale.server.headers import response_headers
 from chatscale.server.metrics import RequestMetrics, ServerMetrics
-from chatscale.server.protocol import header_lines
 from chatscale.server.requestid import HEADER, request_id
 
 _INSTANCE = b"x-chatscale-instance"
@@ -33,12 +32,13 @@ class Head:
     :meth:`send` is ``send`` with these headers put on the head; an application that sends
     its head itself builds it with :meth:`headers` and says so with :meth:`started`."""
 
-    __slots__ = ("_send", "began", "common", "fixed", "head_at", "replaced", "request_id", "status")
+    __slots__ = ("_send", "began", "head_at", "own", "replaced", "request_id", "status")
 
-    def __init__(self, scope: Scope, common: _Common, send: Send) -> None:
+    def __init__(self, scope: Scope, instance: tuple[bytes, bytes], send: Send) -> None:
         self.began = time.perf_counter()
         self.request_id = request_id(scope)
-        self.replaced, self.common, self.fixed = common.of(scope["path"])
+        self.replaced, added = response_headers(scope["path"])
+        self.own = (instance, *added, (HEADER, self.request_id.encode()))
         #: 500 until a head goes out: an answer that never started counts as failed.
         self.status = 500
         self.head_at = 0.0
@@ -47,17 +47,9 @@ class Head:
     def headers(self, app_headers: RawHeaders) -> list[tuple[bytes, bytes]]:
         """The application's headers, less those the common ones replace, and the common
         ones."""
-        headers = self.variable(app_headers)
-        headers.extend(self.common)
-        return headers
-
-    def variable(self, app_headers: RawHeaders) -> list[tuple[bytes, bytes]]:
-        """What :meth:`headers` gives, less the common headers that are the same on every
-        answer to the path (the instance and security headers), which :attr:`fixed` holds
-        written out (:func:`chatscale.server.protocol.header_lines`)."""
         replaced = self.replaced
         headers = [h for h in app_headers if h[0].lower() not in replaced]
-        headers.append((HEADER, self.request_id.encode()))
+        headers.extend(self.own)
         return headers
 
     def started(self, status: int) -> None:
@@ -78,35 +70,16 @@ class Head:
         await self._send(message)
 
 
-class _Common:
-    """The common headers of each kind of path (:func:`response_headers`) with this
-    instance's, as pairs and written out once."""
-
-    def __init__(self, instance: tuple[bytes, bytes]) -> None:
-        self.instance = instance
-        self._kinds: dict[int, tuple[tuple[tuple[bytes, bytes], ...], bytes]] = {}
-
-    def of(self, path: str) -> tuple[frozenset[bytes], tuple[tuple[bytes, bytes], ...], bytes]:
-        """The names the common headers of ``path`` replace, the headers, and their lines."""
-        replaced, added = response_headers(path)
-        # ``added`` is one of a few constant tuples: its identity names the kind of path.
-        kind = self._kinds.get(id(added))
-        if kind is None:
-            common = (self.instance, *added)
-            kind = self._kinds[id(added)] = (common, header_lines(common))
-        return replaced, kind[0], kind[1]
-
-
 class ResponseHeads:
     """Makes each request's :class:`Head` and records its metrics when it is answered."""
 
     def __init__(self, instance_id: str, metrics: ServerMetrics) -> None:
-        self.common = _Common((_INSTANCE, instance_id.encode()))
+        self.instance = (_INSTANCE, instance_id.encode())
         self.metrics = RequestMetrics(metrics)
 
     def head(self, scope: Scope, send: Send) -> Head:
         """The :class:`Head` of an HTTP request."""
-        return Head(scope, self.common, send)
+        return Head(scope, self.instance, send)
 
     def done(self, scope: Scope, head: Head) -> None:
         """The request is answered (or failed): count and time it."""

@@ -22,7 +22,7 @@ import asyncio
 import http
 import json
 import weakref
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import uvicorn
@@ -102,29 +102,14 @@ def refused(headers: list[tuple[bytes, bytes]]) -> bool:
     )
 
 
-def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """``headers`` as lines of a response head (``name: value`` and CRLF each): a block
-    built once for headers every answer carries, which :func:`send_whole` then writes as it
-    is. ``ValueError`` if uvicorn would refuse one of them."""
-    pairs = list(headers)
-    if refused(pairs):
-        raise ValueError(f"a header uvicorn refuses: {pairs!r}")
-    return b"".join(name + b": " + value + b"\r\n" for name, value in pairs)
-
-
 def send_whole(
-    scope: MutableMapping[str, Any],
-    status: int,
-    headers: list[tuple[bytes, bytes]],
-    body: bytes,
-    fixed: bytes = b"",
+    scope: MutableMapping[str, Any], status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> bool:
     """Send a whole answer now, head and body in one write: what the ASGI ``send`` of its
     ``http.response.start`` and of one last ``http.response.body`` do, without their two
     coroutines, the header checks done one header at a time, and the held head's callback.
     ``headers`` have lower-case names and, unless ``status`` is 204 or 304, a
-    ``content-length`` that is the body's; ``fixed`` are more of them, already checked and
-    written out (:func:`header_lines`).
+    ``content-length`` that is the body's.
 
     ``False`` when nothing was sent and the caller sends as usual: the request did not come
     through :class:`GuardedHttpToolsProtocol`, its answer has started, the client has gone,
@@ -145,7 +130,7 @@ def send_whole(
     if refused(headers):
         return False
     lines = b"\r\n".join(map(b": ".join, (*cycle.default_headers, *headers)))
-    content = [STATUS_LINE[status], lines, b"\r\n", fixed]
+    content = [STATUS_LINE[status], lines, b"\r\n"]
     if not cycle.keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"\r\n")
