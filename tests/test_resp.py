@@ -51,6 +51,15 @@ def test_arguments_hiredis_does_not_take_pack_as_redis_py_packs_them() -> None:
     assert pack_commands([command], Connection().encoder) == _redis_py([command])
 
 
+def test_text_hiredis_cannot_encode_packs_with_the_connections_error_handling() -> None:
+    # A lone surrogate: strict UTF-8 refuses it; a connection that replaces sends "?".
+    connection = Connection(encoding_errors="replace")
+    command = ("SET", "k", "a\udc80b")
+    assert pack_commands([command], connection.encoder) == _redis_py([command], connection)
+    with pytest.raises(UnicodeEncodeError):
+        pack_commands([command], Connection().encoder)
+
+
 def test_the_connections_encoding_applies_to_text() -> None:
     connection = Connection(encoding="latin-1")
     command = ("SET", "k", "café")

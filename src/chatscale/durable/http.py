@@ -62,8 +62,7 @@ class Answer(Prepared):
     def __init__(
         self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None
     ) -> None:
-        self.body = body
-        self.status = status
+        super().__init__(body, status)
         self.headers = headers or {}
 
     def raw_headers(self) -> list[tuple[bytes, bytes]]:

@@ -5,10 +5,11 @@ every argument after a chain of type checks: for a script call of some fifteen a
 Durable Streams append) that was a fifth of the server's CPU per request
 (docs/benchmarks.md, Durable Streams). :func:`pack_commands` packs each command with
 hiredis's ``pack_command`` (C; hiredis is a dependency) when the connection encodes text as
-UTF-8, and otherwise, or for an argument hiredis does not take (``bytearray``,
-``memoryview``, an ``int`` subclass, ``bool``, ``None``), in Python with one join, handing
-every argument that is not ``bytes``, ``str`` or ``int`` to redis-py's own encoder. Either
-way the bytes are redis-py's, and what redis-py refuses is refused (tests/test_resp.py).
+strict UTF-8 (redis-py's default), and otherwise, or for an argument hiredis does not take
+(``bytearray``, ``memoryview``, an ``int`` subclass, ``bool``, ``None``), in Python with one
+join, handing every argument that is not ``bytes``, ``str`` or ``int`` to redis-py's own
+encoder. Either way the bytes are redis-py's, and what redis-py refuses is refused
+(tests/test_resp.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from hiredis import pack_command as _hiredis_pack
 
-#: The names redis-py's default encoding goes by; hiredis encodes text as UTF-8 only.
+#: The names redis-py's default encoding goes by.
 _UTF8 = frozenset({"utf-8", "utf8", "UTF-8", "UTF8"})
 
 
@@ -33,7 +34,10 @@ def pack_commands(commands: Iterable[Sequence[Any]], encoder: Any) -> bytes:
     """
     parts: list[bytes] = []
     append = parts.append
-    fast = _hiredis_pack if encoder.encoding in _UTF8 else None
+    # hiredis encodes text as strict UTF-8: any other encoding or error handling packs in
+    # Python, as redis-py would.
+    strict_utf8 = encoder.encoding in _UTF8 and encoder.encoding_errors == "strict"
+    fast = _hiredis_pack if strict_utf8 else None
     for command in commands:
         first = command[0]
         if isinstance(first, str):
