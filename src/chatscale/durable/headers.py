@@ -24,8 +24,6 @@ _MAX_SAFE_INT = 2**53 - 1
 class Headers(Protocol):
     """Case-insensitive header lookup: Starlette's ``Headers`` or :class:`RequestHeaders`."""
 
-    def getlist(self, key: str) -> list[str]: ...
-
     @overload
     def get(self, key: str) -> str | None: ...
 
@@ -65,10 +63,6 @@ class RequestHeaders:
     def has(self, key: str) -> bool:
         """Whether header ``key`` (lower case) is given."""
         return key in self._values
-
-    def getlist(self, key: str) -> list[str]:
-        """Every value of header ``key``, in the order received."""
-        return self._values.get(key.lower(), [])
 
     @overload
     def get(self, key: str) -> str | None: ...

@@ -8,11 +8,6 @@ from chatscale.durable.offsets import Offset
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
-# The values every append and read makes (a record, the request, the stream's info, the
-# result) are slotted dataclasses, not frozen ones: a frozen dataclass sets each field through
-# ``object.__setattr__``, and building them was a measurable share of an append's CPU
-# (docs/benchmarks.md, Durable Streams). They are never changed after they are built.
-
 
 def media_type(content_type: str) -> str:
     """``Text/Plain; charset=utf-8`` -> ``text/plain``: what stream content types compare by."""
@@ -58,6 +53,10 @@ class ForkSpec:
     sub_offset: int
 
 
+# The values every append and read makes (a record, the request, the stream's info, the
+# result) are slotted dataclasses, not frozen ones: a frozen dataclass sets each field through
+# ``object.__setattr__``, and building them was a measurable share of an append's CPU
+# (docs/benchmarks.md, Durable Streams). They are never changed after they are built.
 @dataclass(slots=True)
 class Record:
     """One append as stored: its bytes (for JSON streams the messages, compact, joined by
