@@ -78,8 +78,11 @@ BAD_CHATS: list[tuple[str, Any, dict[str, str], int, str]] = [
     ("max_tokens zero", b'{"message": "hi", "max_tokens": 0}', JSON, 422, "max_tokens"),
     ("max_tokens huge", b'{"message": "hi", "max_tokens": 10000001}', JSON, 422, "max_tokens"),
     ("system not string", b'{"message": "hi", "system": ["x"]}', JSON, 422, "system"),
-    ("deeply nested array", b"[" * 5_000, JSON, 400, "nested too deeply"),
-    ("deeply nested object", b'[{"a":' * 700, JSON, 400, "nested too deeply"),
+    # json's C scanner stops at the recursion limit on 3.11 and 3.12 ("...: nested too
+    # deeply"); 3.13's limit is far higher, and within the body bound it reads on to the
+    # missing value. A 400 either way (tests/server/test_edge.py: deeper, a larger bound).
+    ("deeply nested array", b"[" * 5_000, JSON, 400, "malformed JSON body"),
+    ("deeply nested object", b'[{"a":' * 700, JSON, 400, "malformed JSON body"),
 ]
 
 
