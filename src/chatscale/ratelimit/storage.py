@@ -22,10 +22,11 @@ from limits.aio.storage import (
     RedisStorage,
     Storage,
 )
-from redis.asyncio import BlockingConnectionPool, SSLConnection
+from redis.asyncio import BlockingConnectionPool
 
 from chatscale.config import RedisConfig
 from chatscale.redis.client import tls_kwargs
+from chatscale.redis.connections import PackingConnection, PackingSSLConnection
 from chatscale.redis.keepalive import KeepAlive, ping_deadline
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.uri import Topology
@@ -148,7 +149,8 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
         host=node.host,
         port=node.port,
         db=target.db,
-        **({"connection_class": SSLConnection, **tls} if tls else {}),
+        connection_class=PackingSSLConnection if tls else PackingConnection,
+        **tls,
         **options,
     )
     scheme = "async+rediss" if tls else "async+redis"

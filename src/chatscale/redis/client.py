@@ -16,7 +16,7 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from redis.asyncio import BlockingConnectionPool, Redis, SSLConnection
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -24,6 +24,13 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatscale.redis.connections import (
+    PackingConnection,
+    PackingSentinelConnection,
+    PackingSentinelSSLConnection,
+    PackingSSLConnection,
+    packing,
+)
 from chatscale.redis.sentinel import AgreedSentinelPool
 from chatscale.redis.uri import Topology
 
@@ -101,6 +108,13 @@ class BoundedRedisCluster(RedisCluster):
     ) -> None:
         super().__init__(*args, max_connections=max_connections, **kwargs)  # type: ignore[misc]
         self.bound = _Bounded(max_connections, pool_timeout_s)
+        # redis-py picks the nodes' connection class itself (no argument names it): swap in
+        # its packing twin before any node connects. The nodes manager builds every node
+        # it discovers from this same dict.
+        connection_class = packing(self.connection_kwargs["connection_class"])
+        self.connection_kwargs["connection_class"] = connection_class
+        for node in self.startup_nodes:
+            node.connection_class = connection_class
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.bound.slot(), _closed_writes_are_connection_errors():
@@ -203,17 +217,22 @@ def create_client(config: RedisConfig) -> AnyRedis:
             **kwargs,
         )
         assert target.service_name is not None
+        packing_class = (
+            PackingSentinelSSLConnection if config.tls is not None else PackingSentinelConnection
+        )
         master: Redis = sentinel.master_for(
             target.service_name,
             connection_pool_class=AgreedSentinelPool,
+            connection_class=packing_class,
             max_connections=config.max_connections,
             timeout=config.pool_timeout_s,
             db=target.db,
         )
         return master
     node = target.nodes[0]
+    kwargs["connection_class"] = PackingConnection
     if config.tls is not None:
-        kwargs.update(connection_class=SSLConnection, **tls)
+        kwargs.update(connection_class=PackingSSLConnection, **tls)
     pool = BlockingConnectionPool(
         max_connections=config.max_connections,
         timeout=config.pool_timeout_s,

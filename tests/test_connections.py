@@ -1,0 +1,142 @@
+"""chatscale.redis.connections: every client packs its commands with hiredis, on every
+topology, and Redis reads what redis-py would have sent."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
+from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.exceptions import DataError
+
+from chatscale.ratelimit import close_limits_storage, create_limits_storage
+from chatscale.redis import RedisConnection, connect
+from chatscale.redis.connections import (
+    PackingConnection,
+    PackingSentinelConnection,
+    PackingSSLConnection,
+    packing,
+)
+from chatscale.redis.uri import Topology
+from tests.conftest import redis_config, unique_prefix
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Commands as chatscale's stores send them, and the awkward cases of redis-py's packer.
+COMMANDS: list[tuple[Any, ...]] = [
+    ("GET", "chatscale:sessions:abc"),
+    ("SET", b"k", b"\r\n\x00\xff", "PX", 1500),
+    ("HSET", "h", "f", "é€😀", "n", -7, "x", 2.5),
+    ("EVALSHA", "a" * 40, 2, "k1", "k2", b"x" * 7000, 0),
+    ("CONFIG GET", "maxmemory"),
+    (b"CLIENT SETNAME", b"chatscale"),
+    ("SET", "k", memoryview(b"viewed")),
+    ("SET", "k", bytearray(b"array")),
+    ("XADD", "s", "MAXLEN", "~", 1000, "*", "d", b"{}"),
+]
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    return b"".join(bytes(p) for p in parts)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_the_packers_write_redis_pys_bytes(encoding: str) -> None:
+    ours, theirs = PackingConnection(encoding=encoding), Connection(encoding=encoding)
+    for command in COMMANDS:
+        try:
+            expected = _joined(theirs.pack_command(*command))
+        except UnicodeEncodeError:
+            assert encoding == "latin-1"
+            with pytest.raises(UnicodeEncodeError):
+                ours.pack_command(*command)
+            continue
+        assert _joined(ours.pack_command(*command)) == expected, command
+    fits = [c for c in COMMANDS if encoding == "utf-8" or c[0] != "HSET"]
+    assert _joined(ours.pack_commands(fits)) == _joined(theirs.pack_commands(fits))
+
+
+@pytest.mark.parametrize("value", [True, None, object()])
+def test_what_redis_py_refuses_is_refused(value: Any) -> None:
+    with pytest.raises(DataError):
+        Connection().pack_command("SET", "k", value)
+    with pytest.raises(DataError):
+        PackingConnection().pack_command("SET", "k", value)
+
+
+def test_each_class_has_its_twin() -> None:
+    assert packing(Connection) is PackingConnection
+    assert packing(SSLConnection) is PackingSSLConnection
+    assert packing(SentinelManagedConnection) is PackingSentinelConnection
+    assert packing(PackingConnection) is PackingConnection  # packs already
+    assert issubclass(PackingSSLConnection, SSLConnection)
+
+
+def _classes(conn: RedisConnection) -> set[type]:
+    """The connection classes ``conn``'s client builds (on Cluster: on every node)."""
+    client: Any = conn.client
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()
+        assert nodes
+        return {node.connection_class for node in nodes}
+    return {client.connection_pool.connection_class}
+
+
+async def _exercise(conn: RedisConnection) -> None:
+    """Single commands, a pipeline and pub/sub, with values packed in C and in Python."""
+    client: Any = conn.client
+    key, other = conn.keys.key("packed"), conn.keys.key("packed-list")
+    value = b"\r\n\x00\xff binary"
+    await client.set(key, value, px=60_000)
+    assert await client.get(key) == value
+    await client.hset(key + ":h", mapping={"text": "é€😀", "n": -7, "f": 2.5})
+    assert await client.hgetall(key + ":h") == {b"text": "é€😀".encode(), b"n": b"-7", b"f": b"2.5"}
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.rpush(other, memoryview(b"m"), bytearray(b"b"), 3)
+        pipe.lrange(other, 0, -1)
+        pipe.delete(key, key + ":h", other)
+        replies = await pipe.execute()
+    assert replies[1] == [b"m", b"b", b"3"]
+    pubsub = client.pubsub()
+    channel = conn.keys.key("packed-channel")
+    try:
+        await pubsub.subscribe(channel)
+        assert (await pubsub.get_message(timeout=5))["type"] == "subscribe"
+        await client.publish(channel, value)
+        async with asyncio.timeout(5):
+            while (message := await pubsub.get_message(timeout=1)) is None:
+                pass
+        assert message["data"] == value
+    finally:
+        await pubsub.aclose()
+
+
+async def test_every_topology_packs_with_hiredis(redis_conn: RedisConnection) -> None:
+    await _exercise(redis_conn)
+    sentinel = redis_conn.config.topology is Topology.SENTINEL
+    expected = PackingSentinelConnection if sentinel else PackingConnection
+    assert _classes(redis_conn) == {expected}
+
+
+async def test_tls_packs_with_hiredis(redis_tls: Any) -> None:
+    conn = await connect(
+        redis_config(redis_tls.url(), prefix=unique_prefix(), redis_ca=str(redis_tls.tls.ca_cert))
+    )
+    try:
+        await _exercise(conn)
+        assert _classes(conn) == {PackingSSLConnection}
+    finally:
+        await conn.close()
+
+
+async def test_the_standalone_rate_limit_storage_packs_with_hiredis(redis_standalone: Any) -> None:
+    storage = create_limits_storage(redis_config(redis_standalone.url(), prefix=unique_prefix()))
+    try:
+        assert await storage.check()
+        client: Any = storage.bridge.storage  # type: ignore[attr-defined]
+        assert client.connection_pool.connection_class is PackingConnection
+    finally:
+        await close_limits_storage(storage)
