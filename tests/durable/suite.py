@@ -2,20 +2,21 @@
 against a URL and reports the counts.
 
 The npm packages are installed with ``npm ci`` once per lock file into a cache outside the
-repository (``$CHATSCALE_NPM_CACHE`` or ``~/.cache/chatscale``). The suite's own CLI finds no
+repository (:mod:`tests.harness.npm`). The suite's own CLI finds no
 tests inside ``node_modules`` (vitest excludes that folder), so its ``dist/`` is copied out and
 its test runner renamed to a ``*.test.js`` file, which ``vitest run`` then finds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.harness.npm import installed
 
 HERE = Path(__file__).parent / "conformance"
 SUITE_PACKAGE = "@durable-streams/server-conformance-tests"
@@ -51,34 +52,15 @@ def node_tools_missing() -> str | None:
     return None
 
 
-def _cache_root() -> Path:
-    configured = os.environ.get("CHATSCALE_NPM_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "chatscale"
-
-
 def installed_suite() -> Path:
     """A directory holding ``node_modules`` for the pinned lock file (``npm ci`` if new)."""
-    lock = (HERE / "package-lock.json").read_bytes()
-    target = _cache_root() / f"ds-conformance-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if (target / "node_modules" / SUITE_PACKAGE / "dist").is_dir():
-        return target
-    staging = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copy(HERE / name, staging / name)
-    subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-        cwd=staging,
-        check=True,
-        capture_output=True,
-        timeout=RUN_TIMEOUT_S,
+    return installed(
+        HERE,
+        "ds-conformance",
+        f"node_modules/{SUITE_PACKAGE}/dist",
+        extra=["--ignore-scripts"],
+        timeout_s=RUN_TIMEOUT_S,
     )
-    if target.exists():  # another run finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        staging.rename(target)
-    return target
 
 
 def run_suite(url: str, workdir: Path) -> SuiteResult:

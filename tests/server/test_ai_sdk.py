@@ -11,9 +11,7 @@ arrives whole and once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -27,6 +25,7 @@ import pytest
 from chatscale.config import load_settings
 from chatscale.llm import ChatMessage
 from tests.conftest import unique_prefix
+from tests.harness.npm import installed
 from tests.server.helpers import ServerThread, expected
 from tests.server.procs import ServeProcess
 from tests.server.rig import SECRET
@@ -188,19 +187,7 @@ def _node_project() -> Path:
         )
     if (NODE_DIR / "node_modules" / "ai" / "package.json").exists():
         return NODE_DIR
-    lock = (NODE_DIR / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    target = cache / "chatscale" / f"ai-sdk-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / "ai" / "package.json").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copyfile(NODE_DIR / name, target / name)
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=target,
-            check=True,
-            timeout=300,
-        )
+    target = installed(NODE_DIR, "ai-sdk", "node_modules/ai/package.json", timeout_s=300)
     shutil.copyfile(NODE_DIR / SCRIPT, target / SCRIPT)
     return target
 
