@@ -17,7 +17,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 CHUNK_BYTES = 16
 STAMP_DIGITS = 13
@@ -246,3 +249,25 @@ class PrivateRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def plain_redis_py(config: Any) -> Redis:
+    """A standalone client of ``config`` (a ``RedisConfig``) as chatscale builds it (pool,
+    timeouts, retries), but with redis-py's own connection class, which packs commands in
+    Python: the plain redis-py baseline of the benchmarks (chatscale's clients pack with
+    hiredis, :mod:`chatscale.redis.connections`)."""
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.connection import Connection
+
+    from chatscale.redis import create_client
+    from chatscale.redis.connections import PackingConnection
+
+    pool: Any = create_client(config).connection_pool  # type: ignore[union-attr]
+    assert pool.connection_class is PackingConnection, "standalone, without TLS, only"
+    plain = BlockingConnectionPool(
+        connection_class=Connection,
+        max_connections=pool.max_connections,
+        timeout=pool.timeout,
+        **pool.connection_kwargs,
+    )
+    return Redis.from_pool(plain)

@@ -41,12 +41,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
-from bench._common import PrivateRedis, median, percentile  # noqa: E402
+from bench._common import PrivateRedis, median, percentile, plain_redis_py  # noqa: E402
 from redis.crc import key_slot  # noqa: E402
 
 from chatscale.cache import CacheFactory, CacheKeys, ClearOptions, clear_namespaces  # noqa: E402
 from chatscale.config import Settings, load_settings  # noqa: E402
-from chatscale.redis import RedisConnection, connect, create_client  # noqa: E402
+from chatscale.redis import RedisConnection, connect  # noqa: E402
 
 PREFIX = "bench"
 NS = CacheKeys.ROLES
@@ -107,7 +107,7 @@ async def k1_like(url: str, ops: int, runs: int, systems: list[str]) -> dict[str
     near_settings = _settings(url, near_cache_namespaces="ROLES", near_cache_ttl=3_600_000)
     assert settings.redis is not None
     connection = await connect(settings.redis)
-    plain = create_client(settings.redis)  # plain redis-py, same settings and pool
+    plain = plain_redis_py(settings.redis)  # same settings and pool, redis-py's packer
     factory = CacheFactory(settings, connection)
     near_factory = CacheFactory(near_settings, connection)
     try:
@@ -194,7 +194,7 @@ async def k2(url: str, ops: int, runs: int, tasks: int) -> dict[str, Any]:
     settings = _settings(url, redis_max_connections=tasks)
     assert settings.redis is not None
     connection = await connect(settings.redis)
-    plain = create_client(settings.redis)
+    plain = plain_redis_py(settings.redis)
     factory = CacheFactory(settings, connection)
     try:
         cache = factory.cache(NS)
