@@ -78,6 +78,9 @@ STOP_TIMEOUT_S = 5.0
 CLI_TIMEOUT_S = 15.0
 CLUSTER_CREATE_TIMEOUT_S = 60.0
 TOPOLOGY_TIMEOUT_S = 30.0
+#: How long one ``SENTINEL FAILOVER`` is waited for before the harness asks whether Sentinel
+#: gave it up (its failover-timeout, 5 s here, plus the switch's own seconds).
+_FAILOVER_ATTEMPT_S = 12.0
 _POLL_S = 0.05
 _START_ATTEMPTS = 4
 
@@ -1307,6 +1310,30 @@ class SentinelHandle:
         self.master, self.replica = new, old
         return new
 
+    def _failover_given_up(self, sentinel: RedisServer, old: RedisServer) -> bool:
+        """Whether ``sentinel`` runs no failover and still names ``old`` as master."""
+        with sentinel.client() as client:
+            state = client.execute_command("SENTINEL", "MASTER", self.service_name)
+        if isinstance(state, list):
+            state = dict(zip(state[::2], state[1::2], strict=True))
+        fields = {_text(k): _text(v) for k, v in state.items()}
+        return "failover_in_progress" not in fields.get("flags", "") and fields.get("port") == str(
+            old.port
+        )
+
+    def _ask_failover(self, sentinel: RedisServer, deadline: float) -> None:
+        while True:
+            try:
+                with sentinel.client() as client:
+                    client.execute_command("SENTINEL", "FAILOVER", self.service_name)
+                return
+            except ResponseError as exc:
+                # NOGOODSLAVE until Sentinel has fresh INFO from the replica;
+                # INPROG while a previous failover is being finished.
+                if time.monotonic() >= deadline:
+                    raise HarnessError(f"SENTINEL FAILOVER refused: {exc}") from exc
+                time.sleep(0.2)
+
     def failover(
         self,
         timeout: float = TOPOLOGY_TIMEOUT_S,
@@ -1325,19 +1352,23 @@ class SentinelHandle:
         live = [s for s in self.sentinels if s.running]
         if not live:
             raise HarnessError("no Sentinel is running")
-        while True:
-            try:
-                with live[0].client() as client:
-                    client.execute_command("SENTINEL", "FAILOVER", self.service_name)
-                break
-            except ResponseError as exc:
-                # NOGOODSLAVE until Sentinel has fresh INFO from the replica;
-                # INPROG while a previous failover is being finished.
-                if time.monotonic() >= deadline:
-                    raise HarnessError(f"SENTINEL FAILOVER refused: {exc}") from exc
-                time.sleep(0.2)
         old = self.master
-        new = self.wait_for_failover(max(1.0, deadline - time.monotonic()))
+        ask = True
+        while True:
+            if ask:
+                self._ask_failover(live[0], deadline)
+            try:
+                remaining = deadline - time.monotonic()
+                new = self.wait_for_failover(max(1.0, min(remaining, _FAILOVER_ATTEMPT_S)))
+                break
+            except HarnessError:
+                if time.monotonic() >= deadline:
+                    raise
+                # A failover Sentinel gave up on (``-failover-abort-slave-timeout``: the
+                # replica did not report its promotion within failover-timeout, seen when
+                # one failover followed another within seconds) is asked for again; one
+                # still under way is waited for (asking again would undo it).
+                ask = self._failover_given_up(live[0], old)
         if reconfigure_old_master and old.running:
             # Sentinel may be reconfiguring it at the same moment: its CLIENT KILL closes
             # this connection ("Connection closed by server"); then the role tells.
@@ -1504,3 +1535,7 @@ def iter_logs(servers: Iterable[RedisServer], lines: int = 15) -> Iterator[str]:
     """Log tails of several servers, for failure diagnostics."""
     for server in servers:
         yield f"=== {server.name} (port {server.port}) ===\n{server.log_tail(lines)}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
