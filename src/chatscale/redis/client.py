@@ -5,7 +5,7 @@ master every answering sentinel names: :mod:`chatscale.redis.sentinel`): a comma
 to ``REDIS_POOL_TIMEOUT`` for a free connection instead of failing at once (redis-py's
 default pool raises). redis-py's Cluster client has no waiting pool, so
 :class:`BoundedRedisCluster` bounds the commands in flight with a semaphore of the same size
-and wait.
+and wait. Every connection packs its commands with hiredis (:mod:`chatscale.redis.connections`).
 """
 
 from __future__ import annotations
