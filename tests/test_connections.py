@@ -12,7 +12,12 @@ from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import DataError
 
-from chatscale.ratelimit import close_limits_storage, create_limits_storage
+from chatscale.ratelimit import (
+    RateLimiter,
+    close_limits_storage,
+    create_limits_storage,
+    parse_limits,
+)
 from chatscale.redis import RedisConnection, connect
 from chatscale.redis.connections import (
     PackingConnection,
@@ -75,14 +80,18 @@ def test_each_class_has_its_twin() -> None:
     assert issubclass(PackingSSLConnection, SSLConnection)
 
 
-def _classes(conn: RedisConnection) -> set[type]:
-    """The connection classes ``conn``'s client builds (on Cluster: on every node)."""
-    client: Any = conn.client
+def _classes(client: Any) -> set[type]:
+    """The connection classes ``client`` builds (on Cluster: on every node)."""
     if isinstance(client, RedisCluster):
         nodes = client.get_nodes()
         assert nodes
         return {node.connection_class for node in nodes}
     return {client.connection_pool.connection_class}
+
+
+def _expected(conn: RedisConnection) -> type:
+    sentinel = conn.config.topology is Topology.SENTINEL
+    return PackingSentinelConnection if sentinel else PackingConnection
 
 
 async def _exercise(conn: RedisConnection) -> None:
@@ -116,9 +125,7 @@ async def _exercise(conn: RedisConnection) -> None:
 
 async def test_every_topology_packs_with_hiredis(redis_conn: RedisConnection) -> None:
     await _exercise(redis_conn)
-    sentinel = redis_conn.config.topology is Topology.SENTINEL
-    expected = PackingSentinelConnection if sentinel else PackingConnection
-    assert _classes(redis_conn) == {expected}
+    assert _classes(redis_conn.client) == {_expected(redis_conn)}
 
 
 async def test_tls_packs_with_hiredis(redis_tls: Any) -> None:
@@ -127,16 +134,31 @@ async def test_tls_packs_with_hiredis(redis_tls: Any) -> None:
     )
     try:
         await _exercise(conn)
-        assert _classes(conn) == {PackingSSLConnection}
+        assert _classes(conn.client) == {PackingSSLConnection}
     finally:
         await conn.close()
 
 
-async def test_the_standalone_rate_limit_storage_packs_with_hiredis(redis_standalone: Any) -> None:
-    storage = create_limits_storage(redis_config(redis_standalone.url(), prefix=unique_prefix()))
+async def test_the_rate_limit_storages_pack_with_hiredis(redis_conn: RedisConnection) -> None:
+    storage = create_limits_storage(redis_conn.config)
+    try:
+        assert await storage.check()
+        limiter = RateLimiter(storage, parse_limits("2/minute"), "packed")
+        assert [(await limiter.hit("u")).allowed for _ in range(3)] == [True, True, False]
+        client: Any = storage.bridge.storage  # type: ignore[attr-defined]
+        assert _classes(client) == {_expected(redis_conn)}
+    finally:
+        await close_limits_storage(storage)
+
+
+async def test_the_tls_rate_limit_storage_packs_with_hiredis(redis_tls: Any) -> None:
+    config = redis_config(
+        redis_tls.url(), prefix=unique_prefix(), redis_ca=str(redis_tls.tls.ca_cert)
+    )
+    storage = create_limits_storage(config)
     try:
         assert await storage.check()
         client: Any = storage.bridge.storage  # type: ignore[attr-defined]
-        assert client.connection_pool.connection_class is PackingConnection
+        assert _classes(client) == {PackingSSLConnection}
     finally:
         await close_limits_storage(storage)

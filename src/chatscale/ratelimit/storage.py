@@ -26,7 +26,13 @@ from redis.asyncio import BlockingConnectionPool
 
 from chatscale.config import RedisConfig
 from chatscale.redis.client import tls_kwargs
-from chatscale.redis.connections import PackingConnection, PackingSSLConnection
+from chatscale.redis.connections import (
+    PackingConnection,
+    PackingSentinelConnection,
+    PackingSentinelSSLConnection,
+    PackingSSLConnection,
+    pack_cluster,
+)
 from chatscale.redis.keepalive import KeepAlive, ping_deadline
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.uri import Topology
@@ -100,6 +106,13 @@ class ThrottledMemoryStorage(MemoryStorage):
                 self.locks.pop(key, None)
 
 
+def _sentinel_connection(tls: dict[str, Any]) -> dict[str, Any]:
+    """The connection class (and TLS) of the pools a ``limits`` Sentinel storage makes."""
+    if tls:
+        return {"connection_class": PackingSentinelSSLConnection, "ssl": True, **tls}
+    return {"connection_class": PackingSentinelConnection}
+
+
 def create_limits_storage(config: RedisConfig | None) -> Storage:
     """A ``limits`` async storage for ``config``'s topology; memory when ``config`` is None."""
     if config is None:
@@ -110,7 +123,7 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
     tls = tls_kwargs(config)
     hosts = ",".join(str(node) for node in target.nodes)
     if target.topology is Topology.CLUSTER:
-        return RedisClusterStorage(
+        cluster = RedisClusterStorage(
             f"async+redis+cluster://{hosts}",
             implementation="redispy",
             key_prefix=prefix,
@@ -119,6 +132,9 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
             **({"ssl": True, **tls} if tls else {}),
             **options,
         )
+        # redis-py's Cluster client, built and not connected yet (limits types it loosely).
+        pack_cluster(cluster.bridge.storage)  # type: ignore[attr-defined]
+        return cluster
     if target.topology is Topology.SENTINEL:
         assert target.service_name is not None
         sentinel_kwargs: dict[str, Any] = {
@@ -138,7 +154,7 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
             use_replicas=False,  # counters must be read where they are written
             sentinel_kwargs=sentinel_kwargs,
             db=target.db,
-            **({"ssl": True, **tls} if tls else {}),
+            **_sentinel_connection(tls),
             **options,
         )
     node = target.nodes[0]

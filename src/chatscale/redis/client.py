@@ -29,7 +29,7 @@ from chatscale.redis.connections import (
     PackingSentinelConnection,
     PackingSentinelSSLConnection,
     PackingSSLConnection,
-    packing,
+    pack_cluster,
 )
 from chatscale.redis.sentinel import AgreedSentinelPool
 from chatscale.redis.uri import Topology
@@ -108,13 +108,7 @@ class BoundedRedisCluster(RedisCluster):
     ) -> None:
         super().__init__(*args, max_connections=max_connections, **kwargs)  # type: ignore[misc]
         self.bound = _Bounded(max_connections, pool_timeout_s)
-        # redis-py picks the nodes' connection class itself (no argument names it): swap in
-        # its packing twin before any node connects. The nodes manager builds every node
-        # it discovers from this same dict.
-        connection_class = packing(self.connection_kwargs["connection_class"])
-        self.connection_kwargs["connection_class"] = connection_class
-        for node in self.startup_nodes:
-            node.connection_class = connection_class
+        pack_cluster(self)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.bound.slot(), _closed_writes_are_connection_errors():

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, cast
 
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
@@ -65,3 +66,17 @@ def packing(connection_class: type[_C]) -> type[_C]:
     """The packing twin of redis-py's ``connection_class`` (itself when it has none, e.g. a
     class of the caller's own or one that packs already)."""
     return cast(type[_C], _TWINS.get(connection_class, connection_class))
+
+
+def pack_cluster(client: RedisCluster) -> None:
+    """Make ``client``, not connected yet, build every node's connections with the packing
+    twin of the class it picked (plain or TLS).
+
+    redis-py's Cluster client takes no connection class: it picks one from ``ssl`` and keeps
+    it in its ``connection_kwargs``, from which its nodes manager builds every node it
+    discovers; the startup nodes were built from it already.
+    """
+    connection_class = packing(client.connection_kwargs["connection_class"])
+    client.connection_kwargs["connection_class"] = connection_class
+    for node in client.startup_nodes:
+        node.connection_class = connection_class
