@@ -1313,11 +1313,8 @@ class SentinelHandle:
     def _failover_given_up(self, sentinel: RedisServer, old: RedisServer) -> bool:
         """Whether ``sentinel`` runs no failover and still names ``old`` as master."""
         with sentinel.client() as client:
-            state = client.execute_command("SENTINEL", "MASTER", self.service_name)
-        if isinstance(state, list):
-            state = dict(zip(state[::2], state[1::2], strict=True))
-        fields = {_text(k): _text(v) for k, v in state.items()}
-        return "failover_in_progress" not in fields.get("flags", "") and fields.get("port") == str(
+            state = _pairs(client.execute_command("SENTINEL", "MASTER", self.service_name))
+        return "failover_in_progress" not in state.get("flags", "") and state.get("port") == str(
             old.port
         )
 
@@ -1535,7 +1532,3 @@ def iter_logs(servers: Iterable[RedisServer], lines: int = 15) -> Iterator[str]:
     """Log tails of several servers, for failure diagnostics."""
     for server in servers:
         yield f"=== {server.name} (port {server.port}) ===\n{server.log_tail(lines)}"
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
