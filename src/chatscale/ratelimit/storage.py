@@ -26,13 +26,7 @@ from redis.asyncio import BlockingConnectionPool
 
 from chatscale.config import RedisConfig
 from chatscale.redis.client import tls_kwargs
-from chatscale.redis.connections import (
-    PackingConnection,
-    PackingSentinelConnection,
-    PackingSentinelSSLConnection,
-    PackingSSLConnection,
-    pack_cluster,
-)
+from chatscale.redis.connections import pack_cluster, packing_class
 from chatscale.redis.keepalive import KeepAlive, ping_deadline
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.uri import Topology
@@ -106,13 +100,6 @@ class ThrottledMemoryStorage(MemoryStorage):
                 self.locks.pop(key, None)
 
 
-def _sentinel_connection(tls: dict[str, Any]) -> dict[str, Any]:
-    """The connection class (and TLS) of the pools a ``limits`` Sentinel storage makes."""
-    if tls:
-        return {"connection_class": PackingSentinelSSLConnection, "ssl": True, **tls}
-    return {"connection_class": PackingSentinelConnection}
-
-
 def create_limits_storage(config: RedisConfig | None) -> Storage:
     """A ``limits`` async storage for ``config``'s topology; memory when ``config`` is None."""
     if config is None:
@@ -147,6 +134,10 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
             sentinel_kwargs["password"] = config.sentinel_password
         if tls:
             sentinel_kwargs.update(ssl=True, **tls)
+        # For every pool the Sentinel client makes (its master's, its replicas').
+        pools: dict[str, Any] = {"connection_class": packing_class(tls=bool(tls), sentinel=True)}
+        if tls:
+            pools.update(ssl=True, **tls)
         return RedisSentinelStorage(
             f"async+redis+sentinel://{hosts}/{target.service_name}",
             implementation="redispy",
@@ -154,7 +145,7 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
             use_replicas=False,  # counters must be read where they are written
             sentinel_kwargs=sentinel_kwargs,
             db=target.db,
-            **_sentinel_connection(tls),
+            **pools,
             **options,
         )
     node = target.nodes[0]
@@ -165,7 +156,7 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
         host=node.host,
         port=node.port,
         db=target.db,
-        connection_class=PackingSSLConnection if tls else PackingConnection,
+        connection_class=packing_class(tls=bool(tls)),
         **tls,
         **options,
     )

@@ -24,13 +24,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatscale.redis.connections import (
-    PackingConnection,
-    PackingSentinelConnection,
-    PackingSentinelSSLConnection,
-    PackingSSLConnection,
-    pack_cluster,
-)
+from chatscale.redis.connections import pack_cluster, packing_class
 from chatscale.redis.sentinel import AgreedSentinelPool
 from chatscale.redis.uri import Topology
 
@@ -211,22 +205,17 @@ def create_client(config: RedisConfig) -> AnyRedis:
             **kwargs,
         )
         assert target.service_name is not None
-        packing_class = (
-            PackingSentinelSSLConnection if config.tls is not None else PackingSentinelConnection
-        )
         master: Redis = sentinel.master_for(
             target.service_name,
             connection_pool_class=AgreedSentinelPool,
-            connection_class=packing_class,
+            connection_class=packing_class(tls=config.tls is not None, sentinel=True),
             max_connections=config.max_connections,
             timeout=config.pool_timeout_s,
             db=target.db,
         )
         return master
     node = target.nodes[0]
-    kwargs["connection_class"] = PackingConnection
-    if config.tls is not None:
-        kwargs.update(connection_class=PackingSSLConnection, **tls)
+    kwargs.update(connection_class=packing_class(tls=config.tls is not None), **tls)
     pool = BlockingConnectionPool(
         max_connections=config.max_connections,
         timeout=config.pool_timeout_s,

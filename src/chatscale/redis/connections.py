@@ -68,6 +68,14 @@ def packing(connection_class: type[_C]) -> type[_C]:
     return cast(type[_C], _TWINS.get(connection_class, connection_class))
 
 
+def packing_class(*, tls: bool, sentinel: bool = False) -> type[AbstractConnection]:
+    """The packing connection class of a standalone (or, with ``sentinel``, a
+    Sentinel-managed) pool, over TLS or not."""
+    if sentinel:
+        return PackingSentinelSSLConnection if tls else PackingSentinelConnection
+    return PackingSSLConnection if tls else PackingConnection
+
+
 def pack_cluster(client: RedisCluster) -> None:
     """Make ``client``, not connected yet, build every node's connections with the packing
     twin of the class it picked (plain or TLS).
