@@ -98,6 +98,8 @@ async def test_answer_survives_a_cut_connection_exactly_once(browser: Any) -> No
             await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
             reloaded = await page.locator(".msg.assistant").last.get_attribute("data-raw")
             assert reloaded == shown
+            # The list comes by a request of its own, which may end after the messages'.
+            await page.wait_for_selector("#conversations li", timeout=10_000)
             assert await page.locator("#conversations li").count() == 1
             await context.close()
         finally:
