@@ -9,16 +9,22 @@ import gc
 import http.client
 import time
 
+import httpx
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from chatscale.config import load_settings
+from chatscale.server.sse import EventStream
 from tests.server.helpers import ServerThread
 
 BASE = "/v1/stream"
 
 
+def _alive(kind: type) -> int:
+    return sum(isinstance(o, kind) for o in gc.get_objects())
+
+
 def _cycles_alive() -> int:
-    return sum(isinstance(o, RequestResponseCycle) for o in gc.get_objects())
+    return _alive(RequestResponseCycle)
 
 
 def test_answered_requests_leave_no_reference_cycle() -> None:
@@ -55,3 +61,26 @@ def test_answered_requests_leave_no_reference_cycle() -> None:
     assert statuses[:2] == [201, 204] and statuses[21] == 409 and statuses[-1] == 404
     # The kept-alive connection holds its last request's cycle; every other one is freed.
     assert alive <= 1, f"{alive} request cycles wait for the garbage collector"
+
+
+def test_answered_chats_leave_no_reference_cycle() -> None:
+    # The chat's event stream, its pump task and the answer's objects; a class made per
+    # response (one was) is itself a cycle and held them all.
+    settings = load_settings(demo_response_tokens=5, demo_tokens_per_second=1000)
+    with ServerThread(settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        gc.collect()
+        gc.disable()
+        try:
+            texts = []
+            for _ in range(5):
+                started = client.post("/api/chat", json={"message": "hi"}).json()
+                with client.stream("GET", f"/api/chat/stream/{started['stream_id']}") as answer:
+                    texts.append("".join(answer.iter_text()))
+            deadline = time.monotonic() + 5
+            while _alive(EventStream) > 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            alive = _alive(EventStream)
+        finally:
+            gc.enable()
+    assert all("event: done" in text for text in texts), texts
+    assert alive == 0, f"{alive} event streams wait for the garbage collector"

@@ -244,16 +244,27 @@ def _respond(
 
 def sse_response(svc: Services, stream: EventStream) -> Response:
     """``stream`` as the route's response, counted in the open event streams metric."""
+    return _CountedStream(svc, stream)
 
-    class _Asgi(Response):
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            svc.metrics.open_sse += 1
-            try:
-                await stream(scope, receive, send)
-            finally:
-                svc.metrics.open_sse -= 1
 
-    return _Asgi()
+class _CountedStream(Response):
+    """An event stream counted in the open event streams metric while it runs.
+
+    A class of its own, not one made per response: a class is a reference cycle, and one
+    per stream held each stream's objects for the garbage collector."""
+
+    def __init__(self, svc: Services, stream: EventStream) -> None:
+        super().__init__()
+        self.svc = svc
+        self.stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        metrics = self.svc.metrics
+        metrics.open_sse += 1
+        try:
+            await self.stream(scope, receive, send)
+        finally:
+            metrics.open_sse -= 1
 
 
 async def _empty_frames() -> AsyncIterator[bytes]:
