@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from chatscale.redis import RedisConnection, connect
+from chatscale.server.chat import store_answer_retrying
 from chatscale.server.events import SessionEvents
 from chatscale.server.idempotency import (
     MemoryIdempotencyStore,
@@ -255,3 +256,43 @@ async def test_regenerating_drops_the_last_answer_once_on_every_topology(
     assert await store.store_answer(user, conversation, "s1", answer) is False  # stays dropped
     found = await store.get(user, conversation)
     assert [m["role"] for m in found["messages"]] == ["user"]
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.timeout(120)
+async def test_an_answer_is_stored_across_a_cluster_down_spell(cluster_factory: Any) -> None:
+    # While a slot has no master it can serve from (a failover's few seconds), commands on
+    # it are answered CLUSTERDOWN, and redis-py gives up after REDIS_RETRY_MAX_ATTEMPTS.
+    # The answer's store must outlast that (it once logged the error and lost the answer).
+    # Here the slot's master forgets it serves the slot (so it answers CLUSTERDOWN, while
+    # the other nodes still send the client to it), then takes it back.
+    cluster = cluster_factory(replicas_per_master=0)
+    connection = await connect(
+        redis_config(",".join(cluster.urls()), prefix=unique_prefix(), redis_retry_max_attempts=1)
+    )
+    try:
+        store = RedisConversationStore(connection, 3600)
+        await store.add_user_message(
+            "u1", "c1", {"role": "user", "content": "hi", "created_at": 1.0}, title="hi"
+        )
+        key = connection.keys.conversation("u1", "c1", "msgs")
+        with cluster.nodes[0].client() as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        owner = next(r[2][1] for r in ranges if r[0] <= slot <= r[1])
+        master = next(n for n in cluster.nodes if n.port == owner)
+        with master.client() as client:
+            client.execute_command("CLUSTER", "DELSLOTS", slot)
+        answer = {"role": "assistant", "content": "hello", "created_at": 2.0, "stream_id": "s1"}
+        storing = asyncio.create_task(store_answer_retrying(store, "u1", "c1", "s1", answer))
+        await asyncio.sleep(2)
+        assert not storing.done(), "the store gave up while the slot had no master"
+        with master.client() as client:
+            client.execute_command("CLUSTER", "ADDSLOTS", slot)
+        assert await asyncio.wait_for(storing, 30) is True
+        conversation = await store.get("u1", "c1")
+        assert conversation is not None
+        assert [m["content"] for m in conversation["messages"]] == ["hi", "hello"]
+    finally:
+        await connection.close()

@@ -17,11 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from chatscale.db.errors import TRANSIENT_DB_ERRORS
 from chatscale.llm import ChatMessage, Chunk, CompletionRequest, Provider, ProviderRegistry
+from chatscale.redis.transient import TRANSIENT_REDIS_ERRORS
 from chatscale.server.events import SessionEvents
 from chatscale.server.statuses import end_status
 from chatscale.server.store import ConversationStore, Message, title_of
@@ -40,12 +38,7 @@ Measure = Callable[[str, AsyncIterator[Chunk]], AsyncIterator[Chunk]]
 _STORE_RETRY_S = 30.0
 _STORE_RETRY_FIRST_S = 0.1
 #: Failures of the conversation store that a retry gets past (failover, restart).
-_TRANSIENT: tuple[type[Exception], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    TimeoutError,
-    *TRANSIENT_DB_ERRORS,
-)
+_TRANSIENT: tuple[type[Exception], ...] = (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS)
 
 
 class ConversationNotFound(Exception):
@@ -412,25 +405,38 @@ class ChatService:
     async def _store_answer(
         self, user: str, conversation_id: str, stream_id: str, message: Message
     ) -> None:
-        """Store the answer, retrying transient failures (a Cluster master failing over
-        holds the conversation's slot for a few seconds): storing is idempotent per
-        stream, and this instance is the only one that records it."""
-        delay = _STORE_RETRY_FIRST_S
-        deadline = time.monotonic() + _STORE_RETRY_S
-        while True:
-            try:
-                await self.conversations.store_answer(user, conversation_id, stream_id, message)
-                return
-            except _TRANSIENT as exc:
-                if time.monotonic() + delay > deadline:
-                    log.error("cannot store the answer of stream %s: %s", stream_id, exc)
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
-            except Exception:
-                log.exception("cannot store the answer of stream %s", stream_id)
-                return
+        await store_answer_retrying(self.conversations, user, conversation_id, stream_id, message)
 
     async def close(self) -> None:
         """Let answers being stored finish (briefly), then cancel the rest."""
         await self._background.close(grace=2.0)
+
+
+async def store_answer_retrying(
+    conversations: ConversationStore,
+    user: str,
+    conversation_id: str,
+    stream_id: str,
+    message: Message,
+    *,
+    within_s: float = _STORE_RETRY_S,
+) -> bool:
+    """Store a finished answer, retrying transient failures for up to ``within_s`` (a
+    Cluster master failing over holds the conversation's slot for a few seconds): storing
+    is idempotent per stream, and one instance records it. Whether it was stored (a failure
+    is logged, never raised: the answer's stream still holds it until it expires)."""
+    delay = _STORE_RETRY_FIRST_S
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await conversations.store_answer(user, conversation_id, stream_id, message)
+            return True
+        except _TRANSIENT as exc:
+            if time.monotonic() + delay > deadline:
+                log.error("cannot store the answer of stream %s: %r", stream_id, exc)
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        except Exception:
+            log.exception("cannot store the answer of stream %s", stream_id)
+            return False

@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 from chatscale.failures import FailureLog
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.sentinel import AgreedSentinelPool, SentinelsDisagree
+from chatscale.redis.transient import TRANSIENT_REDIS_ERRORS
 from chatscale.streams.scripts import BEAT
 from chatscale.tasks import stop_task
 
@@ -136,6 +137,8 @@ class Liveness:
             return
         try:
             info: dict[str, Any] = await self.client.info("replication")
+        except TRANSIENT_REDIS_ERRORS:
+            raise  # an error reply of a failover is no refusal: asked again at the next beat
         except ResponseError as exc:  # an ACL user without INFO: no replica waits
             log.warning("cannot read INFO replication (%s); not waiting for replicas", exc)
             self._info_allowed = False

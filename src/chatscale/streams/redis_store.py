@@ -15,12 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.replication import WAIT_MS
+from chatscale.redis.transient import TRANSIENT_REDIS_ERRORS
 from chatscale.streams import codec
 from chatscale.streams.metrics import StreamMetrics
 from chatscale.streams.model import Event, JobStatus
@@ -103,7 +102,7 @@ class JobStore:
         while True:
             try:
                 result = await fn(*args, **kwargs)
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError):
+            except TRANSIENT_REDIS_ERRORS:
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + _READ_RETRY_S
@@ -147,7 +146,9 @@ class JobStore:
                 pipe.time()
                 pipe.execute_command("WAIT", wanted, WAIT_MS)
                 (seconds, micros), count = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, TimeoutError):
+        except TRANSIENT_REDIS_ERRORS:
+            # Before the refusal below: a Cluster failing over answers CLUSTERDOWN, an
+            # error reply too, and it says nothing of the replicas.
             return 0, 0.0
         except ResponseError:
             # Not allowed to ask (an ACL without TIME or WAIT): as if every replica had it,
