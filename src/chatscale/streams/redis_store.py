@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.replication import WAIT_MS
@@ -147,13 +147,17 @@ class JobStore:
                 pipe.execute_command("WAIT", wanted, WAIT_MS)
                 (seconds, micros), count = await pipe.execute()
         except TRANSIENT_REDIS_ERRORS:
-            # Before the refusal below: a Cluster failing over answers CLUSTERDOWN, an
-            # error reply too, and it says nothing of the replicas.
             return 0, 0.0
-        except ResponseError:
-            # Not allowed to ask (an ACL without TIME or WAIT): as if every replica had it,
-            # which is how the stream heartbeat treats a user without INFO.
-            return wanted, 0.0
+        except ResponseError as exc:
+            if isinstance(exc, NoPermissionError) or "unknown command" in str(exc).lower():
+                # Not allowed to ask (an ACL without TIME or WAIT, a renamed command): as
+                # if every replica had it, which is how the stream heartbeat treats a user
+                # without INFO.
+                return wanted, 0.0
+            # Any other error reply says nothing of the replicas: the connection may be on
+            # a demoted master ("WAIT cannot be used with replica instances"), whose
+            # writes the new master may not have.
+            return 0, 0.0
         self.metrics.redis_round_trips += 1
         return int(count), int(seconds) + int(micros) / 1e6
 
