@@ -36,6 +36,7 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from chatscale.server.bodylimit import BODY_RECEIVED, LINGER_S
+from chatscale.server.corked import CorkedTransport, turn_writer
 from chatscale.server.headers import SECURITY_HEADERS
 
 #: Where the protocol keeps (a weak reference to) a request's response cycle in its scope.
@@ -141,7 +142,7 @@ def send_whole(
     cycle.waiting_for_100_continue = False
     transport = cycle.transport
     if isinstance(transport, HeadHoldingTransport):
-        transport.write_now(b"".join(content))
+        transport.write_later(b"".join(content))
     else:
         transport.write(b"".join(content))
     cycle.message_event.set()
@@ -184,7 +185,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._closer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # Whole answers wait for the end of the loop's turn (chatscale.server.corked); every
+        # write of the protocol and of its response cycles goes through the same wrapper.
+        super().connection_made(CorkedTransport(transport, turn_writer(self.loop)))
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -344,6 +347,21 @@ class HeadHoldingTransport:
             return
         self._held = None
         self._transport.writelines((held, data))
+
+    def write_later(self, data: bytes) -> None:
+        """Send ``data``, after what is held, at the end of this turn of the loop when the
+        connection's transport can wait (:class:`chatscale.server.corked.CorkedTransport`),
+        else now."""
+        self._first = False
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        transport = self._transport
+        if isinstance(transport, CorkedTransport):
+            transport.write_later(data)
+        else:
+            transport.write(data)
 
     def flush(self) -> None:
         """Send what is held now."""
