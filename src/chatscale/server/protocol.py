@@ -13,7 +13,9 @@ timer), and answers its errors, like uvicorn's own 400, as JSON. Bodies are boun
 It also sends each response's head together with the first part of its body: uvicorn
 writes them to the socket one after the other, and on a small answer that second write (a
 system call, a TCP segment, a wake-up of the client) was a sizeable share of the server's
-CPU per request (docs/benchmarks.md, h2). See :class:`HeadHoldingTransport`.
+CPU per request (docs/benchmarks.md, h2). See :class:`HeadHoldingTransport`. And a whole
+answer (:func:`send_whole`) waits for the end of the event loop's turn, to go out with the
+turn's other answers (:mod:`chatscale.server.corked`).
 """
 
 from __future__ import annotations
