@@ -5,6 +5,8 @@ connection."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from chatscale.server.corked import CorkedTransport, turn_writer
 from chatscale.server.protocol import HeadHoldingTransport
@@ -78,3 +80,15 @@ async def test_a_held_head_and_its_answer_wait_together() -> None:
     assert recorder.writes == []
     await asyncio.sleep(0)
     assert recorder.writes == [[b"100 Continuewhole answer"]]
+
+
+def test_a_loop_that_is_gone_is_not_kept() -> None:
+    # The writers are kept per loop, weakly: a writer holding its loop would keep every
+    # closed loop (each test's, each worker's) alive.
+    loop = asyncio.new_event_loop()
+    turn_writer(loop)
+    gone = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert gone() is None

@@ -6,7 +6,8 @@ peer. An event loop answers a burst of requests one task after another, some ten
 microseconds apart: each answer found its peer asleep again and paid a wake-up, charged
 to the server's write. Held until the turn's tasks have run and then written one after the
 other, a burst's answers reach peers that are still awake from the first
-(docs/benchmarks.md, Durable Streams: 14 % less CPU per append, and shorter latencies).
+(docs/benchmarks.md, Durable Streams: 10 % less CPU per append in memory, and shorter
+latencies).
 
 :class:`CorkedTransport` wraps a connection's transport: :meth:`CorkedTransport.write_later`
 queues an answer for the end of the turn (one callback per loop and turn,
@@ -28,13 +29,17 @@ class TurnWriter:
     __slots__ = ("_due", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: the writers are kept per loop in a WeakKeyDictionary, whose entry a
+        # strong reference to its own key would keep for ever (every closed loop, with it).
+        self._loop = weakref.ref(loop)
         self._due: list[CorkedTransport] = []
 
     def due(self, transport: CorkedTransport) -> None:
         """``transport`` has something queued: send it at the end of this turn."""
         if not self._due:
-            self._loop.call_soon(self._flush)
+            loop = self._loop()
+            assert loop is not None  # called from the loop's own callbacks
+            loop.call_soon(self._flush)
         self._due.append(transport)
 
     def _flush(self) -> None:
