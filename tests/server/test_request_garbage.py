@@ -23,10 +23,6 @@ def _alive(kind: type) -> int:
     return sum(isinstance(o, kind) for o in gc.get_objects())
 
 
-def _cycles_alive() -> int:
-    return _alive(RequestResponseCycle)
-
-
 def test_answered_requests_leave_no_reference_cycle() -> None:
     settings = load_settings(durable_streams=True, durable_streams_auth="none")
     requests = [
@@ -52,9 +48,9 @@ def test_answered_requests_leave_no_reference_cycle() -> None:
                 statuses.append(answer.status)
             # The last answer is out before its request has quite ended on the server.
             deadline = time.monotonic() + 5
-            while _cycles_alive() > 1 and time.monotonic() < deadline:
+            while _alive(RequestResponseCycle) > 1 and time.monotonic() < deadline:
                 time.sleep(0.02)
-            alive = _cycles_alive()
+            alive = _alive(RequestResponseCycle)
         finally:
             gc.enable()
             connection.close()

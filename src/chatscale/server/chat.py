@@ -391,7 +391,7 @@ class ChatService:
         }
         if error:
             message["error"] = error
-        await self._store_answer(user, conversation_id, stream_id, message)
+        await store_answer_retrying(self.conversations, user, conversation_id, stream_id, message)
         await self.events.publish(
             user,
             "ended",
@@ -401,11 +401,6 @@ class ChatService:
                 "status": message["status"],
             },
         )
-
-    async def _store_answer(
-        self, user: str, conversation_id: str, stream_id: str, message: Message
-    ) -> None:
-        await store_answer_retrying(self.conversations, user, conversation_id, stream_id, message)
 
     async def close(self) -> None:
         """Let answers being stored finish (briefly), then cancel the rest."""
