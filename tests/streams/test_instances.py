@@ -324,6 +324,41 @@ async def test_an_exhausted_pool_delays_subscribers_never_fails_them(
         assert events[-1].type == "done" and events[-1].data["text"] == "hello world"
 
 
+async def test_a_burst_of_subscribers_shares_the_reads_connection(
+    standalone_streams: MakeManager,
+) -> None:
+    # A redeploy's reconnections: 200 subscribers (20 on each of 10 jobs) arrive at once.
+    # Their job and log reads share round trips on one held connection; each used to check
+    # out (and first open) a pool connection of its own.
+    writer = await standalone_streams()
+    reader = await standalone_streams()
+    assert isinstance(reader, RedisStreamManager)
+    producers = [await writer.create(owner="u") for _ in range(10)]
+    for producer in producers:
+        await producer.delta("hello ")
+    pool: Any = reader.client.connection_pool
+
+    def opened() -> int:
+        return len(pool._available_connections) + len(pool._in_use_connections)
+
+    before = opened()
+    subscribers = [
+        asyncio.create_task(collect(reader, producer.job_id, within=20))
+        for producer in producers
+        for _ in range(20)
+    ]
+    async with asyncio.timeout(10):
+        while reader.metrics.subscribers < len(subscribers):  # noqa: ASYNC110 - a counter
+            await asyncio.sleep(0.01)
+    for producer in producers:
+        await producer.delta("world")
+        await producer.complete()
+    for events in await asyncio.gather(*subscribers):
+        check_ids(events)
+        assert events[-1].type == "done" and events[-1].data["text"] == "hello world"
+    assert opened() - before <= 2  # the reads' line (and the hub's, if it was not open)
+
+
 async def test_a_silent_job_is_reread_less_and_less_often(standalone_streams: MakeManager) -> None:
     # STREAM_LEASE_TTL 1 s and 500 ms blocking reads: the reader checks for silence about
     # every 500 ms. Without backing off, each of the 5 subscribers would re-read the job

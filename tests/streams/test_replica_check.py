@@ -17,13 +17,13 @@ from tests.conftest import unique_prefix
 
 
 def _store(client: Any) -> JobStore:
-    return JobStore(client, KeySpace(unique_prefix()), StreamMetrics())
+    return JobStore(client, KeySpace(unique_prefix()), StreamMetrics(), timeout_s=5)
 
 
 async def test_a_master_without_replicas_counts_none(redis_standalone: Any) -> None:
     client = aioredis.Redis(host="127.0.0.1", port=redis_standalone.port)
     try:
-        count, now = await _store(client).replicated(1)
+        count, now = await _store(client).replicated(1, "k")
     finally:
         await client.aclose()
     assert count == 0 and now > 1_700_000_000
@@ -39,7 +39,7 @@ async def test_a_user_who_may_not_ask_counts_every_replica(redis_standalone: Any
         host="127.0.0.1", port=redis_standalone.port, username=user, password=secret
     )
     try:
-        assert await _store(client).replicated(2) == (2, 0.0)
+        assert await _store(client).replicated(2, "k") == (2, 0.0)
     finally:
         await client.aclose()
         with redis_standalone.client() as admin:
@@ -53,6 +53,6 @@ async def test_a_replica_asked_counts_none(redis_sentinel: Any) -> None:
     replica = redis_sentinel.replica
     client = aioredis.Redis(host="127.0.0.1", port=replica.port, password=redis_sentinel.password)
     try:
-        assert await _store(client).replicated(1) == (0, 0.0)
+        assert await _store(client).replicated(1, "k") == (0, 0.0)
     finally:
         await client.aclose()

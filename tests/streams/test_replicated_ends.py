@@ -81,16 +81,30 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
         async with asyncio.timeout(5):
             await first.wait()
         os.kill(replica.pid, signal.SIGSTOP)
+        late_events: list[Event] = []
+
+        async def follow_late() -> None:
+            async for event in manager.subscribe(producer.job_id):
+                late_events.append(event)
+
         try:
             ending = asyncio.ensure_future(producer.complete())
+            await asyncio.sleep(0.5)
+            # A subscriber that reads the log now finds the end stored on the master only
+            # (as a re-read of a subscription that was behind or lost messages would).
+            late = asyncio.ensure_future(follow_late())
             await asyncio.sleep(1.0)
             assert not any(e.final for e in events), "told done before a replica had it"
+            assert not any(e.final for e in late_events), "read done before a replica had it"
             assert not producer.final_stored
         finally:
             os.kill(replica.pid, signal.SIGCONT)
         # Told at once (not found later by a silent subscription's re-read of the log).
         async with asyncio.timeout(1.5):
             await follower
+        async with asyncio.timeout(5):
+            await late
+        assert late_events[-1].final and late_events[-1].data["text"] == "hello "
         async with asyncio.timeout(10):
             await ending
         assert events[-1].final and events[-1].type == "done"

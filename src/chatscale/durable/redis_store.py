@@ -32,7 +32,7 @@ from chatscale.durable.model import (
 from chatscale.durable.offsets import Offset
 from chatscale.durable.store import woken_or_timed_out
 from chatscale.redis.connection import RedisConnection
-from chatscale.redis.group import ScriptCalls
+from chatscale.redis.group import SharedCalls
 from chatscale.streams.redis_hub import Hub, Listener
 from chatscale.streams.scripts import LuaScript
 
@@ -71,10 +71,10 @@ class RedisDurableStore:
         self._watches: dict[str, _Watch] = {}
         # Concurrent requests' scripts share round trips on one connection (per node on
         # Cluster).
-        self._calls = ScriptCalls(self.client, redis.config.socket_timeout_s)
+        self._calls = SharedCalls(self.client, redis.config.socket_timeout_s)
 
     async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        return await self._calls(script, keys, args)
+        return await self._calls.script(script, keys, args)
 
     async def start(self) -> None:
         """Nothing to prepare: scripts load on first use, channels on first wait."""

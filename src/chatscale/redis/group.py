@@ -1,13 +1,16 @@
-"""Group commit of Lua script calls: the calls of concurrent callers share round trips on one
-held connection.
+"""Group commit: the Lua script calls and commands of concurrent callers share round trips
+on one held connection.
 
 The Durable Streams store on Redis makes one script call per request, and through the
 client each took a pool checkout and release, a retry wrapper and a task per socket write:
 more of the server's CPU than the rest of the request (docs/benchmarks.md, Durable Streams).
-:class:`ScriptCalls` sends every call on a :class:`~chatscale.redis.line.Line`. One round
+A burst of stream subscribers (a redeploy's reconnections) reads a job hash and a log each,
+and through the client those reads checked out, and first opened, a pool connection apiece.
+:class:`SharedCalls` sends every call on a :class:`~chatscale.redis.line.Line`. One round
 trip is in flight at a time; the calls made while it is pass go together in the next, so a
 busy server sends many calls per round trip and an idle one waits for nothing: no window,
-no timer. Each call still runs as its own script, in the order the calls were made.
+no timer. Each call still runs as its own script or command, in the order the calls were
+made.
 
 On Cluster the calls of a round trip are grouped by the node their slot is on, one line per
 node, the nodes' round trips at once. A call a node does not take (its slot moved,
@@ -44,7 +47,39 @@ class Script(Protocol):
     async def __call__(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any: ...
 
 
-_Call = tuple[Script, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+class _Call:
+    """One caller's script call (``script`` set) or command (``script`` is ``None``; the
+    command is ``args``), the key its slot is routed by, and the caller's future."""
+
+    __slots__ = ("args", "future", "key", "keys", "script")
+
+    def __init__(
+        self,
+        script: Script | None,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.future = future
+        self.key = keys[0]
+
+    def command(self) -> Sequence[Any]:
+        """What goes on the wire."""
+        script = self.script
+        if script is None:
+            return self.args
+        return ("EVALSHA", script.sha, len(self.keys), *self.keys, *self.args)
+
+    async def through(self, client: Any) -> Any:
+        """The call made through ``client`` (which applies its reply callbacks)."""
+        if self.script is None:
+            return await client.execute_command(*self.args)
+        return await self.script(client, self.keys, self.args)
+
+
 #: Error replies of a Cluster node that does not serve the call's slot (now).
 _ELSEWHERE = (MovedError, AskError, TryAgainError, ClusterDownError)
 
@@ -62,11 +97,15 @@ class _NodePool:
         self._node.release(connection)
 
 
-class ScriptCalls:
-    """Runs script calls of many callers on one connection of ``client``'s pool, in shared
-    round trips, each bounded by ``timeout_s``.
+class SharedCalls:
+    """Runs the script calls and commands of many callers on one connection of ``client``'s
+    pool, in shared round trips, each bounded by ``timeout_s``.
 
-    A call's reply is its result; an error reply is raised to its caller alone. A round trip
+    A call's reply is its result; an error reply is raised to its caller alone. A command's
+    reply is Redis's own as hiredis parses it (``HGETALL``: a map under RESP3, a flat list
+    of fields and values under RESP2) from a round trip, but shaped by the client's reply
+    callbacks when it went through the client (on Cluster, after a ``MOVED``): callers
+    accept both. A round trip
     that fails fails every call in it (``ConnectionError``, ``TimeoutError``): as through the
     client, such a call may or may not have run. A script Redis does not know (first use, a
     restart, a failover) is loaded and its calls sent again: they had not run.
@@ -82,16 +121,25 @@ class ScriptCalls:
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
 
-    async def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    async def script(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` on ``keys`` with ``args``; its reply."""
+        return await self._queued(script, keys, args)
+
+    async def command(self, *args: Any, key: Any) -> Any:
+        """Run the command ``args`` (its name first), whose slot is ``key``'s; its reply."""
+        return await self._queued(None, (key,), args)
+
+    def _queued(
+        self, script: Script | None, keys: Sequence[Any], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
         if self._closed:
             raise RedisConnectionError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((script, keys, args, future))
+        self._queue.append(_Call(script, keys, args, future))
         if self._sender is None:
             self._sender = loop.create_task(self._send_all())
-        return await future
+        return future
 
     async def close(self) -> None:
         """Stop sending (calls waiting fail) and give the connection back."""
@@ -135,12 +183,12 @@ class ScriptCalls:
     async def _round_trip(self, line: Line, calls: list[_Call]) -> list[Any]:
         """One reply per call, over ``line``; the calls of scripts Redis did not know are
         sent again once it has them."""
-        commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args, _ in calls]
+        commands = [call.command() for call in calls]
         async with asyncio.timeout(self._timeout_s):
             replies = await line.round_trip(commands)
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:
-            for source in {calls[i][0].source for i in unknown}:
+            for source in {s.source for i in unknown if (s := calls[i].script) is not None}:
                 await self._client.script_load(source)
             async with asyncio.timeout(self._timeout_s):
                 again = await line.round_trip([commands[i] for i in unknown])
@@ -153,7 +201,7 @@ class ScriptCalls:
         elsewhere: list[_Call] = []
         for call in calls:
             try:
-                node = self._client.get_node_from_key(call[1][0])
+                node = self._client.get_node_from_key(call.key)
             except Exception:  # no node known for the slot (the layout is being learnt)
                 node = None
             if node is None:
@@ -189,11 +237,10 @@ class ScriptCalls:
         return left
 
     async def _through_client(self, call: _Call) -> None:
-        script, keys, args, future = call
-        if future.done():
+        if call.future.done():
             return
         try:
-            reply = await script(self._client, keys, args)
+            reply = await call.through(self._client)
         except Exception as exc:
             reply = exc
         _settle(call, reply)
@@ -206,7 +253,7 @@ class ScriptCalls:
 
 def _settle(call: _Call, reply: Any) -> None:
     """Give ``call``'s caller its reply (an exception is raised to it), unless it left."""
-    future = call[3]
+    future = call.future
     if future.done():
         return
     if isinstance(reply, BaseException):

@@ -30,6 +30,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from chatscale.redis.client import create_client
 from chatscale.redis.connection import close_client
+from chatscale.redis.replication import Replication
 from chatscale.streams import codec
 from chatscale.streams.base import EventSink, StreamManager
 from chatscale.streams.errors import InvalidEvent, JobExists, JobNotFound
@@ -71,7 +72,9 @@ class RedisStreamManager(StreamManager):
         self.lease_s = settings.stream_lease_ttl / 1000
         self.takeover = settings.stream_takeover
         self.drain_timeout = float(settings.stream_drain_timeout)
-        self.store = JobStore(self.client, self.keys, self.metrics)
+        self.store = JobStore(
+            self.client, self.keys, self.metrics, timeout_s=redis.config.socket_timeout_s
+        )
         self.hub = Hub(
             self.client,
             probe_s=max(1.0, redis.config.socket_timeout_s),
@@ -84,7 +87,7 @@ class RedisStreamManager(StreamManager):
             self.metrics,
             max_listeners=self.max_listeners,
             subscriber_buffer=self.subscriber_buffer,
-            replication=None if isinstance(self.client, RedisCluster) else redis.replication,
+            replication=self._replication_of,
         )
         self.writer = Writer(
             self.client,
@@ -130,6 +133,12 @@ class RedisStreamManager(StreamManager):
         self._tasks: list[asyncio.Task[None]] = []
         self._unregister_ping: Any = None
         self._started = False
+
+    def _replication_of(self, key: str) -> Replication:
+        """The replication a write to ``key`` waits for: on Cluster its shard's."""
+        if isinstance(self.client, RedisCluster):
+            return self.writer.shard_of(key)
+        return self.redis.replication
 
     @property
     def stall_s(self) -> float:
@@ -177,6 +186,7 @@ class RedisStreamManager(StreamManager):
             await close_client(self._beat_client)
         await self.writer.close()
         await self.hub.close()
+        await self.store.close()
         for job in list(self.writer.jobs.values()):
             job.producer.closed = True
             job.producer.aborted.set()

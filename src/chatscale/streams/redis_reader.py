@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatscale.redis.keys import KeySpace
@@ -103,11 +103,12 @@ class Reader:
         *,
         max_listeners: int,
         subscriber_buffer: int,
-        replication: Replication | None = None,
+        replication: Callable[[str], Replication] | None = None,
     ) -> None:
         self.store = store
-        #: Outside Cluster: a final event read from the log is delivered only once the
-        #: replicas have it (see ``_durable_end``).
+        #: The replication of the shard that holds a job's keys (by its hash key): a final
+        #: event read from the log is delivered only once the replicas have it (see
+        #: ``_durable_end``). ``None``: ends are told as read.
         self.replication = replication
         self.hub = hub
         self.keys = keys
@@ -240,11 +241,16 @@ class Reader:
         writer takes it as stored by then), or at once without replicas or with replication
         degraded. A former master back from a pause takes writes until the sentinels demote
         it: a client that read an end there was told ``done`` for an answer the new master
-        still had running (checker Sentinel seeds 2038, 2102)."""
-        replication = self.replication
-        if replication is None or not replication.waits or replication.degraded:
+        still had running (checker Sentinel seeds 2038, 2102). On Cluster the writer holds a
+        final batch's publication until its shard's replica has it, and a re-read of the log
+        in between (a subscription that was behind or lost messages) told it anyway."""
+        if self.replication is None:
             return True
-        count, now = await self.store.replicated(replication.wanted)
+        key = self.keys.stream_job(job_id)
+        replication = self.replication(key)
+        if not replication.waits or replication.degraded:
+            return True
+        count, now = await self.store.replicated(replication.wanted, key)
         if replication.confirms(count):
             return True
         job = await self.store.job(job_id)

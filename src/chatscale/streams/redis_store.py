@@ -2,7 +2,10 @@
 
 Every read that several parts of the backend make (a subscriber, ``status``, a takeover)
 goes through :class:`JobStore`, so there is one place that knows the key layout, how an
-entry of a log is encoded, and how transient read failures are retried.
+entry of a log is encoded, and how transient read failures are retried. The reads of
+concurrent callers share round trips on one held connection per node
+(:class:`~chatscale.redis.group.SharedCalls`): a thousand subscribers arriving at once (a
+redeploy's reconnections) cost a few round trips, not a pool connection each.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoPermissionError, ResponseError
 
+from chatscale.redis.group import SharedCalls
 from chatscale.redis.keys import KeySpace
 from chatscale.redis.replication import WAIT_MS
+from chatscale.redis.resp import pack_commands
 from chatscale.redis.transient import TRANSIENT_REDIS_ERRORS
 from chatscale.streams import codec
 from chatscale.streams.metrics import StreamMetrics
@@ -87,11 +93,19 @@ class Batch:
 class JobStore:
     """Reads of job hashes and logs, retried over transient failures."""
 
-    def __init__(self, client: Any, keys: KeySpace, metrics: StreamMetrics) -> None:
+    def __init__(
+        self, client: Any, keys: KeySpace, metrics: StreamMetrics, *, timeout_s: float
+    ) -> None:
         self.client = client
         self.keys = keys
         self.metrics = metrics
+        #: The hash and log reads; each round trip bounded by ``timeout_s``.
+        self.calls = SharedCalls(client, timeout_s)
         self._job_reads: dict[str, asyncio.Future[Any]] = {}
+
+    async def close(self) -> None:
+        """Give the reads' connections back (reads still waiting fail)."""
+        await self.calls.close()
 
     async def read(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """One read command, retried over transient failures for up to 15 s: a burst of
@@ -122,13 +136,12 @@ class JobStore:
             return None
         pending = self._job_reads.get(job_id)
         if pending is None:
-            pending = asyncio.ensure_future(
-                self.read(self.client.hgetall, self.keys.stream_job(job_id))
-            )
+            key = self.keys.stream_job(job_id)
+            pending = asyncio.ensure_future(self.read(self.calls.command, "HGETALL", key, key=key))
             self._job_reads[job_id] = pending
             pending.add_done_callback(lambda done: self._job_read_done(job_id, done))
         raw = await asyncio.shield(pending)
-        return JobRecord.parse(job_id, raw)
+        return JobRecord.parse(job_id, fields_of(raw))
 
     def _job_read_done(self, job_id: str, done: asyncio.Future[Any]) -> None:
         if self._job_reads.get(job_id) is done:
@@ -136,16 +149,19 @@ class JobStore:
         if not done.cancelled():
             done.exception()  # retrieved here: every waiter may have gone
 
-    async def replicated(self, wanted: int) -> tuple[int, float]:
-        """How many replicas have every write the master took so far, and Redis's clock
-        (``TIME`` then ``WAIT`` on one connection: Redis sets a client's wait offset to the
-        master's after each of its commands, so the WAIT covers what other connections wrote
-        before). ``(0, 0.0)`` when Redis could not be asked."""
+    async def replicated(self, wanted: int, key: Any) -> tuple[int, float]:
+        """How many replicas have every write the master of ``key``'s slot took so far,
+        and Redis's clock (``TIME`` then ``WAIT`` on one connection: Redis sets a client's
+        wait offset to the master's after each of its commands, so the WAIT covers what
+        other connections wrote before). ``(0, 0.0)`` when Redis could not be asked."""
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.time()
-                pipe.execute_command("WAIT", wanted, WAIT_MS)
-                (seconds, micros), count = await pipe.execute()
+            if isinstance(self.client, RedisCluster):
+                (seconds, micros), count = await self._time_and_wait_on(key, wanted)
+            else:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.time()
+                    pipe.execute_command("WAIT", wanted, WAIT_MS)
+                    (seconds, micros), count = await pipe.execute()
         except TRANSIENT_REDIS_ERRORS:
             return 0, 0.0
         except ResponseError as exc:
@@ -156,21 +172,43 @@ class JobStore:
                 return wanted, 0.0
             # Any other error reply says nothing of the replicas: the connection may be on
             # a demoted master ("WAIT cannot be used with replica instances"), whose
-            # writes the new master may not have.
+            # writes the new master may not have, or the slot may have moved.
             return 0, 0.0
         self.metrics.redis_round_trips += 1
         return int(count), int(seconds) + int(micros) / 1e6
+
+    async def _time_and_wait_on(self, key: Any, wanted: int) -> tuple[Any, Any]:
+        """On Cluster: ``TIME`` and ``WAIT`` pipelined on one connection of the master that
+        serves ``key``'s slot (the client would send keyless commands to any node)."""
+        node = self.client.get_node_from_key(key)
+        conn = node.acquire_connection()
+        try:
+            await node.disconnect_if_needed(conn)
+            await conn.send_packed_command(
+                pack_commands([("TIME",), ("WAIT", wanted, WAIT_MS)], conn.encoder)
+            )
+            now = await conn.read_response()
+            count = await conn.read_response()
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            node.release(conn)
+        return now, count
 
     async def batches(self, job_id: str, after: int = 0) -> AsyncIterator[list[Batch]]:
         """The log's entries holding events after ``after``, a page per round trip."""
         key = self.keys.stream_log(job_id)
         start = f"(0-{after}"
         while True:
-            entries = await self.read(self.client.xrange, key, start, "+", count=_LOG_PAGE)
+            entries = await self.read(
+                self.calls.command, "XRANGE", key, start, "+", "COUNT", _LOG_PAGE, key=key
+            )
             if not entries:
                 return
             page = []
-            for entry_id, fields in entries:
+            for entry_id, raw in entries:
+                fields = fields_of(raw)
                 last = int(entry_id.decode().partition("-")[2])
                 page.append(Batch(int(fields[b"s"]), last, fields[b"e"]))
                 start = "(" + entry_id.decode()
@@ -197,6 +235,14 @@ class JobStore:
                     return out
                 out.append(event)
         return out
+
+
+def fields_of(reply: Any) -> dict[bytes, bytes]:
+    """A hash's (or a log entry's) fields and values: from a flat list, as Redis sends them
+    in RESP2, or from the dict redis-py's reply callbacks make of them."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
 
 
 def events_of(batch: Batch, after: int = 0) -> list[Event]:

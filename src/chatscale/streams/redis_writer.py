@@ -505,10 +505,7 @@ class Writer:
         Replication is judged per shard: one shard without a replica must not make every
         other shard's ends stop waiting."""
         node = self.client.get_node_from_key(keys[0])
-        shard = self._shards.setdefault(node.name, Replication())
-        # The shard's replicas as the client's slot map knows them (master first).
-        nodes = self.client.nodes_manager.slots_cache.get(self.client.keyslot(keys[0]), [])
-        shard.saw(max(1, len(nodes) - 1))
+        shard = self.shard_of(keys[0])
         conn = node.acquire_connection()
         answers: list[Any] = []
         try:
@@ -541,6 +538,15 @@ class Writer:
         count = waited if isinstance(waited, int) else 0
         shard.acked(count)
         return reply[:3], (shard.confirms(count), shard)
+
+    def shard_of(self, key: Any) -> Replication:
+        """On Cluster: the replication of the shard that serves ``key``'s slot, as the
+        client's slot map knows its replicas."""
+        node = self.client.get_node_from_key(key)
+        shard = self._shards.setdefault(node.name, Replication())
+        nodes = self.client.nodes_manager.slots_cache.get(self.client.keyslot(key), [])
+        shard.saw(max(1, len(nodes) - 1))  # master first
+        return shard
 
     @staticmethod
     def _final(job: JobWrite, batch: Batch) -> bool:
