@@ -7,11 +7,13 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.utils
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import DataError
 
+from chatscale import __version__
 from chatscale.ratelimit import (
     RateLimiter,
     close_limits_storage,
@@ -19,6 +21,7 @@ from chatscale.ratelimit import (
     parse_limits,
 )
 from chatscale.redis import RedisConnection, connect
+from chatscale.redis.client import driver_info
 from chatscale.redis.connections import (
     PackingConnection,
     PackingSentinelConnection,
@@ -162,3 +165,27 @@ async def test_the_tls_rate_limit_storage_packs_with_hiredis(redis_tls: Any) -> 
         assert _classes(client) == {PackingSSLConnection}
     finally:
         await close_limits_storage(storage)
+
+
+async def test_new_connections_do_not_look_up_redis_pys_version(
+    redis_conn: RedisConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py makes a DriverInfo per new connection when given none, and each reads the
+    # package's metadata from disk (about 1 ms of CPU): a burst of connections paid it each.
+    looked_up = 0
+    real = redis.utils.get_lib_version
+
+    def counting() -> str:
+        nonlocal looked_up
+        looked_up += 1
+        return str(real())
+
+    monkeypatch.setattr(redis.utils, "get_lib_version", counting)
+    client: Any = redis_conn.client
+    # Twenty commands at once: the pool (each node's, on Cluster) opens new connections.
+    keys = [redis_conn.keys.key(f"driver-{i}") for i in range(20)]
+    await asyncio.gather(*(client.get(key) for key in keys))
+    assert looked_up == 0
+    # What the connections tell Redis (CLIENT SETINFO; Redis 7.2 and later list it).
+    assert driver_info().formatted_name == f"redis-py(chatscale_v{__version__})"
+    assert driver_info().lib_version == real()

@@ -25,7 +25,7 @@ from limits.aio.storage import (
 from redis.asyncio import BlockingConnectionPool
 
 from chatscale.config import RedisConfig
-from chatscale.redis.client import tls_kwargs
+from chatscale.redis.client import driver_info, tls_kwargs
 from chatscale.redis.connections import pack_cluster, packing_class
 from chatscale.redis.keepalive import KeepAlive, ping_deadline
 from chatscale.redis.keys import KeySpace
@@ -38,6 +38,7 @@ def _common_options(config: RedisConfig) -> dict[str, Any]:
         "socket_timeout": config.socket_timeout_s,
         "socket_keepalive": True,
         "client_name": "chatscale-limits",
+        "driver_info": driver_info(),
     }
     if config.ping_interval_s > 0:
         # As chatscale's own client: a connection idle this long is pinged before use.
@@ -127,6 +128,7 @@ def create_limits_storage(config: RedisConfig | None) -> Storage:
         sentinel_kwargs: dict[str, Any] = {
             "socket_connect_timeout": config.connect_timeout_s,
             "socket_timeout": config.socket_timeout_s,
+            "driver_info": driver_info(),
         }
         if config.sentinel_username is not None:
             sentinel_kwargs["username"] = config.sentinel_username

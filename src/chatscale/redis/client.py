@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import traceback
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -21,9 +22,11 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatscale import __version__
 from chatscale.redis.connections import pack_cluster, packing_class
 from chatscale.redis.sentinel import AgreedSentinelPool
 from chatscale.redis.uri import Topology
@@ -149,6 +152,18 @@ def tls_kwargs(config: RedisConfig) -> dict[str, Any]:
     return kwargs
 
 
+@functools.cache
+def driver_info() -> DriverInfo:
+    """What every connection tells Redis of itself (``CLIENT SETINFO``, shown by ``CLIENT
+    LIST``): ``lib-name=redis-py(chatscale_v<version>)`` and redis-py's version.
+
+    Made once: given none, redis-py makes one per new connection and reads its own package
+    metadata from disk each time, about a millisecond of CPU per connection here, which a
+    burst of new connections (a start, a failover's reconnections) paid in full.
+    """
+    return DriverInfo().add_upstream_driver("chatscale", __version__)
+
+
 def _connection_kwargs(config: RedisConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "username": config.target.username,
@@ -158,6 +173,7 @@ def _connection_kwargs(config: RedisConfig) -> dict[str, Any]:
         "socket_keepalive": True,
         "retry": _retry(config),
         "client_name": CLIENT_NAME,
+        "driver_info": driver_info(),
         "decode_responses": False,
     }
     if config.ping_interval_s > 0:
@@ -194,6 +210,7 @@ def create_client(config: RedisConfig) -> AnyRedis:
             "password": config.sentinel_password,
             "socket_connect_timeout": config.connect_timeout_s,
             "socket_timeout": config.socket_timeout_s,
+            "driver_info": driver_info(),
         }
         if config.tls is not None:
             sentinel_kwargs.update(ssl=True, **tls)
