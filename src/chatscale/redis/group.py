@@ -105,10 +105,10 @@ class SharedCalls:
     reply is Redis's own as hiredis parses it (``HGETALL``: a map under RESP3, a flat list
     of fields and values under RESP2) from a round trip, but shaped by the client's reply
     callbacks when it went through the client (on Cluster, after a ``MOVED``): callers
-    accept both. A round trip
-    that fails fails every call in it (``ConnectionError``, ``TimeoutError``): as through the
-    client, such a call may or may not have run. A script Redis does not know (first use, a
-    restart, a failover) is loaded and its calls sent again: they had not run.
+    accept both. A round trip that fails fails every call in it (``ConnectionError``,
+    ``TimeoutError``): as through the client, such a call may or may not have run. A script
+    Redis does not know (first use, a restart, a failover) is loaded and its calls sent
+    again: they had not run.
     """
 
     def __init__(self, client: Any, timeout_s: float) -> None:
