@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from chatscale.redis.replies import MORE, Replies
 from chatscale.redis.resp import pack_commands
@@ -102,3 +102,31 @@ class Line:
         self._replies = None
         if conn is not None:
             await self._pool.release(conn)
+
+
+async def node_round_trip(node: Any, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    """One round trip on a connection of a Cluster node (a redis-py ``ClusterNode``), taken
+    from the node's own connections and given back: ``commands`` pipelined, one reply per
+    command, an error reply as its exception (returned, not raised).
+
+    For commands that must share a connection and may hold it a while, such as a ``WAIT``
+    after the writes it covers (``WAIT`` counts only its own connection's writes), and so
+    do not belong on a :class:`Line` that other callers share. Anything that cuts the round
+    trip short drops the connection, since a reply may be half read.
+    """
+    conn = node.acquire_connection()
+    replies: list[Any] = []
+    try:
+        await node.disconnect_if_needed(conn)
+        await conn.send_packed_command(pack_commands(commands, conn.encoder))
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        node.release(conn)
+    return replies

@@ -23,8 +23,8 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from chatscale.redis.group import SharedCalls
 from chatscale.redis.keys import KeySpace
+from chatscale.redis.line import node_round_trip
 from chatscale.redis.replication import WAIT_MS
-from chatscale.redis.resp import pack_commands
 from chatscale.redis.transient import TRANSIENT_REDIS_ERRORS
 from chatscale.streams import codec
 from chatscale.streams.metrics import StreamMetrics
@@ -180,20 +180,12 @@ class JobStore:
     async def _time_and_wait_on(self, key: Any, wanted: int) -> tuple[Any, Any]:
         """On Cluster: ``TIME`` and ``WAIT`` pipelined on one connection of the master that
         serves ``key``'s slot (the client would send keyless commands to any node)."""
-        node = self.client.get_node_from_key(key)
-        conn = node.acquire_connection()
-        try:
-            await node.disconnect_if_needed(conn)
-            await conn.send_packed_command(
-                pack_commands([("TIME",), ("WAIT", wanted, WAIT_MS)], conn.encoder)
-            )
-            now = await conn.read_response()
-            count = await conn.read_response()
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            node.release(conn)
+        now, count = await node_round_trip(
+            self.client.get_node_from_key(key), [("TIME",), ("WAIT", wanted, WAIT_MS)]
+        )
+        for reply in (now, count):
+            if isinstance(reply, ResponseError):
+                raise reply
         return now, count
 
     async def batches(self, job_id: str, after: int = 0) -> AsyncIterator[list[Batch]]:

@@ -25,9 +25,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from chatscale.failures import FailureLog
-from chatscale.redis.line import Line
+from chatscale.redis.line import Line, node_round_trip
 from chatscale.redis.replication import WAIT_MS, Replication
-from chatscale.redis.resp import pack_commands
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
@@ -504,32 +503,11 @@ class Writer:
         master that serves the job's slot (WAIT covers only its own connection's writes).
         Replication is judged per shard: one shard without a replica must not make every
         other shard's ends stop waiting."""
-        node = self.client.get_node_from_key(keys[0])
         shard = self.shard_of(keys[0])
-        conn = node.acquire_connection()
-        answers: list[Any] = []
-        try:
-            await node.disconnect_if_needed(conn)
-            await conn.send_packed_command(
-                pack_commands(
-                    [
-                        ("EVALSHA", APPEND.sha, len(keys), *keys, *argv),
-                        ("WAIT", shard.wanted, WAIT_MS),
-                    ],
-                    conn.encoder,
-                )
-            )
-            for _ in range(2):
-                try:
-                    answers.append(await conn.read_response())
-                except ResponseError as exc:
-                    answers.append(exc)
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            node.release(conn)
-        reply, waited = answers
+        reply, waited = await node_round_trip(
+            self.client.get_node_from_key(keys[0]),
+            [("EVALSHA", APPEND.sha, len(keys), *keys, *argv), ("WAIT", shard.wanted, WAIT_MS)],
+        )
         if isinstance(reply, ResponseError):
             # Moved (a failover, a resharding) or the script unknown there: the Cluster
             # client follows the redirect and loads the script; the end stays unconfirmed
