@@ -73,7 +73,10 @@ class Line:
         replies = self._replies
         if replies is None or replies.stream is not conn._reader:
             replies = self._replies = Replies(conn)
-        conn._writer.write(packed)
+        try:
+            conn._writer.write(packed)
+        except RuntimeError as exc:  # uvloop refuses a write to a closed handle
+            raise RedisConnectionError("Redis closed the connection") from exc
         await conn._writer.drain()
         out: list[Any] = []
         while len(out) < count:
