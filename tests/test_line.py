@@ -127,3 +127,33 @@ async def test_a_node_that_became_a_replica_drops_the_connection(redis_sentinel:
     finally:
         await held.close()
         await client.aclose()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_transport_closed_under_the_line_is_a_lost_connection(
+    loop: str, redis_standalone: Any
+) -> None:
+    # The transport closed without redis-py knowing (as when the server's reset reaches the
+    # loop first): the connection still looks connected. uvloop refuses the write with a
+    # RuntimeError, the stdlib loop drops it and the read ends; both are a lost connection,
+    # retried once on a new one.
+    uvloop = pytest.importorskip("uvloop") if loop == "uvloop" else None
+
+    async def scenario() -> None:
+        client = redis.asyncio.Redis(host=redis_standalone.host, port=redis_standalone.port)
+        held = Line(client.connection_pool)
+        try:
+            first = await _id(held)
+            conn: Any = held._conn
+            conn._writer.transport.close()
+            await asyncio.sleep(0)
+            assert conn.is_connected
+            assert await held.round_trip([("PING",)]) == [b"PONG"]
+            assert await _id(held) != first
+        finally:
+            await held.close()
+            await client.aclose()
+
+    factory = uvloop.new_event_loop if uvloop is not None else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(asyncio.wait_for(scenario(), 10))
