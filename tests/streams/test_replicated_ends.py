@@ -97,6 +97,10 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
             assert not any(e.final for e in events), "told done before a replica had it"
             assert not any(e.final for e in late_events), "read done before a replica had it"
             assert not producer.final_stored
+            # Nor does a status read tell it (the job's hash says finished already).
+            info = await manager.status(producer.job_id)
+            assert info is not None and info.status.value == "running"
+            assert info.text == "hello " and info.last_event_id == "1"
         finally:
             os.kill(replica.pid, signal.SIGCONT)
         # Told at once (not found later by a silent subscription's re-read of the log).
@@ -109,6 +113,9 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
             await ending
         assert events[-1].final and events[-1].type == "done"
         assert producer.final_stored
+        info = await manager.status(producer.job_id)
+        assert info is not None and info.status.value == "complete"
+        assert info.last_event_id == "2"
         with replica.client() as client:
             pipe = client.pipeline(transaction=False)
             if topology == "cluster":

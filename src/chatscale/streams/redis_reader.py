@@ -267,15 +267,30 @@ class Reader:
         return Event(event.id, event.type, {"text": text, **event.data})
 
     async def status(self, job_id: str, owner: str | None) -> JobInfo | None:
-        """The job's info and text so far (read from Redis), or ``None``."""
+        """The job's info and text so far (read from Redis), or ``None``.
+
+        As a subscriber is told it: an end stored on the master but not yet on the
+        replicas (see ``_durable_end``) is not reported; the job is ``running`` at the
+        event before it. (The job's hash says finished from the final append on, before the
+        WAIT that confirms it: a status read then answered ``complete`` for an end that a
+        failover could still lose.)"""
         job = await self.store.job(job_id)
         if job is None or (owner is not None and owner != job.owner):
             return None
         events = await self.store.events(job_id, 0)
+        status = job.status
+        if (
+            status is not JobStatus.RUNNING
+            and events
+            and events[-1].final
+            and not await self._durable_end(job_id)
+        ):
+            status = JobStatus.RUNNING
+            events = events[:-1]
         return JobInfo(
             job_id,
             job.owner,
-            job.status,
+            status,
             job.created_at,
             job.updated_at,
             job.meta,
