@@ -186,6 +186,51 @@ async def test_drain_hands_jobs_over_at_once(standalone_streams: MakeManager) ->
     assert text_of(events) == events[-1].data["text"]
 
 
+async def test_a_claim_under_way_when_a_drain_begins_is_handed_over(
+    standalone_streams: MakeManager,
+) -> None:
+    # CI, test_rolling_restart_while_answers_stream: an instance began draining while its
+    # reaper claimed a stopped instance's answer; the claim ended after the drain had
+    # started, and the answer ended in a "producer_lost" error instead of going on.
+    gone = await standalone_streams(stream_lease_ttl=1000)
+    a = await standalone_streams(stream_lease_ttl=1000)
+    b = await standalone_streams(stream_lease_ttl=1000)
+    assert isinstance(gone, RedisStreamManager) and isinstance(a, RedisStreamManager)
+    assert isinstance(b, RedisStreamManager)
+    for manager in (a, b):
+        manager.liveness.reaping = False  # the claims below are the test's
+    seen_a: list[JobInfo] = []
+    seen_b: list[JobInfo] = []
+
+    async def slowly(info: JobInfo) -> AsyncIterator[str]:
+        seen_a.append(info)
+        async for word in slow_words(delay=0.01):
+            yield word
+
+    a.set_continuation(slowly)
+    b.set_continuation(continuation("<b>", seen_b))
+    producer = await gone.create(owner="u")
+    await producer.delta("partial ")
+    await gone.writer.flushed()
+    await gone.close()  # leaves its job running, as a process that stopped would
+    claim = asyncio.ensure_future(a.take_over(gone.instance_id, producer.job_id))
+    await asyncio.sleep(0)  # the claim's first round trip is under way
+    assert producer.job_id in a.liveness.claiming
+    await a.drain(5)
+    async with asyncio.timeout(5):
+        assert await claim is not None
+    # A drained instance claims nothing more.
+    assert await a.take_over(gone.instance_id, producer.job_id) is None
+    b.liveness.reaping = True
+    events = await collect(b, producer.job_id, within=10)
+    check_ids(events)
+    final = events[-1]
+    assert final.type == "done", final.data
+    assert final.data["text"] == seen_b[0].text + "<b>"
+    assert seen_b[0].text.startswith("partial ")
+    assert text_of(events) == final.data["text"]
+
+
 async def test_takeover_after_kill_9_of_the_producer_process(
     redis_standalone: Any, standalone_streams: MakeManager
 ) -> None:

@@ -66,7 +66,6 @@ class Services:
             self.database = Database(settings.database)
             await self.database.start(migrate=settings.database_migrate)
         self.streams = create_stream_manager(settings, self.redis, instance_id=self.instance_id)
-        await self.streams.start()
         # Every visitor of this server is anonymous (no login): counted by session, a
         # client would get a fresh budget with every session it mints.
         self.limits = await RateLimits.create(settings, self.redis, anonymous_by_ip=True)
@@ -91,6 +90,10 @@ class Services:
             slots=self.limits.concurrency if self.limits is not None else None,
             measure=self.metrics.generations.measure,
         )
+        # Started once the chat service has registered its continuation: a started manager
+        # may take over another instance's answer at any moment (its reaper claims those
+        # of stopped instances), and without a continuation it ends them with an error.
+        await self.streams.start()
         self.metrics.watch_streams(lambda: self.streams.metrics if self.streams else None)
         self.lifecycle.on_drain(self.drain)
 

@@ -307,9 +307,12 @@ class RedisStreamManager(StreamManager):
 
     # --- takeover -----------------------------------------------------------------------
     async def take_over(self, dead: str, job_id: str, *, abort: bool = False) -> Producer | None:
-        """Claim ``job_id`` from the stopped instance ``dead`` and continue or end it."""
+        """Claim ``job_id`` from the stopped instance ``dead`` and continue or end it.
+
+        A draining instance claims nothing more (an abort's claim, which ends the job,
+        excepted): the jobs it has are being handed over."""
         claiming = self.liveness.claiming
-        if job_id in claiming:
+        if job_id in claiming or (self._draining and not abort):
             return None
         claiming.add(job_id)
         try:
@@ -380,7 +383,9 @@ class RedisStreamManager(StreamManager):
         if abort or job.abort:
             self.metrics.aborts += 1
             producer.close_with("aborted", {}, reason="aborted")
-        elif self.takeover and self._continuation is not None and not self._draining:
+        elif self.takeover and self._continuation is not None:
+            # Also while draining: a claim under way when the drain began is waited for,
+            # and its job then handed over (or finished) with the others.
             info = JobInfo(
                 job_id,
                 job.owner,
@@ -476,6 +481,14 @@ class RedisStreamManager(StreamManager):
         alive), or let them finish within ``timeout`` and end the rest with ``error``."""
         self._draining = True
         self.liveness.reaping = False
+        # Claims under way (a reaper round that began before) end first: their jobs are
+        # running here then, and go with the others. (A claim that ended after the
+        # hand-over below used to end its job with a "producer_lost" error: a rolling
+        # restart in CI, where the draining instance claimed the answer of the one that
+        # had just restarted.)
+        settle_by = time.monotonic() + max(0.5, timeout)
+        while self.liveness.claiming and time.monotonic() < settle_by:  # noqa: ASYNC110
+            await asyncio.sleep(_DRAIN_POLL_S / 5)
         others = await self.liveness.alive_others() if self.takeover else []
         if others and self.writer.running():
             # Hand over: stop producing, store everything, then mark this instance stopped
