@@ -65,6 +65,7 @@ from bench.chaos_topology import (  # noqa: E402
     CLUSTER_FAULTS,
     INSTANCE_FAULTS,
     REDIS_PAUSE,
+    ROLLING_RESTART,
     SENTINEL_FAULTS,
     STANDALONE_FAULTS,
     Standalone,
@@ -418,7 +419,7 @@ def _unsupported(name: str, faults: tuple[str, ...]) -> list[str]:
         "sentinel-ha": SENTINEL_FAULTS,
         "cluster": CLUSTER_FAULTS,
     }[name]
-    allowed = {*INSTANCE_FAULTS, REDIS_PAUSE, *extra}
+    allowed = {*INSTANCE_FAULTS, REDIS_PAUSE, ROLLING_RESTART, *extra}
     return [f for f in faults if f not in allowed]
 
 

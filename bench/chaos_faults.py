@@ -20,6 +20,7 @@ from bench.chaos_instances import Instance
 from bench.chaos_topology import (
     DATA_LOSS_FAULTS,
     INSTANCE_FAULTS,
+    ROLLING_RESTART,
     Cluster,
     Sentinel,
     Standalone,
@@ -33,6 +34,7 @@ DURATIONS: dict[str, tuple[float, float]] = {
     "kill9": (0.5, 3.0),  # dead before the restart
     "sigstop": (1.0, 3.0),
     "sigterm": (0.0, 0.0),
+    "rolling_restart": (0.0, 0.0),
     "redis_pause": (0.5, 3.0),
     "redis_restart_keep": (0.0, 0.0),
     "redis_restart_lose": (0.0, 0.0),
@@ -74,6 +76,8 @@ class Fault:
             text += f"+{self.duration_s:.1f}s"
         if self.kind in INSTANCE_FAULTS:
             text += f"[i{self.target}]"
+        if self.kind == ROLLING_RESTART:
+            text += f"[from i{self.target}]"
         if self.kind == "proxy_latency":
             text += f"[{self.param * 1000:.0f}ms]"
         return text
@@ -139,7 +143,10 @@ class FaultRunner:
     async def run(self, fault: Fault, began: float) -> None:
         """Wait for the fault's start, inject it, hold, heal, measure recovery."""
         await asyncio.sleep(max(0.0, began + fault.at_s - time.monotonic()))
-        target = f"instance{fault.target}" if fault.kind in INSTANCE_FAULTS else "redis"
+        if fault.kind == ROLLING_RESTART:
+            target = "instances"
+        else:
+            target = f"instance{fault.target}" if fault.kind in INSTANCE_FAULTS else "redis"
         async with self._lock(target):
             try:
                 await self._inject(fault)
@@ -166,6 +173,7 @@ class FaultRunner:
             "kill9": self._kill9,
             "sigstop": self._sigstop,
             "sigterm": self._sigterm,
+            "rolling_restart": self._rolling_restart,
             "redis_pause": self._redis_pause,
             "redis_restart_keep": self._redis_restart,
             "redis_restart_lose": self._redis_restart,
@@ -220,6 +228,30 @@ class FaultRunner:
         if code != 0:
             fault.error = f"drained instance exited with {code}"
         await asyncio.to_thread(instance.start)
+
+    async def _rolling_restart(self, fault: Fault) -> None:
+        # A hasty redeploy: each instance drained (SIGTERM, its answers handed over), the
+        # next one drained as soon as the previous has exited, while that one starts again.
+        # Answers handed over are then claimed while their claimants drain in turn. (CI
+        # once lost an answer so: a draining instance's reaper claimed one and ended it with
+        # an error.)
+        count = len(self.instances)
+        restarts: list[asyncio.Future[Any]] = []
+        try:
+            for step in range(count):
+                instance = self.instances[(fault.target + step) % count]
+                current = instance.current
+                if instance.pid is None or current is None:
+                    continue
+                fault.victims.append(current.instance_id)
+                await self.scrape(instance)
+                code = await asyncio.to_thread(instance.terminate, DRAIN_WAIT_S)
+                if code != 0:
+                    fault.error = f"drained instance exited with {code}"
+                restarts.append(asyncio.ensure_future(asyncio.to_thread(instance.start)))
+        finally:
+            await asyncio.gather(*restarts)
+        fault.healing_at = time.monotonic()
 
     # -- Redis --------------------------------------------------------------------------
 

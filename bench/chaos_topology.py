@@ -29,6 +29,10 @@ from tests.harness.servers import (
 
 #: Faults of a chatscale instance (every topology).
 INSTANCE_FAULTS = ("kill9", "sigstop", "sigterm")
+#: A redeploy: every instance drained and restarted in turn (every topology). Drawn only
+#: when named (``--faults rolling_restart``), so that earlier seeds replay as they were; use
+#: it with ``--profile long``, whose answers outlive the whole roll.
+ROLLING_RESTART = "rolling_restart"
 #: Redis faults any topology supports (on its master).
 REDIS_PAUSE = "redis_pause"
 STANDALONE_FAULTS = (

@@ -186,6 +186,32 @@ async def test_drain_hands_jobs_over_at_once(standalone_streams: MakeManager) ->
     assert text_of(events) == events[-1].data["text"]
 
 
+async def test_a_drain_hands_over_to_an_instance_that_starts_meanwhile(
+    standalone_streams: MakeManager,
+) -> None:
+    # A redeploy that stops the last instance before its replacement is up: the answer
+    # goes on, then over to the replacement (it ended in "the server shut down" before).
+    a = await standalone_streams(stream_lease_ttl=1000)
+    producer = await a.create(owner="u")
+    task = a.run(producer, slow_words(delay=0.01))
+    head = await collect(a, producer.job_id, limit=5)
+    draining = asyncio.ensure_future(a.drain(5))
+    await asyncio.sleep(0.6)
+    assert not draining.done() and not task.done(), "went on while nobody could take over"
+    seen: list[JobInfo] = []
+    b = await standalone_streams(stream_lease_ttl=1000)
+    b.set_continuation(continuation("<continued>", seen))
+    async with asyncio.timeout(3):
+        await draining
+    assert task.done()
+    events = await collect(b, producer.job_id, within=10)
+    assert events[:5] == head
+    check_ids(events)
+    assert events[-1].type == "done", events[-1].data
+    assert events[-1].data["text"] == seen[0].text + "<continued>"
+    assert text_of(events) == events[-1].data["text"]
+
+
 async def test_a_claim_under_way_when_a_drain_begins_is_handed_over(
     standalone_streams: MakeManager,
 ) -> None:

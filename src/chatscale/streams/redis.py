@@ -31,6 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 from chatscale.redis.client import create_client
 from chatscale.redis.connection import close_client
 from chatscale.redis.replication import Replication
+from chatscale.redis.transient import TRANSIENT_REDIS_ERRORS
 from chatscale.streams import codec
 from chatscale.streams.base import EventSink, StreamManager
 from chatscale.streams.errors import InvalidEvent, JobExists, JobNotFound
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 _ABORT_POLL_S = 0.05
 _DRAIN_POLL_S = 0.05
+#: How often (seconds) a drain with nobody to hand over to looks for an instance again.
+_OTHERS_POLL_S = 0.25
 
 
 class RedisStreamManager(StreamManager):
@@ -478,7 +481,8 @@ class RedisStreamManager(StreamManager):
     # --- shutdown -----------------------------------------------------------------------
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 - public API
         """Hand running jobs over to other instances (takeover on and another instance
-        alive), or let them finish within ``timeout`` and end the rest with ``error``."""
+        alive, or alive within ``timeout``), or let them finish within ``timeout`` and end
+        the rest with ``error``."""
         self._draining = True
         self.liveness.reaping = False
         # Claims under way (a reaper round that began before) end first: their jobs are
@@ -489,7 +493,21 @@ class RedisStreamManager(StreamManager):
         settle_by = time.monotonic() + max(0.5, timeout)
         while self.liveness.claiming and time.monotonic() < settle_by:  # noqa: ASYNC110
             await asyncio.sleep(_DRAIN_POLL_S / 5)
+        deadline = time.monotonic() + max(0.0, timeout)
         others = await self.liveness.alive_others() if self.takeover else []
+        if self.takeover and not others:
+            # Nobody to hand over to yet: the jobs go on here, and go over to the first
+            # instance that starts meanwhile (a redeploy that stops this one before its
+            # replacement is up; they ended with an error at the timeout before).
+            others_due = time.monotonic() + _OTHERS_POLL_S
+            while self.writer.running() and time.monotonic() < deadline:
+                await asyncio.sleep(_DRAIN_POLL_S)
+                if time.monotonic() >= others_due:
+                    others_due = time.monotonic() + _OTHERS_POLL_S
+                    with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
+                        others = await self.liveness.alive_others()
+                    if others:
+                        break
         if others and self.writer.running():
             # Hand over: stop producing, store everything, then mark this instance stopped
             # so the other instances' reapers claim the jobs at their next round.
@@ -506,7 +524,6 @@ class RedisStreamManager(StreamManager):
                 await asyncio.sleep(_DRAIN_POLL_S)
             await self.liveness.hand_over()
             return
-        deadline = time.monotonic() + max(0.0, timeout)
         while self.writer.running() and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_DRAIN_POLL_S)
         ending = [job.producer for job in self.writer.running()]
