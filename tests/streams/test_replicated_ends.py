@@ -101,6 +101,8 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
             info = await manager.status(producer.job_id)
             assert info is not None and info.status.value == "running"
             assert info.text == "hello " and info.last_event_id == "1"
+            # And the owner's list of running answers still holds it.
+            assert [j.job_id for j in await manager.list_active("u")] == [producer.job_id]
         finally:
             os.kill(replica.pid, signal.SIGCONT)
         # Told at once (not found later by a silent subscription's re-read of the log).
@@ -116,6 +118,7 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
         info = await manager.status(producer.job_id)
         assert info is not None and info.status.value == "complete"
         assert info.last_event_id == "2"
+        assert await manager.list_active("u") == []
         with replica.client() as client:
             pipe = client.pipeline(transaction=False)
             if topology == "cluster":

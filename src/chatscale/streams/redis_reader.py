@@ -40,6 +40,11 @@ _MAX_PATIENCE = 16
 #: Re-reads that find the job gone before a subscription gives up on it.
 _GONE_CHECKS = 3
 
+#: How recent (seconds, by this host's clock) an end must be for a listing to ask whether
+#: the replicas have it: an end is taken as stored CONFIRM_S after it, and a minute covers
+#: the clocks' skew.
+_RECENT_END_S = CONFIRM_S + 60.0
+
 
 class Follow:
     """A subscriber's position: delivers each sequence number once, in order."""
@@ -299,7 +304,8 @@ class Reader:
         )
 
     async def list_active(self, owner: str) -> list[JobInfo]:
-        """The running jobs of ``owner``, oldest first (finished ones are pruned)."""
+        """The running jobs of ``owner``, oldest first (finished ones are pruned); a job
+        whose end the replicas have not confirmed yet is running, as :meth:`status` says."""
         client = self.store.client
         key = self.keys.user_jobs(owner)
         ids = [i.decode() for i in await client.zrange(key, 0, -1)]
@@ -307,8 +313,29 @@ class Reader:
         gone = [i for i, job in zip(ids, jobs, strict=True) if job is None]
         if gone:
             await client.zrem(key, *gone)
+        unconfirmed = await self._unconfirmed_ends([j for j in jobs if j is not None])
         return [
-            JobInfo(j.job_id, j.owner, j.status, j.created_at, j.updated_at, j.meta, "", None)
+            JobInfo(
+                j.job_id, j.owner, JobStatus.RUNNING, j.created_at, j.updated_at, j.meta, "", None
+            )
             for j in jobs
-            if j is not None and j.status is JobStatus.RUNNING
+            if j is not None and (j.status is JobStatus.RUNNING or j.job_id in unconfirmed)
         ]
+
+    async def _unconfirmed_ends(self, jobs: list[JobRecord]) -> set[str]:
+        """The finished ``jobs`` whose end the replicas have not confirmed (``_durable_end``).
+        Only those that ended lately are asked about (by this host's clock, with a margin
+        for its skew from Redis's): an older end was confirmed, or taken as stored, long
+        ago, and a user's list holds every job of the last day."""
+        if self.replication is None:
+            return set()
+        now = time.time()
+        ended = [
+            j
+            for j in jobs
+            if j.status is not JobStatus.RUNNING and now - j.updated_at < _RECENT_END_S
+        ]
+        if not ended:
+            return set()
+        durable = await asyncio.gather(*(self._durable_end(j.job_id) for j in ended))
+        return {j.job_id for j, told in zip(ended, durable, strict=True) if not told}
