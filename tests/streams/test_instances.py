@@ -212,6 +212,31 @@ async def test_a_drain_hands_over_to_an_instance_that_starts_meanwhile(
     assert text_of(events) == events[-1].data["text"]
 
 
+async def test_an_instance_just_started_takes_a_hand_over_at_once(
+    standalone_streams: MakeManager,
+) -> None:
+    # A redeploy: the replacement has just started when the old instance drains. A stale
+    # heartbeat is claimed only after two leases of steady contact (it may be this
+    # instance's own fault), but a hand-over (score 0) is no fault: it waited those two
+    # leases too, and the answer stalled for them.
+    a = await standalone_streams(stream_lease_ttl=3000)
+    producer = await a.create(owner="u")
+    task = a.run(producer, slow_words(delay=0.01))
+    await collect(a, producer.job_id, limit=3)
+    b = await standalone_streams(stream_lease_ttl=3000)
+    assert isinstance(b, RedisStreamManager)
+    started = time.monotonic()
+    seen: list[JobInfo] = []
+    b.set_continuation(continuation("<continued>", seen))
+    await a.drain(5)
+    assert task.done()
+    events = await collect(b, producer.job_id, within=10)
+    assert events[-1].type == "done" and seen
+    # Before two leases of b's contact (6 s), which is when it could claim before.
+    assert time.monotonic() - started < 4.5
+    assert b.metrics.takeovers == 1
+
+
 async def test_a_claim_under_way_when_a_drain_begins_is_handed_over(
     standalone_streams: MakeManager,
 ) -> None:

@@ -11,6 +11,10 @@ to every instance to come back from the same fault. A Redis stall
 longer than the lease therefore moves no job; the producers keep their events in memory
 and write them when Redis is back.
 
+An instance that drained hands its jobs over by setting its heartbeat to 0 (no fault ever
+writes that score): those are claimed at once, without the two leases, so that a redeploy
+whose replacement instances have just started does not leave answers waiting for them.
+
 The reaper runs in its own task (claims never delay this instance's own heartbeat) and
 claims a dead instance's jobs concurrently, a bounded number at a time.
 """
@@ -243,11 +247,16 @@ class Liveness:
         others the time to come back from the same fault: after a Cluster failover each
         instance rediscovers the slot map on its own, and one lease was not enough (three
         living instances' jobs taken, checker cluster seed 3011)."""
-        since, last = self.contact_since, self.last_beat
-        if since is None or last is None:
+        since = self.contact_since
+        if since is None or not self._in_contact():
             return False
-        fresh = time.monotonic() - self._last_beat_mono <= 2 * self.period_s
-        return fresh and now_ms - since >= 2 * self.lease_ms
+        return now_ms - since >= 2 * self.lease_ms
+
+    def _in_contact(self) -> bool:
+        """Whether this instance's last heartbeat went through within two periods."""
+        if self.contact_since is None or self.last_beat is None:
+            return False
+        return time.monotonic() - self._last_beat_mono <= 2 * self.period_s
 
     async def dead(self, instance: str) -> bool:
         """Whether ``instance`` stopped beating (by Redis's clock)."""
@@ -286,10 +295,17 @@ class Liveness:
             # would read are then the new master's, which nobody had time to refresh.
             await self._follow_master(self._sentinel_pool)
         now = await self.now_ms()
-        if not self.may_claim(now):
+        steady = self.may_claim(now)
+        if not steady and not self._in_contact():
             return
+        # Without two leases of steady contact, only the instances that handed their jobs
+        # over (score 0, see ``hand_over``): a stale heartbeat may be this instance's own
+        # fault, a hand-over never is.
         dead = await self.beat_client.zrangebyscore(
-            self.keys.stream_instances, "-inf", now - self.lease_ms, withscores=True
+            self.keys.stream_instances,
+            "-inf" if steady else 0,
+            now - self.lease_ms if steady else 0,
+            withscores=True,
         )
         limit = asyncio.Semaphore(_CLAIM_CONCURRENCY)
         for raw, score in dead:
@@ -298,7 +314,9 @@ class Liveness:
                 continue
             jobs_key = self.keys.stream_instance_jobs(instance)
             jobs = [j.decode() for j in await self.client.smembers(jobs_key)]
-            if jobs:
+            if jobs and not score:
+                log.info("instance %s handed its %d jobs over: claiming them", instance, len(jobs))
+            elif jobs:
                 log.warning(
                     "instance %s silent for %d ms (this one in contact for %d ms): "
                     "claiming its %d jobs",
@@ -310,6 +328,8 @@ class Liveness:
             await asyncio.gather(*(self._bounded(limit, instance, job) for job in jobs))
             if not await self.client.scard(jobs_key):
                 await self.beat_client.zrem(self.keys.stream_instances, instance)
+        if not steady:
+            return
         local = self._local_jobs()
         mine = [j.decode() for j in await self.client.smembers(self._jobs_key)]
         orphans = [j for j in mine if j not in local and j not in self.claiming]
