@@ -64,6 +64,19 @@ def continuation(suffix: str, seen: list[JobInfo]) -> Any:
     return proceed
 
 
+def check_continued(
+    events: list[Event], seen: list[JobInfo], suffix: str, head: list[Event] | None = None
+) -> None:
+    """``events``: a whole answer, ids in order, that starts with ``head`` and ended ``done``
+    after the continuation (which saw the text before it) added ``suffix``."""
+    if head is not None:
+        assert events[: len(head)] == head
+    check_ids(events)
+    assert events[-1].type == "done", events[-1].data
+    assert events[-1].data["text"] == seen[0].text + suffix
+    assert text_of(events) == events[-1].data["text"]
+
+
 async def test_job_is_read_and_aborted_from_another_instance(redis_streams: MakeManager) -> None:
     a = await redis_streams()
     b = await redis_streams()
@@ -179,11 +192,7 @@ async def test_drain_hands_jobs_over_at_once(standalone_streams: MakeManager) ->
     await a.drain(5)
     assert task.done()
     events = await collect(b, producer.job_id, within=10)
-    assert events[:5] == head
-    check_ids(events)
-    assert events[-1].type == "done"
-    assert events[-1].data["text"] == seen[0].text + "<continued>"
-    assert text_of(events) == events[-1].data["text"]
+    check_continued(events, seen, "<continued>", head)
 
 
 async def test_a_drain_hands_over_to_an_instance_that_starts_meanwhile(
@@ -205,11 +214,7 @@ async def test_a_drain_hands_over_to_an_instance_that_starts_meanwhile(
         await draining
     assert task.done()
     events = await collect(b, producer.job_id, within=10)
-    assert events[:5] == head
-    check_ids(events)
-    assert events[-1].type == "done", events[-1].data
-    assert events[-1].data["text"] == seen[0].text + "<continued>"
-    assert text_of(events) == events[-1].data["text"]
+    check_continued(events, seen, "<continued>", head)
 
 
 async def test_an_instance_just_started_takes_a_hand_over_at_once(
@@ -274,12 +279,8 @@ async def test_a_claim_under_way_when_a_drain_begins_is_handed_over(
     assert await a.take_over(gone.instance_id, producer.job_id) is None
     b.liveness.reaping = True
     events = await collect(b, producer.job_id, within=10)
-    check_ids(events)
-    final = events[-1]
-    assert final.type == "done", final.data
-    assert final.data["text"] == seen_b[0].text + "<b>"
+    check_continued(events, seen_b, "<b>")
     assert seen_b[0].text.startswith("partial ")
-    assert text_of(events) == final.data["text"]
 
 
 async def test_takeover_after_kill_9_of_the_producer_process(
