@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import pytest
@@ -41,6 +42,32 @@ async def test_replies_come_in_order_and_error_replies_are_returned(
     assert isinstance(replies[2], ResponseError)  # not an integer
     # One connection serves every round trip.
     assert await _id(line) == await _id(line)
+
+
+async def test_each_connection_loads_the_scripts_in_its_first_round_trip(
+    standalone_conn: RedisConnection,
+) -> None:
+    client: Any = standalone_conn.client
+    # A script no other test loads: its text names this test's key prefix.
+    source = f"return 'loaded {standalone_conn.keys.key('line-script')}'"
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    broken = "this is not lua ("
+    held = Line(client.connection_pool, scripts=(broken, source))
+    try:
+        assert await client.script_exists(sha) == [False]
+        # The first EVALSHA finds the script; the failed load of the other is no error, and
+        # the replies are the caller's commands' alone, in order.
+        replies = await held.round_trip([("EVALSHA", sha, 0), ("PING",)])
+        assert replies == [source[8:-1].encode(), b"PONG"]
+        # A Redis that forgot its scripts (a restart, a failover to a node without them):
+        # the line's next connection loads them again before its first command.
+        await client.script_flush()
+        (forgotten,) = await held.round_trip([("EVALSHA", sha, 0)])
+        assert isinstance(forgotten, NoScriptError)
+        await client.client_kill_filter(_id=str(await _id(held)))
+        assert await held.round_trip([("EVALSHA", sha, 0)]) == [source[8:-1].encode()]
+    finally:
+        await held.close()
 
 
 async def test_a_connection_the_server_closed_while_idle_is_replaced(

@@ -26,8 +26,8 @@ FAILING = LuaScript.from_source("failing", "return redis.error_reply('refused: '
 class Counted(SharedCalls):
     """Counts the round trips (the line's), and what each carried."""
 
-    def __init__(self, client: Any, timeout_s: float) -> None:
-        super().__init__(client, timeout_s)
+    def __init__(self, client: Any, timeout_s: float, scripts: Sequence[LuaScript] = ()) -> None:
+        super().__init__(client, timeout_s, scripts)
         self.sizes: list[int] = []
         line = self._line
         assert line is not None
@@ -113,6 +113,19 @@ async def test_a_script_redis_forgot_is_loaded_and_its_calls_sent_again(
     assert list(replies) == [f"x-{key}".encode(), b"y"]
     assert calls.sizes == [2, 1]  # the unknown script's call went again, alone
     assert await standalone_conn.client.lrange(key, 0, -1) == [b"y"]  # ECHO ran once
+
+
+async def test_the_scripts_named_are_loaded_with_the_first_round_trip(
+    standalone_conn: RedisConnection,
+) -> None:
+    key = standalone_conn.keys.key("group-preload")
+    fresh = LuaScript.from_source("preloaded", f"return ARGV[1] .. '-{key}'")
+    held = Counted(standalone_conn.client, timeout_s=5, scripts=(fresh,))
+    try:
+        assert await held.script(fresh, [key], ["x"]) == f"x-{key}".encode()
+        assert held.sizes == [1]  # no NOSCRIPT, no second round trip
+    finally:
+        await held.close()
 
 
 async def test_close_fails_the_calls_left(calls: Counted, standalone_conn: RedisConnection) -> None:

@@ -43,6 +43,7 @@ READ = LuaScript("read", _PACKAGE, uses=["offset"])
 DELETE = LuaScript("delete", _PACKAGE)
 FORK_SOURCE = LuaScript("fork_source", _PACKAGE, uses=["offset"])
 RELEASE = LuaScript("release", _PACKAGE)
+_SCRIPTS = (CREATE, APPEND, READ, DELETE, FORK_SOURCE, RELEASE)
 
 _PARTS = ("meta", "data", "ends", "prod")
 #: A wait is re-checked at least this often even if a message was lost.
@@ -70,14 +71,15 @@ class RedisDurableStore:
         self.hub = Hub(self.client, probe_s=probe, idle_s=_RECHECK_S)
         self._watches: dict[str, _Watch] = {}
         # Concurrent requests' scripts share round trips on one connection (per node on
-        # Cluster).
-        self._calls = SharedCalls(self.client, redis.config.socket_timeout_s)
+        # Cluster), which loads every script as it connects.
+        self._calls = SharedCalls(self.client, redis.config.socket_timeout_s, scripts=_SCRIPTS)
 
     async def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return await self._calls.script(script, keys, args)
 
     async def start(self) -> None:
-        """Nothing to prepare: scripts load on first use, channels on first wait."""
+        """Nothing to prepare: scripts load with the first round trip, channels on first
+        wait."""
 
     def _keys(self, name: str) -> list[str]:
         return [self.keys.durable(name, part) for part in _PARTS]

@@ -106,14 +106,21 @@ class SharedCalls:
     of fields and values under RESP2) from a round trip, but shaped by the client's reply
     callbacks when it went through the client (on Cluster, after a ``MOVED``): callers
     accept both. A round trip that fails fails every call in it (``ConnectionError``,
-    ``TimeoutError``): as through the client, such a call may or may not have run. A script
-    Redis does not know (first use, a restart, a failover) is loaded and its calls sent
-    again: they had not run.
+    ``TimeoutError``): as through the client, such a call may or may not have run.
+    ``scripts`` are loaded by each connection as it opens, in its first round trip; a
+    script Redis does not know all the same (one not named there, a ``SCRIPT FLUSH``) is
+    loaded and its calls sent again: they had not run.
     """
 
-    def __init__(self, client: Any, timeout_s: float) -> None:
+    def __init__(self, client: Any, timeout_s: float, scripts: Sequence[Script] = ()) -> None:
         self._client = client
-        self._line = None if isinstance(client, RedisCluster) else Line(client.connection_pool)
+        #: Loaded by every connection a line opens (see :class:`Line`).
+        self._sources = tuple(script.source for script in scripts)
+        self._line = (
+            None
+            if isinstance(client, RedisCluster)
+            else Line(client.connection_pool, self._sources)
+        )
         #: On Cluster: a line per node, by the node's name.
         self._lines: dict[str, Line] = {}
         self._timeout_s = timeout_s
@@ -220,7 +227,7 @@ class SharedCalls:
         """Send ``calls`` on ``node``'s line; the calls left for the client."""
         line = self._lines.get(node.name)
         if line is None:
-            line = self._lines[node.name] = Line(_NodePool(node))
+            line = self._lines[node.name] = Line(_NodePool(node), self._sources)
         try:
             replies = await self._round_trip(line, calls)
         except (RedisConnectionError, OSError, TimeoutError):

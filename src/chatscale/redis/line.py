@@ -25,12 +25,21 @@ from chatscale.redis.resp import pack_commands
 
 class Line:
     """One connection of ``pool`` (a redis-py asyncio ``ConnectionPool``, Sentinel's
-    included), held until :meth:`close`."""
+    included), held until :meth:`close`.
 
-    def __init__(self, pool: Any) -> None:
+    ``scripts`` are the sources of the Lua scripts its callers run by SHA. Each connection
+    the line opens loads them (``SCRIPT LOAD``) in the same write as its first round trip,
+    ahead of the caller's commands, so that a first ``EVALSHA`` on a new instance, a
+    restarted Redis or a new master finds its script instead of costing a ``NOSCRIPT``
+    reply and a second round trip. A load that fails is not an error: the script's calls
+    then get ``NOSCRIPT`` as before, and callers handle it.
+    """
+
+    def __init__(self, pool: Any, scripts: Sequence[str] = ()) -> None:
         self._pool = pool
         self._conn: Any = None
         self._replies: Replies | None = None
+        self._setup: list[tuple[str, str, str]] = [("SCRIPT", "LOAD", s) for s in scripts]
 
     async def round_trip(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` pipelined; one reply per command, an error reply as its
@@ -71,20 +80,27 @@ class Line:
         # own check, which reconnects a dead connection).
         await conn.check_health()
         replies = self._replies
+        skip = 0
         if replies is None or replies.stream is not conn._reader:
+            # A connection this line has not written to yet: its set-up goes first.
             replies = self._replies = Replies(conn)
+            if self._setup:
+                skip = len(self._setup)
+                packed = pack_commands(self._setup, conn.encoder) + packed
         try:
             conn._writer.write(packed)
         except RuntimeError as exc:  # uvloop refuses a write to a closed handle
             raise RedisConnectionError("Redis closed the connection") from exc
         await conn._writer.drain()
         out: list[Any] = []
-        while len(out) < count:
+        while len(out) < count + skip:
             reply = replies.next()
             if reply is MORE:
                 await replies.fill()
             else:
                 out.append(reply)
+        if skip:
+            del out[:skip]
         if conn.health_check_interval:
             # As redis-py's read_response does: the connection just answered, so the next
             # PING is due an interval from now (else a busy connection got one an interval).

@@ -168,8 +168,13 @@ class Writer:
         self._retry_s = _RETRY_FIRST_S
         self._stall_checked = time.monotonic()
         self._background = Background("stream writer")
-        #: Outside Cluster, every write goes over one connection of the writer's own.
-        self._line = None if isinstance(client, RedisCluster) else Line(client.connection_pool)
+        #: Outside Cluster, every write goes over one connection of the writer's own, which
+        #: loads the append script as it connects.
+        self._line = (
+            None
+            if isinstance(client, RedisCluster)
+            else Line(client.connection_pool, scripts=(APPEND.source,))
+        )
         #: The deadline of the write in flight; :meth:`interrupt` brings it forward.
         self._deadline: asyncio.Timeout | None = None
         self._interrupted = False
