@@ -567,6 +567,13 @@ def test_log_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
+def test_openai_http_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().openai_http_client == "aiohttp"
+    assert env(monkeypatch, OPENAI_HTTP_CLIENT=" HTTPX ").openai_http_client == "httpx"
+    exc = error(monkeypatch, OPENAI_HTTP_CLIENT="requests")
+    assert exc.variable == "OPENAI_HTTP_CLIENT" and "aiohttp, httpx" in str(exc)
+
+
 # --- DATABASE_URL (docs/configuration.md#database) ------------------------------------
 
 

@@ -366,6 +366,9 @@ class Settings(BaseSettings):
     openai_models: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_csv)] = ()
     openai_timeout: Annotated[float, floats(0.1, 3_600, "seconds")] = 60.0
     openai_max_retries: Annotated[int, ints(0, 10, "retries")] = 1
+    openai_http_client: Annotated[
+        Literal["aiohttp", "httpx"], BeforeValidator(_one_of("aiohttp", "httpx"))
+    ] = "aiohttp"
     demo_tokens_per_second: Annotated[float, floats(0.1, 100_000, "tokens per second")] = 50.0
     demo_response_tokens: Annotated[int, ints(1, 1_000_000, "tokens")] = 200
     chaos_model: Bool = False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from typing import Any
 
 import pytest
 
@@ -19,10 +21,31 @@ from chatscale.llm import (
 from chatscale.llm.openai_compat import AnswerCutOff
 from tests.llm.fake_openai import MODELS, FakeOpenAI
 
+#: Every test runs with each HTTP transport the provider offers (OPENAI_HTTP_CLIENT).
+CLIENTS = ["aiohttp", "httpx"]
 
-def _provider(server: FakeOpenAI, models: tuple[str, ...] = ()) -> OpenAICompatibleProvider:
+
+@pytest.fixture(params=CLIENTS, autouse=True)
+def http_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The transport of every provider the test makes, directly or from the settings."""
+    kind: str = request.param
+    monkeypatch.setenv("OPENAI_HTTP_CLIENT", kind)
+    return kind
+
+
+def _provider(
+    server: FakeOpenAI | str, models: tuple[str, ...] = (), **options: Any
+) -> OpenAICompatibleProvider:
+    base_url = server if isinstance(server, str) else server.base_url
+    options.setdefault("api_key", "sk-test")
+    options.setdefault("max_retries", 0)
+    kind = os.environ["OPENAI_HTTP_CLIENT"]
+    assert kind in CLIENTS
     return OpenAICompatibleProvider(
-        api_key="sk-test", base_url=server.base_url, models=models, max_retries=0
+        base_url=base_url,
+        models=models,
+        http_client="aiohttp" if kind == "aiohttp" else "httpx",
+        **options,
     )
 
 
@@ -41,6 +64,18 @@ async def test_streams_the_answer(fake_openai: FakeOpenAI) -> None:
     assert fake_openai.requests[0].body["stream"] is True
     assert fake_openai.requests[0].body["messages"] == [{"role": "user", "content": "hi"}]
     assert fake_openai.requests[0].completed
+
+
+async def test_a_base_url_with_credentials_streams_the_answer(fake_openai: FakeOpenAI) -> None:
+    # aiohttp refuses URL credentials beside the key's Authorization header: such a base
+    # URL keeps the SDK's default client, whatever OPENAI_HTTP_CLIENT says.
+    base_url = fake_openai.base_url.replace("http://", "http://user:pw@")
+    provider = _provider(base_url)
+    try:
+        chunks = [c async for c in provider.stream(_request())]
+    finally:
+        await provider.aclose()
+    assert "".join(c.text for c in chunks) == "tok0 tok1 tok2 tok3 tok4 "
 
 
 async def test_tool_calls_other_choices_and_the_finish_reason(fake_openai: FakeOpenAI) -> None:
@@ -179,9 +214,7 @@ async def test_a_stream_ending_without_finish_reason_is_cut_off(
 
 
 async def test_unreachable_server_is_a_provider_error() -> None:
-    provider = OpenAICompatibleProvider(
-        api_key=None, base_url="http://127.0.0.1:9/v1", max_retries=0, timeout_s=2
-    )
+    provider = _provider("http://127.0.0.1:9/v1", api_key=None, timeout_s=2)
     try:
         with pytest.raises(ProviderError, match="cannot reach the model server"):
             async for _ in provider.stream(_request()):
@@ -264,9 +297,7 @@ async def test_openai_timeout_and_retries_come_from_the_settings(fake_openai: Fa
 async def test_an_unreachable_upstreams_model_list_backs_off() -> None:
     silent = _Silent()
     async with silent as base_url:
-        provider = OpenAICompatibleProvider(
-            api_key="sk-test", base_url=base_url, timeout_s=0.3, max_retries=0
-        )
+        provider = _provider(base_url, timeout_s=0.3)
         loop = asyncio.get_running_loop()
         try:
             with pytest.raises(ProviderError, match="did not answer in time"):

@@ -8,6 +8,12 @@ decoding, ``[DONE]`` and mid-stream ``error`` handling), but each streamed chunk
 the plain JSON object the SDK decoded, not built into its typed ``ChatCompletionChunk``:
 that model building cost more server CPU per token than everything else on the way to the
 client (docs/benchmarks.md, h2).
+
+The SDK's HTTP transport is aiohttp by default (``OPENAI_HTTP_CLIENT``), the SDK's own
+``DefaultAioHttpClient``: a streamed chunk arrives in a read of its own, and a read through
+httpx's default transport (h11 parsing, an anyio cancel scope per read) cost about a third of
+the server's CPU per token more (docs/benchmarks.md, h2). Proxies from the environment,
+certificate settings and timeouts are the SDK's either way.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import openai
 from openai import AsyncOpenAI, AsyncStream
@@ -53,6 +60,7 @@ class OpenAICompatibleProvider:
         models: Sequence[str] = (),
         timeout_s: float = 60.0,
         max_retries: int = 1,
+        http_client: Literal["aiohttp", "httpx"] = "aiohttp",
     ) -> None:
         self._client = AsyncOpenAI(
             # Local servers (Ollama, llama.cpp, vLLM) accept any key; the SDK needs one.
@@ -60,6 +68,7 @@ class OpenAICompatibleProvider:
             base_url=base_url,
             timeout=timeout_s,
             max_retries=max_retries,
+            http_client=_transport(http_client, base_url),
         )
         self._configured = tuple(models)
         self._listed: tuple[float, list[ModelInfo]] | None = None
@@ -168,7 +177,7 @@ class OpenAICompatibleProvider:
                     if reason and isinstance(reason, str):
                         finish = reason
         except openai.APIConnectionError as exc:
-            if isinstance(exc, openai.APITimeoutError):
+            if _timed_out(exc):
                 raise AnswerCutOff(f"{CUT_OFF}: the model server stopped sending") from exc
             raise AnswerCutOff(f"{CUT_OFF}: the connection to the model server broke") from exc
         except openai.OpenAIError as exc:
@@ -221,13 +230,42 @@ def _public(exc: openai.OpenAIError) -> str:
     if isinstance(exc, openai.APIStatusError):
         log.warning("the model server answered %s: %s", exc.status_code, _detail(exc))
         return f"the model server answered {exc.status_code}; the server log has the details"
-    if isinstance(exc, openai.APITimeoutError):
+    if _timed_out(exc):
         return "the model server did not answer in time"
     if isinstance(exc, openai.APIConnectionError):
         log.warning("cannot reach the model server: %r", exc.__cause__ or exc)
         return "cannot reach the model server"
     log.warning("the model server failed: %s", exc)
     return "the model server failed; the server log has the details"
+
+
+def _transport(kind: str, base_url: str | None) -> openai.DefaultAioHttpClient | None:
+    """The SDK's own aiohttp client, with its defaults (connection limits, redirects), or
+    None for its default (httpx) client. aiohttp refuses credentials in the URL beside the
+    API key's ``Authorization`` header, which httpx turns into basic authentication: such
+    a base URL keeps httpx."""
+    if kind != "aiohttp":
+        return None
+    if base_url is not None:
+        parts = urlsplit(base_url)
+        if parts.username is not None or parts.password is not None:
+            log.info("OPENAI_BASE_URL carries credentials: the model server is asked via httpx")
+            return None
+    return openai.DefaultAioHttpClient()
+
+
+def _timed_out(exc: openai.OpenAIError) -> bool:
+    """Whether ``exc`` is a timeout. The SDK's aiohttp transport reports a refused or failed
+    connection as a connect *timeout*; what it wraps (an ``OSError`` that is no
+    ``TimeoutError``) tells them apart."""
+    if not isinstance(exc, openai.APITimeoutError):
+        return False
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
+            return False
+        cause = cause.__cause__
+    return True
 
 
 def _detail(exc: openai.APIStatusError) -> str:

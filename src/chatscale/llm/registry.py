@@ -104,6 +104,7 @@ def build_registry(settings: Settings) -> ProviderRegistry:
                 models=settings.openai_models,
                 timeout_s=settings.openai_timeout,
                 max_retries=settings.openai_max_retries,
+                http_client=settings.openai_http_client,
             )
         )
     return ProviderRegistry(providers, settings.default_model)
