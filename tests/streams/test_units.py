@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from chatscale.redis.keys import KeySpace
 from chatscale.streams import Event, InvalidEventId, parse_event_id
+from chatscale.streams.backlog import FIRST_CHUNKS, IDLE_S, PRESSURE_CHUNKS, Backlog
 from chatscale.streams.codec import pack, unpack
 from chatscale.streams.redis_liveness import Liveness
 from chatscale.streams.redis_reader import Follow as _Follow
@@ -102,3 +104,33 @@ def test_a_claimer_needs_two_leases_of_its_own_contact() -> None:
     assert liveness.may_claim(now)
     liveness._last_beat_mono = time.monotonic() - 5  # the last beat is stale
     assert not liveness.may_claim(now)
+
+
+def test_backpressure_starts_small_after_idle_and_grows_per_flush() -> None:
+    now = [100.0]
+    backlog = Backlog(lambda: None, _never, coalesce_s=0.002, clock=lambda: now[0])
+    producer: Any = object()
+    windows = []
+    for _ in range(6):
+        backlog.dirty(producer)
+        windows.append(backlog.pressure_chunks)
+        backlog.buffered = backlog.pressure_chunks
+        assert backlog.pressing(check_age=False)
+        backlog.take()
+        now[0] += 0.01
+    assert windows == [FIRST_CHUNKS, 256, 512, PRESSURE_CHUNKS, PRESSURE_CHUNKS, PRESSURE_CHUNKS]
+    # A writer idle for longer than IDLE_S starts again from the small window; a shorter
+    # pause does not.
+    now[0] += IDLE_S / 2
+    backlog.dirty(producer)
+    assert backlog.pressure_chunks == PRESSURE_CHUNKS
+    backlog.take()
+    now[0] += IDLE_S * 1.5
+    backlog.dirty(producer)
+    assert backlog.pressure_chunks == FIRST_CHUNKS
+    backlog.buffered = FIRST_CHUNKS - 1
+    assert not backlog.pressing(check_age=False)
+
+
+async def _never() -> None:
+    raise AssertionError("not waited for here")
