@@ -178,6 +178,8 @@ class Writer:
         #: The deadline of the write in flight; :meth:`interrupt` brings it forward.
         self._deadline: asyncio.Timeout | None = None
         self._interrupted = False
+        #: Producers whose end was stored this turn of the loop (see :meth:`_end`).
+        self._ending: list[Producer] = []
         #: Jobs a write left with unsent batches (refused, failed): written again next.
         self._owed: dict[str, JobWrite] = {}
         #: When the next round of checks of unconfirmed ends is due (``time.monotonic``).
@@ -640,7 +642,7 @@ class Writer:
                 self.forget(job)
             producer.final_stored = True
             self.metrics.jobs_finished += 1
-            self._background.spawn(self._ended(producer))
+            self._end(producer)
 
     async def _verified(self, job: JobWrite, batch: Batch, acked: bool | None) -> None:
         """An end under check was sent again: done once a replica has it; told and recorded
@@ -651,7 +653,7 @@ class Writer:
             log.warning("end of job %s was lost by Redis and is written again", job.producer.job_id)
             if acked is not None:
                 await self._publish(job, batch)
-            self._background.spawn(self._ended(job.producer))
+            self._end(job.producer)
         if acked is not False:
             self.forget(job)
 
@@ -669,12 +671,31 @@ class Writer:
         except Exception as exc:
             log.warning("publishing the end of job %s: %s", producer.job_id, exc)
 
-    async def _ended(self, producer: Producer) -> None:
+    def _end(self, producer: Producer) -> None:
+        """``producer``'s end is stored: its job leaves this instance's set, and the manager
+        is told. The ends of one turn of the loop leave the set in one command: answers that
+        end together (a burst of short ones) cost one round trip, not one each, and do not
+        hold the loop while other answers stream."""
+        if not self._ending:
+            asyncio.get_running_loop().call_soon(self._end_all)
+        self._ending.append(producer)
+
+    def _end_all(self) -> None:
+        ending, self._ending = self._ending, []
+        if ending:
+            self._background.spawn(self._ended(ending))
+
+    async def _ended(self, producers: list[Producer]) -> None:
         with contextlib.suppress(Exception):
             await self.client.srem(
-                self.keys.stream_instance_jobs(self.instance_id), producer.job_id
+                self.keys.stream_instance_jobs(self.instance_id), *(p.job_id for p in producers)
             )
-        await self._on_stored_end(producer)
+        outcomes = await asyncio.gather(
+            *(self._on_stored_end(producer) for producer in producers), return_exceptions=True
+        )
+        for producer, outcome in zip(producers, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.warning("end of job %s: %s", producer.job_id, outcome)
 
     async def _recreate(self, job: JobWrite) -> None:
         """The job hash is gone although the job runs here: Redis lost it. Create it again
@@ -728,6 +749,7 @@ class Writer:
             self._timer.cancel()
             self._timer = None
         self._kick.set()
+        self._end_all()
         await self._background.close(grace=2.0)
         if self._line is not None:
             await self._line.close()
