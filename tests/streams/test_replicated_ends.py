@@ -314,3 +314,32 @@ async def test_an_end_read_from_the_log_is_told_only_once_a_replica_has_it(
     finally:
         await manager.close()
         await connection.close()
+
+
+async def test_an_end_the_writer_told_without_a_replica_is_told_by_every_instance(
+    standalone_streams: Any,
+) -> None:
+    """Checker Sentinel seed 12204: after a failover left the new master without a replica,
+    the writer took its answers' ends as stored and told them (its clients saw ``done``),
+    while another instance, judging by its own clock, answered ``running`` to a status read
+    for up to CONFIRM_S more. The writer's telling is recorded in the job hash; every
+    instance follows it."""
+    writing = await _degraded_manager(standalone_streams)
+    other = await standalone_streams()
+    assert isinstance(other, RedisStreamManager)
+    # Another instance that knows the master has a replica, which answers no WAIT (this
+    # standalone server has none), and has not seen replication degraded itself.
+    other.redis.replication.saw(1)
+    assert other.redis.replication.waits and not other.redis.replication.degraded
+    producer = await writing.create(owner="u")
+    await producer.delta("text")
+    async with asyncio.timeout(5):
+        await producer.complete()
+    assert producer.final_stored
+    began = time.monotonic()
+    info = await other.status(producer.job_id)
+    assert info is not None and info.status.value == "complete" and info.last_event_id == "2"
+    assert await other.list_active("u") == []
+    events = [e async for e in other.subscribe(producer.job_id)]
+    assert events[-1].final and events[-1].data["text"] == "text"
+    assert time.monotonic() - began < CONFIRM_S / 2

@@ -130,6 +130,14 @@ def test_backpressure_starts_small_after_idle_and_grows_per_flush() -> None:
     assert backlog.pressure_chunks == FIRST_CHUNKS
     backlog.buffered = FIRST_CHUNKS - 1
     assert not backlog.pressing(check_age=False)
+    # A smaller maximum (set for latency) bounds the windows from the start.
+    backlog.max_chunks = 64
+    backlog.take()
+    now[0] += IDLE_S * 1.5
+    backlog.dirty(producer)
+    assert backlog.pressure_chunks == 64
+    backlog.take()
+    assert backlog.pressure_chunks == 64
 
 
 async def _never() -> None:

@@ -30,7 +30,7 @@ class Backlog:
     """The producers with unwritten events since the last flush, and their chunk count."""
 
     __slots__ = ("_clock", "_dirty", "_relieve", "_schedule", "_taken", "buffered",
-                 "pressure_chunks", "pressure_s", "since")  # fmt: skip
+                 "max_chunks", "pressure_chunks", "pressure_s", "since")  # fmt: skip
 
     def __init__(
         self,
@@ -53,6 +53,9 @@ class Backlog:
         #: full window of chunks waiting behind them was the tail of a burst of fast
         #: producers (docs/benchmarks.md, workload a).
         self.pressure_chunks = FIRST_CHUNKS
+        #: What :attr:`pressure_chunks` grows to (raise it for throughput, lower it for
+        #: latency).
+        self.max_chunks = PRESSURE_CHUNKS
         #: When the writer last took the buffered producers.
         self._taken = -IDLE_S
         #: A fast producer waits for the writer once buffered chunks are this old (s).
@@ -63,7 +66,7 @@ class Backlog:
         if not self._dirty:
             self.since = now = self._clock()
             if now - self._taken > IDLE_S:
-                self.pressure_chunks = FIRST_CHUNKS
+                self.pressure_chunks = min(FIRST_CHUNKS, self.max_chunks)
         self._dirty.append(producer)
         self._schedule()
 
@@ -86,6 +89,6 @@ class Backlog:
         """The dirty producers since the last call (the count starts again)."""
         dirty, self._dirty = self._dirty, []
         self.buffered = 0
-        self.pressure_chunks = min(PRESSURE_CHUNKS, self.pressure_chunks * 2)
+        self.pressure_chunks = min(self.max_chunks, self.pressure_chunks * 2)
         self._taken = self._clock()
         return dirty

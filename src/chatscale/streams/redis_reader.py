@@ -240,7 +240,7 @@ class Reader:
                         return
                     yield event
 
-    async def _durable_end(self, job_id: str) -> bool:
+    async def _durable_end(self, job_id: str, job: JobRecord | None = None) -> bool:
         """Whether a final event just read from the log may be told: as for the writer's
         own publication, once the replicas have it, or once it was stored CONFIRM_S ago (the
         writer takes it as stored by then), or at once without replicas or with replication
@@ -248,8 +248,13 @@ class Reader:
         it: a client that read an end there was told ``done`` for an answer the new master
         still had running (checker Sentinel seeds 2038, 2102). On Cluster the writer holds a
         final batch's publication until its shard's replica has it, and a re-read of the log
-        in between (a subscription that was behind or lost messages) told it anyway."""
-        if self.replication is None:
+        in between (a subscription that was behind or lost messages) told it anyway.
+
+        An end the writer told (``job.told``, read now or passed as ``job``) is told here
+        too: the writer may have taken it as stored without a replica (replication
+        degraded), and its clients were told ``done``; an instance judging by its own clock
+        said ``running`` for up to CONFIRM_S more (checker Sentinel seed 12204)."""
+        if self.replication is None or (job is not None and job.told):
             return True
         key = self.keys.stream_job(job_id)
         replication = self.replication(key)
@@ -259,7 +264,7 @@ class Reader:
         if replication.confirms(count):
             return True
         job = await self.store.job(job_id)
-        return job is not None and now - job.updated_at >= CONFIRM_S
+        return job is not None and (job.told or now - job.updated_at >= CONFIRM_S)
 
     async def _with_text(self, state: Follow, event: Event) -> Event:
         """A final event with its ``text`` (stored once, as the deltas)."""
@@ -288,7 +293,7 @@ class Reader:
             status is not JobStatus.RUNNING
             and events
             and events[-1].final
-            and not await self._durable_end(job_id)
+            and not await self._durable_end(job_id, job)
         ):
             status = JobStatus.RUNNING
             events = events[:-1]
@@ -337,5 +342,5 @@ class Reader:
         ]
         if not ended:
             return set()
-        durable = await asyncio.gather(*(self._durable_end(j.job_id) for j in ended))
+        durable = await asyncio.gather(*(self._durable_end(j.job_id, j) for j in ended))
         return {j.job_id for j, told in zip(ended, durable, strict=True) if not told}

@@ -56,6 +56,9 @@ class JobRecord:
     created_at: float
     updated_at: float
     abort: bool
+    #: The writer told the job's end (tell.lua): once a replica had it, or taken as stored
+    #: without one.
+    told: bool = False
 
     @classmethod
     def parse(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
@@ -75,6 +78,7 @@ class JobRecord:
                 created_at=float(get(b"created", b"0")),
                 updated_at=float(get(b"updated", b"0")),
                 abort=b"abort" in raw,
+                told=b"told" in raw,
             )
         except (ValueError, KeyError):
             log.warning("job %s has a corrupt hash; treating it as missing", job_id)

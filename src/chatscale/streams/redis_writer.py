@@ -30,7 +30,7 @@ from chatscale.redis.replication import WAIT_MS, Replication
 from chatscale.streams import codec
 from chatscale.streams.model import Event, status_of
 from chatscale.streams.redis_store import Batch
-from chatscale.streams.scripts import APPEND, CREATE, LISTED
+from chatscale.streams.scripts import APPEND, CREATE, LISTED, TELL
 from chatscale.tasks import Background
 
 if TYPE_CHECKING:
@@ -664,8 +664,10 @@ class Writer:
         producer = job.producer
         message = b"[%d,%d,%s]" % (producer.epoch, batch.first, batch.items)
         try:
-            await self.client.execute_command(
-                self.publish_cmd, self.keys.stream_events(producer.job_id), message
+            # Recorded in the job hash as told: readers elsewhere follow the writer's word
+            # (tell.lua) instead of judging the replicas by their own clock.
+            await TELL(
+                self.client, [self.keys.stream_job(producer.job_id)], [self.publish_cmd, message]
             )
             self.metrics.redis_round_trips += 1
         except Exception as exc:
