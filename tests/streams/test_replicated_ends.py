@@ -343,3 +343,31 @@ async def test_an_end_the_writer_told_without_a_replica_is_told_by_every_instanc
     events = [e async for e in other.subscribe(producer.job_id)]
     assert events[-1].final and events[-1].data["text"] == "text"
     assert time.monotonic() - began < CONFIRM_S / 2
+
+
+async def test_instances_judge_an_unconfirmed_end_alike(standalone_streams: Any) -> None:
+    """Checker Sentinel seed 12407 (failovers back and forth): an instance that had found
+    replication degraded told an end read from the log at once, while the writer was still
+    waiting for a replica and another instance answered ``running``. Whether an end is told
+    no longer depends on an instance's own view of replication."""
+    writing = await standalone_streams()
+    assert isinstance(writing, RedisStreamManager)
+    writing.redis.replication.saw(1)  # waits for a replica this server does not have
+    degraded = await _degraded_manager(standalone_streams)
+    producer = await writing.create(owner="u")
+    await producer.delta("text")
+    ending = asyncio.ensure_future(producer.complete())
+    try:
+        await asyncio.sleep(0.5)
+        assert not producer.final_stored
+        for reader in (degraded, writing):
+            info = await reader.status(producer.job_id)
+            assert info is not None and info.status.value == "running", reader
+        # Once the writer takes it as stored (CONFIRM_S) and tells it, every instance does.
+        async with asyncio.timeout(CONFIRM_S + 5):
+            await ending
+        for reader in (degraded, writing):
+            info = await reader.status(producer.job_id)
+            assert info is not None and info.status.value == "complete"
+    finally:
+        ending.cancel()

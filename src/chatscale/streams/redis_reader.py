@@ -243,22 +243,25 @@ class Reader:
     async def _durable_end(self, job_id: str, job: JobRecord | None = None) -> bool:
         """Whether a final event just read from the log may be told: as for the writer's
         own publication, once the replicas have it, or once it was stored CONFIRM_S ago (the
-        writer takes it as stored by then), or at once without replicas or with replication
-        degraded. A former master back from a pause takes writes until the sentinels demote
-        it: a client that read an end there was told ``done`` for an answer the new master
-        still had running (checker Sentinel seeds 2038, 2102). On Cluster the writer holds a
-        final batch's publication until its shard's replica has it, and a re-read of the log
-        in between (a subscription that was behind or lost messages) told it anyway.
+        writer takes it as stored by then), or at once without replicas. A former master
+        back from a pause takes writes until the sentinels demote it: a client that read an
+        end there was told ``done`` for an answer the new master still had running (checker
+        Sentinel seeds 2038, 2102). On Cluster the writer holds a final batch's publication
+        until its shard's replica has it, and a re-read of the log in between (a
+        subscription that was behind or lost messages) told it anyway.
 
         An end the writer told (``job.told``, read now or passed as ``job``) is told here
         too: the writer may have taken it as stored without a replica (replication
         degraded), and its clients were told ``done``; an instance judging by its own clock
-        said ``running`` for up to CONFIRM_S more (checker Sentinel seed 12204)."""
+        said ``running`` for up to CONFIRM_S more (checker Sentinel seed 12204). Nothing
+        here depends on this instance's own view of replication (whether it found it
+        degraded): every instance judges an end by the same facts, or one told ``done``
+        while another said ``running`` (checker Sentinel seed 12407)."""
         if self.replication is None or (job is not None and job.told):
             return True
         key = self.keys.stream_job(job_id)
         replication = self.replication(key)
-        if not replication.waits or replication.degraded:
+        if not replication.waits:
             return True
         count, now = await self.store.replicated(replication.wanted, key)
         if replication.confirms(count):
