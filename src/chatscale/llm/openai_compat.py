@@ -177,7 +177,7 @@ class OpenAICompatibleProvider:
                     if reason and isinstance(reason, str):
                         finish = reason
         except openai.APIConnectionError as exc:
-            if _timed_out(exc):
+            if timed_out(exc):
                 raise AnswerCutOff(f"{CUT_OFF}: the model server stopped sending") from exc
             raise AnswerCutOff(f"{CUT_OFF}: the connection to the model server broke") from exc
         except openai.OpenAIError as exc:
@@ -230,7 +230,7 @@ def _public(exc: openai.OpenAIError) -> str:
     if isinstance(exc, openai.APIStatusError):
         log.warning("the model server answered %s: %s", exc.status_code, _detail(exc))
         return f"the model server answered {exc.status_code}; the server log has the details"
-    if _timed_out(exc):
+    if timed_out(exc):
         return "the model server did not answer in time"
     if isinstance(exc, openai.APIConnectionError):
         log.warning("cannot reach the model server: %r", exc.__cause__ or exc)
@@ -254,7 +254,7 @@ def _transport(kind: str, base_url: str | None) -> openai.DefaultAioHttpClient |
     return openai.DefaultAioHttpClient()
 
 
-def _timed_out(exc: openai.OpenAIError) -> bool:
+def timed_out(exc: openai.OpenAIError) -> bool:
     """Whether ``exc`` is a timeout. The SDK's aiohttp transport reports a refused or failed
     connection as a connect *timeout*; what it wraps (an ``OSError`` that is no
     ``TimeoutError``) tells them apart."""

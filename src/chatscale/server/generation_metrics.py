@@ -19,7 +19,7 @@ from chatscale.config import Settings
 from chatscale.llm import Chunk
 from chatscale.llm.chaos import CHAOS_MODEL
 from chatscale.llm.demo import DEMO_MODEL
-from chatscale.llm.openai_compat import AnswerCutOff
+from chatscale.llm.openai_compat import AnswerCutOff, timed_out
 
 #: The model label of every model the settings do not name.
 OTHER_MODEL = "other"
@@ -41,10 +41,8 @@ def configured_models(settings: Settings) -> frozenset[str]:
 def error_kind(exc: BaseException) -> str:
     """The ``kind`` label of a failed answer (one of :data:`ERROR_KINDS`)."""
     for cause in (exc, exc.__cause__):
-        if isinstance(cause, openai.APITimeoutError):
-            return "timeout"
         if isinstance(cause, openai.APIConnectionError):
-            return "connection"
+            return "timeout" if timed_out(cause) else "connection"
         if isinstance(cause, openai.APIStatusError):
             if cause.status_code == 429:
                 return "rate_limited"
