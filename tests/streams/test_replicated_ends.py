@@ -105,8 +105,11 @@ async def test_an_end_is_told_only_once_a_replica_has_it(
             assert [j.job_id for j in await manager.list_active("u")] == [producer.job_id]
         finally:
             os.kill(replica.pid, signal.SIGCONT)
-        # Told at once (not found later by a silent subscription's re-read of the log).
-        async with asyncio.timeout(1.5):
+        # Told at once (not found later by a silent subscription's re-read of the log, which
+        # comes 5 s after its last message here, half a lease: 3.5 s from now at the
+        # earliest). At once is the writer's next resend, up to a second away by its
+        # back-off, then the WAIT and the publication: 0.4-0.6 s here, over 1.5 s once in CI.
+        async with asyncio.timeout(2.5):
             await follower
         async with asyncio.timeout(5):
             await late
