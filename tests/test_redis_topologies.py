@@ -360,21 +360,23 @@ async def test_sentinel_failover_is_followed(sentinel_factory: Any) -> None:
         recovered = None
         while time.monotonic() - start < 30:
             try:
+                # Every step bounded, describe() too (it asks the sentinels and the node):
+                # CI once hung past pytest's 120 s in a step outside the bound.
                 async with asyncio.timeout(3):
                     await conn.client.set(conn.keys.key("k"), b"2")
                     info = await conn.client.info("replication")
-                if info.get("role") == "master":
-                    after = await describe(conn)
-                    if after.sentinel_master != before.sentinel_master:
-                        recovered = time.monotonic() - start
-                        break
+                    after = await describe(conn) if info.get("role") == "master" else None
+                if after is not None and after.sentinel_master != before.sentinel_master:
+                    recovered = time.monotonic() - start
+                    break
             except Exception:
                 pass
             await asyncio.sleep(0.2)
         assert recovered is not None, "the client did not follow the failover within 30 s"
         assert recovered < 15, recovered
     finally:
-        await conn.close()
+        async with asyncio.timeout(10):
+            await conn.close()
 
 
 async def test_close_is_idempotent(standalone_conn: RedisConnection) -> None:
