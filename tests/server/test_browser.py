@@ -88,18 +88,18 @@ async def test_answer_survives_a_cut_connection_exactly_once(browser: Any) -> No
                     timeout=10_000,
                 )
                 proxy.cut()
-            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+            await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
             shown = await answer.get_attribute("data-raw")
             assert shown == expected("hello browser", TOKENS)
             assert await page.locator(".msg.assistant").count() == 1
             assert errors == []
             # The conversation is listed and reloads from the server identically.
             await page.reload()
-            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
+            await _until(page, ".msg.assistant[data-status='done']", timeout=10_000)
             reloaded = await page.locator(".msg.assistant").last.get_attribute("data-raw")
             assert reloaded == shown
             # The list comes by a request of its own, which may end after the messages'.
-            await page.wait_for_selector("#conversations li", timeout=10_000)
+            await _until(page, "#conversations li", timeout=10_000)
             assert await page.locator("#conversations li").count() == 1
             await context.close()
         finally:
@@ -118,7 +118,7 @@ async def test_another_tab_shows_the_answer_this_one_started(browser: Any) -> No
         await first.fill("#input", "two tabs")
         await first.press("#input", "Enter")
         for page in (first, second):
-            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+            await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
             text = await page.locator(".msg.assistant").last.get_attribute("data-raw")
             assert text == expected("two tabs", TOKENS)
             assert await page.locator(".msg.assistant").count() == 1
@@ -153,7 +153,7 @@ async def test_answer_survives_a_server_restart(
         )
         server.kill()  # SIGKILL mid-answer: nothing is drained or handed over
         await asyncio.to_thread(server.start)  # the same port; it takes the job over
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=30_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=30_000)
         shown = await page.locator(".msg.assistant").last.get_attribute("data-raw")
         assert shown == expected("restart me", TOKENS)
         assert await page.locator(".msg.assistant").count() == 1
@@ -190,7 +190,7 @@ async def test_running_answer_survives_an_emptied_redis(
         assert (await asyncio.to_thread(redis.cli, "FLUSHALL")).strip() == "OK"
         # The reload's session and conversation are gone; the tab's resume token is not.
         await page.reload()
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=30_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=30_000)
         shown = await page.locator(".msg.assistant").last.get_attribute("data-raw")
         assert shown == expected("forget me not", TOKENS)
         assert await page.locator(".msg.assistant").count() == 1
@@ -235,7 +235,7 @@ async def test_page_works_under_its_content_security_policy(browser: Any) -> Non
         await page.press("#input", "Enter")
         # A selector wait, not wait_for_function: that one polls with eval in the page,
         # which the policy itself forbids once the first check does not succeed at once.
-        await page.wait_for_selector(".msg.assistant .text:not(:empty)", timeout=15_000)
+        await _until(page, ".msg.assistant .text:not(:empty)", timeout=15_000)
         await context.close()
     assert violations == []
 
@@ -275,6 +275,38 @@ async def _page(browser: Any, url: str, **options: Any) -> tuple[Any, Any, list[
 async def _send(page: Any, text: str) -> None:
     await page.fill("#input", text)
     await page.press("#input", "Enter")
+
+
+async def _until(page: Any, selector: str, **options: Any) -> Any:
+    """``page.wait_for_selector``, failing with what the page shows: a timeout alone (as
+    one CI run gave) does not tell a page that never loaded the conversation from one
+    showing it unfinished."""
+    try:
+        return await page.wait_for_selector(selector, **options)
+    except Exception as exc:
+        if type(exc).__name__ != "TimeoutError":
+            raise
+        try:
+            shown = await page.evaluate(
+                "() => ({location: location.href, body: document.body.className,"
+                " banner: document.getElementById('banner')?.textContent ?? null,"
+                " messages: [...document.querySelectorAll('.msg')].map(m =>"
+                " `${m.dataset.role}:${m.dataset.status ?? ''}:${m.dataset.streamId ?? ''}:`"
+                " + (m.dataset.raw ?? '').slice(0, 40))})"
+            )
+        except Exception as why:  # the page itself is gone or hung
+            shown = f"(not readable: {why!r})"
+        waited = options.get("timeout", 30_000)
+        raise AssertionError(
+            f"{selector!r} not seen in {waited:.0f} ms; the page: {shown}"
+        ) from exc
+
+
+async def _location(page: Any) -> str:
+    """The page's own ``location.href``. (``page.url`` is Playwright's record of the
+    page's navigations, which the page's ``history.replaceState`` reaches only by an
+    event: reading it right after may give the address before.)"""
+    return str(await page.evaluate("location.href"))
 
 
 MARKDOWN = """## Plan
@@ -347,7 +379,7 @@ def upstream_server() -> Iterator[ServerThread]:
 
 
 async def _choose(page: Any, model: str) -> None:
-    await page.wait_for_selector(f"#model option[value='{model}']", state="attached")
+    await _until(page, f"#model option[value='{model}']", state="attached")
     await page.select_option("#model", model)
 
 
@@ -360,9 +392,9 @@ async def test_streamed_answer_renders_as_sanitized_markdown(
     await _send(page, "how do I scale?")
     answer = page.locator(".msg.assistant").last
     # Rendered while it streams: the heading is there before the code block has come.
-    await page.wait_for_selector(".msg.assistant.streaming .text h2", timeout=10_000)
+    await _until(page, ".msg.assistant.streaming .text h2", timeout=10_000)
     assert await answer.locator("pre").count() == 0
-    await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+    await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
     text = answer.locator(".text")
     assert await text.locator("h2").text_content() == "Plan"
     assert await text.locator("strong").text_content() == "scale"
@@ -393,7 +425,7 @@ async def test_streamed_answer_renders_as_sanitized_markdown(
     assert await page.evaluate("navigator.clipboard.readText()") == MARKDOWN
     # Stored and shown again the same after a reload.
     await page.reload()
-    await page.wait_for_selector(".msg.assistant[data-status='done'] .text h2")
+    await _until(page, ".msg.assistant[data-status='done'] .text h2")
     assert await page.locator(".msg.assistant .text").inner_html() == shown
     assert problems == []
     await context.close()
@@ -416,7 +448,7 @@ async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
         assert favicon.headers["content-type"].startswith("image/svg+xml")
         await _shot(page, "narrow-empty")
         # The message box keeps the width; the model picker has a row of its own.
-        await page.wait_for_selector("#model option", state="attached")
+        await _until(page, "#model option", state="attached")
         box = await page.locator("#input").bounding_box()
         assert box is not None and box["width"] >= 340, box
         model = await page.locator("#model").bounding_box()
@@ -424,13 +456,13 @@ async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
         send = await page.locator("#send").bounding_box()
         assert send is not None and send["x"] + send["width"] <= 390
         await _send(page, "a very long first message " * 6)
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
         await _shot(page, "narrow-answer")
         # Nothing wider than the screen.
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390
         # Regenerate: an answer runs in the conversation with the long title.
         await page.locator(".action.regenerate").click()
-        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        await _until(page, ".msg.assistant.streaming", timeout=10_000)
         # The drawer opens from the button; the running marker shows beside the cut title.
         await _open_drawer(page)
         item = page.locator("#conversations li")
@@ -442,19 +474,19 @@ async def test_narrow_layout_with_the_list_in_a_drawer(browser: Any) -> None:
         await _shot(page, "narrow-drawer")
         # "New chat" and picking a conversation both close the drawer.
         await page.click("#new-chat")
-        await page.wait_for_selector("#new-chat", state="hidden")
+        await _until(page, "#new-chat", state="hidden")
         assert await page.locator("#empty").is_visible()
         await _open_drawer(page)
         await item.locator(".open").click()
-        await page.wait_for_selector("#new-chat", state="hidden")
-        await page.wait_for_selector(".msg.user >> text=a very long first message")
+        await _until(page, "#new-chat", state="hidden")
+        await _until(page, ".msg.user >> text=a very long first message")
         assert problems == []
         await context.close()
 
 
 async def _open_drawer(page: Any) -> None:
     await page.click("#menu")
-    await page.wait_for_selector("#new-chat", state="visible")
+    await _until(page, "#new-chat", state="visible")
     await page.wait_for_function(  # slid in all the way
         "() => document.getElementById('sidebar').getBoundingClientRect().left === 0"
     )
@@ -465,19 +497,19 @@ async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
     with ServerThread(settings) as server:
         context, page, problems = await _page(browser, server.url + "/")
         await _send(page, "first")
-        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        await _until(page, ".msg.assistant.streaming", timeout=10_000)
         # While it runs: no Send, Enter sends nothing, Stop is there (once the start is
         # answered; before, Send is there but disabled).
-        await page.wait_for_selector("#stop", state="visible", timeout=10_000)
+        await _until(page, "#stop", state="visible", timeout=10_000)
         assert not await page.locator("#send").is_visible()
         await _send(page, "second, too early")
         await asyncio.sleep(0.3)
         assert await page.locator(".msg.user").count() == 1
         assert await page.input_value("#input") == "second, too early"  # kept for later
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
         assert await page.locator("#send").is_enabled()
         await page.press("#input", "Enter")
-        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=1", timeout=20_000)
+        await _until(page, ".msg.assistant[data-status='done'] >> nth=1", timeout=20_000)
         assert await page.locator(".msg.user .text").all_text_contents() == [
             "first",
             "second, too early",
@@ -496,7 +528,7 @@ async def test_one_answer_at_a_time_then_regenerate(browser: Any) -> None:
         await _one_answer_each(page, ["first", "second, too early"], old_stream)
         # The server holds the same: a reload shows one answer to each question.
         await page.reload()
-        await page.wait_for_selector(".msg.assistant[data-status='done'] >> nth=1", timeout=10_000)
+        await _until(page, ".msg.assistant[data-status='done'] >> nth=1", timeout=10_000)
         await _one_answer_each(page, ["first", "second, too early"], old_stream)
         assert problems == []
         await context.close()
@@ -526,10 +558,10 @@ async def test_another_tab_replaces_the_answer_another_regenerates(browser: Any)
         first = await context.new_page()
         await first.goto(server.url + "/")
         await _send(first, "regenerate me")
-        await first.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        await _until(first, ".msg.assistant[data-status='done']", timeout=20_000)
         second = await context.new_page()
-        await second.goto(first.url)  # the same conversation (#c=...)
-        await second.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
+        await second.goto(await _location(first))  # the same conversation (#c=...)
+        await _until(second, ".msg.assistant[data-status='done']", timeout=10_000)
         await asyncio.sleep(0.3)  # the second tab's event feed is open
         old = await first.locator(".msg.assistant").last.get_attribute("data-stream-id")
         await first.locator(".action.regenerate").click()
@@ -563,7 +595,7 @@ async def test_failed_answers_say_so_in_words_and_retry(
     await _choose(page, "demo")
     # Retry of a failed answer regenerates it in place, with the model now chosen.
     await failed.locator(".action.retry").click()
-    await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+    await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
     answer = page.locator(".msg.assistant")
     assert await answer.count() == 1 and await page.locator(".msg.user").count() == 1
     assert await answer.get_attribute("data-stream-id") != failed_stream
@@ -580,7 +612,7 @@ async def test_a_refused_message_says_when_to_retry(browser: Any) -> None:
     with ServerThread(settings) as server:
         context, page, problems = await _page(browser, server.url + "/")
         await _send(page, "long one")
-        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        await _until(page, ".msg.assistant.streaming", timeout=10_000)
         await page.click("#new-chat")  # the first answer goes on on the server
         await _send(page, "meanwhile")
         refused = page.locator(".msg.assistant[data-status='unsent']")
@@ -603,7 +635,7 @@ async def test_a_refused_message_says_when_to_retry(browser: Any) -> None:
                 break
             await asyncio.sleep(0.1)
         await retry.click()
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
         assert await page.locator(".msg.user").count() == 1
         assert problems == []
         await context.close()
@@ -618,18 +650,18 @@ async def test_a_refused_regeneration_keeps_the_answer_and_retries(browser: Any)
     with ServerThread(settings) as server:
         context, page, problems = await _page(browser, server.url + "/")
         await _send(page, "keep me")
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
-        kept_url = page.url
+        await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
+        kept_url = await _location(page)
         kept = await page.locator(".msg.assistant").get_attribute("data-raw")
         await page.click("#new-chat")
         await _send(page, "long one")  # runs on the server while the first is regenerated
-        await page.wait_for_selector(".msg.assistant.streaming", timeout=10_000)
+        await _until(page, ".msg.assistant.streaming", timeout=10_000)
         # A full load of the kept conversation. (goto to it only changes the #hash, and on
         # Chromium 156 a reload after that leaves Playwright waiting on a page it no longer
         # sees: its selectors time out although the page shows the answer.)
         await page.goto("about:blank")
         await page.goto(kept_url)
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=10_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=10_000)
         await page.locator(".action.regenerate").click()
         refused = page.locator(".msg.assistant[data-status='unsent']")
         await refused.wait_for(timeout=10_000)
@@ -646,7 +678,7 @@ async def test_a_refused_regeneration_keeps_the_answer_and_retries(browser: Any)
             timeout=10_000,
         )
         await refused.locator(".action.retry").click()
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=40_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=40_000)
         assert await page.locator(".msg.assistant").count() == 1
         assert await page.locator(".msg.user").count() == 1
         assert await page.locator(".msg.assistant").get_attribute("data-raw") == kept
@@ -661,7 +693,7 @@ async def test_rename_and_delete_from_the_list(browser: Any) -> None:
         for text in ("keep me", "throw me away"):
             await page.click("#new-chat")
             await _send(page, text)
-            await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+            await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
         items = page.locator("#conversations li")
         await page.wait_for_function(
             "() => document.querySelectorAll('#conversations li').length === 2"
@@ -671,7 +703,7 @@ async def test_rename_and_delete_from_the_list(browser: Any) -> None:
         await kept.locator(".tool.rename").click()
         await page.fill("#conversations input.rename", "Renamed trip")
         await page.press("#conversations input.rename", "Enter")
-        await page.wait_for_selector("#conversations li >> text=Renamed trip")
+        await _until(page, "#conversations li >> text=Renamed trip")
         await _shot(page, "rename-delete")
         current = items.filter(has_text="throw me away")
         await current.hover()
@@ -684,12 +716,12 @@ async def test_rename_and_delete_from_the_list(browser: Any) -> None:
         await page.reload()
         # The list is read after the page loads: wait for it (it was read too early on a
         # loaded machine).
-        await page.wait_for_selector("#conversations li .title")
+        await _until(page, "#conversations li .title")
         assert await page.locator("#conversations li .title").all_text_contents() == [
             "Renamed trip"
         ]
         await page.locator("#conversations li .open").click()
-        await page.wait_for_selector(".msg.user >> text=keep me")
+        await _until(page, ".msg.user >> text=keep me")
         assert await page.text_content("#title") == "Renamed trip"
         assert problems == []
         await context.close()
@@ -712,17 +744,17 @@ async def test_connection_state_follows_the_server(
     try:
         context, page, problems = await _page(browser, server.url + "/")
         await _send(page, "still here?")
-        await page.wait_for_selector(".msg.assistant[data-status='done']", timeout=20_000)
+        await _until(page, ".msg.assistant[data-status='done']", timeout=20_000)
         server.kill()
-        await page.wait_for_selector("#connection[data-state='retrying']", timeout=10_000)
+        await _until(page, "#connection[data-state='retrying']", timeout=10_000)
         assert await page.text_content("#connection") == "reconnecting…"
         await _shot(page, "reconnecting")
         await page.evaluate("document.getElementById('conversations').replaceChildren()")
         await asyncio.to_thread(server.start)
-        await page.wait_for_selector("#connection[data-state='ok']", timeout=20_000)
+        await _until(page, "#connection[data-state='ok']", timeout=20_000)
         assert await page.text_content("#connection") == "connected"
         # The list was read again from the server that came back.
-        await page.wait_for_selector("#conversations li >> text=still here?", timeout=10_000)
+        await _until(page, "#conversations li >> text=still here?", timeout=10_000)
         assert problems == []
         await context.close()
     finally:
