@@ -175,3 +175,35 @@ async def test_regenerate_while_an_answer_runs_is_409(slow: httpx.AsyncClient) -
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[1]["stream_id"] == again["stream_id"] and stored[1]["status"] == "done"
     assert stored[1]["content"] == text_of(events) == expected("hello", 3)
+
+
+async def test_an_answer_being_recorded_is_listed_and_a_regeneration_waits_for_it() -> None:
+    # Between an answer's final event and its recording, a tab found it neither running nor
+    # stored, and a regeneration sent then started beside it: both answers were kept.
+    with ServerThread(load_settings()) as server:
+        conversations = server.services.conversations
+        assert conversations is not None
+        store_answer = conversations.store_answer
+
+        async def slowly(*args: Any) -> bool:
+            await asyncio.sleep(0.8)
+            stored: bool = await store_answer(*args)
+            return stored
+
+        conversations.store_answer = slowly
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            first = await _answered(client, message="hello")
+            conversation = first["conversation_id"]
+            active = (await client.get("/api/chat/active")).json()["streams"]
+            assert [(s["stream_id"], s["status"]) for s in active] == [(first["stream_id"], "done")]
+            stored = (await client.get(f"/api/conversations/{conversation}")).json()
+            assert [m["role"] for m in stored["messages"]] == ["user"]  # not recorded yet
+            again = await _start(client, regenerate=True, conversation_id=conversation)
+            await read_events(client, f"/api/chat/stream/{again['stream_id']}")
+            await _stored(client, conversation, 2)
+            await asyncio.sleep(1.0)  # nothing else is stored later
+            after = (await client.get(f"/api/conversations/{conversation}")).json()["messages"]
+            assert [(m["role"], m.get("stream_id")) for m in after] == [
+                ("user", None),
+                ("assistant", again["stream_id"]),
+            ]

@@ -15,6 +15,8 @@ from chatscale.streams import (
     JobExists,
     JobNotFound,
     JobStatus,
+    Producer,
+    StreamManager,
     TooManyListeners,
 )
 from chatscale.streams.runner import GENERIC_FAILURE
@@ -299,6 +301,42 @@ async def test_list_active_lists_running_jobs_oldest_first(streams: MakeManager)
     await newer.complete()
     await asyncio.sleep(0.05)
     assert await manager.list_active("dave") == []
+
+
+async def _listed(manager: StreamManager, owner: str) -> list[tuple[str, JobStatus]]:
+    return [(j.job_id, j.status) for j in await manager.list_active(owner)]
+
+
+async def test_an_ended_job_is_listed_until_it_is_recorded(streams: MakeManager) -> None:
+    # A tab that listed the running answers, then read the recorded ones, found an answer
+    # that had just ended in neither; a regeneration in that moment kept both answers.
+    manager = await streams()
+    release = asyncio.Event()
+    recorded: list[str] = []
+
+    async def record(producer: Producer) -> None:
+        await release.wait()
+        recorded.append(producer.job_id)
+
+    manager.set_recorder(record)
+    producer = await manager.create(owner="erin")
+    await producer.delta("hello")
+    await producer.complete()
+    ended = [(producer.job_id, JobStatus.COMPLETE)]
+    for _ in range(100):  # on Sentinel the end is listed as running until a replica has it
+        if await _listed(manager, "erin") == ended:
+            break
+        await asyncio.sleep(0.05)
+    assert await _listed(manager, "erin") == ended
+    await asyncio.sleep(0.3)
+    assert await _listed(manager, "erin") == ended and recorded == []  # still recording
+    release.set()
+    for _ in range(100):
+        if not await _listed(manager, "erin"):
+            break
+        await asyncio.sleep(0.02)
+    assert recorded == [producer.job_id]
+    assert await manager.list_active("erin") == []
 
 
 async def test_finished_jobs_expire_after_the_grace_window(streams: MakeManager) -> None:

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from chatscale.server import ai_sdk
 from chatscale.server.api_chat import manager_of, services, sse_response, user_of
 from chatscale.server.bodylimit import BodyBound
-from chatscale.server.chat import Options
+from chatscale.server.chat import Options, conversation_jobs
 from chatscale.server.errors import ApiError
 from chatscale.server.schemas import BLANK, ID_PATTERN, REQUEST_ID_PATTERN, AiSdkChatRequest
 from chatscale.server.services import Services
@@ -94,16 +94,15 @@ def _read(payload: dict[str, object], max_chars: int) -> tuple[AiSdkChatRequest,
 
 async def resume(request: Request) -> Response:
     """``GET /api/ai-sdk/chat/{chatId}/stream``: the chat's running answer, replayed from its
-    start; 204 when nothing runs."""
+    start; 204 when nothing runs (an answer that has just ended is waited for until it is
+    recorded, as the chat's stored messages then hold it)."""
     svc = services(request)
     chat_id = request.path_params["chat_id"]
     if not isinstance(chat_id, str) or not _ID.fullmatch(chat_id):
         raise ApiError(404, "chat not found")
     user = user_of(request)
     manager = manager_of(svc)
-    running = [
-        job for job in await manager.list_active(user) if job.meta.get("conversation_id") == chat_id
-    ]
+    running = await conversation_jobs(manager, user, chat_id)
     if not running:
         return Response(status_code=204)
     latest = max(running, key=lambda job: job.created_at)

@@ -36,6 +36,11 @@ Measure = Callable[[str, AsyncIterator[Chunk]], AsyncIterator[Chunk]]
 
 #: A finished answer's storing is retried this long (seconds), from the first delay on.
 _STORE_RETRY_S = 30.0
+#: How long a request that must not overlap an answer's recording (a regeneration, an AI
+#: SDK resume) waits for an answer that has just ended to be recorded, and how often it
+#: looks.
+_SETTLE_S = 2.0
+_SETTLE_POLL_S = 0.02
 _STORE_RETRY_FIRST_S = 0.1
 #: Failures of the conversation store that a retry gets past (failover, restart).
 _TRANSIENT: tuple[type[Exception], ...] = (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS)
@@ -242,9 +247,10 @@ class ChatService:
             raise NothingToRegenerate(conversation_id)
         # Checked on this instance's view of the running jobs: two regenerations sent at the
         # same moment can both pass (each drops at most one answer; both answers are kept).
-        for job in await self.streams.list_active(user):
-            if job.meta.get("conversation_id") == conversation_id:
-                raise AnswerRunning(conversation_id)
+        # An answer that has just ended is waited for: it would be stored after this one
+        # starts, beside it.
+        if await conversation_jobs(self.streams, user, conversation_id):
+            raise AnswerRunning(conversation_id)
         await self.conversations.drop_last_answer(user, conversation_id, request_id=request_key)
         found = await self.conversations.get(user, conversation_id)
         if found is None:
@@ -405,6 +411,24 @@ class ChatService:
     async def close(self) -> None:
         """Let answers being stored finish (briefly), then cancel the rest."""
         await self._background.close(grace=2.0)
+
+
+async def conversation_jobs(
+    streams: StreamManager, user: str, conversation_id: str, *, within_s: float = _SETTLE_S
+) -> list[JobInfo]:
+    """The listed jobs of the conversation (``list_active``), once those that ended are
+    recorded: an answer that ended is waited for, up to ``within_s``, and listed only if
+    its recording takes longer (its recorder is retrying, or its instance died)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        jobs = [
+            job
+            for job in await streams.list_active(user)
+            if job.meta.get("conversation_id") == conversation_id
+        ]
+        if all(job.status is JobStatus.RUNNING for job in jobs) or time.monotonic() > deadline:
+            return jobs
+        await asyncio.sleep(_SETTLE_POLL_S)
 
 
 async def store_answer_retrying(

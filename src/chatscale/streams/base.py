@@ -177,7 +177,12 @@ class StreamManager(abc.ABC):
 
     @abc.abstractmethod
     async def list_active(self, owner: str) -> list[JobInfo]:
-        """The running jobs of one user, oldest first (``text`` left empty)."""
+        """The running jobs of one user, oldest first (``text`` left empty).
+
+        With a recorder set (:meth:`set_recorder`), a job that ended stays listed, with its
+        final status, until its recorder has run: a reader that lists the running answers,
+        then reads what was recorded, finds each answer in one or the other, never in
+        neither."""
 
     @abc.abstractmethod
     async def abort(self, job_id: str, *, owner: str | None = None, wait: float = 3.0) -> bool:
@@ -209,7 +214,8 @@ class StreamManager(abc.ABC):
     def set_recorder(self, fn: Recorder | None) -> None:
         """Register what to do with a finished answer: ``fn(producer)`` runs on the one
         instance whose producer's final event was stored (under its epoch, on Redis), so
-        what it records is exactly what every subscriber received."""
+        what it records is exactly what every subscriber received. Until it has run, the
+        ended job is still listed by :meth:`list_active`."""
         self._recorder = fn
 
     async def _record(self, producer: Producer) -> None:

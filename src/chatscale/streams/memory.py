@@ -138,8 +138,9 @@ class MemoryStreamManager(StreamManager):
     def __init__(self, settings: Any, *, instance_id: str | None = None) -> None:
         super().__init__(settings, instance_id=instance_id)
         self._jobs: dict[str, _Job] = {}
-        #: The running jobs of each owner (ids, in creation order): what ``list_active``
-        #: reads, instead of scanning every job kept in memory on each call.
+        #: The running jobs of each owner (ids, in creation order), and the ended ones
+        #: being recorded: what ``list_active`` reads, instead of scanning every job kept
+        #: in memory on each call.
         self._running: dict[str, dict[str, None]] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -214,14 +215,23 @@ class MemoryStreamManager(StreamManager):
             job.updated_at = now
             if producer.closed and job.status is JobStatus.RUNNING:
                 job.status = producer.status
-                self._not_running(job)
                 job.expires_at = now + self.finished_ttl
                 self._producers.pop(job.job_id, None)
                 self.metrics.jobs_active -= 1
                 self.metrics.jobs_finished += 1
                 producer.final_stored = True
-                self._recording.spawn(self._record(producer))
+                if self._recorder is None:
+                    self._not_running(job)
+                else:
+                    self._recording.spawn(self._recorded(producer, job))
             self.metrics.events_delivered += job.notify()
+
+    async def _recorded(self, producer: Producer, job: _Job) -> None:
+        """Record the ended job, then stop listing it (see :meth:`list_active`)."""
+        try:
+            await self._record(producer)
+        finally:
+            self._not_running(job)
 
     # --- subscriber side ----------------------------------------------------------------
     def _job(self, job_id: str, owner: str | None) -> _Job:
@@ -311,12 +321,12 @@ class MemoryStreamManager(StreamManager):
         )
 
     async def list_active(self, owner: str) -> list[JobInfo]:
-        """The running jobs of ``owner``, oldest first."""
+        """The running jobs of ``owner``, oldest first, and those ended but not recorded
+        yet (with their final status)."""
         running = self._running.get(owner)
         if not running:
             return []
         jobs = [job for job_id in running if (job := self._jobs.get(job_id)) is not None]
-        jobs = [job for job in jobs if job.status is JobStatus.RUNNING]
         jobs.sort(key=lambda j: j.created_at)
         return [self._info(j, with_text=False) for j in jobs]
 

@@ -33,7 +33,7 @@ from chatscale.redis.connection import close_client
 from chatscale.redis.replication import Replication
 from chatscale.redis.transient import TRANSIENT_REDIS_ERRORS
 from chatscale.streams import codec
-from chatscale.streams.base import EventSink, StreamManager
+from chatscale.streams.base import EventSink, Recorder, StreamManager
 from chatscale.streams.errors import InvalidEvent, JobExists, JobNotFound
 from chatscale.streams.model import Event, JobInfo, JobStatus, text_of
 from chatscale.streams.producer import Producer
@@ -230,7 +230,16 @@ class RedisStreamManager(StreamManager):
             created = await CREATE(
                 self.client,
                 keys,
-                [owner, meta_json, self.instance_id, now, self.running_ttl, 1, now],
+                [
+                    owner,
+                    meta_json,
+                    self.instance_id,
+                    now,
+                    self.running_ttl,
+                    1,
+                    now,
+                    int(self._recorder is not None),
+                ],
             )
             if not created:
                 raise JobExists(job_id)
@@ -275,11 +284,23 @@ class RedisStreamManager(StreamManager):
     async def store_end(self, producer: Producer) -> None:
         await self.writer.stored_end(producer, max(5.0, 3 * self.lease_s))
 
+    def set_recorder(self, fn: Recorder | None) -> None:
+        super().set_recorder(fn)
+        self.writer.records = fn is not None
+
     async def _stored_end(self, producer: Producer) -> None:
         if self._producers.get(producer.job_id) is producer:
             del self._producers[producer.job_id]
             self.metrics.jobs_active -= 1
-        await self._record(producer)
+        if self._recorder is None:
+            return
+        try:
+            await self._record(producer)
+        finally:
+            # Listings show the ended job until now (list_active). Should this fail, they
+            # stop after RECORD_GRACE_S.
+            with contextlib.suppress(Exception):
+                await self.client.hdel(self.keys.stream_job(producer.job_id), "unrecorded")
 
     def _fence(self, job: JobWrite) -> None:
         """Stop a producer whose job another producer owns now (another instance, or a

@@ -45,6 +45,11 @@ _GONE_CHECKS = 3
 #: the clocks' skew.
 _RECENT_END_S = CONFIRM_S + 60.0
 
+#: How long (seconds after its end, by this host's clock) an ended job not recorded yet is
+#: still listed as active: beyond the recorder's own retries (30 s), with a margin for the
+#: clocks' skew. A job whose recording instance died is listed no longer than that.
+RECORD_GRACE_S = 60.0
+
 
 class Follow:
     """A subscriber's position: delivers each sequence number once, in order."""
@@ -312,8 +317,10 @@ class Reader:
         )
 
     async def list_active(self, owner: str) -> list[JobInfo]:
-        """The running jobs of ``owner``, oldest first (finished ones are pruned); a job
-        whose end the replicas have not confirmed yet is running, as :meth:`status` says."""
+        """The running jobs of ``owner``, oldest first; a job whose end the replicas have
+        not confirmed yet is running, as :meth:`status` says. A job that ended and is not
+        recorded yet is listed with its final status, for RECORD_GRACE_S at most (its
+        recording instance may have died)."""
         client = self.store.client
         key = self.keys.user_jobs(owner)
         ids = [i.decode() for i in await client.zrange(key, 0, -1)]
@@ -322,13 +329,21 @@ class Reader:
         if gone:
             await client.zrem(key, *gone)
         unconfirmed = await self._unconfirmed_ends([j for j in jobs if j is not None])
-        return [
-            JobInfo(
-                j.job_id, j.owner, JobStatus.RUNNING, j.created_at, j.updated_at, j.meta, "", None
+        now = time.time()
+        listed = []
+        for j in jobs:
+            if j is None:
+                continue
+            if j.status is JobStatus.RUNNING or j.job_id in unconfirmed:
+                status = JobStatus.RUNNING
+            elif j.unrecorded and now - j.updated_at < RECORD_GRACE_S:
+                status = j.status
+            else:
+                continue
+            listed.append(
+                JobInfo(j.job_id, j.owner, status, j.created_at, j.updated_at, j.meta, "", None)
             )
-            for j in jobs
-            if j is not None and (j.status is JobStatus.RUNNING or j.job_id in unconfirmed)
-        ]
+        return listed
 
     async def _unconfirmed_ends(self, jobs: list[JobRecord]) -> set[str]:
         """The finished ``jobs`` whose end the replicas have not confirmed (``_durable_end``).

@@ -59,6 +59,8 @@ class JobRecord:
     #: The writer told the job's end (tell.lua): once a replica had it, or taken as stored
     #: without one.
     told: bool = False
+    #: Created to be recorded when it ends, and not recorded yet (``set_recorder``).
+    unrecorded: bool = False
 
     @classmethod
     def parse(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord | None:
@@ -79,6 +81,7 @@ class JobRecord:
                 updated_at=float(get(b"updated", b"0")),
                 abort=b"abort" in raw,
                 told=b"told" in raw,
+                unrecorded=b"unrecorded" in raw,
             )
         except (ValueError, KeyError):
             log.warning("job %s has a corrupt hash; treating it as missing", job_id)

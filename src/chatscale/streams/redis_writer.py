@@ -157,6 +157,9 @@ class Writer:
         self._on_stored_end = on_stored_end
         self._failures = FailureLog(log, "stream writer")
         self.jobs: dict[str, JobWrite] = {}
+        #: Whether the manager records ended jobs: a job hash made again after Redis lost
+        #: it is marked unrecorded, as its creation marked it.
+        self.records = False
         #: When the master has been seen with replicas, a job's end is only taken as
         #: stored once one of them has it.
         self.replication = replication
@@ -723,6 +726,7 @@ class Writer:
                 self.running_ttl,
                 producer.epoch,
                 time.time(),
+                int(self.records),
             ],
         )
         ttl = self.index_ttl

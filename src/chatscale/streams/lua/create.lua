@@ -1,5 +1,7 @@
 -- Create a job: KEYS[1] job hash, KEYS[2] log.
--- ARGV: owner, meta json, instance, created (s), ttl (s), epoch, now (s).
+-- ARGV: owner, meta json, instance, created (s), ttl (s), epoch, now (s), and '1' when an
+-- instance records the job's end (the hash says 'unrecorded' until it has: listings show
+-- the ended job until then).
 -- Returns 1, or 0 when the job exists. The same create sent again (a client retry after a
 -- lost reply: same instance, creation time and epoch, nothing appended yet) returns 1: the
 -- first attempt created it. A job re-created after Redis lost it starts with an
@@ -16,5 +18,8 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'meta', ARGV[2], 'inst', ARGV[3],
   'created', ARGV[4], 'updated', ARGV[7], 'status', 'running', 'epoch', ARGV[6], 'seq', 0)
+if ARGV[8] == '1' then
+  redis.call('HSET', KEYS[1], 'unrecorded', '1')
+end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
