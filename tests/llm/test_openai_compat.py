@@ -53,12 +53,17 @@ def _request(model: str = "fake-1", partial: str = "") -> CompletionRequest:
     return CompletionRequest(model, [ChatMessage("user", "hi")], continue_from=partial)
 
 
-async def test_streams_the_answer(fake_openai: FakeOpenAI) -> None:
-    provider = _provider(fake_openai)
+async def _answer(server: FakeOpenAI | str, request: CompletionRequest) -> list[Chunk]:
+    """Every chunk a new provider streams for ``request``; the provider is closed after."""
+    provider = _provider(server)
     try:
-        chunks = [c async for c in provider.stream(_request())]
+        return [c async for c in provider.stream(request)]
     finally:
         await provider.aclose()
+
+
+async def test_streams_the_answer(fake_openai: FakeOpenAI) -> None:
+    chunks = await _answer(fake_openai, _request())
     assert "".join(c.text for c in chunks) == "tok0 tok1 tok2 tok3 tok4 "
     assert chunks[-1].finish_reason == "stop"
     assert fake_openai.requests[0].body["stream"] is True
@@ -70,20 +75,12 @@ async def test_a_base_url_with_credentials_streams_the_answer(fake_openai: FakeO
     # aiohttp refuses URL credentials beside the key's Authorization header: such a base
     # URL keeps the SDK's default client, whatever OPENAI_HTTP_CLIENT says.
     base_url = fake_openai.base_url.replace("http://", "http://user:pw@")
-    provider = _provider(base_url)
-    try:
-        chunks = [c async for c in provider.stream(_request())]
-    finally:
-        await provider.aclose()
+    chunks = await _answer(base_url, _request())
     assert "".join(c.text for c in chunks) == "tok0 tok1 tok2 tok3 tok4 "
 
 
 async def test_tool_calls_other_choices_and_the_finish_reason(fake_openai: FakeOpenAI) -> None:
-    provider = _provider(fake_openai)
-    try:
-        chunks = [c async for c in provider.stream(_request("fake-tools"))]
-    finally:
-        await provider.aclose()
+    chunks = await _answer(fake_openai, _request("fake-tools"))
     assert chunks == [
         Chunk(text="tok0 "),  # the second choice's text is not part of the answer
         Chunk(event="tool", data={"index": 0, "id": "call_1", "name": "f", "arguments": ""}),
@@ -93,15 +90,11 @@ async def test_tool_calls_other_choices_and_the_finish_reason(fake_openai: FakeO
 
 
 async def test_options_are_sent_and_max_tokens_says_length(fake_openai: FakeOpenAI) -> None:
-    provider = _provider(fake_openai)
     request = CompletionRequest(
         "fake-1", [ChatMessage("system", "be brief"), ChatMessage("user", "hi")],
         max_tokens=7, temperature=0.5,
     )  # fmt: skip
-    try:
-        chunks = [c async for c in provider.stream(request)]
-    finally:
-        await provider.aclose()
+    chunks = await _answer(fake_openai, request)
     body = fake_openai.requests[0].body
     assert (body["max_tokens"], body["temperature"], body["model"]) == (7, 0.5, "fake-1")
     assert body["messages"][0] == {"role": "system", "content": "be brief"}
@@ -147,11 +140,8 @@ async def test_cancelling_the_consumer_closes_the_upstream_request(
 async def test_continuation_sends_the_partial_answer_and_asks_to_continue(
     fake_openai: FakeOpenAI,
 ) -> None:
-    provider = _provider(fake_openai)
-    try:
-        text = "".join([c.text async for c in provider.stream(_request(partial="tok0 tok1 "))])
-    finally:
-        await provider.aclose()
+    chunks = await _answer(fake_openai, _request(partial="tok0 tok1 "))
+    text = "".join(c.text for c in chunks)
     assert text  # what the upstream sent is passed on as the rest of the answer
     assert fake_openai.requests[0].body["messages"] == [
         {"role": "user", "content": "hi"},
