@@ -287,14 +287,17 @@ async def _until(page: Any, selector: str, **options: Any) -> Any:
         if type(exc).__name__ != "TimeoutError":
             raise
         try:
-            shown = await page.evaluate(
-                "() => ({location: location.href, body: document.body.className,"
-                " banner: document.getElementById('banner')?.textContent ?? null,"
-                " messages: [...document.querySelectorAll('.msg')].map(m =>"
-                " `${m.dataset.role}:${m.dataset.status ?? ''}:${m.dataset.streamId ?? ''}:`"
-                " + (m.dataset.raw ?? '').slice(0, 40))})"
+            shown = await asyncio.wait_for(
+                page.evaluate(
+                    "() => ({location: location.href, body: document.body.className,"
+                    " banner: document.getElementById('banner')?.textContent ?? null,"
+                    " messages: [...document.querySelectorAll('.msg')].map(m =>"
+                    " `${m.dataset.role}:${m.dataset.status ?? ''}:${m.dataset.streamId ?? ''}:`"
+                    " + (m.dataset.raw ?? '').slice(0, 40))})"
+                ),
+                5,
             )
-        except Exception as why:  # the page itself is gone or hung
+        except Exception as why:  # the page is gone, or Playwright no longer reaches it
             shown = f"(not readable: {why!r})"
         waited = options.get("timeout", 30_000)
         raise AssertionError(
