@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,58 @@ async def test_another_tab_shows_the_answer_this_one_started(browser: Any) -> No
             assert text == expected("two tabs", TOKENS)
             assert await page.locator(".msg.assistant").count() == 1
         await context.close()
+
+
+async def test_a_tab_opened_while_the_answer_is_being_stored_shows_it(browser: Any) -> None:
+    # Between an answer's final event and its storing, a tab opening the conversation found
+    # it neither running nor stored, and showed the question without its answer for good.
+    settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=TOKENS)
+    with ServerThread(settings) as server:
+        conversations = server.services.conversations
+        assert conversations is not None
+        store_answer = conversations.store_answer
+        release = threading.Event()  # the server runs in a thread of its own
+
+        async def slowly(*args: Any) -> bool:
+            await asyncio.to_thread(release.wait, 30)
+            stored: bool = await store_answer(*args)
+            return stored
+
+        conversations.store_answer = slowly
+        try:
+            context = await browser.new_context()  # one context: one session cookie
+            first = await context.new_page()
+            await first.goto(server.url + "/")
+            await _send(first, "store me later")
+            await _until(first, ".msg.assistant[data-status='done']", timeout=20_000)
+            second = await context.new_page()
+            await second.goto(await _location(first))
+            await _until(second, ".msg.assistant[data-status='done']", timeout=3_000)
+            answers = second.locator(".msg.assistant")
+            assert await answers.count() == 1
+            assert await answers.get_attribute("data-raw") == expected("store me later", TOKENS)
+            listed = await second.evaluate("fetch('/api/conversations').then(r => r.json())")
+            conversation = listed["conversations"][0]["id"]
+            held = await second.evaluate(
+                "id => fetch('/api/conversations/' + id).then(r => r.json())", conversation
+            )
+            assert [m["role"] for m in held["messages"]] == ["user"]  # it was not stored yet
+            release.set()
+            # Once stored, a reload shows it from the conversation, once.
+            for _ in range(100):
+                held = await second.evaluate(
+                    "id => fetch('/api/conversations/' + id).then(r => r.json())", conversation
+                )
+                if len(held["messages"]) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            await second.reload()
+            await _until(second, ".msg.assistant[data-status='done']", timeout=10_000)
+            assert await answers.count() == 1
+            assert await answers.get_attribute("data-raw") == expected("store me later", TOKENS)
+            await context.close()
+        finally:
+            release.set()
 
 
 @pytest.mark.slow
