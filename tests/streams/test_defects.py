@@ -75,6 +75,38 @@ async def test_only_the_producer_whose_end_is_stored_records_the_answer(
     assert events[-1].data["text"] == "start [by b]"
 
 
+async def test_an_end_its_instance_did_not_record_is_recorded_by_the_one_claiming_its_jobs(
+    redis_streams: MakeManager,
+) -> None:
+    # ``a`` stored the answer's end and stopped before writing it into the conversation:
+    # nobody recorded it, and the conversation never held the answer.
+    a = await redis_streams(stream_lease_ttl=1000)
+    b = await redis_streams(stream_lease_ttl=1000)
+    recording = asyncio.Event()
+
+    async def dies_while_recording(producer: Producer) -> None:
+        recording.set()
+        await asyncio.Event().wait()
+
+    a.set_recorder(dies_while_recording)
+    recorded: list[tuple[str, str, str]] = []
+    b.set_recorder(recorder(recorded))
+    producer = await a.create(owner="u")
+    await producer.delta("all ")
+    await producer.delta("of it")
+    await producer.complete()
+    await asyncio.wait_for(recording.wait(), 5)
+    listed = await b.list_active("u")
+    assert [(j.job_id, j.status) for j in listed] == [(producer.job_id, JobStatus.COMPLETE)]
+    await pause(a)
+    for _ in range(150):
+        if recorded:
+            break
+        await asyncio.sleep(0.1)
+    assert recorded == [(producer.job_id, "complete", "all of it")]
+    assert await b.list_active("u") == []
+
+
 async def _stop_redis_for(pid: int, seconds: float) -> None:
     os.kill(pid, signal.SIGSTOP)
     try:

@@ -40,7 +40,7 @@ from chatscale.streams.producer import Producer
 from chatscale.streams.redis_hub import Hub
 from chatscale.streams.redis_liveness import Liveness
 from chatscale.streams.redis_reader import Reader
-from chatscale.streams.redis_store import JobStore, events_of
+from chatscale.streams.redis_store import JobRecord, JobStore, events_of
 from chatscale.streams.redis_writer import JobWrite, Writer
 from chatscale.streams.scripts import ABORT, CLAIM, CREATE, DISCARD, LISTED
 from chatscale.tasks import stop_task
@@ -124,7 +124,7 @@ class RedisStreamManager(StreamManager):
             lease_s=self.lease_s,
             jobs_ttl_s=self.writer.index_ttl,
             claim=self.take_over,
-            local_jobs=lambda: set(self.writer.jobs) | self._creating,
+            local_jobs=lambda: set(self.writer.jobs) | self._creating | self.writer.ending,
         )
         self.liveness.on_master_moved = self._master_moved
         self.liveness.on_replicas = redis.replication.saw
@@ -292,15 +292,15 @@ class RedisStreamManager(StreamManager):
         if self._producers.get(producer.job_id) is producer:
             del self._producers[producer.job_id]
             self.metrics.jobs_active -= 1
-        if self._recorder is None:
-            return
-        try:
+        if self._recorder is not None:
             await self._record(producer)
-        finally:
-            # Listings show the ended job until now (list_active). Should this fail, they
-            # stop after RECORD_GRACE_S.
-            with contextlib.suppress(Exception):
-                await self.client.hdel(self.keys.stream_job(producer.job_id), "unrecorded")
+            await self._recorded(producer.job_id)
+
+    async def _recorded(self, job_id: str) -> None:
+        """The job's end is recorded (or its recorder gave up): listings show it no longer.
+        (Should this fail, they stop after RECORD_GRACE_S.)"""
+        with contextlib.suppress(Exception):
+            await self.client.hdel(self.keys.stream_job(job_id), "unrecorded")
 
     def _fence(self, job: JobWrite) -> None:
         """Stop a producer whose job another producer owns now (another instance, or a
@@ -329,6 +329,42 @@ class RedisStreamManager(StreamManager):
                 log.warning("job %s was taken over by another instance", job_id)
                 self._fence(job)
 
+    async def _record_orphan(self, job: JobRecord) -> None:
+        """Record an ended job whose instance stopped before recording it (its end was
+        stored, the instance died before the answer reached its conversation), from the
+        job's log: the text and final event every subscriber received."""
+        if self._recorder is None or not job.unrecorded:
+            return
+        batches = [b async for page in self.store.batches(job.job_id) for b in page]
+        events: list[Event] = []
+        for batch in batches:
+            events.extend(events_of(batch, len(events)))
+        if not events or not events[-1].final:
+            return  # not readable as ended here: listings stop after RECORD_GRACE_S
+        final = events[-1]
+        producer = Producer(
+            self,
+            job.job_id,
+            job.owner,
+            job.meta,
+            created_at=job.created_at,
+            seq=len(events),
+            text=text_of(events),
+            epoch=job.epoch,
+        )
+        producer.closed = producer.final_stored = True
+        producer.status = job.status
+        producer.end_reason = "recorded_for_a_stopped_instance"
+        producer.end_data = {k: v for k, v in final.data.items() if k != "text"}
+        log.warning(
+            "instance %s records the end of job %s, which instance %s stored but did not record",
+            self.instance_id,
+            job.job_id,
+            job.instance,
+        )
+        await self._record(producer)
+        await self._recorded(job.job_id)
+
     # --- takeover -----------------------------------------------------------------------
     async def take_over(self, dead: str, job_id: str, *, abort: bool = False) -> Producer | None:
         """Claim ``job_id`` from the stopped instance ``dead`` and continue or end it.
@@ -356,10 +392,13 @@ class RedisStreamManager(StreamManager):
                 [dead, self.instance_id, time.time(), self.running_ttl, "1" if abort else ""],
             )
         )
+        if not epoch:
+            current = await self.store.job(job_id)
+            if current is not None and current.status is not JobStatus.RUNNING:
+                await self._record_orphan(current)
         if dead != self.instance_id:
             await self.client.srem(self.keys.stream_instance_jobs(dead), job_id)
         if not epoch:
-            current = await self.store.job(job_id)
             if (
                 current is None
                 or current.instance != self.instance_id

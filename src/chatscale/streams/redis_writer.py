@@ -157,6 +157,9 @@ class Writer:
         self._on_stored_end = on_stored_end
         self._failures = FailureLog(log, "stream writer")
         self.jobs: dict[str, JobWrite] = {}
+        #: Jobs whose end is stored and being recorded: still in the instance's set, and
+        #: no orphans of its own reaper.
+        self.ending: set[str] = set()
         #: Whether the manager records ended jobs: a job hash made again after Redis lost
         #: it is marked unrecorded, as its creation marked it.
         self.records = False
@@ -691,16 +694,22 @@ class Writer:
             self._background.spawn(self._ended(ending))
 
     async def _ended(self, producers: list[Producer]) -> None:
-        with contextlib.suppress(Exception):
-            await self.client.srem(
-                self.keys.stream_instance_jobs(self.instance_id), *(p.job_id for p in producers)
+        # Recorded first, then out of the instance's set: should this instance die in
+        # between, the reaper that claims its jobs finds the ended ones it had not recorded
+        # and records them (``RedisStreamManager._claim``).
+        ids = [p.job_id for p in producers]
+        self.ending.update(ids)
+        try:
+            outcomes = await asyncio.gather(
+                *(self._on_stored_end(producer) for producer in producers), return_exceptions=True
             )
-        outcomes = await asyncio.gather(
-            *(self._on_stored_end(producer) for producer in producers), return_exceptions=True
-        )
-        for producer, outcome in zip(producers, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                log.warning("end of job %s: %s", producer.job_id, outcome)
+            for producer, outcome in zip(producers, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    log.warning("end of job %s: %s", producer.job_id, outcome)
+            with contextlib.suppress(Exception):
+                await self.client.srem(self.keys.stream_instance_jobs(self.instance_id), *ids)
+        finally:
+            self.ending.difference_update(ids)
 
     async def _recreate(self, job: JobWrite) -> None:
         """The job hash is gone although the job runs here: Redis lost it. Create it again
