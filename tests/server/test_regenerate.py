@@ -12,6 +12,7 @@ import pytest
 
 from chatscale.config import load_settings
 from chatscale.llm import ChatMessage
+from chatscale.server.schemas import ActiveStreams
 from tests.server.helpers import ServerThread, expected, parse, read_events, text_of
 
 
@@ -194,7 +195,9 @@ async def test_an_answer_being_recorded_is_listed_and_a_regeneration_waits_for_i
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             first = await _answered(client, message="hello")
             conversation = first["conversation_id"]
-            active = (await client.get("/api/chat/active")).json()["streams"]
+            listing = (await client.get("/api/chat/active")).json()
+            ActiveStreams.model_validate(listing)  # as /openapi.json describes it
+            active = listing["streams"]
             assert [(s["stream_id"], s["status"]) for s in active] == [(first["stream_id"], "done")]
             stored = (await client.get(f"/api/conversations/{conversation}")).json()
             assert [m["role"] for m in stored["messages"]] == ["user"]  # not recorded yet

@@ -146,11 +146,14 @@ class StreamStatus(BaseModel):
 
 
 class ActiveStream(BaseModel):
-    """One running stream of the session."""
+    """One running stream of the session, or one that ended and is not stored in its
+    conversation yet."""
 
     stream_id: str
     conversation_id: str | None
-    status: Literal["running"]
+    status: ApiStatus = Field(
+        description="`running`, or how an answer not stored in its conversation yet ended"
+    )
     created_at: float
     resume_token: str = Field(description="As in the answer of `POST /api/chat`")
 
