@@ -143,14 +143,7 @@ async def test_a_tab_opened_while_the_answer_is_being_stored_shows_it(browser: A
 
         conversations.store_answer = slowly
         try:
-            context = await browser.new_context()  # one context: one session cookie
-            first = await context.new_page()
-            await first.goto(server.url + "/")
-            await _send(first, "store me later")
-            await _until(first, ".msg.assistant[data-status='done']", timeout=20_000)
-            second = await context.new_page()
-            await second.goto(await _location(first))
-            await _until(second, ".msg.assistant[data-status='done']", timeout=3_000)
+            context, _, second = await _second_tab(browser, server, "store me later", 3_000)
             answers = second.locator(".msg.assistant")
             assert await answers.count() == 1
             assert await answers.get_attribute("data-raw") == expected("store me later", TOKENS)
@@ -356,6 +349,23 @@ async def _until(page: Any, selector: str, **options: Any) -> Any:
         raise AssertionError(
             f"{selector!r} not seen in {waited:.0f} ms; the page: {shown}"
         ) from exc
+
+
+async def _second_tab(
+    browser: Any, server: ServerThread, message: str, within_ms: float
+) -> tuple[Any, Any, Any]:
+    """A tab that sends ``message`` and sees its answer done, then a second tab of the same
+    session opened on that conversation, once it shows a done answer (within
+    ``within_ms``): their context and the two pages."""
+    context = await browser.new_context()  # one context: one session cookie
+    first = await context.new_page()
+    await first.goto(server.url + "/")
+    await _send(first, message)
+    await _until(first, ".msg.assistant[data-status='done']", timeout=20_000)
+    second = await context.new_page()
+    await second.goto(await _location(first))  # the same conversation (#c=...)
+    await _until(second, ".msg.assistant[data-status='done']", timeout=within_ms)
+    return context, first, second
 
 
 async def _location(page: Any) -> str:
@@ -610,14 +620,7 @@ async def _one_answer_each(page: Any, questions: list[str], replaced: str | None
 async def test_another_tab_replaces_the_answer_another_regenerates(browser: Any) -> None:
     settings = load_settings(demo_tokens_per_second=40, demo_response_tokens=TOKENS)
     with ServerThread(settings) as server:
-        context = await browser.new_context()  # one context: one session cookie
-        first = await context.new_page()
-        await first.goto(server.url + "/")
-        await _send(first, "regenerate me")
-        await _until(first, ".msg.assistant[data-status='done']", timeout=20_000)
-        second = await context.new_page()
-        await second.goto(await _location(first))  # the same conversation (#c=...)
-        await _until(second, ".msg.assistant[data-status='done']", timeout=10_000)
+        context, first, second = await _second_tab(browser, server, "regenerate me", 10_000)
         await asyncio.sleep(0.3)  # the second tab's event feed is open
         old = await first.locator(".msg.assistant").last.get_attribute("data-stream-id")
         await first.locator(".action.regenerate").click()
