@@ -238,7 +238,7 @@ class RedisStreamManager(StreamManager):
                     self.running_ttl,
                     1,
                     now,
-                    int(self._recorder is not None),
+                    int(self.writer.records),
                 ],
             )
             if not created:
@@ -294,9 +294,9 @@ class RedisStreamManager(StreamManager):
             self.metrics.jobs_active -= 1
         if self._recorder is not None:
             await self._record(producer)
-            await self._recorded(producer.job_id)
+            await self._mark_recorded(producer.job_id)
 
-    async def _recorded(self, job_id: str) -> None:
+    async def _mark_recorded(self, job_id: str) -> None:
         """The job's end is recorded (or its recorder gave up): listings show it no longer.
         (Should this fail, they stop after RECORD_GRACE_S.)"""
         with contextlib.suppress(Exception):
@@ -335,10 +335,7 @@ class RedisStreamManager(StreamManager):
         job's log: the text and final event every subscriber received."""
         if self._recorder is None or not job.unrecorded:
             return
-        batches = [b async for page in self.store.batches(job.job_id) for b in page]
-        events: list[Event] = []
-        for batch in batches:
-            events.extend(events_of(batch, len(events)))
+        events = await self.store.events(job.job_id)
         if not events or not events[-1].final:
             return  # not readable as ended here: listings stop after RECORD_GRACE_S
         final = events[-1]
@@ -363,7 +360,7 @@ class RedisStreamManager(StreamManager):
             job.instance,
         )
         await self._record(producer)
-        await self._recorded(job.job_id)
+        await self._mark_recorded(job.job_id)
 
     # --- takeover -----------------------------------------------------------------------
     async def take_over(self, dead: str, job_id: str, *, abort: bool = False) -> Producer | None:

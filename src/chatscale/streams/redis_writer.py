@@ -160,8 +160,8 @@ class Writer:
         #: Jobs whose end is stored and being recorded: still in the instance's set, and
         #: no orphans of its own reaper.
         self.ending: set[str] = set()
-        #: Whether the manager records ended jobs: a job hash made again after Redis lost
-        #: it is marked unrecorded, as its creation marked it.
+        #: Whether the manager records ended jobs (``set_recorder``): every job hash made,
+        #: at creation or again after Redis lost it, is then marked unrecorded.
         self.records = False
         #: When the master has been seen with replicas, a job's end is only taken as
         #: stored once one of them has it.
