@@ -41,6 +41,7 @@ class ServerThread:
             "host": "127.0.0.1",
             "port": self.port,
             "log_level": "warning",
+            "access_log": settings.access_log,
             "timeout_graceful_shutdown": 2,
             "loop": loop,
         }

@@ -20,7 +20,14 @@ from chatscale.durable.content import json_array
 from chatscale.durable.errors import ProtocolError
 from chatscale.durable.fanout import RECHECK_S, Fanout, FanoutStats
 from chatscale.durable.limits import WriteLimit
-from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json, is_text
+from chatscale.durable.model import (
+    AppendRequest,
+    ReadResult,
+    StreamInfo,
+    WriteResult,
+    is_json,
+    is_text,
+)
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
 from chatscale.durable.sse import control_event, data_event
 from chatscale.durable.store import DurableStore
@@ -47,7 +54,7 @@ _COMMON = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": _PROTOCOL_HEADERS,
 }
-_COMMON_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _COMMON.items()]
+_COMMON_RAW = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _COMMON.items())
 # Reads of immutable, per-token data: a private cache may keep them briefly.
 _CACHEABLE = "private, max-age=60, stale-while-revalidate=300"
 
@@ -65,11 +72,12 @@ class Answer(Prepared):
         super().__init__(body, status)
         self.headers = headers or {}
 
-    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+    common = _COMMON_RAW
+
+    def own_headers(self) -> list[tuple[bytes, bytes]]:
         raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         if self.status >= 200 and self.status not in (204, 304):
             raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
-        raw.extend(_COMMON_RAW)
         return raw
 
 
@@ -162,6 +170,8 @@ class DurableStreamsApp:
         self._live_reads: dict[tuple[str, Offset], asyncio.Future[ReadResult]] = {}
         #: ``DURABLE_STREAMS_WRITE_RATE_LIMIT`` (set at start-up), ``None``: unlimited.
         self.write_limit: WriteLimit | None = None
+        #: The store's ``append_now`` when it appends at once (set at start-up).
+        self.append_now: Callable[[str, AppendRequest], WriteResult] | None = None
         self._frames_sent: dict[tuple[str, Offset, Offset, str, bool, bool], bytes] = {}
         self._fanouts: dict[str, Fanout] = {}
         #: What the fan-outs of live SSE readers did (the metrics export it).
@@ -244,11 +254,11 @@ class DurableStreamsApp:
             result = await store.create(
                 name, parse.create_request(request.headers, body, self.paths)
             )
-            return self._written(request, result)
+            return self._written(method, request.scope, result)
         if method == "POST":
             body = await request.body()
             result = await store.append(name, parse.append_request(request.headers, body))
-            return self._written(request, result)
+            return self._written(method, request.scope, result)
         if method == "DELETE":
             await store.delete(name)
             return Answer(status=204)
@@ -256,7 +266,30 @@ class DurableStreamsApp:
             return _head(await store.head(name))
         return await self._get(request, name, store)
 
-    def _written(self, request: Call, result: WriteResult) -> Answer:
+    def takes_now(self, method: str) -> bool:
+        """Whether :meth:`respond_now` may answer requests of ``method``: appends, to a store
+        that appends at once, without a write rate limit."""
+        return method == "POST" and self.append_now is not None and self.write_limit is None
+
+    def respond_now(self, scope: Scope, body: bytes) -> Answer | None:
+        """The answer to a request whose whole ``body`` is here, given at once, or ``None``
+        when it needs the event loop: anything but an append, a store over the network, a
+        write rate limit, or a refusal (:meth:`respond` answers those, the same checks
+        refusing the same way: nothing was changed). See
+        :class:`chatscale.server.express.AtOnce`."""
+        append_now = self.append_now
+        if scope["method"] != "POST" or append_now is None or self.write_limit is not None:
+            return None
+        try:
+            name = self.paths(scope["path"])
+            headers = parse.RequestHeaders(scope["headers"])
+            self.auth.check(headers, write=True)
+            result = append_now(name, parse.append_request(headers, body))
+        except ProtocolError:
+            return None
+        return self._written("POST", scope, result)
+
+    def _written(self, method: str, scope: Scope, result: WriteResult) -> Answer:
         info = result.info
         headers = {"Stream-Next-Offset": str(info.tail)}
         if info.closed:
@@ -264,10 +297,10 @@ class DurableStreamsApp:
         if result.producer is not None:
             headers["Producer-Epoch"] = str(result.producer[0])
             headers["Producer-Seq"] = str(result.producer[1])
-        if request.method == "PUT":
+        if method == "PUT":
             headers["Content-Type"] = info.content_type
             if result.status == 201:
-                headers["Location"] = _location(request.scope)
+                headers["Location"] = _location(scope)
         return Answer(status=result.status, headers=headers)
 
     async def _get(self, request: Call, name: str, store: DurableStore) -> Answer | Response:

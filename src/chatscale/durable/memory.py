@@ -76,9 +76,11 @@ class _Stream:
             self.deadline_ms = now_ms + self.config.ttl * 1000
 
     def add(self, record: Record) -> None:
+        # Checked before anything changes: an append is refused whole or stored whole.
+        end = (self.ends[-1] if self.ends else 0) + len(record.data)
+        check_offset_bounds(Offset(len(self.records) + 1, end))
         self.records.append(record)
-        self.ends.append((self.ends[-1] if self.ends else 0) + len(record.data))
-        check_offset_bounds(self.tail)
+        self.ends.append(end)
 
 
 class MemoryStore:
@@ -201,6 +203,11 @@ class MemoryStore:
         return stream
 
     async def append(self, path: str, request: AppendRequest) -> WriteResult:
+        return self.append_now(path, request)
+
+    def append_now(self, path: str, request: AppendRequest) -> WriteResult:
+        """What :meth:`append` does, without a coroutine: the server answers appends from
+        its HTTP protocol's callback with it. Every check comes before the first change."""
         now = _now_ms()
         stream = self._get(path, now)
         check_content_type(stream.config.content_type, request)
@@ -215,9 +222,9 @@ class MemoryStore:
                 return WriteResult(stream.info(), 204)  # closing again: idempotent
             raise rules.closed(str(stream.tail))
         check_stream_seq(stream.last_seq, request.seq)
-        stream.touch(now)
         if request.record is not None:
             stream.add(request.record)
+        stream.touch(now)
         if request.seq is not None:
             stream.last_seq = request.seq
         if request.close:

@@ -56,7 +56,9 @@ class DurableService:
                 self.settings.durable_streams_path,
             )
         if redis is None:
-            self._store = MemoryStore()
+            memory = MemoryStore()
+            self._store = memory
+            self.app.append_now = memory.append_now
         else:
             from chatscale.durable.redis_store import RedisDurableStore
 

@@ -13,22 +13,30 @@ The application returns its answer instead of sending it (:class:`Responder`); a
 :class:`Prepared` answer goes out as two messages with the common headers added to its own.
 Every other request, and every other answer, takes the full chain (``full``), so what a
 client sees does not depend on the lane.
+
+A responder that can also answer some requests without waiting for anything (:class:`AtOnce`:
+an append to the memory store) is asked first by :meth:`ExpressLane.answer_now`, from the HTTP
+protocol's own callback once the request is whole (:mod:`chatscale.server.protocol`): no
+task, ASGI message or coroutine for it, the same layers applied.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale import logcontext
 from chatscale.server.bodylimit import BodyBound, settled
 from chatscale.server.errors import failure_response
 from chatscale.server.head import ResponseHeads
-from chatscale.server.protocol import send_whole
+from chatscale.server.protocol import header_lines, send_whole
 from chatscale.sessions.csrf import SAFE_METHODS, cross_origin_problem
 
 RawHeaderList = list[tuple[bytes, bytes]]
+#: A whole answer: its status, its head's header lines (checked, see
+#: :func:`chatscale.server.protocol.header_lines`) and its body.
+Whole = tuple[int, bytes, bytes]
 
 
 class Prepared:
@@ -37,13 +45,24 @@ class Prepared:
 
     __slots__ = ("body", "status")
 
+    #: Headers every answer of the class carries, the same each time (lower-case names):
+    #: an answer given at once has them joined once for all (``ResponseHeads.lines``).
+    common: tuple[tuple[bytes, bytes], ...] = ()
+
     def __init__(self, body: bytes = b"", status: int = 200) -> None:
         self.body = body
         self.status = status
 
-    def raw_headers(self) -> RawHeaderList:
-        """The answer's headers, lower-case names, ``content-length`` included."""
+    def own_headers(self) -> RawHeaderList:
+        """The answer's headers besides :attr:`common`: lower-case names, ``content-length``
+        included."""
         raise NotImplementedError
+
+    def raw_headers(self) -> RawHeaderList:
+        """All the answer's headers."""
+        headers = self.own_headers()
+        headers.extend(self.common)
+        return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.send(send, self.raw_headers())
@@ -59,6 +78,26 @@ class Responder(Protocol):
     application (a streaming response, a refusal) that sends it."""
 
     async def respond(self, scope: Scope, receive: Receive) -> ASGIApp: ...
+
+
+@runtime_checkable
+class AtOnce(Protocol):
+    """A :class:`Responder` that answers some requests at once, from the whole request."""
+
+    def takes_now(self, method: str) -> bool:
+        """Whether :meth:`respond_now` may answer requests of ``method`` (now: its store
+        may be known only once the server has started)."""
+        ...
+
+    def respond_now(self, scope: Scope, body: bytes) -> Prepared | None:
+        """The answer to the request of ``scope`` whose whole body is ``body``, or ``None``
+        to have :meth:`Responder.respond` answer it; ``None`` only before any change (the
+        request is then served again, as usual)."""
+        ...
+
+
+async def _no_send(message: Message) -> None:
+    raise RuntimeError("an answer given at once is returned, not sent")
 
 
 class ExpressLane:
@@ -82,6 +121,7 @@ class ExpressLane:
         self.heads = heads
         self.bound = bound
         self.allowed = allowed_origins
+        self._at_once = responder if isinstance(responder, AtOnce) else None
 
     def plain(self, scope: Scope) -> bool:
         """Whether the request may take the lane: HTTP, no body left to bound or wait for,
@@ -93,6 +133,40 @@ class ExpressLane:
                 scope["method"] in SAFE_METHODS or cross_origin_problem(scope, self.allowed) is None
             )
         )
+
+    def takes_now(self, method: str) -> bool:
+        """Whether :meth:`answer_now` may answer requests of ``method``."""
+        return self._at_once is not None and self._at_once.takes_now(method)
+
+    def answer_now(self, scope: Scope, body: bytes) -> Whole | None:
+        """The whole answer, common layers included, to a request whose whole ``body`` has
+        arrived (:data:`chatscale.server.bodylimit.BODY_RECEIVED` in ``scope``), or ``None``:
+        the responder cannot answer it at once, or it is not plain; serve it as usual then.
+        An error of the responder is answered as the chain answers it (a JSON 500)."""
+        at_once = self._at_once
+        if at_once is None or not self.plain(scope):
+            return None
+        heads = self.heads
+        head = heads.head(scope, _no_send)
+        try:
+            answer = at_once.respond_now(scope, body)
+            if answer is None:
+                return None
+            lines = heads.lines(head, answer)
+        except Exception as exc:
+            token = logcontext.request_id.set(head.request_id)
+            try:
+                failure = failure_response(scope, exc, started=False)
+            finally:
+                logcontext.request_id.reset(token)
+            assert failure is not None  # neither a disconnect nor started
+            head.started(failure.status_code)
+            heads.done(scope, head)
+            lines = header_lines(head.headers(failure.raw_headers))
+            return failure.status_code, lines, bytes(failure.body)
+        head.started(answer.status)
+        heads.done(scope, head)
+        return answer.status, lines, answer.body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.plain(scope):

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatscale import logcontext
 from chatscale.server.headers import response_headers
 from chatscale.server.metrics import RequestMetrics, ServerMetrics
+from chatscale.server.protocol import header_lines, refused
 from chatscale.server.requestid import HEADER, request_id
+
+if TYPE_CHECKING:
+    from chatscale.server.express import Prepared
 
 _INSTANCE = b"x-chatscale-instance"
 RawHeaders = Iterable[tuple[bytes, bytes]]
@@ -32,13 +37,22 @@ class Head:
     :meth:`send` is ``send`` with these headers put on the head; an application that sends
     its head itself builds it with :meth:`headers` and says so with :meth:`started`."""
 
-    __slots__ = ("_send", "began", "head_at", "own", "replaced", "request_id", "status")
+    __slots__ = (
+        "_send",
+        "added",
+        "began",
+        "head_at",
+        "instance",
+        "replaced",
+        "request_id",
+        "status",
+    )
 
     def __init__(self, scope: Scope, instance: tuple[bytes, bytes], send: Send) -> None:
         self.began = time.perf_counter()
         self.request_id = request_id(scope)
-        self.replaced, added = response_headers(scope["path"])
-        self.own = (instance, *added, (HEADER, self.request_id.encode()))
+        self.replaced, self.added = response_headers(scope["path"])
+        self.instance = instance
         #: 500 until a head goes out: an answer that never started counts as failed.
         self.status = 500
         self.head_at = 0.0
@@ -49,7 +63,9 @@ class Head:
         ones."""
         replaced = self.replaced
         headers = [h for h in app_headers if h[0].lower() not in replaced]
-        headers.extend(self.own)
+        headers.append(self.instance)
+        headers.extend(self.added)
+        headers.append((HEADER, self.request_id.encode()))
         return headers
 
     def started(self, status: int) -> None:
@@ -76,6 +92,30 @@ class ResponseHeads:
     def __init__(self, instance_id: str, metrics: ServerMetrics) -> None:
         self.instance = (_INSTANCE, instance_id.encode())
         self.metrics = RequestMetrics(metrics)
+        self._blocks: dict[tuple[object, ...], bytes] = {}
+
+    def lines(self, head: Head, answer: Prepared) -> bytes:
+        """The header lines of ``answer`` with ``head``'s (what :meth:`Head.headers` gives its
+        headers, in another order), for an answer written whole: the headers the same on
+        every answer of its class and path (its ``common`` ones, the instance's and the
+        security headers) joined and checked once. ``ValueError`` when one of the others has
+        a byte uvicorn would refuse."""
+        replaced = head.replaced
+        own = [h for h in answer.own_headers() if h[0] not in replaced]
+        own.append((HEADER, head.request_id.encode()))
+        if refused(own):
+            raise ValueError(f"a header of the answer has a byte not allowed: {own!r}")
+        common = answer.common
+        key = (common, replaced, head.added)
+        block = self._blocks.get(key)
+        if block is None:
+            constant = [h for h in common if h[0] not in replaced]
+            constant.append(head.instance)
+            constant.extend(head.added)
+            if refused(constant):
+                raise ValueError(f"a common header has a byte not allowed: {constant!r}")
+            block = self._blocks[key] = header_lines(constant)
+        return header_lines(own) + block
 
     def head(self, scope: Scope, send: Send) -> Head:
         """The :class:`Head` of an HTTP request."""

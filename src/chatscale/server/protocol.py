@@ -21,13 +21,17 @@ turn's other answers (:mod:`chatscale.server.corked`).
 from __future__ import annotations
 
 import asyncio
+import copy
 import http
 import json
+import urllib.parse
 import weakref
-from collections.abc import Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, Protocol, cast
 
+import httptools
 import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import (
     HEADER_RE,
     HEADER_VALUE_RE,
@@ -105,6 +109,33 @@ def refused(headers: list[tuple[bytes, bytes]]) -> bool:
     )
 
 
+def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """``headers`` as the lines of a response head, each ending with CRLF."""
+    joined = b"\r\n".join(map(b": ".join, headers))
+    return joined + b"\r\n" if joined else b""
+
+
+def whole_answer(
+    default_headers: list[tuple[bytes, bytes]],
+    status: int,
+    lines: bytes,
+    body: bytes,
+    keep_alive: bool,
+    head_only: bool,
+) -> bytes:
+    """The bytes of a whole answer as uvicorn writes them: status line, the server's default
+    headers (date, server), the answer's header ``lines`` (:func:`header_lines`, checked: see
+    :func:`refused`), ``connection: close`` unless the connection is kept alive, and the body
+    unless ``head_only`` (a HEAD)."""
+    content = [STATUS_LINE[status], header_lines(default_headers), lines]
+    if not keep_alive:
+        content.append(b"connection: close\r\n")
+    content.append(b"\r\n")
+    if not head_only:
+        content.append(body)
+    return b"".join(content)
+
+
 def send_whole(
     scope: MutableMapping[str, Any], status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> bool:
@@ -132,21 +163,18 @@ def send_whole(
         return False
     if refused(headers):
         return False
-    lines = b"\r\n".join(map(b": ".join, (*cycle.default_headers, *headers)))
-    content = [STATUS_LINE[status], lines, b"\r\n"]
-    if not cycle.keep_alive:
-        content.append(b"connection: close\r\n")
-    content.append(b"\r\n")
-    if scope["method"] != "HEAD":
-        content.append(body)
+    lines = header_lines(headers)
+    data = whole_answer(
+        cycle.default_headers, status, lines, body, cycle.keep_alive, scope["method"] == "HEAD"
+    )
     cycle.response_started = True
     cycle.response_complete = True
     cycle.waiting_for_100_continue = False
     transport = cycle.transport
     if isinstance(transport, HeadHoldingTransport):
-        transport.write_later(b"".join(content))
+        transport.write_later(data)
     else:
-        transport.write(b"".join(content))
+        transport.write(data)
     cycle.message_event.set()
     if not cycle.keep_alive:
         transport.close()
@@ -165,8 +193,59 @@ class EdgeConfig(uvicorn.Config):
         self.header_timeout_s = header_timeout_s
 
 
+async def _rewritten(scope: Any, receive: Any, send: Any) -> None:
+    """The application behind :func:`_scope_rewrite`'s middleware: nothing to do."""
+
+
+def _scope_rewrite(proxy: ProxyHeadersMiddleware) -> Callable[[MutableMapping[str, Any]], None]:
+    """What ``proxy`` does to a request's scope (its client and scheme from the
+    ``X-Forwarded-*`` headers of a trusted proxy), done at once: uvicorn's own middleware,
+    in front of an application that does nothing, run to its end without an event loop
+    (it awaits nothing else)."""
+    rewriter = copy.copy(proxy)
+    rewriter.app = _rewritten
+
+    def rewrite(scope: MutableMapping[str, Any]) -> None:
+        step = rewriter(scope, None, None)  # type: ignore[arg-type]
+        try:
+            step.send(None)
+        except StopIteration:
+            return
+        step.close()
+        raise RuntimeError("uvicorn's proxy headers middleware waited for something")
+
+    return rewrite
+
+
+class AnswersNow(Protocol):
+    """An application that answers some whole requests at once (the server's application:
+    :class:`chatscale.server.shortcut.ShortcutStarlette`)."""
+
+    def takes_now(self, method: str, target: bytes) -> bool:
+        """Whether a request of ``method`` to ``target`` (as received) may be answered at
+        once, once whole."""
+        ...
+
+    def answer_now(
+        self, scope: MutableMapping[str, Any], body: bytes
+    ) -> tuple[int, bytes, bytes] | None:
+        """The whole answer (status, :func:`header_lines` already checked, body) to the
+        request of ``scope`` whose whole body is ``body``; ``None``: serve it as usual."""
+        ...
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` refusing oversized (431) and slow (408) request headers."""
+    """:class:`HttpToolsProtocol` refusing oversized (431) and slow (408) request headers,
+    and answering at once what the application answers at once (:class:`AnswersNow`).
+
+    A request the application takes at once (an append to a stream in memory) is held from
+    its headers to its last byte, then answered from this callback: no response cycle, task,
+    ASGI message or coroutine, which were most of such a request's cost
+    (docs/benchmarks.md, Durable Streams). One that the application then declines, or
+    whose body does not arrive whole in the packet that ends its headers, starts its
+    response cycle as usual with what was held. Only a request with nothing before it is
+    held (a pipelined one waits for the answer before it, in its cycle).
+    """
 
     def __init__(
         self,
@@ -185,6 +264,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._at_message_end = False
         self._refused = False
         self._closer: asyncio.TimerHandle | None = None
+        app: object = self.app
+        #: What uvicorn's proxy headers middleware (TRUSTED_PROXIES) does to a scope.
+        self._rewrite: Callable[[MutableMapping[str, Any]], None] | None = None
+        if isinstance(app, ProxyHeadersMiddleware):
+            self._rewrite = _scope_rewrite(app)
+            app = app.app
+        now_ok = not self.access_log and config.limit_concurrency is None
+        #: The application, when it answers some requests at once (with an access log,
+        #: every request takes its cycle: the log line is written there).
+        self._now: AnswersNow | None = (
+            app if now_ok and hasattr(app, "takes_now") and hasattr(app, "answer_now") else None
+        )
+        #: The body so far of a request held to be answered at once.
+        self._held: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # Whole answers wait for the end of the loop's turn (chatscale.server.corked); every
@@ -205,6 +298,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
         self._at_message_end = False
         super().data_received(data)
+        if self._held is not None:
+            # The request held for an answer at once has more to come: its cycle waits.
+            self._start_held()
         if not self._in_headers or self.transport.is_closing():
             return
         if self._header_bytes > self.max_header_bytes:
@@ -227,6 +323,70 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._header_bytes = 0
         self._disarm()
+        if self._now is not None and self._takes_now(self._now):
+            self._held = []
+            return
+        self._start_cycle()
+
+    def _takes_now(self, app: AnswersNow) -> bool:
+        cycle = self.cycle
+        parser = self.parser
+        if (
+            (cycle is not None and not cycle.response_complete)
+            or self.expect_100_continue
+            or parser.should_upgrade()
+        ):
+            return False
+        method = parser.get_method().decode("ascii")
+        if not app.takes_now(method, self.url):
+            return False
+        # The scope's request fields, as uvicorn's on_headers_complete sets them.
+        scope = self.scope
+        scope["method"] = method
+        http_version = parser.get_http_version()
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        url = httptools.parse_url(self.url)
+        raw_path = url.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = url.query or b""
+        return True
+
+    def _start_held(self) -> None:
+        """Serve the held request as usual: its cycle, with the body held so far."""
+        held, self._held = self._held, None
+        self._start_cycle()
+        for body in held or ():
+            super().on_body(body)
+
+    def _answer_now(self, app: AnswersNow, body: bytes) -> bool:
+        scope = cast("MutableMapping[str, Any]", self.scope)
+        scope[BODY_RECEIVED] = True
+        if self._rewrite is not None:
+            self._rewrite(scope)
+        whole = app.answer_now(scope, body)
+        if whole is None:
+            return False
+        status, lines, content = whole
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        transport = self.transport
+        data = whole_answer(
+            self.server_state.default_headers, status, lines, content, keep_alive, False
+        )
+        if isinstance(transport, CorkedTransport):
+            transport.write_later(data)
+        else:
+            transport.write(data)
+        if not keep_alive:
+            transport.close()
+        self.on_response_complete()
+        return True
+
+    def _start_cycle(self) -> None:
         earlier = self.cycle
         super().on_headers_complete()
         cycle = self.cycle
@@ -247,7 +407,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.transport.flush()
         super().on_response_complete()
 
+    def on_body(self, body: bytes) -> None:
+        held = self._held
+        if held is not None:
+            held.append(body)
+            return
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        held = self._held
+        if held is not None and self._now is not None:
+            body = held[0] if len(held) == 1 else b"".join(held)
+            self._held = None
+            if self._answer_now(self._now, body):
+                self._in_headers = True
+                self._at_message_end = True
+                return
+            self._held = [body]
+            self._start_held()
         super().on_message_complete()
         self._in_headers = True
         self._at_message_end = True

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chatscale.server.express import ExpressLane, Whole
 
 #: Where the application keeps the server's ``send`` in an HTTP request's scope.
 SCOPE_KEY = "chatscale.server_send"
@@ -37,6 +40,11 @@ class Lane:
     prefix: str
     label: str
     app: ASGIApp
+
+    @cached_property
+    def raw_prefix(self) -> bytes:
+        """The prefix as a request target starts with it."""
+        return self.prefix.encode()
 
 
 def wrap(app: ASGIApp, middleware: Sequence[Middleware]) -> ASGIApp:
@@ -52,19 +60,44 @@ class ShortcutStarlette(Starlette):
 
     lanes: tuple[Lane, ...] = ()
 
+    def _lane(self, scope: Scope) -> Lane | None:
+        path: str = scope["path"]
+        for lane in self.lanes:
+            if path.startswith(lane.prefix):
+                scope["app"] = self
+                scope["route"] = lane.label
+                return lane
+        return None
+
+    def takes_now(self, method: str, target: bytes) -> bool:
+        """Whether a request may be answered at once (:meth:`answer_now`): it goes to an
+        express lane whose application answers such requests without waiting.
+        ``target`` is the request line's, as received (a target whose path would only
+        match once decoded goes the usual way)."""
+        for lane in self.lanes:
+            if target.startswith(lane.raw_prefix):
+                app = lane.app
+                return isinstance(app, ExpressLane) and app.takes_now(method)
+        return False
+
+    def answer_now(self, scope: Scope, body: bytes) -> Whole | None:
+        """The whole answer to an HTTP request whose whole ``body`` has arrived, from its
+        express lane (:meth:`ExpressLane.answer_now`), or ``None``: serve it as usual."""
+        lane = self._lane(scope)
+        if lane is None or not isinstance(lane.app, ExpressLane):
+            return None
+        return lane.app.answer_now(scope, body)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         scope[SCOPE_KEY] = send
         try:
-            path: str = scope["path"]
-            for lane in self.lanes:
-                if path.startswith(lane.prefix):
-                    scope["app"] = self
-                    scope["route"] = lane.label
-                    await lane.app(scope, receive, send)
-                    return
+            lane = self._lane(scope)
+            if lane is not None:
+                await lane.app(scope, receive, send)
+                return
             await super().__call__(scope, receive, send)
         finally:
             # The server's send is a method of the request's cycle, which holds the scope:
