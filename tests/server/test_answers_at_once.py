@@ -102,10 +102,10 @@ async def test_only_appends_to_a_store_that_appends_at_once_are_taken() -> None:
         assert not app.takes_now("POST", b"/api/chat")  # type: ignore[attr-defined]
         assert not app.takes_now("POST", b"/v1/str%65am/s")  # type: ignore[attr-defined]
         protocol = app.state.durable.app
-        append_now = protocol.append_now
-        protocol.append_now = None  # a store on Redis
+        store = protocol.at_once
+        protocol.at_once = None  # a store on Redis
         assert not app.takes_now("POST", f"{BASE}/s".encode())  # type: ignore[attr-defined]
-        protocol.append_now = append_now
+        protocol.at_once = store
         protocol.write_limit = object()  # DURABLE_STREAMS_WRITE_RATE_LIMIT
         assert not app.takes_now("POST", f"{BASE}/s".encode())  # type: ignore[attr-defined]
 
@@ -119,7 +119,7 @@ async def test_a_failing_store_is_a_counted_json_500_with_the_common_headers() -
         def failing(*args: object) -> None:
             raise RuntimeError("a bug")
 
-        protocol.append_now = failing
+        protocol.at_once.append_plain = failing
         scope, _ = request("POST", "f", b"x", _TEXT)
         whole = app.answer_now(scope, b"x")  # type: ignore[attr-defined]
         assert whole is not None

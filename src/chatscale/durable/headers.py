@@ -179,6 +179,37 @@ def append_request(headers: RequestHeaders, body: bytes) -> AppendRequest:
     return AppendRequest(kind, record, seq, _producer(headers), close)
 
 
+#: The headers of an append besides its Content-Type and Authorization.
+_NOT_PLAIN = frozenset(
+    (b"stream-seq", b"stream-closed", b"producer-id", b"producer-epoch", b"producer-seq")
+)
+
+
+def plain_append(raw: Iterable[tuple[bytes, bytes]]) -> tuple[str, dict[str, str]] | None:
+    """The Content-Type and the ``Authorization`` (as :class:`Headers`) of a plain append,
+    from the request's raw headers in one pass; ``None`` when the append is not plain: it
+    has another header of the protocol (a sequence number, a producer, a close), names its
+    Content-Type or Authorization twice, or has no Content-Type (:func:`append_request`
+    then reads it, and answers what is wrong)."""
+    kind: bytes | None = None
+    authorization: dict[str, str] = {}
+    for name, value in raw:
+        if name == b"content-type":
+            if kind is not None:
+                return None
+            kind = value
+        elif name == b"authorization":
+            if authorization:
+                return None
+            authorization["authorization"] = value.decode("latin-1")
+        elif name in _NOT_PLAIN:
+            return None
+    if kind is None:
+        return None
+    text = kind.decode("latin-1").strip()
+    return (text, authorization) if text else None
+
+
 def _producer(headers: RequestHeaders) -> Producer | None:
     if not (
         headers.has("producer-id") or headers.has("producer-epoch") or headers.has("producer-seq")

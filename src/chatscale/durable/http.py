@@ -21,7 +21,6 @@ from chatscale.durable.errors import ProtocolError
 from chatscale.durable.fanout import RECHECK_S, Fanout, FanoutStats
 from chatscale.durable.limits import WriteLimit
 from chatscale.durable.model import (
-    AppendRequest,
     ReadResult,
     StreamInfo,
     WriteResult,
@@ -30,7 +29,7 @@ from chatscale.durable.model import (
 )
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
 from chatscale.durable.sse import control_event, data_event
-from chatscale.durable.store import DurableStore
+from chatscale.durable.store import AppendsAtOnce, DurableStore
 from chatscale.server.express import Prepared
 from chatscale.server.protocol import BodyWriter, body_writer
 from chatscale.server.shortcut import body_send
@@ -64,18 +63,25 @@ class Answer(Prepared):
     same headers, lower-cased, with ``content-length`` and the common headers), without
     its per-request header objects; every append and live delivery sends one."""
 
-    __slots__ = ("headers",)
+    __slots__ = ("headers", "raw")
 
     def __init__(
-        self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None
+        self,
+        body: bytes = b"",
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        raw: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(body, status)
         self.headers = headers or {}
+        #: Headers given raw (lower-case names), before those of :attr:`headers`.
+        self.raw = raw
 
     common = _COMMON_RAW
 
     def own_headers(self) -> list[tuple[bytes, bytes]]:
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        raw = [] if self.raw is None else self.raw.copy()
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         if self.status >= 200 and self.status not in (204, 304):
             raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
         return raw
@@ -170,8 +176,8 @@ class DurableStreamsApp:
         self._live_reads: dict[tuple[str, Offset], asyncio.Future[ReadResult]] = {}
         #: ``DURABLE_STREAMS_WRITE_RATE_LIMIT`` (set at start-up), ``None``: unlimited.
         self.write_limit: WriteLimit | None = None
-        #: The store's ``append_now`` when it appends at once (set at start-up).
-        self.append_now: Callable[[str, AppendRequest], WriteResult] | None = None
+        #: The store, when it appends at once (set at start-up).
+        self.at_once: AppendsAtOnce | None = None
         self._frames_sent: dict[tuple[str, Offset, Offset, str, bool, bool], bytes] = {}
         self._fanouts: dict[str, Fanout] = {}
         #: What the fan-outs of live SSE readers did (the metrics export it).
@@ -269,7 +275,7 @@ class DurableStreamsApp:
     def takes_now(self, method: str) -> bool:
         """Whether :meth:`respond_now` may answer requests of ``method``: appends, to a store
         that appends at once, without a write rate limit."""
-        return method == "POST" and self.append_now is not None and self.write_limit is None
+        return method == "POST" and self.at_once is not None and self.write_limit is None
 
     def respond_now(self, scope: Scope, body: bytes) -> Answer | None:
         """The answer to a request whose whole ``body`` is here, given at once, or ``None``
@@ -277,21 +283,29 @@ class DurableStreamsApp:
         write rate limit, or a refusal (:meth:`respond` answers those, the same checks
         refusing the same way: nothing was changed). See
         :class:`chatscale.server.express.AtOnce`."""
-        append_now = self.append_now
-        if scope["method"] != "POST" or append_now is None or self.write_limit is not None:
+        store = self.at_once
+        if scope["method"] != "POST" or store is None or self.write_limit is not None:
             return None
         try:
             name = self.paths(scope["path"])
+            plain = parse.plain_append(scope["headers"]) if body else None
+            if plain is not None:
+                content_type, authorization = plain
+                self.auth.check(authorization, write=True)
+                tail = store.append_plain(name, content_type, body)
+                if tail is not None:
+                    return Answer(status=204, raw=[_next_offset(tail)])
             headers = parse.RequestHeaders(scope["headers"])
             self.auth.check(headers, write=True)
-            result = append_now(name, parse.append_request(headers, body))
+            result = store.append_now(name, parse.append_request(headers, body))
         except ProtocolError:
             return None
         return self._written("POST", scope, result)
 
     def _written(self, method: str, scope: Scope, result: WriteResult) -> Answer:
         info = result.info
-        headers = {"Stream-Next-Offset": str(info.tail)}
+        raw = [_next_offset(info.tail)]
+        headers = {}
         if info.closed:
             headers["Stream-Closed"] = "true"
         if result.producer is not None:
@@ -301,7 +315,7 @@ class DurableStreamsApp:
             headers["Content-Type"] = info.content_type
             if result.status == 201:
                 headers["Location"] = _location(scope)
-        return Answer(status=result.status, headers=headers)
+        return Answer(status=result.status, headers=headers, raw=raw)
 
     async def _get(self, request: Call, name: str, store: DurableStore) -> Answer | Response:
         query = request.query
@@ -528,6 +542,11 @@ class DurableStreamsApp:
 #: Encoded SSE frames kept for other readers: the latest few, at most max_read each.
 _FRAMES_KEPT = 16
 _ALLOW = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+
+
+def _next_offset(tail: Offset) -> tuple[bytes, bytes]:
+    """``Stream-Next-Offset``, on the answer to every write."""
+    return (b"stream-next-offset", str(tail).encode())
 
 
 def _preflight() -> Answer:

@@ -28,6 +28,7 @@ from chatscale.durable.model import (
     StreamInfo,
     WriteResult,
     is_json,
+    media_type,
 )
 from chatscale.durable.offsets import Offset, check_offset_bounds
 from chatscale.durable.rules import (
@@ -204,6 +205,28 @@ class MemoryStore:
 
     async def append(self, path: str, request: AppendRequest) -> WriteResult:
         return self.append_now(path, request)
+
+    def append_plain(self, path: str, content_type: str, body: bytes) -> Offset | None:
+        """See :class:`~chatscale.durable.store.AppendsAtOnce`: what :meth:`append_now` does
+        with a plain append to an open stream of ``content_type`` that is not JSON, without
+        the request and result objects (most appends are plain; docs/benchmarks.md)."""
+        now = _now_ms()
+        stream = self._find(path, now)
+        if stream is None or stream.deleted or stream.closed:
+            return None
+        stream_type = stream.config.content_type
+        if is_json(stream_type) or media_type(content_type) != media_type(stream_type):
+            return None
+        record = encode_record(stream_type, body, allow_empty_array=False)
+        if record is None:
+            return None
+        try:
+            stream.add(record)
+        except ProtocolError:
+            return None  # the offsets are exhausted: append_now refuses it
+        stream.touch(now)
+        self._notify(path)
+        return stream.tail
 
     def append_now(self, path: str, request: AppendRequest) -> WriteResult:
         """What :meth:`append` does, without a coroutine: the server answers appends from

@@ -58,7 +58,7 @@ class DurableService:
         if redis is None:
             memory = MemoryStore()
             self._store = memory
-            self.app.append_now = memory.append_now
+            self.app.at_once = memory
         else:
             from chatscale.durable.redis_store import RedisDurableStore
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chatscale.durable.model import (
     AppendRequest,
@@ -50,6 +50,23 @@ class DurableStore(Protocol):
 
     async def close(self) -> None:
         """Release connections and tasks."""
+        ...
+
+
+@runtime_checkable
+class AppendsAtOnce(Protocol):
+    """A store that appends without waiting for anything (in memory): the server then
+    answers appends from its HTTP protocol's callback (docs/durable-streams.md)."""
+
+    def append_now(self, path: str, request: AppendRequest) -> WriteResult:
+        """:meth:`DurableStore.append` done at once; a refusal changes nothing."""
+        ...
+
+    def append_plain(self, path: str, content_type: str, body: bytes) -> Offset | None:
+        """A plain append (a body; no sequence number, producer or close) at once: the new
+        tail, or ``None``, having changed nothing, when it is not that simple here (a JSON
+        stream, another content type, a closed or expired stream...): :meth:`append_now`
+        then takes it, by every rule."""
         ...
 
 

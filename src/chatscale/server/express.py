@@ -144,7 +144,15 @@ class ExpressLane:
         the responder cannot answer it at once, or it is not plain; serve it as usual then.
         An error of the responder is answered as the chain answers it (a JSON 500)."""
         at_once = self._at_once
-        if at_once is None or not self.plain(scope):
+        # plain(), for a body known whole: its own length is the one bounded.
+        if (
+            at_once is None
+            or len(body) > self.bound.max_bytes
+            or (
+                scope["method"] not in SAFE_METHODS
+                and cross_origin_problem(scope, self.allowed) is not None
+            )
+        ):
             return None
         heads = self.heads
         head = heads.head(scope, _no_send)
