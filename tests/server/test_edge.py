@@ -311,6 +311,28 @@ async def test_keep_alive_timeout_is_the_setting(tmp_path: Path) -> None:
     assert time.monotonic() - started < 4  # uvicorn's default of 75 s would time out here
 
 
+async def test_keep_alive_counts_from_the_last_answer(tmp_path: Path) -> None:
+    """The keep-alive timer runs on across requests (it is not made again per answer): a
+    connection used again within the timeout stays open a whole timeout after its last
+    answer, and one used by nobody is closed after it."""
+    with serving(tmp_path, HTTP_KEEP_ALIVE_TIMEOUT="1") as server:
+        async with connection(server) as (reader, writer):
+            for _ in range(3):  # 1.8 s in all: past the first answer's timeout
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                await writer.drain()
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert head.startswith(b"HTTP/1.1 200")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await asyncio.wait_for(reader.readexactly(length), 5)
+                last = time.monotonic()
+                await asyncio.sleep(0.6)
+            assert not reader.at_eof()
+            rest = await asyncio.wait_for(reader.read(-1), 10)  # until the server closes
+            idle = time.monotonic() - last
+    assert rest == b""
+    assert 0.9 <= idle < 4, idle
+
+
 async def test_unread_body_closes_the_connection(client: httpx.AsyncClient) -> None:
     # The abort route reads no body: the server must not drain one for ever afterwards.
     response = await client.post("/api/chat/stream/unknown/abort", content=b"x" * 100)

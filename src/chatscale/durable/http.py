@@ -81,7 +81,10 @@ class Answer(Prepared):
 
     def own_headers(self) -> list[tuple[bytes, bytes]]:
         raw = [] if self.raw is None else self.raw.copy()
-        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        if self.headers:
+            raw += [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+            ]
         if self.status >= 200 and self.status not in (204, 304):
             raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
         return raw

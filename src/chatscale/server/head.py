@@ -101,8 +101,12 @@ class ResponseHeads:
         security headers) joined and checked once. ``ValueError`` when one of the others has
         a byte uvicorn would refuse."""
         replaced = head.replaced
-        own = [h for h in answer.own_headers() if h[0] not in replaced]
+        own = answer.own_headers()
         own.append((HEADER, head.request_id.encode()))
+        for name, _ in own:
+            if name in replaced:
+                own = [h for h in own if h[0] not in replaced]
+                break
         if refused(own):
             raise ValueError(f"a header of the answer has a byte not allowed: {own!r}")
         common = answer.common

@@ -116,7 +116,7 @@ def header_lines(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
 
 
 def whole_answer(
-    default_headers: list[tuple[bytes, bytes]],
+    default_lines: bytes,
     status: int,
     lines: bytes,
     body: bytes,
@@ -124,10 +124,10 @@ def whole_answer(
     head_only: bool,
 ) -> bytes:
     """The bytes of a whole answer as uvicorn writes them: status line, the server's default
-    headers (date, server), the answer's header ``lines`` (:func:`header_lines`, checked: see
+    headers (date, server) and the answer's as :func:`header_lines` (checked: see
     :func:`refused`), ``connection: close`` unless the connection is kept alive, and the body
     unless ``head_only`` (a HEAD)."""
-    content = [STATUS_LINE[status], header_lines(default_headers), lines]
+    content = [STATUS_LINE[status], default_lines, lines]
     if not keep_alive:
         content.append(b"connection: close\r\n")
     content.append(b"\r\n")
@@ -165,7 +165,12 @@ def send_whole(
         return False
     lines = header_lines(headers)
     data = whole_answer(
-        cycle.default_headers, status, lines, body, cycle.keep_alive, scope["method"] == "HEAD"
+        header_lines(cycle.default_headers),
+        status,
+        lines,
+        body,
+        cycle.keep_alive,
+        scope["method"] == "HEAD",
     )
     cycle.response_started = True
     cycle.response_complete = True
@@ -276,6 +281,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._now: AnswersNow | None = (
             app if now_ok and hasattr(app, "takes_now") and hasattr(app, "answer_now") else None
         )
+        #: Since when the connection has been idle (the loop's time of its last answer);
+        #: ``None`` while a request comes or is answered.
+        self._idle_from: float | None = None
+        self._defaults: list[tuple[bytes, bytes]] | None = None
+        self._default_bytes = b""
         #: The body so far of a request held to be answered at once.
         self._held: list[bytes] | None = None
 
@@ -290,6 +300,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._closer is not None:
             self._closer.cancel()
         super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -374,9 +387,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         status, lines, content = whole
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         transport = self.transport
-        data = whole_answer(
-            self.server_state.default_headers, status, lines, content, keep_alive, False
-        )
+        data = whole_answer(self._default_lines(), status, lines, content, keep_alive, False)
         if isinstance(transport, CorkedTransport):
             transport.write_later(data)
         else:
@@ -385,6 +396,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.close()
         self.on_response_complete()
         return True
+
+    def _default_lines(self) -> bytes:
+        """The server's default headers (date, server) as header lines: uvicorn makes a new
+        list when the date changes, once a second."""
+        headers = self.server_state.default_headers
+        if headers is not self._defaults:
+            self._defaults = headers
+            self._default_bytes = header_lines(headers)
+        return self._default_bytes
 
     def _start_cycle(self) -> None:
         earlier = self.cycle
@@ -405,7 +425,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is not None and isinstance(cycle.transport, HeadHoldingTransport):
             cycle.transport.flush()
-        super().on_response_complete()
+        # uvicorn's, but with the keep-alive timer armed only when none runs (see
+        # _unset_keepalive_if_required).
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_from = None
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_from = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self._keep_alive_due
+            )
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn cancels its keep-alive timer whenever data comes, and arms a new one after
+        # every answer: a timer made and cancelled per request, a share of a small
+        # request's CPU. Here data only marks the connection busy; the timer runs on, and
+        # when it fires closes the connection only if it has been idle for the whole
+        # timeout since its last answer (else it waits for the rest, or for the next
+        # answer to arm it again).
+        self._idle_from = None
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        idle_from = self._idle_from
+        if idle_from is None:
+            return  # busy: the next answer arms it again
+        left = idle_from + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_body(self, body: bytes) -> None:
         held = self._held

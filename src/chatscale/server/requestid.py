@@ -23,4 +23,4 @@ def request_id(scope: Scope) -> str:
             break
     # An id for the logs, not a secret: the module's generator (reseeded in a forked child)
     # costs no system call, unlike uuid4's os.urandom.
-    return f"{random.getrandbits(128):032x}"
+    return random.getrandbits(128).to_bytes(16, "big").hex()
