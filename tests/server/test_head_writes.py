@@ -113,3 +113,15 @@ def test_refused_headers_are_exactly_those_uvicorn_refuses() -> None:
         name, value = (b"x-" + one + b"-y", b"v"), (b"x-y", b"a" + one + b"b")
         assert refused([*good, name]) == bool(HEADER_RE.search(name[0])), byte
         assert refused([value, *good]) == bool(HEADER_VALUE_RE.search(value[1])), byte
+
+
+def test_every_request_id_is_a_header_value_uvicorn_allows() -> None:
+    """Answers written whole put the request id on without checking it again."""
+    from chatscale.server.requestid import _ACCEPTED, HEADER, request_id
+
+    kept = bytes(b for b in range(256) if _ACCEPTED.fullmatch(bytes((b,))))
+    assert len(kept) > 60
+    assert not refused([(HEADER, kept)])
+    made = request_id({"headers": []})
+    assert not refused([(HEADER, made.encode())])
+    assert request_id({"headers": [(HEADER, b"bad id\x01")]}) != "bad id\x01"

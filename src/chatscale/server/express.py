@@ -22,6 +22,7 @@ task, ASGI message or coroutine for it, the same layers applied.
 
 from __future__ import annotations
 
+import time
 from typing import Protocol, runtime_checkable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -155,13 +156,14 @@ class ExpressLane:
         ):
             return None
         heads = self.heads
-        head = heads.head(scope, _no_send)
+        began = time.perf_counter()
         try:
             answer = at_once.respond_now(scope, body)
             if answer is None:
                 return None
-            lines = heads.lines(head, answer)
+            lines = heads.lines(scope, answer)
         except Exception as exc:
+            head = heads.head(scope, _no_send)
             token = logcontext.request_id.set(head.request_id)
             try:
                 failure = failure_response(scope, exc, started=False)
@@ -172,8 +174,7 @@ class ExpressLane:
             heads.done(scope, head)
             lines = header_lines(head.headers(failure.raw_headers))
             return failure.status_code, lines, bytes(failure.body)
-        head.started(answer.status)
-        heads.done(scope, head)
+        heads.metrics.observe(scope, answer.status, time.perf_counter() - began)
         return answer.status, lines, answer.body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

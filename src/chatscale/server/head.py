@@ -94,28 +94,29 @@ class ResponseHeads:
         self.metrics = RequestMetrics(metrics)
         self._blocks: dict[tuple[object, ...], bytes] = {}
 
-    def lines(self, head: Head, answer: Prepared) -> bytes:
-        """The header lines of ``answer`` with ``head``'s (what :meth:`Head.headers` gives its
-        headers, in another order), for an answer written whole: the headers the same on
-        every answer of its class and path (its ``common`` ones, the instance's and the
-        security headers) joined and checked once. ``ValueError`` when one of the others has
-        a byte uvicorn would refuse."""
-        replaced = head.replaced
+    def lines(self, scope: Scope, answer: Prepared) -> bytes:
+        """The header lines of ``answer`` with those every answer gets (what a :class:`Head`
+        gives its headers, in another order), for an answer written whole without a
+        :class:`Head`: the headers the same on every answer of its class and path (its
+        ``common`` ones, the instance's and the security headers) joined and checked once.
+        ``ValueError`` when one of the answer's own has a byte uvicorn would refuse (the
+        request id has none: see :mod:`chatscale.server.requestid`)."""
+        replaced, added = response_headers(scope["path"])
         own = answer.own_headers()
-        own.append((HEADER, head.request_id.encode()))
+        if refused(own):
+            raise ValueError(f"a header of the answer has a byte not allowed: {own!r}")
+        own.append((HEADER, request_id(scope).encode()))
         for name, _ in own:
             if name in replaced:
                 own = [h for h in own if h[0] not in replaced]
                 break
-        if refused(own):
-            raise ValueError(f"a header of the answer has a byte not allowed: {own!r}")
         common = answer.common
-        key = (common, replaced, head.added)
+        key = (common, replaced, added)
         block = self._blocks.get(key)
         if block is None:
             constant = [h for h in common if h[0] not in replaced]
-            constant.append(head.instance)
-            constant.extend(head.added)
+            constant.append(self.instance)
+            constant.extend(added)
             if refused(constant):
                 raise ValueError(f"a common header has a byte not allowed: {constant!r}")
             block = self._blocks[key] = header_lines(constant)

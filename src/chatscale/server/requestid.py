@@ -9,7 +9,8 @@ import re
 from starlette.types import Scope
 
 HEADER = b"x-request-id"
-# A proxy's id is kept when it is short and plain; anything else could forge log lines.
+# A proxy's id is kept when it is short and plain; anything else could forge log lines. Every
+# id is thus made of bytes a response header may carry (answers written whole rely on it).
 _ACCEPTED = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
