@@ -549,7 +549,7 @@ _ALLOW = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 
 def _next_offset(tail: Offset) -> tuple[bytes, bytes]:
     """``Stream-Next-Offset``, on the answer to every write."""
-    return (b"stream-next-offset", str(tail).encode())
+    return (b"stream-next-offset", tail.raw())
 
 
 def _preflight() -> Answer:

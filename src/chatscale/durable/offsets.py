@@ -38,8 +38,13 @@ class Offset(NamedTuple):
     def __str__(self) -> str:
         return _FORMAT % self
 
+    def raw(self) -> bytes:
+        """The offset as a header carries it."""
+        return _RAW_FORMAT % self
+
 
 _FORMAT = f"%0{_DIGITS}d_%0{_DIGITS}d"
+_RAW_FORMAT = _FORMAT.encode()
 
 
 START = Offset(0, 0)
