@@ -54,6 +54,8 @@ _COMMON = {
     "Access-Control-Expose-Headers": _PROTOCOL_HEADERS,
 }
 _COMMON_RAW = tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _COMMON.items())
+_NEXT_OFFSET = b"stream-next-offset"
+_NEXT_OFFSET_LINE = _NEXT_OFFSET + b": %b\r\n"
 # Reads of immutable, per-token data: a private cache may keep them briefly.
 _CACHEABLE = "private, max-age=60, stale-while-revalidate=300"
 
@@ -88,6 +90,25 @@ class Answer(Prepared):
         if self.status >= 200 and self.status not in (204, 304):
             raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
         return raw
+
+
+class Appended(Answer):
+    """The answer to a plain append: 204 and its ``Stream-Next-Offset`` (digits and an
+    underscore: nothing to check before it is written)."""
+
+    __slots__ = ("tail",)
+
+    def __init__(self, tail: Offset) -> None:
+        super().__init__(status=204)
+        self.tail = tail
+
+    def own_headers(self) -> list[tuple[bytes, bytes]]:
+        return [_next_offset(self.tail)]
+
+    def own_lines(self, replaced: frozenset[bytes]) -> bytes:
+        if _NEXT_OFFSET in replaced:
+            return super().own_lines(replaced)
+        return _NEXT_OFFSET_LINE % self.tail.raw()
 
 
 class Call:
@@ -297,7 +318,7 @@ class DurableStreamsApp:
                 self.auth.check(authorization, write=True)
                 tail = store.append_plain(name, content_type, body)
                 if tail is not None:
-                    return Answer(status=204, raw=[_next_offset(tail)])
+                    return Appended(tail)
             headers = parse.RequestHeaders(scope["headers"])
             self.auth.check(headers, write=True)
             result = store.append_now(name, parse.append_request(headers, body))
@@ -549,7 +570,7 @@ _ALLOW = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
 
 def _next_offset(tail: Offset) -> tuple[bytes, bytes]:
     """``Stream-Next-Offset``, on the answer to every write."""
-    return (b"stream-next-offset", tail.raw())
+    return (_NEXT_OFFSET, tail.raw())
 
 
 def _preflight() -> Answer:

@@ -31,7 +31,7 @@ from chatscale import logcontext
 from chatscale.server.bodylimit import BodyBound, settled
 from chatscale.server.errors import failure_response
 from chatscale.server.head import ResponseHeads
-from chatscale.server.protocol import header_lines, send_whole
+from chatscale.server.protocol import header_lines, refused, send_whole
 from chatscale.sessions.csrf import SAFE_METHODS, cross_origin_problem
 
 RawHeaderList = list[tuple[bytes, bytes]]
@@ -58,6 +58,15 @@ class Prepared:
         """The answer's headers besides :attr:`common`: lower-case names, ``content-length``
         included."""
         raise NotImplementedError
+
+    def own_lines(self, replaced: frozenset[bytes]) -> bytes:
+        """:meth:`own_headers` less those named in ``replaced``, as header lines
+        (:func:`~chatscale.server.protocol.header_lines`); ``ValueError`` when one has a byte
+        uvicorn would refuse."""
+        own = [h for h in self.own_headers() if h[0] not in replaced]
+        if refused(own):
+            raise ValueError(f"a header of the answer has a byte not allowed: {own!r}")
+        return header_lines(own)
 
     def raw_headers(self) -> RawHeaderList:
         """All the answer's headers."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from chatscale.server.express import Prepared
 
 _INSTANCE = b"x-chatscale-instance"
+_ID_LINE = HEADER + b": %b\r\n"
 RawHeaders = Iterable[tuple[bytes, bytes]]
 
 
@@ -102,14 +103,7 @@ class ResponseHeads:
         ``ValueError`` when one of the answer's own has a byte uvicorn would refuse (the
         request id has none: see :mod:`chatscale.server.requestid`)."""
         replaced, added = response_headers(scope["path"])
-        own = answer.own_headers()
-        if refused(own):
-            raise ValueError(f"a header of the answer has a byte not allowed: {own!r}")
-        own.append((HEADER, request_id(scope).encode()))
-        for name, _ in own:
-            if name in replaced:
-                own = [h for h in own if h[0] not in replaced]
-                break
+        own = answer.own_lines(replaced) + _ID_LINE % request_id(scope).encode()
         common = answer.common
         key = (common, replaced, added)
         block = self._blocks.get(key)
@@ -120,7 +114,7 @@ class ResponseHeads:
             if refused(constant):
                 raise ValueError(f"a common header has a byte not allowed: {constant!r}")
             block = self._blocks[key] = header_lines(constant)
-        return header_lines(own) + block
+        return own + block
 
     def head(self, scope: Scope, send: Send) -> Head:
         """The :class:`Head` of an HTTP request."""
