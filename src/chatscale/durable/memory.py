@@ -52,7 +52,10 @@ class _Stream:
     config: Inherited
     fork: ForkKey | None  # the creating PUT's fork headers, compared on an idempotent PUT
     source: str | None = None  # the stream this fork inherited from (holds a reference)
-    records: list[Record] = field(default_factory=list)
+    #: Each append's bytes and message count, as plain tuples: the garbage collector stops
+    #: tracking a tuple of bytes and an int, so the appends a store keeps cost its
+    #: collections nothing (a Record each was a tenth of an append's CPU under load).
+    records: list[tuple[bytes, int]] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     closed: bool = False
     last_seq: str | None = None
@@ -76,11 +79,16 @@ class _Stream:
         if self.config.ttl is not None:
             self.deadline_ms = now_ms + self.config.ttl * 1000
 
+    def record(self, index: int) -> Record:
+        data, messages = self.records[index]
+        return Record(data, messages)
+
     def add(self, record: Record) -> None:
         # Checked before anything changes: an append is refused whole or stored whole.
-        end = (self.ends[-1] if self.ends else 0) + len(record.data)
+        data = record.data
+        end = (self.ends[-1] if self.ends else 0) + len(data)
         check_offset_bounds(Offset(len(self.records) + 1, end))
-        self.records.append(record)
+        self.records.append((data, record.messages))
         self.ends.append(end)
 
 
@@ -190,9 +198,9 @@ class MemoryStore:
             settled = settle(request, source.config)
             point = fork.offset if fork.offset is not None else source.tail
             check_fork_point(source.ends, point)
-            cut_from = source.records[point.record] if point.record < len(source.records) else None
+            cut_from = source.record(point.record) if point.record < len(source.records) else None
             records = fork_records(
-                source.records[: point.record],
+                [source.record(index) for index in range(point.record)],
                 cut_from,
                 fork.sub_offset,
                 is_json(settled.content_type),
@@ -282,10 +290,11 @@ class MemoryStore:
         size = 0
         index = start.record
         while index < tail.record and (
-            not records or size + len(stream.records[index].data) <= max_bytes
+            not records or size + len(stream.records[index][0]) <= max_bytes
         ):
-            records.append(stream.records[index])
-            size += len(stream.records[index].data)
+            record = stream.record(index)
+            records.append(record)
+            size += len(record.data)
             index += 1
         end = Offset(index, stream.ends[index - 1] if index else 0)
         return ReadResult(stream.info(), start, end, records)
