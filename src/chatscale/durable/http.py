@@ -99,7 +99,11 @@ class Appended(Answer):
     __slots__ = ("tail",)
 
     def __init__(self, tail: Offset) -> None:
-        super().__init__(status=204)
+        # Answer's fields set here: one for every append.
+        self.body = b""
+        self.status = 204
+        self.headers = {}
+        self.raw = None
         self.tail = tail
 
     def own_headers(self) -> list[tuple[bytes, bytes]]:
