@@ -4,6 +4,7 @@ and nothing is shared between instances."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -286,17 +287,13 @@ class MemoryStore:
             start.byte != (stream.ends[start.record - 1] if start.record else 0)
         ):
             raise ProtocolError(400, f"offset {start} {rules.NOT_AN_OFFSET}")
-        records: list[Record] = []
-        size = 0
-        index = start.record
-        while index < tail.record and (
-            not records or size + len(stream.records[index][0]) <= max_bytes
-        ):
-            record = stream.record(index)
-            records.append(record)
-            size += len(record.data)
-            index += 1
-        end = Offset(index, stream.ends[index - 1] if index else 0)
+        # Records while their bytes add up to at most max_bytes, and at least one: the ends
+        # are the running totals, so the last one is found by bisection.
+        first = start.record
+        stop = bisect.bisect_right(stream.ends, start.byte + max_bytes, lo=first)
+        stop = min(max(stop, first + 1), tail.record)
+        records = [Record(data, messages) for data, messages in stream.records[first:stop]]
+        end = Offset(stop, stream.ends[stop - 1] if stop else 0)
         return ReadResult(stream.info(), start, end, records)
 
     async def wait(
