@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from chatscale.config import load_settings
 from chatscale.server.express import ExpressLane
 from tests.server.helpers import ServerThread
+from tests.server.test_edge import connection
 from tests.server.test_express import _TEXT, _VARYING, BASE, call, lane_of, request, running
 
 Answer = tuple[int, dict[bytes, bytes], bytes]
@@ -155,19 +157,6 @@ def server_counting() -> Iterator[tuple[ServerThread, list[int]]]:
         yield server, answered
 
 
-@contextlib.asynccontextmanager
-async def connection(
-    server: ServerThread,
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    try:
-        yield reader, writer
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
 def post(name: str, body: bytes, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
     return (
         b"POST " + f"{BASE}/{name}".encode() + b" HTTP/" + version + b"\r\nHost: t\r\n"
@@ -304,3 +293,39 @@ async def test_the_scheme_a_trusted_proxy_forwards_is_the_one_checked() -> None:
         assert [status for status, _, _ in answers] == [403, 204]
         assert answered == [204]
         assert read(server, "o") == b"x"
+
+
+async def test_a_client_that_does_not_read_its_answers_is_paused() -> None:
+    """Answers given at once wait for the end of the turn, then for the socket; once
+    either holds a write buffer's worth, requests take their cycle again, which waits for
+    the client to read, and the server stops reading the requests behind (a client that
+    never reads cannot make it buffer answers without bound)."""
+    count = 20_000  # about 14 MB of answers
+    with server_counting() as (server, answered):
+        create(server, "w")
+        # A small receive buffer: the kernel would otherwise take tens of MB of answers.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(
+                    _send_all(writer, b"".join(post("w", b"x") for _ in range(count)))
+                )
+                await asyncio.sleep(1.0)
+                head = await asyncio.to_thread(httpx.head, f"{server.url}{BASE}/w", timeout=10)
+                stored = int(head.headers["stream-next-offset"].split("_")[0])
+                assert stored < count, "every append was answered into a full buffer"
+                answers = await read_answers(reader, count)
+        finally:
+            writer.close()
+        assert {status for status, _, _ in answers} == {204}
+        assert 0 < len(answered) < count
+        assert read(server, "w") == b"x" * count
+
+
+async def _send_all(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()

@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -30,9 +31,15 @@ def serving(tmp_path: Path, **env: str) -> Iterator[ServeProcess]:
         server.stop()
 
 
+class Listening(Protocol):
+    """A server under test on a loopback port (a process or a thread)."""
+
+    port: int
+
+
 @contextlib.asynccontextmanager
 async def connection(
-    server: ServeProcess,
+    server: Listening,
 ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:

@@ -64,19 +64,22 @@ def turn_writer(loop: asyncio.AbstractEventLoop) -> TurnWriter:
 class CorkedTransport(asyncio.Transport):
     """A connection's transport whose answers may wait for the end of the loop's turn."""
 
-    __slots__ = ("_pending", "_transport", "_writer")
+    __slots__ = ("_pending", "_transport", "_writer", "waiting")
 
     def __init__(self, transport: asyncio.Transport, writer: TurnWriter) -> None:
         super().__init__()
         self._transport = transport
         self._writer = writer
         self._pending: list[bytes] = []
+        #: How many bytes wait for the end of the turn.
+        self.waiting = 0
 
     def write_later(self, data: bytes) -> None:
         """Send ``data`` at the end of this turn of the loop, after what is queued."""
         if not self._pending:
             self._writer.due(self)
         self._pending.append(data)
+        self.waiting += len(data)
 
     def flush(self) -> None:
         """Send what is queued now."""
@@ -84,6 +87,7 @@ class CorkedTransport(asyncio.Transport):
         if not pending:
             return
         self._pending = []
+        self.waiting = 0
         transport = self._transport
         if transport.is_closing():
             return  # the peer is gone, or the server closed after an error: nobody reads
@@ -120,6 +124,7 @@ class CorkedTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self._pending = []
+        self.waiting = 0
         self._transport.abort()
 
     def is_closing(self) -> bool:
@@ -148,7 +153,7 @@ class CorkedTransport(asyncio.Transport):
         self._transport.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+        return self._transport.get_write_buffer_size() + self.waiting
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()

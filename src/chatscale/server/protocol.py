@@ -45,6 +45,10 @@ from chatscale.server.bodylimit import BODY_RECEIVED, LINGER_S
 from chatscale.server.corked import CorkedTransport, turn_writer
 from chatscale.server.headers import SECURITY_HEADERS
 
+#: At most this many bytes of answers given at once wait for the end of a turn on one
+#: connection (the default high-water mark of a transport's write buffer).
+_WAITING_BYTES = 65_536
+
 #: Where the protocol keeps (a weak reference to) a request's response cycle in its scope.
 CYCLE_KEY = "chatscale.cycle"
 
@@ -292,7 +296,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # Whole answers wait for the end of the loop's turn (chatscale.server.corked); every
         # write of the protocol and of its response cycles goes through the same wrapper.
-        super().connection_made(CorkedTransport(transport, turn_writer(self.loop)))
+        self._corked = CorkedTransport(transport, turn_writer(self.loop))
+        super().connection_made(self._corked)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -348,6 +353,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             (cycle is not None and not cycle.response_complete)
             or self.expect_100_continue
             or parser.should_upgrade()
+            # A client that does not read its answers: its cycle waits for the socket to
+            # drain, and the requests behind it pause the reading (uvicorn's flow control).
+            # Answers given at once go out at the end of the turn, so a turn's burst of
+            # pipelined requests is bounded by what waits as much as by the socket.
+            or self.flow.write_paused
+            or self._corked.waiting > _WAITING_BYTES
         ):
             return False
         method = parser.get_method().decode("ascii")
