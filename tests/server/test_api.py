@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
 
 import httpx
@@ -52,13 +54,24 @@ async def test_resume_after_last_event_id_or_after_param(client: httpx.AsyncClie
     assert (await client.get(url, headers={"Last-Event-ID": last or ""})).status_code == 204
 
 
+def _token_claims(token: str) -> tuple[str, str]:
+    """The stream and owner a resume token names (see chatscale.server.resume)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims["s"], claims["o"]
+
+
 async def test_same_client_request_id_returns_the_same_stream(
     client: httpx.AsyncClient,
 ) -> None:
     one = await start(client, "once", client_request_id="req-1")
     again = await start(client, "once", client_request_id="req-1")
     other = await start(client, "once", client_request_id="req-2")
+    # The same answer; its resume token is minted with each reply (its expiry counts from
+    # then, in whole seconds), and both name the same stream for the same owner.
+    token_one, token_again = one.pop("resume_token"), again.pop("resume_token")
     assert one == again
+    assert _token_claims(token_one) == _token_claims(token_again)
     assert other["stream_id"] != one["stream_id"]
     await read_events(client, f"/api/chat/stream/{one['stream_id']}")
     conversation = (await client.get(f"/api/conversations/{one['conversation_id']}")).json()
