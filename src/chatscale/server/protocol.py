@@ -390,10 +390,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _answer_now(self, app: AnswersNow, body: bytes) -> bool:
         scope = cast("MutableMapping[str, Any]", self.scope)
         scope[BODY_RECEIVED] = True
+        given = scope.get("client"), scope.get("scheme")
         if self._rewrite is not None:
             self._rewrite(scope)
         whole = app.answer_now(scope, body)
         if whole is None:
+            # Served as usual: uvicorn's middleware will see the scope as it came.
+            scope["client"], scope["scheme"] = given
             return False
         status, lines, content = whole
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
