@@ -20,13 +20,7 @@ from chatscale.durable.content import json_array
 from chatscale.durable.errors import ProtocolError
 from chatscale.durable.fanout import RECHECK_S, Fanout, FanoutStats
 from chatscale.durable.limits import WriteLimit
-from chatscale.durable.model import (
-    ReadResult,
-    StreamInfo,
-    WriteResult,
-    is_json,
-    is_text,
-)
+from chatscale.durable.model import ReadResult, StreamInfo, WriteResult, is_json, is_text
 from chatscale.durable.offsets import START, Offset, next_cursor, parse_offset_query
 from chatscale.durable.sse import control_event, data_event
 from chatscale.durable.store import AppendsAtOnce, DurableStore
@@ -65,28 +59,18 @@ class Answer(Prepared):
     same headers, lower-cased, with ``content-length`` and the common headers), without
     its per-request header objects; every append and live delivery sends one."""
 
-    __slots__ = ("headers", "raw")
+    __slots__ = ("headers",)
 
     def __init__(
-        self,
-        body: bytes = b"",
-        status: int = 200,
-        headers: dict[str, str] | None = None,
-        raw: list[tuple[bytes, bytes]] | None = None,
+        self, body: bytes = b"", status: int = 200, headers: dict[str, str] | None = None
     ) -> None:
         super().__init__(body, status)
         self.headers = headers or {}
-        #: Headers given raw (lower-case names), before those of :attr:`headers`.
-        self.raw = raw
 
     common = _COMMON_RAW
 
     def own_headers(self) -> list[tuple[bytes, bytes]]:
-        raw = [] if self.raw is None else self.raw.copy()
-        if self.headers:
-            raw += [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
-            ]
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         if self.status >= 200 and self.status not in (204, 304):
             raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
         return raw
@@ -103,7 +87,6 @@ class Appended(Answer):
         self.body = b""
         self.status = 204
         self.headers = {}
-        self.raw = None
         self.tail = tail
 
     def own_headers(self) -> list[tuple[bytes, bytes]]:
@@ -312,7 +295,7 @@ class DurableStreamsApp:
         refusing the same way: nothing was changed). See
         :class:`chatscale.server.express.AtOnce`."""
         store = self.at_once
-        if scope["method"] != "POST" or store is None or self.write_limit is not None:
+        if store is None or not self.takes_now(scope["method"]):
             return None
         try:
             name = self.paths(scope["path"])
@@ -332,8 +315,7 @@ class DurableStreamsApp:
 
     def _written(self, method: str, scope: Scope, result: WriteResult) -> Answer:
         info = result.info
-        raw = [_next_offset(info.tail)]
-        headers = {}
+        headers = {"Stream-Next-Offset": str(info.tail)}
         if info.closed:
             headers["Stream-Closed"] = "true"
         if result.producer is not None:
@@ -343,7 +325,7 @@ class DurableStreamsApp:
             headers["Content-Type"] = info.content_type
             if result.status == 201:
                 headers["Location"] = _location(scope)
-        return Answer(status=result.status, headers=headers, raw=raw)
+        return Answer(status=result.status, headers=headers)
 
     async def _get(self, request: Call, name: str, store: DurableStore) -> Answer | Response:
         query = request.query

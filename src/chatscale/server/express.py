@@ -136,13 +136,10 @@ class ExpressLane:
     def plain(self, scope: Scope) -> bool:
         """Whether the request may take the lane: HTTP, no body left to bound or wait for,
         and no cross-origin refusal due. The full chain answers the others as usual."""
-        return (
-            scope["type"] == "http"
-            and settled(scope, self.bound)
-            and (
-                scope["method"] in SAFE_METHODS or cross_origin_problem(scope, self.allowed) is None
-            )
-        )
+        return scope["type"] == "http" and settled(scope, self.bound) and self._same_origin(scope)
+
+    def _same_origin(self, scope: Scope) -> bool:
+        return scope["method"] in SAFE_METHODS or cross_origin_problem(scope, self.allowed) is None
 
     def takes_now(self, method: str) -> bool:
         """Whether :meth:`answer_now` may answer requests of ``method``."""
@@ -155,14 +152,7 @@ class ExpressLane:
         An error of the responder is answered as the chain answers it (a JSON 500)."""
         at_once = self._at_once
         # plain(), for a body known whole: its own length is the one bounded.
-        if (
-            at_once is None
-            or len(body) > self.bound.max_bytes
-            or (
-                scope["method"] not in SAFE_METHODS
-                and cross_origin_problem(scope, self.allowed) is not None
-            )
-        ):
+        if at_once is None or len(body) > self.bound.max_bytes or not self._same_origin(scope):
             return None
         heads = self.heads
         began = time.perf_counter()

@@ -38,22 +38,13 @@ class Head:
     :meth:`send` is ``send`` with these headers put on the head; an application that sends
     its head itself builds it with :meth:`headers` and says so with :meth:`started`."""
 
-    __slots__ = (
-        "_send",
-        "added",
-        "began",
-        "head_at",
-        "instance",
-        "replaced",
-        "request_id",
-        "status",
-    )
+    __slots__ = ("_send", "began", "head_at", "own", "replaced", "request_id", "status")
 
     def __init__(self, scope: Scope, instance: tuple[bytes, bytes], send: Send) -> None:
         self.began = time.perf_counter()
         self.request_id = request_id(scope)
-        self.replaced, self.added = response_headers(scope["path"])
-        self.instance = instance
+        self.replaced, added = response_headers(scope["path"])
+        self.own = (instance, *added, (HEADER, self.request_id.encode()))
         #: 500 until a head goes out: an answer that never started counts as failed.
         self.status = 500
         self.head_at = 0.0
@@ -64,9 +55,7 @@ class Head:
         ones."""
         replaced = self.replaced
         headers = [h for h in app_headers if h[0].lower() not in replaced]
-        headers.append(self.instance)
-        headers.extend(self.added)
-        headers.append((HEADER, self.request_id.encode()))
+        headers.extend(self.own)
         return headers
 
     def started(self, status: int) -> None:

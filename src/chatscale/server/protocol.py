@@ -400,14 +400,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return False
         status, lines, content = whole
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-        transport = self.transport
         data = whole_answer(self._default_lines(), status, lines, content, keep_alive, False)
-        if isinstance(transport, CorkedTransport):
-            transport.write_later(data)
-        else:
-            transport.write(data)
+        self._corked.write_later(data)
         if not keep_alive:
-            transport.close()
+            self._corked.close()
         self.on_response_complete()
         return True
 
